@@ -1,0 +1,542 @@
+//! Configuration: YAML → typed raw structs → validation → compiled, immutable [`Config`].
+//!
+//! - [`yaml`]: positioned parsing, `${VAR}` interpolation, error collection.
+//! - this module: the schema (raw structs with `deny_unknown_fields`), the checks that need more
+//!   than a type (required keys, URLs, env vars, ranges), and the runtime form the gateway uses.
+//!
+//! Every error names its key path and line, and all of them are reported at once.
+//! Durations are milliseconds everywhere, like the seed's `upstreams.<name>.timeout`.
+
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue, Uri};
+use serde::Deserialize;
+
+use yaml::Sink;
+pub use yaml::{ConfigError, ConfigErrors};
+
+pub const DEFAULT_PATH: &str = "config/mcpgate.yaml";
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_STREAM_IDLE_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_SESSION_TTL_MS: u64 = 24 * 3600 * 1000;
+pub const DEFAULT_SESSION_IDLE_MS: u64 = 3600 * 1000;
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+/// Env var read for the session key when `sessions.key` is not set.
+pub const SESSION_KEY_ENV: &str = "MCPGATE_SESSION_KEY";
+
+// ---- raw schema: what the file may say -------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: RawServer,
+    sessions: RawSessions,
+    upstreams: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    port: Option<u16>,
+    bind: Option<String>,
+    max_body_bytes: Option<u64>,
+    allowed_origins: Option<Vec<String>>,
+    shutdown_timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSessions {
+    key: Option<String>,
+    ttl: Option<u64>,
+    idle_timeout: Option<u64>,
+    max_active: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    url: Option<String>,
+    timeout: Option<u64>,
+    stream_idle_timeout: Option<u64>,
+    auth: Option<RawUpstreamAuth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstreamAuth {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    token_env: Option<String>,
+    header: Option<String>,
+    value_env: Option<String>,
+}
+
+// ---- compiled runtime form -------------------------------------------------------------------
+
+/// The validated configuration the gateway runs with. Immutable: a reload builds a new one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub sessions: SessionConfig,
+    /// Upstreams in name order.
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub allowed_origins: OriginAllowList,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// 32-byte AEAD key; `None` means "generate one at start" (single replica only).
+    pub key: Option<[u8; 32]>,
+    /// Absolute lifetime of a gateway-issued session id.
+    pub ttl: Duration,
+    /// Local bookkeeping forgets a session unused for this long.
+    pub idle_timeout: Duration,
+    /// Bound on locally tracked sessions.
+    pub max_active: usize,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub url: Uri,
+    /// Bound on the wait for the upstream's response to *begin* (headers).
+    pub timeout: Duration,
+    /// Bound on silence inside a started response stream; `None` disables it.
+    pub stream_idle_timeout: Option<Duration>,
+    /// The header the gateway adds with the upstream's own credentials.
+    pub credential: Option<(HeaderName, HeaderValue)>,
+}
+
+/// Allowed values of the `Origin` header. Entries are exact origins (`https://app.example.com`),
+/// origins with any port (`http://localhost:*`), or `*` for any origin.
+#[derive(Debug, Clone)]
+pub struct OriginAllowList {
+    any: bool,
+    exact: Vec<String>,
+    any_port: Vec<String>,
+}
+
+impl OriginAllowList {
+    /// Browsers on this machine only: what the MCP SDKs allow by default for local servers.
+    pub fn loopback() -> Self {
+        Self::parse(&["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]).expect("valid")
+    }
+
+    fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+        let mut list = OriginAllowList {
+            any: false,
+            exact: Vec::new(),
+            any_port: Vec::new(),
+        };
+        for entry in entries {
+            let entry = entry.as_ref().trim();
+            if entry == "*" {
+                list.any = true;
+            } else if let Some(prefix) = entry.strip_suffix(":*") {
+                check_origin(prefix)?;
+                list.any_port.push(prefix.to_ascii_lowercase());
+            } else {
+                check_origin(entry)?;
+                list.exact.push(entry.to_ascii_lowercase());
+            }
+        }
+        Ok(list)
+    }
+
+    pub fn allows(&self, origin: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        let origin = origin.to_ascii_lowercase();
+        if self.exact.iter().any(|o| *o == origin) {
+            return true;
+        }
+        self.any_port.iter().any(|prefix| {
+            origin == *prefix
+                || origin
+                    .strip_prefix(prefix.as_str())
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|port| {
+                        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                    })
+        })
+    }
+}
+
+fn check_origin(origin: &str) -> Result<(), String> {
+    let url = url::Url::parse(origin).map_err(|e| format!("`{origin}` is not an origin: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.path() != "/"
+        || origin.ends_with('/')
+    {
+        return Err(format!(
+            "`{origin}` is not an origin (scheme://host[:port], no path)"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Loads and validates a config file, reading env vars from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source: path.display().to_string(),
+            errors: vec![ConfigError {
+                path: String::new(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Config::parse(&text, &path.display().to_string(), &|k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// Parses and validates config text. `env` resolves `${VAR}` and the `*_env` keys.
+    pub fn parse(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut sink = Sink::default();
+        let mut root = match yaml::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                return Err(ConfigErrors {
+                    source: source.to_string(),
+                    errors: vec![e],
+                });
+            }
+        };
+        yaml::interpolate(&mut root, env, &mut sink);
+        let raw: RawConfig = yaml::deserialize_all(&mut root, &mut sink);
+        let config = Validator {
+            root: &root,
+            sink: &mut sink,
+            env,
+        }
+        .config(raw);
+        sink.finish(source)?;
+        Ok(config)
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams
+            .binary_search_by(|u| u.name.as_ref().cmp(name))
+            .ok()
+            .map(|i| &self.upstreams[i])
+    }
+}
+
+struct Validator<'a> {
+    root: &'a marked_yaml::Node,
+    sink: &'a mut Sink,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let line = yaml::line_of(self.root, path);
+        self.sink.push(path, line, message);
+    }
+
+    fn missing(&mut self, path: &str, message: &str) {
+        if !self.sink.has_error_at(path) {
+            let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+            let line = yaml::line_of(self.root, parent);
+            self.sink.push(path, line, message);
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let server = self.server(raw.server);
+        let sessions = self.sessions(raw.sessions);
+        if raw.upstreams.is_empty() {
+            self.missing(
+                "upstreams",
+                "at least one upstream is required (upstreams.<name>.url)",
+            );
+        }
+        let upstreams = raw
+            .upstreams
+            .into_iter()
+            .filter_map(|(name, u)| self.upstream(&name, u).map(Arc::new))
+            .collect();
+        Config {
+            server,
+            sessions,
+            upstreams,
+        }
+    }
+
+    fn server(&mut self, raw: RawServer) -> ServerConfig {
+        let bind = match raw.bind.as_deref().map(str::trim) {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some("localhost") => IpAddr::from([127, 0, 0, 1]),
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                self.error(
+                    "server.bind",
+                    format!("`{text}` is not an IP address (for example 127.0.0.1 or 0.0.0.0)"),
+                );
+                IpAddr::from([127, 0, 0, 1])
+            }),
+        };
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            self.error("server.max_body_bytes", "must be greater than 0");
+        }
+        let allowed_origins = match raw.allowed_origins {
+            None => OriginAllowList::loopback(),
+            Some(list) => OriginAllowList::parse(&list).unwrap_or_else(|e| {
+                self.error("server.allowed_origins", e);
+                OriginAllowList::loopback()
+            }),
+        };
+        ServerConfig {
+            bind,
+            port: raw.port.unwrap_or(DEFAULT_PORT),
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            allowed_origins,
+            shutdown_timeout: Duration::from_millis(
+                raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+            ),
+        }
+    }
+
+    fn sessions(&mut self, raw: RawSessions) -> SessionConfig {
+        let key_text = match raw.key {
+            Some(k) => Some(("sessions.key", k)),
+            None => (self.env)(SESSION_KEY_ENV)
+                .filter(|k| !k.is_empty())
+                .map(|k| ("sessions.key", k)),
+        };
+        let key = key_text.and_then(|(path, text)| match decode_key(&text) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.error(path, e);
+                None
+            }
+        });
+        let ttl = raw.ttl.unwrap_or(DEFAULT_SESSION_TTL_MS);
+        if ttl == 0 {
+            self.error("sessions.ttl", "must be greater than 0");
+        }
+        let max_active = raw.max_active.unwrap_or(DEFAULT_MAX_SESSIONS);
+        if max_active == 0 {
+            self.error("sessions.max_active", "must be greater than 0");
+        }
+        SessionConfig {
+            key,
+            ttl: Duration::from_millis(ttl),
+            idle_timeout: Duration::from_millis(
+                raw.idle_timeout.unwrap_or(DEFAULT_SESSION_IDLE_MS),
+            ),
+            max_active,
+        }
+    }
+
+    fn upstream(&mut self, name: &str, raw: RawUpstream) -> Option<Upstream> {
+        let path = format!("upstreams.{name}");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.error(&path, format!("upstream name `{name}` may only use letters, digits, `-` and `_` (it becomes /servers/{name}/mcp)"));
+        }
+        let url = match raw.url {
+            None => {
+                self.missing(&format!("{path}.url"), "required: the upstream's Streamable HTTP endpoint, e.g. http://127.0.0.1:3001/mcp");
+                None
+            }
+            Some(text) => match parse_upstream_url(&text) {
+                Ok(uri) => Some(uri),
+                Err(e) => {
+                    self.error(&format!("{path}.url"), e);
+                    None
+                }
+            },
+        };
+        let timeout = raw.timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
+        if timeout == 0 {
+            self.error(
+                &format!("{path}.timeout"),
+                "must be greater than 0 (milliseconds)",
+            );
+        }
+        let idle = raw
+            .stream_idle_timeout
+            .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS);
+        let credential = raw
+            .auth
+            .and_then(|auth| self.upstream_auth(&format!("{path}.auth"), auth));
+        Some(Upstream {
+            name: Arc::from(name),
+            url: url?,
+            timeout: Duration::from_millis(timeout),
+            stream_idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
+            credential,
+        })
+    }
+
+    fn upstream_auth(
+        &mut self,
+        path: &str,
+        raw: RawUpstreamAuth,
+    ) -> Option<(HeaderName, HeaderValue)> {
+        let from_env = |v: &mut Self, key: &str, var: Option<String>| -> Option<String> {
+            let key_path = format!("{path}.{key}");
+            let Some(var) = var else {
+                v.missing(
+                    &key_path,
+                    "required: the name of the environment variable holding the secret",
+                );
+                return None;
+            };
+            match (v.env)(&var) {
+                Some(value) if !value.is_empty() => Some(value),
+                _ => {
+                    v.error(
+                        &key_path,
+                        format!("environment variable `{var}` is not set"),
+                    );
+                    None
+                }
+            }
+        };
+        let unexpected = |v: &mut Self, key: &str, present: bool, kind: &str| {
+            if present {
+                v.error(
+                    &format!("{path}.{key}"),
+                    format!("`{key}` does not apply to `type: {kind}`"),
+                );
+            }
+        };
+        match raw.kind.as_deref() {
+            Some("bearer") => {
+                unexpected(self, "header", raw.header.is_some(), "bearer");
+                unexpected(self, "value_env", raw.value_env.is_some(), "bearer");
+                let token = from_env(self, "token_env", raw.token_env)?;
+                match HeaderValue::from_str(&format!("Bearer {token}")) {
+                    Ok(mut v) => {
+                        v.set_sensitive(true);
+                        Some((http::header::AUTHORIZATION, v))
+                    }
+                    Err(_) => {
+                        self.error(
+                            &format!("{path}.token_env"),
+                            "the token holds characters not allowed in a header",
+                        );
+                        None
+                    }
+                }
+            }
+            Some("header") => {
+                unexpected(self, "token_env", raw.token_env.is_some(), "header");
+                let name = match raw.header {
+                    None => {
+                        self.missing(
+                            &format!("{path}.header"),
+                            "required: the header name to send, e.g. X-API-Key",
+                        );
+                        None
+                    }
+                    Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            self.error(
+                                &format!("{path}.header"),
+                                format!("`{h}` is not a valid header name"),
+                            );
+                            None
+                        }
+                    },
+                };
+                let value = from_env(self, "value_env", raw.value_env)?;
+                let name = name?;
+                match HeaderValue::from_str(&value) {
+                    Ok(mut v) => {
+                        v.set_sensitive(true);
+                        Some((name, v))
+                    }
+                    Err(_) => {
+                        self.error(
+                            &format!("{path}.value_env"),
+                            "the value holds characters not allowed in a header",
+                        );
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                self.error(
+                    &format!("{path}.type"),
+                    format!("unknown auth type `{other}` (expected `bearer` or `header`)"),
+                );
+                None
+            }
+            None => {
+                self.missing(&format!("{path}.type"), "required: `bearer` or `header`");
+                None
+            }
+        }
+    }
+}
+
+fn parse_upstream_url(text: &str) -> Result<Uri, String> {
+    let url =
+        url::Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{text}` must not carry credentials or a #fragment (use `auth:`)"
+        ));
+    }
+    url.as_str()
+        .parse::<Uri>()
+        .map_err(|e| format!("`{text}` is not a valid URI: {e}"))
+}
+
+fn decode_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+        .map_err(|_| {
+            "must be 32 random bytes in base64 (generate one with `mcpgate gen-key`)".to_string()
+        })?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        format!(
+            "must decode to exactly 32 bytes, found {} (generate one with `mcpgate gen-key`)",
+            b.len()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,417 @@
+//! YAML with positions: parse, interpolate `${VAR}`, deserialize while collecting every error.
+//!
+//! serde stops at the first error; users want all of them at once, each with its key path and
+//! line. So the typed structs keep every field optional, and [`deserialize_all`] deserializes,
+//! records the error, removes the offending node from the tree and tries again. Required keys and
+//! cross-field rules are checked afterwards by the validator, which asks [`line_of`] for lines.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use marked_yaml::{LoaderOptions, Node};
+use serde::de::DeserializeOwned;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path (`upstreams.github.timeout`), empty for the whole file.
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.path.is_empty()) {
+            (Some(line), false) => write!(f, "line {line}: {}: {}", self.path, self.message),
+            (Some(line), true) => write!(f, "line {line}: {}", self.message),
+            (None, false) => write!(f, "{}: {}", self.path, self.message),
+            (None, true) => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// Every error found in one config file, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigErrors {
+    pub source: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        writeln!(
+            f,
+            "{}: {n} error{}",
+            self.source,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            let at = e.line.map(|l| format!(":{l}")).unwrap_or_default();
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!(" {}:", e.path)
+            };
+            writeln!(f, "  {}{at}:{key} {}", self.source, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors; remembers which paths already have one so that a later "missing" check does
+/// not report a key a second time after its bad value was removed.
+#[derive(Debug, Default)]
+pub struct Sink {
+    pub errors: Vec<ConfigError>,
+    reported: BTreeSet<String>,
+}
+
+impl Sink {
+    pub fn push(
+        &mut self,
+        path: impl Into<String>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) {
+        let path = path.into();
+        self.reported.insert(path.clone());
+        self.errors.push(ConfigError {
+            path,
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Whether `path` (or a key below it) already has an error.
+    pub fn has_error_at(&self, path: &str) -> bool {
+        self.reported
+            .iter()
+            .any(|p| p == path || p.starts_with(&format!("{path}.")))
+    }
+
+    pub fn finish(mut self, source: &str) -> Result<(), ConfigErrors> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        self.errors.sort_by_key(|e| e.line.unwrap_or(0));
+        Err(ConfigErrors {
+            source: source.to_string(),
+            errors: self.errors,
+        })
+    }
+}
+
+/// Parses YAML text into a positioned tree. An empty file is an empty mapping.
+pub fn parse(text: &str) -> Result<Node, ConfigError> {
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Ok(Node::from(
+            marked_yaml::types::MarkedMappingNode::new_empty(marked_yaml::Span::new_blank()),
+        ));
+    }
+    marked_yaml::parse_yaml_with_options(
+        0,
+        text,
+        LoaderOptions::default().error_on_duplicate_keys(true),
+    )
+    .map_err(|e| {
+        let line = load_error_line(&e);
+        ConfigError {
+            path: String::new(),
+            line,
+            message: format!("not valid YAML: {e}"),
+        }
+    })
+}
+
+fn load_error_line(e: &marked_yaml::LoadError) -> Option<usize> {
+    use marked_yaml::LoadError::*;
+    match e {
+        TopLevelMustBeMapping(m)
+        | TopLevelMustBeSequence(m)
+        | UnexpectedAnchor(m)
+        | MappingKeyMustBeScalar(m)
+        | UnexpectedTag(m)
+        | ScanError(m, _) => Some(m.line()),
+        DuplicateKey(inner) => Some(inner.key.span().start().map_or(0, |m| m.line())),
+    }
+}
+
+/// Splits a rendered path (`a.b[2].c`) into segments.
+fn segments(path: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Segment::Key(key));
+        }
+        while let Some(end) = rest.find(']') {
+            if let Ok(i) = rest[1..end].parse() {
+                out.push(Segment::Index(i));
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+    out
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The node at a dotted path, if it exists.
+pub fn node_at<'a>(root: &'a Node, path: &str) -> Option<&'a Node> {
+    let mut node = root;
+    for seg in segments(path) {
+        node = match seg {
+            Segment::Key(k) => node.as_mapping()?.get_node(k)?,
+            Segment::Index(i) => node.as_sequence()?.get(i)?,
+        };
+    }
+    Some(node)
+}
+
+/// The line of the key at `path` (or of its value when it has no key), 1-based.
+pub fn line_of(root: &Node, path: &str) -> Option<usize> {
+    if let Some((parent, key)) = path.rsplit_once('.').or(Some(("", path)))
+        && !key.contains('[')
+    {
+        let parent_node = if parent.is_empty() {
+            Some(root)
+        } else {
+            node_at(root, parent)
+        };
+        if let Some(map) = parent_node.and_then(Node::as_mapping) {
+            for (k, _) in map.iter() {
+                if k.as_str() == key {
+                    return k.span().start().map(|m| m.line());
+                }
+            }
+        }
+    }
+    node_at(root, path).and_then(|n| n.span().start().map(|m| m.line()))
+}
+
+/// Removes the node at `path`; false if there was nothing to remove.
+fn remove_at(root: &mut Node, path: &str) -> bool {
+    let segs = segments(path);
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut node = root;
+    for seg in parents {
+        let next = match seg {
+            Segment::Key(k) => node.as_mapping_mut().and_then(|m| {
+                m.iter_mut()
+                    .find(|(key, _)| key.as_str() == *k)
+                    .map(|(_, v)| v)
+            }),
+            Segment::Index(i) => node.as_sequence_mut().and_then(|s| s.get_mut(*i)),
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match last {
+        Segment::Key(k) => node
+            .as_mapping_mut()
+            .and_then(|m| {
+                let key = m.keys().find(|key| key.as_str() == *k).cloned()?;
+                m.remove(&key)
+            })
+            .is_some(),
+        Segment::Index(i) => match node.as_sequence_mut() {
+            Some(s) if *i < s.len() => {
+                s.remove(*i);
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
+/// Replaces `${VAR}` (and `${VAR:-default}`) in every scalar value; `$${` stays a literal `${`.
+/// A missing variable is an error at its key, and its value is removed so no second error follows.
+pub fn interpolate(root: &mut Node, env: &dyn Fn(&str) -> Option<String>, sink: &mut Sink) {
+    let mut missing = Vec::new();
+    walk_scalars(root, String::new(), &mut |path, scalar| {
+        let text = scalar.as_str();
+        if !text.contains("${") {
+            return;
+        }
+        match substitute(text, env) {
+            Ok(value) => {
+                let span = *scalar.span();
+                *scalar = marked_yaml::types::MarkedScalarNode::new(span, value);
+            }
+            Err(var) => missing.push((
+                path.to_string(),
+                var,
+                scalar.span().start().map(|m| m.line()),
+            )),
+        }
+    });
+    for (path, var, line) in missing {
+        sink.push(
+            &path,
+            line,
+            format!("environment variable `{var}` is not set (used as `${{{var}}}`)"),
+        );
+        remove_at(root, &path);
+    }
+}
+
+fn walk_scalars(
+    node: &mut Node,
+    path: String,
+    f: &mut dyn FnMut(&str, &mut marked_yaml::types::MarkedScalarNode),
+) {
+    match node {
+        Node::Scalar(s) => f(&path, s),
+        Node::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let p = if path.is_empty() {
+                    k.as_str().to_string()
+                } else {
+                    format!("{path}.{}", k.as_str())
+                };
+                walk_scalars(v, p, f);
+            }
+        }
+        Node::Sequence(s) => {
+            for (i, v) in s.iter_mut().enumerate() {
+                walk_scalars(v, format!("{path}[{i}]"), f);
+            }
+        }
+    }
+}
+
+/// `${VAR}` substitution; returns the name of the first unset variable as the error.
+pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(escaped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = escaped;
+        } else if let Some(body) = after.strip_prefix("${")
+            && let Some(end) = body.find('}')
+        {
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (env(name), default) {
+                (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
+                (_, Some(d)) => out.push_str(d),
+                (None, None) => return Err(name.to_string()),
+                (Some(_), None) => unreachable!("handled by the first arm"),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Deserializes `T` from the tree, recording every error (key path + line) in `sink` and
+/// removing each offending node until the rest deserializes. `T`'s fields must all be optional
+/// (or defaulted) for this to reach a value; the validator then checks what is required.
+pub fn deserialize_all<T: DeserializeOwned + Default>(root: &mut Node, sink: &mut Sink) -> T {
+    for _ in 0..200 {
+        let err = match marked_yaml::from_node::<T>(root) {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        let path = err.path().unwrap_or_default().to_string();
+        let line = err.start_mark().map(|m| m.line());
+        let message = match &*err {
+            marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+                if expected.is_empty() {
+                    format!("unknown key `{field}`")
+                } else {
+                    format!(
+                        "unknown key `{field}` (expected one of: {})",
+                        expected.join(", ")
+                    )
+                }
+            }
+            marked_yaml::Error::IntegerParseFailure(e, _) => {
+                format!("expected a whole number: {e}")
+            }
+            marked_yaml::Error::FloatParseFailure(e, _) => format!("expected a number: {e}"),
+            marked_yaml::Error::NotBoolean(_) => "expected true or false".to_string(),
+            marked_yaml::Error::Other(m, _) => m.clone(),
+        };
+        let line = line.or_else(|| line_of(root, &path));
+        sink.push(&path, line, message);
+        if path.is_empty() || !remove_at(root, &path) {
+            break;
+        }
+    }
+    T::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOME_DIR" => Some("/home/x".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn substitution_table() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("plain", Ok("plain")),
+            ("${HOME_DIR}/a", Ok("/home/x/a")),
+            ("a${HOME_DIR}b${HOME_DIR}", Ok("a/home/xb/home/x")),
+            ("$${HOME_DIR}", Ok("${HOME_DIR}")),
+            ("${NOPE:-fallback}", Ok("fallback")),
+            ("${EMPTY:-fallback}", Ok("fallback")),
+            ("${EMPTY}", Ok("")),
+            ("${NOPE}", Err("NOPE")),
+            ("cost $5", Ok("cost $5")),
+            ("${unterminated", Ok("${unterminated")),
+        ];
+        for (input, want) in cases {
+            let got = substitute(input, &env);
+            match want {
+                Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{input}"),
+                Err(v) => assert_eq!(got, Err(v.to_string()), "{input}"),
+            }
+        }
+    }
+
+    #[test]
+    fn lines_and_paths() {
+        let root = parse("a:\n  b: 1\n  list:\n    - x: 2\n    - y: 3\n").unwrap();
+        assert_eq!(line_of(&root, "a"), Some(1));
+        assert_eq!(line_of(&root, "a.b"), Some(2));
+        assert_eq!(line_of(&root, "a.list[1].y"), Some(5));
+        assert_eq!(line_of(&root, "a.list[1]"), Some(5));
+        assert_eq!(line_of(&root, "nope"), None);
+    }
+}

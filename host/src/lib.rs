@@ -1,0 +1,26 @@
+//! mcpgate: a gateway for Model Context Protocol servers that speak Streamable HTTP.
+//!
+//! Each upstream gets a route, `/servers/<name>/mcp`. Between client and upstream the gateway
+//! checks the edge (Origin, body size), parses the JSON-RPC envelope once, enforces the protocol
+//! era's rules, maps legacy sessions to sealed ids any replica can read, runs the pipeline of
+//! stages, and streams the response back without buffering.
+//!
+//! Modules, in the order a request meets them:
+//! - [`server`]: listeners, routes, the MCP handler, graceful shutdown.
+//! - [`mcp`]: protocol knowledge only: envelope, era, routing headers, JSON-RPC errors, SSE framing.
+//! - [`pipeline`]: the [`pipeline::Stage`] abstraction, the per-request context, the runner.
+//! - [`session`]: sealed legacy session ids and local bookkeeping.
+//! - [`proxy`]: the upstream client, header rules, the streaming relay.
+//! - [`error`]: the request path's one error type, turned into a response in one place.
+//! - [`config`]: YAML → validated, immutable runtime config.
+
+pub mod config;
+pub mod error;
+pub mod mcp;
+pub mod pipeline;
+pub mod proxy;
+pub mod server;
+pub mod session;
+
+pub use config::Config;
+pub use server::{Gateway, router, run};

@@ -1,0 +1,177 @@
+//! The `mcpgate` command: parse the CLI, load and validate the config, bind, call [`mcpgate::run`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use mcpgate::Config;
+
+/// mcpgate — a gateway for Model Context Protocol (MCP) servers.
+///
+/// Put mcpgate between AI clients and MCP servers that speak Streamable HTTP. Each server in the
+/// config's `upstreams:` section is served at http://<bind>:<port>/servers/<name>/mcp.
+///
+/// Quick start:
+///   mcpgate validate --config config/mcpgate.example.yaml
+///   mcpgate start --config config/mcpgate.example.yaml
+#[derive(Parser)]
+#[command(name = "mcpgate", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway and serve until Ctrl-C / SIGTERM (then drain in-flight requests).
+    Start {
+        /// Config file (YAML). See config/mcpgate.example.yaml for every key.
+        #[arg(long, short, default_value = mcpgate::config::DEFAULT_PATH, env = "MCPGATE_CONFIG")]
+        config: PathBuf,
+        /// Override `server.port` (0 picks a free port and prints it).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Log format: `text` for people, `json` for log pipelines.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
+    /// Check a config file and report every error (key path and line); exit 1 if any.
+    Validate {
+        #[arg(long, short, default_value = mcpgate::config::DEFAULT_PATH, env = "MCPGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// List the configured upstream servers and the routes they are served at.
+    ListServers {
+        #[arg(long, short, default_value = mcpgate::config::DEFAULT_PATH, env = "MCPGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a fresh random session key (for `sessions.key` / MCPGATE_SESSION_KEY).
+    GenKey,
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprint!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK ({} upstream{})",
+                    config.display(),
+                    cfg.upstreams.len(),
+                    if cfg.upstreams.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::ListServers { config } => match load(&config) {
+            Ok(cfg) => {
+                let base = format!("http://{}:{}", cfg.server.bind, cfg.server.port);
+                for u in &cfg.upstreams {
+                    let auth = match &u.credential {
+                        Some((name, _)) => format!("sends {name}"),
+                        None => "no upstream credentials".to_string(),
+                    };
+                    println!(
+                        "{:<20} {base}/servers/{}/mcp -> {}  (timeout {}ms, {auth})",
+                        u.name,
+                        u.name,
+                        u.url,
+                        u.timeout.as_millis()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::GenKey => {
+            let key: [u8; 32] = rand::random();
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            ExitCode::SUCCESS
+        }
+        Command::Start {
+            config,
+            port,
+            log_format,
+        } => {
+            init_tracing(&log_format);
+            let mut cfg = match load(&config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            if let Some(p) = port {
+                cfg.server.port = p;
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(start(cfg))
+        }
+    }
+}
+
+async fn start(cfg: Config) -> ExitCode {
+    let addr = std::net::SocketAddr::new(cfg.server.bind, cfg.server.port);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e} (change server.port or server.bind)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    let gateway = Arc::new(mcpgate::Gateway::new(cfg));
+    for u in &gateway.config.upstreams {
+        tracing::info!(upstream = %u.name, route = %format!("http://{local}/servers/{}/mcp", u.name), target = %u.url, "route");
+    }
+    // A line for scripts (tests, the demo) that start on port 0 and need the port.
+    println!("mcpgate listening on http://{local}");
+    match mcpgate::run(listener, gateway, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,457 @@
+//! The JSON-RPC envelope, parsed once per request and shared by every stage.
+//!
+//! Parsing borrows from the body and keeps the parts stages care about (`id`, `params`,
+//! `arguments`) as raw JSON, so a request that no stage modifies is forwarded with the exact bytes
+//! the client sent, and `arguments` are only turned into a `serde_json::Value` by a stage that
+//! asks for them.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{META_PROTOCOL_VERSION, jsonrpc};
+
+/// The protocol era a message belongs to; decided by its body, never by a header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Era {
+    /// 2024-11-05 .. 2025-11-25: `initialize`, sessions, GET streams.
+    Legacy,
+    /// 2026-07-28 and later: stateless, `_meta` version and routing headers on every request.
+    Modern,
+}
+
+impl Era {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Era::Legacy => "legacy",
+            Era::Modern => "modern",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Request,
+    Notification,
+    /// A client's answer to a server→client request (sampling, elicitation, roots): legacy only.
+    Response,
+}
+
+/// One JSON-RPC message of a POST body.
+#[derive(Debug, Clone)]
+pub struct Message {
+    raw: Box<RawValue>,
+    pub kind: MessageKind,
+    pub era: Era,
+    /// The raw `id`, echoed byte for byte in any error the gateway answers with.
+    pub id: Option<Box<RawValue>>,
+    pub method: Option<Arc<str>>,
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]`: present exactly on modern messages.
+    pub protocol_version: Option<Box<str>>,
+    /// The tool or prompt name (`params.name`) or resource URI (`params.uri`) the method acts on.
+    pub target: Option<Arc<str>>,
+    /// `params.arguments` of `tools/call` and `prompts/get`, as raw JSON.
+    pub arguments: Option<Box<RawValue>>,
+}
+
+/// A POST body: one message, or (legacy 2025-03-26 only) a batch.
+#[derive(Debug, Clone)]
+pub struct ParsedBody {
+    pub messages: Vec<Message>,
+    pub batch: bool,
+}
+
+/// Why a body is not a usable JSON-RPC message. Answered by the gateway with HTTP 400.
+#[derive(Debug, Clone)]
+pub struct EnvelopeError {
+    pub code: i32,
+    pub message: String,
+    /// The request's id, when the body was readable far enough to find it.
+    pub id: Option<Box<RawValue>>,
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.get() == other.raw.get()
+    }
+}
+impl Eq for Message {}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default, borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// The parts of `params` the gateway reads. Lenient: a field of an unexpected type is treated as
+/// absent, and the upstream (which owns the method's semantics) answers the client.
+#[derive(Deserialize, Default)]
+struct Params<'a> {
+    #[serde(default, borrow, deserialize_with = "lenient_str")]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient_str")]
+    uri: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "_meta")]
+    meta: Option<&'a RawValue>,
+}
+
+fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum MaybeStr<'a> {
+        Str(#[serde(borrow)] Cow<'a, str>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match MaybeStr::deserialize(d)? {
+        MaybeStr::Str(s) => Some(s),
+        MaybeStr::Other(_) => None,
+    })
+}
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(default, borrow, rename = "io.modelcontextprotocol/protocolVersion")]
+    protocol_version: Option<&'a RawValue>,
+}
+
+impl Message {
+    /// Parses one JSON-RPC message from its raw JSON.
+    pub fn parse(raw: &RawValue) -> Result<Message, EnvelopeError> {
+        let wire: Wire<'_> = serde_json::from_str(raw.get()).map_err(|e| EnvelopeError {
+            code: jsonrpc::INVALID_REQUEST,
+            message: format!("not a JSON-RPC message object: {e}"),
+            id: None,
+        })?;
+        let id = wire.id.map(|r| r.to_owned());
+        let invalid = |message: String| EnvelopeError {
+            code: jsonrpc::INVALID_REQUEST,
+            message,
+            id: id.clone(),
+        };
+        if wire.jsonrpc.as_deref() != Some("2.0") {
+            return Err(invalid("`jsonrpc` must be \"2.0\"".into()));
+        }
+        let kind = match (
+            &wire.method,
+            &wire.id,
+            wire.result.is_some() || wire.error.is_some(),
+        ) {
+            (Some(_), Some(_), _) => MessageKind::Request,
+            (Some(_), None, _) => MessageKind::Notification,
+            (None, Some(_), true) => MessageKind::Response,
+            _ => {
+                return Err(invalid(
+                    "a message needs a `method`, or an `id` with `result` or `error`".into(),
+                ));
+            }
+        };
+        let params: Params<'_> = match wire.params {
+            Some(p) if p.get().trim_start().starts_with('{') => {
+                serde_json::from_str(p.get()).unwrap_or_default()
+            }
+            _ => Params::default(),
+        };
+        let protocol_version = match params.meta {
+            Some(meta) => match serde_json::from_str::<Meta<'_>>(meta.get()) {
+                Ok(Meta {
+                    protocol_version: Some(v),
+                }) => Some(
+                    serde_json::from_str::<Cow<'_, str>>(v.get())
+                        .map_err(|_| EnvelopeError {
+                            code: jsonrpc::INVALID_PARAMS,
+                            message: format!(
+                                "`_meta[\"{META_PROTOCOL_VERSION}\"]` must be a string"
+                            ),
+                            id: id.clone(),
+                        })?
+                        .into(),
+                ),
+                _ => None,
+            },
+            None => None,
+        };
+        let method: Option<Arc<str>> = wire.method.map(|m| Arc::from(m.as_ref()));
+        let target = match method.as_deref() {
+            Some("tools/call" | "prompts/get") => params.name,
+            Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => params.uri,
+            _ => None,
+        }
+        .map(|t| Arc::from(t.as_ref()));
+        let arguments = match method.as_deref() {
+            Some("tools/call" | "prompts/get") => params.arguments.map(|a| a.to_owned()),
+            _ => None,
+        };
+        Ok(Message {
+            raw: raw.to_owned(),
+            kind,
+            era: if protocol_version.is_some() {
+                Era::Modern
+            } else {
+                Era::Legacy
+            },
+            id,
+            method,
+            protocol_version,
+            target,
+            arguments,
+        })
+    }
+
+    /// The message exactly as received (or as last replaced by a stage).
+    pub fn raw(&self) -> &RawValue {
+        &self.raw
+    }
+
+    /// Replaces the whole message (a stage's rewrite) and re-derives every field from it, so the
+    /// fields can never disagree with what is forwarded.
+    pub fn replace(&mut self, value: &serde_json::Value) -> Result<(), EnvelopeError> {
+        let raw = serde_json::value::to_raw_value(value).map_err(|e| EnvelopeError {
+            code: jsonrpc::INTERNAL_ERROR,
+            message: format!("rewritten message does not serialise: {e}"),
+            id: self.id.clone(),
+        })?;
+        *self = Message::parse(&raw)?;
+        Ok(())
+    }
+
+    /// The message as a `serde_json::Value`, for stages that inspect or rewrite it.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.raw.get()).expect("a parsed message is valid JSON")
+    }
+
+    pub fn method(&self) -> &str {
+        self.method.as_deref().unwrap_or("")
+    }
+
+    pub fn is_request(&self) -> bool {
+        self.kind == MessageKind::Request
+    }
+}
+
+impl ParsedBody {
+    /// Parses a POST body: a JSON object, or a JSON array (batch) of objects.
+    pub fn parse(body: &[u8]) -> Result<ParsedBody, EnvelopeError> {
+        let parse_error = |e: serde_json::Error| EnvelopeError {
+            code: jsonrpc::PARSE_ERROR,
+            message: format!("request body is not valid JSON: {e}"),
+            id: None,
+        };
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(parse_error)?;
+            if items.is_empty() {
+                return Err(EnvelopeError {
+                    code: jsonrpc::INVALID_REQUEST,
+                    message: "an empty batch is not a valid request".into(),
+                    id: None,
+                });
+            }
+            let messages = items
+                .into_iter()
+                .map(Message::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ParsedBody {
+                messages,
+                batch: true,
+            })
+        } else {
+            let raw: &RawValue = serde_json::from_slice(body).map_err(parse_error)?;
+            Ok(ParsedBody {
+                messages: vec![Message::parse(raw)?],
+                batch: false,
+            })
+        }
+    }
+
+    /// The era of the body: modern if any message is. Batches are legacy-only (checked by the
+    /// caller, which knows how to answer).
+    pub fn era(&self) -> Era {
+        if self.messages.iter().any(|m| m.era == Era::Modern) {
+            Era::Modern
+        } else {
+            Era::Legacy
+        }
+    }
+
+    /// The id to put on an error about the whole body: the single message's id.
+    pub fn error_id(&self) -> Option<&RawValue> {
+        match self.messages.as_slice() {
+            [only] => only.id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Serialises the body for forwarding: the client's bytes are reused by the caller unless a
+    /// stage replaced a message, in which case this builds the new body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        if self.batch {
+            let parts: Vec<&RawValue> = self.messages.iter().map(|m| m.raw()).collect();
+            serde_json::to_vec(&parts).expect("raw values serialise")
+        } else {
+            self.messages[0].raw().get().as_bytes().to_vec()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Message {
+        let mut p = ParsedBody::parse(body.as_bytes()).unwrap();
+        assert!(!p.batch);
+        p.messages.remove(0)
+    }
+
+    #[test]
+    fn classifies_eras_on_the_body() {
+        let modern = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":1},
+               "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+        );
+        assert_eq!(modern.era, Era::Modern);
+        assert_eq!(modern.protocol_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(modern.target.as_deref(), Some("echo"));
+        assert_eq!(modern.arguments.as_ref().unwrap().get(), r#"{"x":1}"#);
+        assert_eq!(modern.kind, MessageKind::Request);
+
+        let init = one(
+            r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#,
+        );
+        assert_eq!(init.era, Era::Legacy);
+        let other_meta = one(
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/list","params":{"_meta":{"progressToken":3}}}"#,
+        );
+        assert_eq!(other_meta.era, Era::Legacy);
+        assert_eq!(other_meta.id.as_ref().unwrap().get(), "\"a\"");
+    }
+
+    #[test]
+    fn kinds_and_targets() {
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                MessageKind::Notification,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"result":{}}"#,
+                MessageKind::Response,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"error":{"code":1,"message":"x"}}"#,
+                MessageKind::Response,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"method":"prompts/get","params":{"name":"p"}}"#,
+                MessageKind::Request,
+                Some("p"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":6,"method":"resources/read","params":{"uri":"file:///a"}}"#,
+                MessageKind::Request,
+                Some("file:///a"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":42}}"#,
+                MessageKind::Request,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{"name":"ignored"}}"#,
+                MessageKind::Request,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":[1,2]}"#,
+                MessageKind::Request,
+                None,
+            ),
+        ];
+        for (body, kind, target) in cases {
+            let m = one(body);
+            assert_eq!(m.kind, kind, "{body}");
+            assert_eq!(m.target.as_deref(), target, "{body}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_json_rpc() {
+        let cases = [
+            ("{not json", jsonrpc::PARSE_ERROR),
+            ("", jsonrpc::PARSE_ERROR),
+            ("[]", jsonrpc::INVALID_REQUEST),
+            ("42", jsonrpc::INVALID_REQUEST),
+            (
+                r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+                jsonrpc::INVALID_REQUEST,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1}"#, jsonrpc::INVALID_REQUEST),
+            (
+                r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 3]"#,
+                jsonrpc::INVALID_REQUEST,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":7}}}"#,
+                jsonrpc::INVALID_PARAMS,
+            ),
+        ];
+        for (body, code) in cases {
+            let err = ParsedBody::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code, code, "{body}: {}", err.message);
+        }
+        let err = ParsedBody::parse(br#"{"jsonrpc":"1.0","id":"k","method":"x"}"#).unwrap_err();
+        assert_eq!(err.id.unwrap().get(), "\"k\"");
+    }
+
+    #[test]
+    fn batches_keep_every_message() {
+        let p = ParsedBody::parse(
+            br#" [{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/x"}]"#,
+        )
+        .unwrap();
+        assert!(p.batch);
+        assert_eq!(p.messages.len(), 2);
+        assert!(p.error_id().is_none());
+        let again = ParsedBody::parse(&p.to_bytes()).unwrap();
+        assert_eq!(again.messages, p.messages);
+    }
+
+    #[test]
+    fn replace_rederives_fields() {
+        let mut m = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{}}}"#,
+        );
+        let mut v = m.to_value();
+        v["params"]["name"] = "b".into();
+        v["params"]["arguments"] = serde_json::json!({"k": "v"});
+        m.replace(&v).unwrap();
+        assert_eq!(m.target.as_deref(), Some("b"));
+        assert_eq!(m.arguments.unwrap().get(), r#"{"k":"v"}"#);
+    }
+
+    #[test]
+    fn unmodified_single_body_is_forwarded_verbatim() {
+        let body = r#"{"jsonrpc":"2.0", "id":1,  "method":"ping"}"#;
+        assert_eq!(
+            ParsedBody::parse(body.as_bytes()).unwrap().to_bytes(),
+            body.as_bytes()
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Talking to upstreams: the request as the upstream must see it, and the response relayed back.
+//!
+//! - this module: the HTTP client, the header rules in both directions, `forward`.
+//! - [`relay`]: response bodies: pass-through with an idle timeout, and the SSE/JSON paths that
+//!   run response hooks on the few messages a stage asked for.
+
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::GatewayError;
+use crate::mcp::headers::MCP_SESSION_ID;
+use crate::pipeline::RequestContext;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The shared upstream client: pooled connections, HTTP/1.1 and HTTP/2 (over TLS by ALPN).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<Connector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClient")
+    }
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpstreamClient {
+    pub fn new() -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(https);
+        UpstreamClient { client }
+    }
+
+    /// Sends the request and waits for the response to begin, bounded by the route's timeout.
+    /// Only the wait for headers is bounded here: a tool may stream for as long as it keeps
+    /// talking (the relay bounds silence with the idle timeout instead).
+    pub async fn send(
+        &self,
+        cx: &mut RequestContext,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, GatewayError> {
+        let upstream = &cx.upstream;
+        let started = Instant::now();
+        let result = tokio::time::timeout(upstream.timeout, self.client.request(request)).await;
+        cx.timings.upstream_headers = Some(started.elapsed());
+        match result {
+            Err(_) => Err(GatewayError::UpstreamTimeout {
+                upstream: upstream.name.to_string(),
+                timeout: upstream.timeout,
+            }),
+            Ok(Err(e)) => Err(GatewayError::UpstreamUnavailable {
+                upstream: upstream.name.to_string(),
+                reason: error_chain(&e),
+            }),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the client named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// Where the request came from, for `X-Forwarded-*`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+}
+
+/// Builds the upstream request from the client's: the rules every forwarded request follows.
+///
+/// - the URL is the upstream's, with the client's query string appended;
+/// - `Host` becomes the upstream's authority (SDK servers check it against DNS rebinding);
+/// - hop-by-hop headers are dropped; so are the client's `Authorization` (the upstream gets its
+///   own credentials, never the caller's token), any header in `strip` (the gateway's own
+///   credential headers), `Origin` (checked by the gateway for its own listener),
+///   `Accept-Encoding` (so SSE is never compressed), `Content-Length` (recomputed);
+/// - `Mcp-Session-Id` is replaced by the upstream's own id, or dropped for modern requests;
+/// - `X-Forwarded-For/Proto/Host` and `X-Request-Id` are added;
+/// - everything else (`Accept`, `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`,
+///   `Mcp-Param-*`, `Last-Event-ID`, `Content-Type`, `traceparent`) passes untouched.
+pub fn upstream_request(
+    cx: &RequestContext,
+    client_uri: &Uri,
+    peer: Peer,
+    strip: &[HeaderName],
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let base = &cx.upstream.url;
+    let uri = match client_uri.query() {
+        Some(q) if !q.is_empty() => {
+            let joined = match base.query() {
+                Some(bq) => format!("{}?{bq}&{q}", base.path()),
+                None => format!("{}?{q}", base.path()),
+            };
+            let mut parts = base.clone().into_parts();
+            parts.path_and_query = Some(joined.parse().map_err(|e| {
+                GatewayError::bad_request(
+                    crate::mcp::jsonrpc::INVALID_REQUEST,
+                    format!("bad query string: {e}"),
+                )
+            })?);
+            Uri::from_parts(parts).map_err(|e| GatewayError::Internal(e.to_string()))?
+        }
+        _ => base.clone(),
+    };
+
+    let mut headers = cx.headers.clone();
+    let original_host = headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut headers);
+    for name in [
+        header::AUTHORIZATION,
+        header::HOST,
+        header::ORIGIN,
+        header::ACCEPT_ENCODING,
+        header::CONTENT_LENGTH,
+    ] {
+        headers.remove(name);
+    }
+    for name in strip {
+        headers.remove(name);
+    }
+    headers.remove(MCP_SESSION_ID);
+    if let Some(session) = &cx.session {
+        let value = HeaderValue::from_str(&session.upstream_session)
+            .map_err(|_| GatewayError::SessionNotFound)?;
+        headers.insert(MCP_SESSION_ID, value);
+    }
+    if let Some(authority) = base.authority() {
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(authority.as_str())
+                .map_err(|e| GatewayError::Internal(e.to_string()))?,
+        );
+    }
+    if let Some((name, value)) = &cx.upstream.credential {
+        headers.insert(name.clone(), value.clone());
+    }
+
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", peer.addr.ip()),
+        None => peer.addr.ip().to_string(),
+    };
+    headers.insert(
+        "x-forwarded-for",
+        HeaderValue::from_str(&forwarded_for).map_err(|e| GatewayError::Internal(e.to_string()))?,
+    );
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(host) = original_host
+        && !headers.contains_key("x-forwarded-host")
+    {
+        headers.insert("x-forwarded-host", host);
+    }
+    if let Ok(id) = HeaderValue::from_str(&cx.request_id) {
+        headers.insert("x-request-id", id);
+    }
+
+    let mut request = Request::builder()
+        .method(cx.http_method.clone())
+        .uri(uri)
+        .body(Full::new(body))
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Response header rules: hop-by-hop dropped; SSE marked never-buffer. Session ids are handled by
+/// the caller, which knows the era and the client's token.
+pub fn clean_response_headers(headers: &mut HeaderMap) -> bool {
+    strip_hop_by_hop(headers);
+    let is_sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    if is_sse {
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-cache"));
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    is_sse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("mcp-method", HeaderValue::from_static("tools/call"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("mcp-method"));
+    }
+
+    #[test]
+    fn sse_responses_are_marked_unbuffered() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        assert!(clean_response_headers(&mut h));
+        assert_eq!(h["x-accel-buffering"], "no");
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!clean_response_headers(&mut json));
+        assert!(!json.contains_key("x-accel-buffering"));
+    }
+}

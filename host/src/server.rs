@@ -1,0 +1,418 @@
+//! The edge: listeners, routes, the MCP handler, graceful shutdown.
+//!
+//! The MCP route reads top to bottom in [`handle`]: edge checks → envelope → routing headers →
+//! session → stages → forward → response (session rewrite, hooks, relay). Every error returns
+//! early as a [`GatewayError`], turned into a response in one place ([`mcp_route`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::mcp::headers::{self as mcp_headers, MCP_SESSION_ID};
+use crate::mcp::{Era, ParsedBody, jsonrpc};
+use crate::pipeline::{Outcome, Pipeline, RequestContext};
+use crate::proxy::relay::{self, Relay};
+use crate::proxy::{self, Peer, UpstreamClient};
+use crate::session::Sessions;
+
+/// Upper bound on a JSON response the gateway reads whole to run response hooks on it.
+const HOOKED_JSON_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Everything the request path shares: immutable config, sessions, client, pipelines.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub sessions: Sessions,
+    client: UpstreamClient,
+    pipelines: HashMap<Arc<str>, Pipeline>,
+    /// Header names that carry the gateway's own credentials: never forwarded.
+    strip_headers: Vec<HeaderName>,
+    shutdown: CancellationToken,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config. Warns when the session key was generated.
+    pub fn new(config: Config) -> Gateway {
+        let (sessions, generated) = Sessions::new(&config.sessions);
+        if generated {
+            tracing::warn!(
+                "no session key configured (sessions.key or {}): generated one for this process; \
+                 sessions will not survive a restart, and replicas behind one load balancer need a shared key",
+                crate::config::SESSION_KEY_ENV
+            );
+        }
+        let pipelines = config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), Pipeline::default()))
+            .collect();
+        Gateway {
+            config: Arc::new(config),
+            sessions,
+            client: UpstreamClient::new(),
+            pipelines,
+            strip_headers: Vec::new(),
+            shutdown: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Replaces the pipeline of one upstream (stages are built from config by later layers).
+    pub fn set_pipeline(&mut self, upstream: &str, pipeline: Pipeline) {
+        if let Some(u) = self.config.upstream(upstream) {
+            self.pipelines.insert(u.name.clone(), pipeline);
+        }
+    }
+
+    /// Adds a header name the gateway consumes itself (for example an API-key header), so it is
+    /// never forwarded upstream.
+    pub fn strip_header(&mut self, name: HeaderName) {
+        self.strip_headers.push(name);
+    }
+}
+
+/// The router: the MCP routes, health, readiness.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/servers/{name}/mcp", any(mcp_route))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            GatewayError::bad_request(
+                jsonrpc::METHOD_NOT_FOUND,
+                "not found: MCP servers live at /servers/<name>/mcp",
+            )
+            .into_response(None)
+        })
+        .with_state(gateway)
+}
+
+use axum::Json;
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.draining.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        let upstreams: Vec<&str> = gw
+            .config
+            .upstreams
+            .iter()
+            .map(|u| u.name.as_ref())
+            .collect();
+        Json(json!({"status": "ready", "upstreams": upstreams})).into_response()
+    }
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves, then drains: stops accepting,
+/// ends GET streams (clients resume elsewhere), lets in-flight requests finish for up to
+/// `server.shutdown_timeout`.
+pub async fn run(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let stop_accepting = CancellationToken::new();
+    let serve =
+        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let mut serve = std::pin::pin!(serve.into_future());
+
+    // Reap idle session bookkeeping in the background.
+    let reaper = {
+        let gw = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                gw.sessions.reap();
+            }
+        })
+    };
+
+    let result = tokio::select! {
+        r = &mut serve => r,
+        () = shutdown => {
+            tracing::info!("shutting down: draining in-flight requests");
+            gateway.draining.store(true, Ordering::Relaxed);
+            stop_accepting.cancel();
+            gateway.shutdown.cancel();
+            match tokio::time::timeout(gateway.config.server.shutdown_timeout, serve).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("drain timeout reached; closing remaining connections");
+                    Ok(())
+                }
+            }
+        }
+    };
+    reaper.abort();
+    result
+}
+
+async fn mcp_route(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let request_id = request_id(request.headers());
+    let mut error_id = None;
+    let mut response = match handle(
+        &gw,
+        &name,
+        Peer { addr: peer },
+        request,
+        &request_id,
+        &mut error_id,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let level_warn = e.status().is_server_error();
+            if level_warn {
+                tracing::warn!(request_id = %request_id, upstream = %name, error = %e, "request failed");
+            } else {
+                tracing::debug!(request_id = %request_id, upstream = %name, error = %e, "request refused");
+            }
+            let id = error_id.as_deref();
+            e.into_response(id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+fn request_id(headers: &http::HeaderMap) -> Arc<str> {
+    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Arc::from(v);
+    }
+    let n: u128 = rand::random();
+    Arc::from(format!("{n:032x}"))
+}
+
+async fn handle(
+    gw: &Gateway,
+    name: &str,
+    peer: Peer,
+    request: Request,
+    request_id: &Arc<str>,
+    error_id: &mut Option<Box<serde_json::value::RawValue>>,
+) -> Result<Response, GatewayError> {
+    // 1. Edge: route, method, Origin (DNS-rebinding defence for browsers), body limit.
+    let upstream = gw
+        .config
+        .upstream(name)
+        .cloned()
+        .ok_or_else(|| GatewayError::UnknownServer(name.to_string()))?;
+    let (parts, body) = request.into_parts();
+    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
+        return Err(GatewayError::MethodNotAllowed(parts.method));
+    }
+    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("<not text>");
+        if !gw.config.server.allowed_origins.allows(origin) {
+            return Err(GatewayError::OriginForbidden(origin.to_string()));
+        }
+    }
+
+    // 2. Envelope: read the body once (bounded), parse it once.
+    let (body_bytes, parsed) = if parts.method == Method::POST {
+        let bytes = read_body(body, gw.config.server.max_body_bytes, &parts.headers).await?;
+        let parsed = ParsedBody::parse(&bytes).map_err(|e| {
+            *error_id = e.id.clone();
+            GatewayError::bad_request(e.code, e.message)
+        })?;
+        *error_id = parsed.error_id().map(ToOwned::to_owned);
+        (bytes, Some(parsed))
+    } else {
+        (Bytes::new(), None)
+    };
+
+    // 3. Era rules: batches are legacy-only; routing headers must mirror the body.
+    if let Some(parsed) = &parsed {
+        if parsed.batch && parsed.era() == Era::Modern {
+            return Err(GatewayError::bad_request(
+                jsonrpc::INVALID_REQUEST,
+                "batches are not allowed in protocol 2026-07-28: send one message per POST",
+            ));
+        }
+        if parsed.batch
+            && let Some(v) = parts
+                .headers
+                .get(mcp_headers::MCP_PROTOCOL_VERSION)
+                .and_then(|v| v.to_str().ok())
+            && v.trim() != "2025-03-26"
+        {
+            return Err(GatewayError::bad_request(
+                jsonrpc::INVALID_REQUEST,
+                format!("JSON-RPC batches exist only in protocol 2025-03-26, not {v}"),
+            ));
+        }
+        for msg in &parsed.messages {
+            mcp_headers::validate(&parts.headers, msg)
+                .map_err(|e| GatewayError::bad_request(e.code, e.message))?;
+        }
+    }
+
+    let mut cx = Box::new(RequestContext::new(
+        request_id.clone(),
+        upstream.clone(),
+        parts.method.clone(),
+        parts.headers,
+        parsed,
+    ));
+    let is_initialize = cx
+        .body
+        .as_ref()
+        .is_some_and(|b| b.messages.iter().any(|m| m.method() == "initialize"));
+
+    // 4. Request stages (auth fills `cx.caller` first, so the session check below can bind to it).
+    let pipeline = gw
+        .pipelines
+        .get(&upstream.name)
+        .cloned()
+        .unwrap_or_default();
+    if let Outcome::Respond(response) = pipeline.on_request(&mut cx).await? {
+        return Ok(response);
+    }
+
+    // 5. Legacy session: open the gateway's sealed id; unknown, tampered, expired, ended or
+    //    someone else's → 404 from the gateway itself. Modern requests never carry one.
+    let client_session = cx.headers.get(MCP_SESSION_ID).cloned();
+    if cx.era == Era::Legacy
+        && !is_initialize
+        && let Some(token) = &client_session
+    {
+        let token = token.to_str().map_err(|_| GatewayError::SessionNotFound)?;
+        let caller = cx.caller.as_ref().map(|c| c.id.as_ref());
+        match gw.sessions.open(&upstream.name, token, caller) {
+            Ok(claims) => cx.session = Some(claims),
+            Err(e) => {
+                tracing::debug!(request_id = %request_id, reason = ?e, "session rejected");
+                return Err(GatewayError::SessionNotFound);
+            }
+        }
+    }
+
+    // 6. Forward.
+    let body_bytes = match &cx.body {
+        Some(b) if cx.body_modified() => Bytes::from(b.to_bytes()),
+        _ => body_bytes,
+    };
+    let upstream_req =
+        proxy::upstream_request(&cx, &parts.uri, peer, &gw.strip_headers, body_bytes)?;
+    let hooks = pipeline.response_interest(&cx);
+    let upstream_resp = gw.client.send(&mut cx, upstream_req).await?;
+
+    // 7. Response: headers, session id rewrite, then the body (hooked or passed through).
+    let (mut resp_parts, resp_body) = upstream_resp.into_parts();
+    let is_sse = proxy::clean_response_headers(&mut resp_parts.headers);
+    let upstream_session = resp_parts.headers.remove(MCP_SESSION_ID);
+    match (cx.era, upstream_session) {
+        (Era::Legacy, Some(up)) => {
+            let token = match (&cx.session, up.to_str()) {
+                (Some(s), Ok(up)) if s.upstream_session == up => client_session.clone(),
+                (_, Ok(up)) if is_initialize || cx.session.is_some() => {
+                    let caller = cx.caller.as_ref().map(|c| c.id.as_ref());
+                    HeaderValue::from_str(&gw.sessions.mint(&upstream.name, up, caller)).ok()
+                }
+                _ => None,
+            };
+            if let Some(t) = token {
+                resp_parts.headers.insert(MCP_SESSION_ID, t);
+            }
+        }
+        // Modern: stateless, never a session id; legacy without one: nothing to map.
+        _ => {}
+    }
+    if cx.http_method == Method::DELETE
+        && let Some(claims) = &cx.session
+        && (resp_parts.status.is_success() || resp_parts.status == StatusCode::NOT_FOUND)
+    {
+        gw.sessions.end(claims);
+    }
+
+    let idle = upstream.stream_idle_timeout;
+    let shutdown = (cx.http_method == Method::GET).then(|| gw.shutdown.clone());
+    let body = if hooks.is_empty() || !resp_parts.status.is_success() {
+        Body::new(Relay::new(resp_body, idle, shutdown))
+    } else if is_sse {
+        Body::new(relay::hooked_sse(resp_body, cx, hooks, idle))
+    } else {
+        let bytes = relay::hooked_json(resp_body, &cx, &hooks, HOOKED_JSON_LIMIT, idle)
+            .await
+            .map_err(|e| GatewayError::UpstreamUnavailable {
+                upstream: upstream.name.to_string(),
+                reason: e.to_string(),
+            })?;
+        resp_parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Body::from(bytes)
+    };
+    Ok(Response::from_parts(resp_parts, body))
+}
+
+/// Reads a request body up to `limit` bytes; larger → 413 (early from `Content-Length`).
+async fn read_body(
+    body: Body,
+    limit: usize,
+    headers: &http::HeaderMap,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge(limit));
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(GatewayError::PayloadTooLarge(limit))
+        }
+        Err(e) => Err(GatewayError::bad_request(
+            jsonrpc::PARSE_ERROR,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}

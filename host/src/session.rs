@@ -1,0 +1,416 @@
+//! Legacy-era sessions: gateway-issued ids that any replica can read.
+//!
+//! When an upstream's `initialize` response carries `Mcp-Session-Id`, the client gets a sealed
+//! token instead: XChaCha20-Poly1305 over (upstream session id, local id, caller, issue and expiry
+//! times), with the route's name as associated data so a token minted for one route is useless on
+//! another. Any replica holding the same key opens it, so there is no shared store and no sticky
+//! load balancing. The caller slot binds the session to whoever authenticated when it was minted.
+//!
+//! The [`SessionTable`] is local bookkeeping only (a gauge and an admin view): bounded, reaped,
+//! and the one place a DELETE is remembered so this replica answers 404 for an ended session.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore as _;
+
+use crate::config::SessionConfig;
+
+const TOKEN_PREFIX: &str = "mg1.";
+const FORMAT_VERSION: u8 = 1;
+const AAD_PREFIX: &[u8] = b"mcpgate/session/v1\0";
+
+/// What a sealed session id says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionClaims {
+    /// The session id the upstream issued, sent to the upstream in place of the client's token.
+    pub upstream_session: String,
+    /// The gateway's own id for bookkeeping (hex), stable across replicas.
+    pub id: String,
+    /// The identity the session is bound to (`None` until authentication is configured).
+    pub caller: Option<String>,
+    pub issued_at: u64,
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionError {
+    /// Not a token of ours, tampered with, for another route, or sealed with another key.
+    Unknown,
+    Expired,
+    /// Ended by a DELETE seen by this replica.
+    Ended,
+    /// Presented by a caller other than the one it was issued to.
+    WrongCaller,
+}
+
+/// One tracked session, for the gauge and the admin view.
+#[derive(Debug, Clone)]
+pub struct ActiveSession {
+    pub id: String,
+    pub upstream: String,
+    pub caller: Option<String>,
+    pub idle: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    upstream: String,
+    caller: Option<String>,
+    last_seen: Instant,
+    expires_at: u64,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    active: HashMap<String, Entry>,
+    /// Ended sessions, until their tokens would have expired anyway.
+    ended: HashMap<String, u64>,
+}
+
+/// Seals and opens session ids, and tracks the ones this replica has seen.
+pub struct Sessions {
+    cipher: XChaCha20Poly1305,
+    ttl: Duration,
+    idle_timeout: Duration,
+    max_active: usize,
+    table: Mutex<Table>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn aad(upstream: &str) -> Vec<u8> {
+    [AAD_PREFIX, upstream.as_bytes()].concat()
+}
+
+impl Sessions {
+    /// Builds from config. The second value is true when no key was configured and one was
+    /// generated: fine for one replica, fatal to sessions for several (the caller warns).
+    pub fn new(config: &SessionConfig) -> (Sessions, bool) {
+        let (key, generated) = match config.key {
+            Some(k) => (k, false),
+            None => {
+                let mut k = [0u8; 32];
+                rand::rng().fill_bytes(&mut k);
+                (k, true)
+            }
+        };
+        let sessions = Sessions {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+            ttl: config.ttl,
+            idle_timeout: config.idle_timeout,
+            max_active: config.max_active,
+            table: Mutex::new(Table::default()),
+        };
+        (sessions, generated)
+    }
+
+    /// Seals a new client-facing session id for an upstream session, and starts tracking it.
+    pub fn mint(&self, upstream: &str, upstream_session: &str, caller: Option<&str>) -> String {
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let issued_at = now_unix();
+        let claims = SessionClaims {
+            upstream_session: upstream_session.to_string(),
+            id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            caller: caller.map(str::to_string),
+            issued_at,
+            expires_at: issued_at.saturating_add(self.ttl.as_secs().max(1)),
+        };
+        let token = self.seal(upstream, &claims);
+        self.track(upstream, &claims);
+        token
+    }
+
+    fn seal(&self, upstream: &str, c: &SessionClaims) -> String {
+        // version | issued u64 | expires u64 | id 16 | caller len u16 | caller | upstream session
+        let mut plain = Vec::with_capacity(64 + c.upstream_session.len());
+        plain.push(FORMAT_VERSION);
+        plain.extend_from_slice(&c.issued_at.to_be_bytes());
+        plain.extend_from_slice(&c.expires_at.to_be_bytes());
+        plain.extend_from_slice(c.id.as_bytes());
+        let caller = c.caller.as_deref().unwrap_or("").as_bytes();
+        let caller_len = u16::try_from(caller.len()).unwrap_or(u16::MAX);
+        plain.extend_from_slice(&caller_len.to_be_bytes());
+        plain.extend_from_slice(&caller[..usize::from(caller_len)]);
+        plain.extend_from_slice(c.upstream_session.as_bytes());
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &aad(upstream),
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(24 + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+        )
+    }
+
+    fn unseal(&self, upstream: &str, token: &str) -> Option<SessionClaims> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.strip_prefix(TOKEN_PREFIX)?)
+            .ok()?;
+        if raw.len() < 24 {
+            return None;
+        }
+        let (nonce, sealed) = raw.split_at(24);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad(upstream),
+                },
+            )
+            .ok()?;
+        let (&version, rest) = plain.split_first()?;
+        if version != FORMAT_VERSION || rest.len() < 8 + 8 + 32 + 2 {
+            return None;
+        }
+        let issued_at = u64::from_be_bytes(rest[0..8].try_into().ok()?);
+        let expires_at = u64::from_be_bytes(rest[8..16].try_into().ok()?);
+        let id = std::str::from_utf8(&rest[16..48]).ok()?.to_string();
+        let caller_len = usize::from(u16::from_be_bytes(rest[48..50].try_into().ok()?));
+        let caller = rest.get(50..50 + caller_len)?;
+        let upstream_session = std::str::from_utf8(rest.get(50 + caller_len..)?)
+            .ok()?
+            .to_string();
+        Some(SessionClaims {
+            upstream_session,
+            id,
+            caller: (!caller.is_empty()).then(|| String::from_utf8_lossy(caller).into_owned()),
+            issued_at,
+            expires_at,
+        })
+    }
+
+    /// Opens a client's session id for `upstream`, checks it is live and belongs to `caller`.
+    pub fn open(
+        &self,
+        upstream: &str,
+        token: &str,
+        caller: Option<&str>,
+    ) -> Result<SessionClaims, SessionError> {
+        let claims = self.unseal(upstream, token).ok_or(SessionError::Unknown)?;
+        if claims.expires_at <= now_unix() {
+            return Err(SessionError::Expired);
+        }
+        if claims.caller.as_deref() != caller {
+            return Err(SessionError::WrongCaller);
+        }
+        if self
+            .table
+            .lock()
+            .expect("session table lock")
+            .ended
+            .contains_key(&claims.id)
+        {
+            return Err(SessionError::Ended);
+        }
+        self.track(upstream, &claims);
+        Ok(claims)
+    }
+
+    /// Remembers that a session ended (DELETE), so this replica answers 404 for it from now on.
+    pub fn end(&self, claims: &SessionClaims) {
+        let mut table = self.table.lock().expect("session table lock");
+        table.active.remove(&claims.id);
+        if table.ended.len() >= self.max_active {
+            let now = now_unix();
+            table.ended.retain(|_, exp| *exp > now);
+        }
+        if table.ended.len() < self.max_active {
+            table.ended.insert(claims.id.clone(), claims.expires_at);
+        }
+    }
+
+    fn track(&self, upstream: &str, claims: &SessionClaims) {
+        let now = Instant::now();
+        let mut table = self.table.lock().expect("session table lock");
+        if let Some(e) = table.active.get_mut(&claims.id) {
+            e.last_seen = now;
+            return;
+        }
+        if table.active.len() >= self.max_active {
+            Self::reap_locked(&mut table, now, self.idle_timeout);
+        }
+        if table.active.len() >= self.max_active {
+            // Still full: forget the least recently used. Bookkeeping only: the session itself
+            // lives on in its token, and is tracked again when it is next used.
+            if let Some(oldest) = table
+                .active
+                .iter()
+                .min_by_key(|(_, e)| e.last_seen)
+                .map(|(k, _)| k.clone())
+            {
+                table.active.remove(&oldest);
+            }
+        }
+        table.active.insert(
+            claims.id.clone(),
+            Entry {
+                upstream: upstream.to_string(),
+                caller: claims.caller.clone(),
+                last_seen: now,
+                expires_at: claims.expires_at,
+            },
+        );
+    }
+
+    fn reap_locked(table: &mut Table, now: Instant, idle: Duration) {
+        let unix = now_unix();
+        table
+            .active
+            .retain(|_, e| now.duration_since(e.last_seen) < idle && e.expires_at > unix);
+        table.ended.retain(|_, exp| *exp > unix);
+    }
+
+    /// Forgets idle and expired sessions; run periodically.
+    pub fn reap(&self) {
+        let mut table = self.table.lock().expect("session table lock");
+        Self::reap_locked(&mut table, Instant::now(), self.idle_timeout);
+    }
+
+    /// Tracked sessions of one upstream (or all), for the gauge and admin view.
+    pub fn active(&self, upstream: Option<&str>) -> Vec<ActiveSession> {
+        let now = Instant::now();
+        let table = self.table.lock().expect("session table lock");
+        table
+            .active
+            .iter()
+            .filter(|(_, e)| upstream.is_none_or(|u| u == e.upstream))
+            .map(|(id, e)| ActiveSession {
+                id: id.clone(),
+                upstream: e.upstream.clone(),
+                caller: e.caller.clone(),
+                idle: now.duration_since(e.last_seen),
+            })
+            .collect()
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.table.lock().expect("session table lock").active.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(key: Option<[u8; 32]>) -> SessionConfig {
+        SessionConfig {
+            key,
+            ttl: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(60),
+            max_active: 3,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_binding() {
+        let (s, generated) = Sessions::new(&config(Some([7; 32])));
+        assert!(!generated);
+        let token = s.mint("github", "upstream-abc", None);
+        assert!(token.starts_with("mg1."));
+        assert!(
+            token.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "visible ASCII"
+        );
+        assert!(!token.contains("upstream-abc"));
+        let claims = s.open("github", &token, None).unwrap();
+        assert_eq!(claims.upstream_session, "upstream-abc");
+        assert_eq!(claims.caller, None);
+        // Another route, another caller, a tampered token: all unknown.
+        assert_eq!(s.open("files", &token, None), Err(SessionError::Unknown));
+        assert_eq!(
+            s.open("github", &token, Some("mallory")),
+            Err(SessionError::WrongCaller)
+        );
+        let mut bytes = token.clone().into_bytes();
+        let last = bytes.len() - 3;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            s.open("github", std::str::from_utf8(&bytes).unwrap(), None),
+            Err(SessionError::Unknown)
+        );
+        assert_eq!(
+            s.open("github", "garbage", None),
+            Err(SessionError::Unknown)
+        );
+        assert_eq!(s.open("github", "mg1.", None), Err(SessionError::Unknown));
+    }
+
+    #[test]
+    fn another_replica_with_the_same_key_reads_it() {
+        let (a, _) = Sessions::new(&config(Some([9; 32])));
+        let (b, _) = Sessions::new(&config(Some([9; 32])));
+        let (c, _) = Sessions::new(&config(Some([1; 32])));
+        let token = a.mint("r", "up-1", Some("alice"));
+        assert_eq!(
+            b.open("r", &token, Some("alice")).unwrap().upstream_session,
+            "up-1"
+        );
+        assert_eq!(
+            c.open("r", &token, Some("alice")),
+            Err(SessionError::Unknown)
+        );
+    }
+
+    #[test]
+    fn delete_ends_and_expiry_expires() {
+        let (s, _) = Sessions::new(&config(Some([3; 32])));
+        let token = s.mint("r", "u", None);
+        let claims = s.open("r", &token, None).unwrap();
+        s.end(&claims);
+        assert_eq!(s.open("r", &token, None), Err(SessionError::Ended));
+        assert_eq!(s.active_count(), 0);
+
+        let expired = SessionClaims {
+            expires_at: now_unix() - 1,
+            ..claims
+        };
+        let token = s.seal("r", &expired);
+        assert_eq!(s.open("r", &token, None), Err(SessionError::Expired));
+    }
+
+    #[test]
+    fn tracking_is_bounded() {
+        let (s, _) = Sessions::new(&config(None));
+        let tokens: Vec<String> = (0..5)
+            .map(|i| s.mint("r", &format!("u{i}"), None))
+            .collect();
+        assert_eq!(s.active_count(), 3);
+        // Every token still opens: tracking is bookkeeping, not the session's life.
+        for t in &tokens {
+            assert!(s.open("r", t, None).is_ok());
+        }
+        assert_eq!(s.active(Some("r")).len(), 3);
+        assert!(s.active(Some("other")).is_empty());
+    }
+}
