@@ -235,12 +235,19 @@ async fn handle(
     error_id: &mut Option<Box<serde_json::value::RawValue>>,
 ) -> Result<Response, GatewayError> {
     // 1. Edge: route, method, Origin (DNS-rebinding defence for browsers), body limit.
-    let upstream = gw
-        .config
-        .upstream(name)
-        .cloned()
-        .ok_or_else(|| GatewayError::UnknownServer(name.to_string()))?;
     let (parts, body) = request.into_parts();
+    let Some(upstream) = gw.config.upstream(name).cloned() else {
+        // Best effort: answer with the request's id so the client can match the error.
+        if parts.method == Method::POST
+            && let Ok(bytes) =
+                read_body(body, gw.config.server.max_body_bytes, &parts.headers).await
+        {
+            *error_id = ParsedBody::parse(&bytes)
+                .ok()
+                .and_then(|p| p.error_id().map(ToOwned::to_owned));
+        }
+        return Err(GatewayError::UnknownServer(name.to_string()));
+    };
     if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
         return Err(GatewayError::MethodNotAllowed(parts.method));
     }

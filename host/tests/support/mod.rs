@@ -1,0 +1,206 @@
+//! Test utilities: in-process upstreams and gateways on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::BodyExt as _;
+use mcpgate::{Config, Gateway};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the upstream saw a request")
+    }
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts an upstream whose every request is recorded, then answered by `handler`.
+pub async fn upstream<F, Fut>(handler: F) -> Upstream
+where
+    F: Fn(Seen) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let handler = handler.clone();
+        let record = record.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let s = Seen {
+                method: parts.method,
+                uri: parts.uri,
+                headers: parts.headers,
+                body,
+            };
+            record.lock().unwrap().push(s.clone());
+            handler(s).await
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Upstream { addr, seen, task }
+}
+
+pub fn json_response(status: u16, body: serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// An SSE response fed by the returned sender; the stream ends when the sender is dropped.
+pub fn sse_channel() -> (tokio::sync::mpsc::Sender<Bytes>, Response) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let resp = Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap();
+    (tx, resp)
+}
+
+pub struct Gw {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Gw {
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/servers/{name}/mcp", self.addr)
+    }
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Signals shutdown; returns the server task to await.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap()
+    }
+}
+
+pub fn config(yaml: &str) -> Config {
+    Config::parse(yaml, "test.yaml", &|k| std::env::var(k).ok()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A gateway whose config sees exactly these environment variables.
+pub async fn gateway_env(env: &[(&str, &str)], yaml: &str) -> Gw {
+    let lookup = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let config = Config::parse(yaml, "test.yaml", &lookup).unwrap_or_else(|e| panic!("{e}"));
+    gateway_with(config, |_| {}).await
+}
+
+pub async fn gateway(yaml: &str) -> Gw {
+    gateway_with(config(yaml), |_| {}).await
+}
+
+pub async fn gateway_with(config: Config, setup: impl FnOnce(&mut Gateway)) -> Gw {
+    let mut gw = Gateway::new(config);
+    setup(&mut gw);
+    let gateway = Arc::new(gw);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(mcpgate::run(listener, gateway.clone(), async {
+        let _ = rx.await;
+    }));
+    Gw {
+        addr,
+        gateway,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A gateway in front of one upstream named `name`.
+pub async fn gateway_for(name: &str, up: &Upstream, extra: &str) -> Gw {
+    gateway(&format!(
+        "upstreams:\n  {name}:\n    url: {}\n{extra}",
+        up.url()
+    ))
+    .await
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub const ACCEPT: &str = "application/json, text/event-stream";
+
+pub fn legacy_call(id: u64, tool: &str) -> serde_json::Value {
+    serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{}}})
+}
+
+pub fn modern_call(id: u64, tool: &str) -> serde_json::Value {
+    serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}})
+}
+
+pub fn ok_result(id: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"ok"}]}})
+}
