@@ -351,22 +351,21 @@ async fn handle(
     let (mut resp_parts, resp_body) = upstream_resp.into_parts();
     let is_sse = proxy::clean_response_headers(&mut resp_parts.headers);
     let upstream_session = resp_parts.headers.remove(MCP_SESSION_ID);
-    match (cx.era, upstream_session) {
-        (Era::Legacy, Some(up)) => {
-            let token = match (&cx.session, up.to_str()) {
-                (Some(s), Ok(up)) if s.upstream_session == up => client_session.clone(),
-                (_, Ok(up)) if is_initialize || cx.session.is_some() => {
-                    let caller = cx.caller.as_ref().map(|c| c.id.as_ref());
-                    HeaderValue::from_str(&gw.sessions.mint(&upstream.name, up, caller)).ok()
-                }
-                _ => None,
-            };
-            if let Some(t) = token {
-                resp_parts.headers.insert(MCP_SESSION_ID, t);
+    // Modern requests are stateless: an upstream's session id is dropped, never passed on.
+    if cx.era == Era::Legacy
+        && let Some(up) = upstream_session
+    {
+        let token = match (&cx.session, up.to_str()) {
+            (Some(s), Ok(up)) if s.upstream_session == up => client_session.clone(),
+            (_, Ok(up)) if is_initialize || cx.session.is_some() => {
+                let caller = cx.caller.as_ref().map(|c| c.id.as_ref());
+                HeaderValue::from_str(&gw.sessions.mint(&upstream.name, up, caller)).ok()
             }
+            _ => None,
+        };
+        if let Some(t) = token {
+            resp_parts.headers.insert(MCP_SESSION_ID, t);
         }
-        // Modern: stateless, never a session id; legacy without one: nothing to map.
-        _ => {}
     }
     if cx.http_method == Method::DELETE
         && let Some(claims) = &cx.session

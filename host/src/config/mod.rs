@@ -167,7 +167,7 @@ impl OriginAllowList {
             return true;
         }
         let origin = origin.to_ascii_lowercase();
-        if self.exact.iter().any(|o| *o == origin) {
+        if self.exact.contains(&origin) {
             return true;
         }
         self.any_port.iter().any(|prefix| {
@@ -324,7 +324,8 @@ impl Validator<'_> {
     }
 
     fn sessions(&mut self, raw: RawSessions) -> SessionConfig {
-        let key_text = match raw.key {
+        // An empty key (typically `${MCPGATE_SESSION_KEY:-}`) means "not set".
+        let key_text = match raw.key.filter(|k| !k.trim().is_empty()) {
             Some(k) => Some(("sessions.key", k)),
             None => (self.env)(SESSION_KEY_ENV)
                 .filter(|k| !k.is_empty())

@@ -76,6 +76,10 @@ fn defaults() {
         Some(Duration::from_millis(DEFAULT_STREAM_IDLE_TIMEOUT_MS))
     );
     assert!(cfg.sessions.key.is_none());
+    let empty =
+        parse("sessions:\n  key: \"\"\nupstreams:\n  a:\n    url: http://127.0.0.1:1/mcp\n")
+            .unwrap();
+    assert!(empty.sessions.key.is_none(), "an empty key means unset");
 }
 
 #[test]

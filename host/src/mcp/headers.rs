@@ -183,7 +183,8 @@ mod tests {
     fn modern_header_table() {
         let v = ("mcp-protocol-version", "2026-07-28");
         let m = ("mcp-method", "tools/call");
-        let cases: Vec<(&str, Vec<(&str, &str)>, Option<i32>)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<i32>);
+        let cases: Vec<Case> = vec![
             ("all agree", vec![v, m, ("mcp-name", "echo")], None),
             (
                 "base64 name",

@@ -1,0 +1,22 @@
+# mcpgate tasks. Each recipe is a thin alias for a script, so nothing here needs `just` to work.
+
+# Start the demo: mcpgate in front of the example MCP server (Ctrl-C to stop).
+demo:
+    scripts/demo.sh
+
+# The whole test suite (installs the SDK peers first).
+test:
+    scripts/test.sh
+
+# Install the SDK peers and the wasm32-wasip2 target.
+setup:
+    scripts/setup.sh
+
+# Check a config file.
+validate config="config/mcpgate.example.yaml":
+    cargo run -q -p mcpgate -- validate --config {{config}}
+
+# Format and lint.
+lint:
+    cargo fmt --all
+    cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,107 @@
+//! The `mcpgate` command line: validate (every shipped config, and a broken one), list-servers,
+//! gen-key, help.
+
+use std::process::Command;
+
+use mcpgate_e2e::*;
+
+/// Env vars the shipped configs reference through `token_env` / `value_env`.
+const EXAMPLE_ENV: &[(&str, &str)] = &[
+    ("GITHUB_TOKEN", "ghp_example"),
+    ("SEARCH_API_KEY", "example-key"),
+];
+
+fn mcpgate(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(mcpgate_bin());
+    cmd.args(args)
+        .current_dir(repo())
+        .env_remove("MCPGATE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_shipped_config_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            continue;
+        }
+        let (ok, stdout, stderr) = mcpgate(
+            &["validate", "--config", path.to_str().unwrap()],
+            EXAMPLE_ENV,
+        );
+        assert!(ok, "{} does not validate:\n{stderr}", path.display());
+        assert!(stdout.contains(": OK ("), "{stdout}");
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "config/ holds the example and the demo config"
+    );
+}
+
+#[test]
+fn validate_reports_every_error_with_key_and_line_and_exits_non_zero() {
+    let dir = TempDir::new("cli");
+    let cfg = dir.file(
+        "bad.yaml",
+        "server:\n  port: http\nupstreams:\n  a:\n    url: ftp://x/mcp\n    timeuot: 5\n  b:\n    url: http://127.0.0.1:1/mcp\n    auth: {type: bearer, token_env: MCPGATE_UNSET_TOKEN}\n",
+    );
+    let (ok, _, stderr) = mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("4 errors"), "{stderr}");
+    for needle in [
+        "bad.yaml:2: server.port:",
+        "bad.yaml:5: upstreams.a.url:",
+        "bad.yaml:6: upstreams.a.timeuot: unknown key `timeuot`",
+        "bad.yaml:9: upstreams.b.auth.token_env: environment variable `MCPGATE_UNSET_TOKEN` is not set",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    let (ok, _, stderr) = mcpgate(&["validate", "--config", "/nonexistent/mcpgate.yaml"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn list_servers_gen_key_and_help() {
+    let (ok, stdout, stderr) = mcpgate(
+        &["list-servers", "--config", "config/mcpgate.example.yaml"],
+        EXAMPLE_ENV,
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("/servers/github/mcp -> https://api.githubcopilot.com/mcp/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sends authorization"), "{stdout}");
+    assert!(stdout.contains("/servers/internal-search/mcp"), "{stdout}");
+    assert!(
+        !stdout.contains("ghp_example"),
+        "secrets are never printed: {stdout}"
+    );
+
+    let (ok, key, _) = mcpgate(&["gen-key"], &[]);
+    assert!(ok);
+    assert_eq!(key.trim().len(), 44, "32 bytes in base64: {key}");
+
+    let (ok, help, _) = mcpgate(&["--help"], &[]);
+    assert!(ok);
+    for word in ["start", "validate", "list-servers", "Quick start"] {
+        assert!(help.contains(word), "--help mentions {word}:\n{help}");
+    }
+    let (ok, _, _) = mcpgate(&["start", "--config", "/nonexistent.yaml"], &[]);
+    assert!(!ok, "start refuses a config it cannot read");
+}

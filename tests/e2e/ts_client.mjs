@@ -1,0 +1,44 @@
+// Drive server-everything through mcpgate with the official TypeScript SDK client (1.x);
+// print what happened as one JSON object.
+//
+//   node ts_client.mjs <url>
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+
+const url = new URL(process.argv[2]);
+const out = {};
+const transport = new StreamableHTTPClientTransport(url);
+const client = new Client({ name: "mcpgate-e2e", version: "1.0.0" });
+await client.connect(transport);
+out.sessionId = transport.sessionId;
+out.protocolVersion = transport.protocolVersion;
+
+const tools = await client.listTools();
+out.tools = tools.tools.map((t) => t.name).sort();
+const echo = await client.callTool({ name: "echo", arguments: { message: "hello through the gateway" } });
+out.echo = echo.content[0].text;
+const sum = await client.callTool({ name: "get-sum", arguments: { a: 2, b: 40 } });
+out.sum = sum.content[0].text;
+
+const progress = [];
+const started = performance.now();
+const slow = await client.callTool(
+  { name: "trigger-long-running-operation", arguments: { duration: 1.2, steps: 4 } },
+  undefined,
+  { onprogress: (p) => progress.push({ progress: p.progress, total: p.total, at: performance.now() }) },
+);
+out.slow = { text: slow.content[0].text, started, resultAt: performance.now(), progress };
+
+// Ending the session sends DELETE; the gateway forwards it and forgets the id.
+const ended = transport.sessionId;
+await transport.terminateSession();
+out.terminated = transport.sessionId === undefined;
+// The ended id is now refused by the gateway itself (404).
+const after = await fetch(url, {
+  method: "POST",
+  headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-session-id": ended },
+  body: JSON.stringify({ jsonrpc: "2.0", id: 99, method: "tools/list" }),
+});
+out.afterDeleteStatus = after.status;
+await client.close();
+console.log(JSON.stringify(out));

@@ -1,0 +1,235 @@
+//! Harness for the end-to-end tests: find the built `mcpgate` binary and the SDK peers installed
+//! by `scripts/setup.sh`, run them as child processes on 127.0.0.1 with OS-chosen ports, and make
+//! sure every child dies with the test.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `mcpgate` binary cargo built next to this test (same profile, same target dir).
+pub fn mcpgate_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let bin = dir.join(format!("mcpgate{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p mcpgate` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+fn installed(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh to install the SDK peers",
+        path.display()
+    );
+    path
+}
+
+pub fn python() -> PathBuf {
+    installed(repo().join("tests/e2e/.venv/bin/python"))
+}
+
+pub fn node_modules() -> PathBuf {
+    installed(repo().join("tests/e2e/node_modules/@modelcontextprotocol/sdk"));
+    repo().join("tests/e2e/node_modules")
+}
+
+/// A child process killed when dropped; its output lines are collected for assertions and
+/// for the panic message when something fails.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Proc {
+            name: name.to_string(),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "{} did not print {needle:?} within {timeout:?}; exit: {:?}; output:\n{}",
+                    self.name,
+                    self.child.try_wait(),
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything printed so far (non-blocking).
+    pub fn drain(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port the OS just handed out on 127.0.0.1, for peers that cannot report their own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let dir = std::env::temp_dir().join(format!("mcpgate-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `mcpgate start` with this config on an OS-chosen port; returns the process and its
+/// base URL (`http://127.0.0.1:<port>`).
+pub fn start_gateway(config: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+    let mut cmd = Command::new(mcpgate_bin());
+    cmd.args(["start", "--port", "0", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut gw = Proc::spawn("mcpgate", &mut cmd);
+    let line = gw.wait_for("mcpgate listening on ", Duration::from_secs(30));
+    let base = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    (gw, base)
+}
+
+/// Starts the repository's demo MCP server (Python SDK); returns it and its /mcp URL.
+pub fn start_demo_server() -> (Proc, String) {
+    let mut server = Proc::spawn(
+        "demo_server.py",
+        Command::new(python())
+            .arg(repo().join("examples/demo_server.py"))
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    let line = server.wait_for("PORT ", Duration::from_secs(60));
+    let port = line.trim().trim_start_matches("PORT ").to_string();
+    (server, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// Runs a client to completion and parses the one JSON object it prints last.
+pub fn run_client(name: &str, cmd: &mut Command, timeout: Duration) -> serde_json::Value {
+    let mut p = Proc::spawn(name, cmd);
+    let status = p.wait(timeout);
+    // The reader threads may lag the exit by a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = p.drain();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{name} failed ({status:?}):\n{}",
+        lines.join("\n")
+    );
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v.is_object())
+        })
+        .unwrap_or_else(|| panic!("{name} printed no JSON:\n{}", lines.join("\n")))
+}
