@@ -12,6 +12,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo test"
 # The end-to-end tests run the mcpgate binary that this build produces.
 cargo build --workspace --quiet
-cargo test --workspace --no-fail-fast
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
 echo "==> demo smoke run"
 scripts/demo.sh --once
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

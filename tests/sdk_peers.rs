@@ -143,6 +143,22 @@ fn typescript_sdk_client_with_server_everything() {
         0.5,
         "typescript",
     );
+    let sampling = out["sampling"].as_array().unwrap();
+    assert_eq!(out["samplingRequests"], 2, "{out}");
+    assert!(
+        sampling[0]
+            .as_str()
+            .unwrap()
+            .contains("sampled #1: Resource trigger-sampling-request context: first"),
+        "{sampling:?}"
+    );
+    assert!(
+        sampling[1]
+            .as_str()
+            .unwrap()
+            .contains("sampled #2: Resource trigger-sampling-request context: second"),
+        "{sampling:?}"
+    );
     assert_eq!(out["terminated"], true);
     assert_eq!(
         out["afterDeleteStatus"], 404,

@@ -4,11 +4,23 @@
 //   node ts_client.mjs <url>
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const url = new URL(process.argv[2]);
 const out = {};
 const transport = new StreamableHTTPClientTransport(url);
-const client = new Client({ name: "mcpgate-e2e", version: "1.0.0" });
+const client = new Client({ name: "mcpgate-e2e", version: "1.0.0" }, { capabilities: { sampling: {} } });
+// Sampling is a server→client request on the response stream; the client posts its answer back
+// through the gateway (a JSON-RPC response, 202). Count the round trips.
+let samplingRequests = 0;
+client.setRequestHandler(CreateMessageRequestSchema, async (request) => {
+  samplingRequests += 1;
+  return {
+    model: "e2e-model",
+    role: "assistant",
+    content: { type: "text", text: `sampled #${samplingRequests}: ${request.params.messages[0].content.text}` },
+  };
+});
 await client.connect(transport);
 out.sessionId = transport.sessionId;
 out.protocolVersion = transport.protocolVersion;
@@ -28,6 +40,14 @@ const slow = await client.callTool(
   { onprogress: (p) => progress.push({ progress: p.progress, total: p.total, at: performance.now() }) },
 );
 out.slow = { text: slow.content[0].text, started, resultAt: performance.now(), progress };
+
+// Two sampling round trips in a row: the proxy must keep the round trip working repeatedly.
+out.sampling = [];
+for (const prompt of ["first", "second"]) {
+  const r = await client.callTool({ name: "trigger-sampling-request", arguments: { prompt, maxTokens: 10 } });
+  out.sampling.push(r.content[0].text);
+}
+out.samplingRequests = samplingRequests;
 
 // Ending the session sends DELETE; the gateway forwards it and forgets the id.
 const ended = transport.sessionId;
