@@ -103,14 +103,8 @@ async fn gw_with_stage(up: &Upstream) -> Gw {
 async fn stages_reject_respond_and_rewrite() {
     let up = list_upstream(false).await;
     let gw = gw_with_stage(&up).await;
-    let c = client();
 
-    let resp = c
-        .post(gw.url("u"))
-        .json(&legacy_call(7, "forbidden"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("u"), &legacy_call(7, "forbidden"), None).await;
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["id"], 7);
@@ -120,12 +114,8 @@ async fn stages_reject_respond_and_rewrite() {
     );
     assert_eq!(body["error"]["data"]["tool"], "forbidden");
 
-    let resp: Value = c
-        .post(gw.url("u"))
-        .json(&legacy_call(8, "local"))
-        .send()
+    let resp: Value = post(&gw.url("u"), &legacy_call(8, "local"), None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -135,12 +125,8 @@ async fn stages_reject_respond_and_rewrite() {
         "rejected and locally answered requests never reach the upstream"
     );
 
-    let resp: Value = c
-        .post(gw.url("u"))
-        .json(&legacy_call(9, "old_name"))
-        .send()
+    let resp: Value = post(&gw.url("u"), &legacy_call(9, "old_name"), None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -151,12 +137,12 @@ async fn stages_reject_respond_and_rewrite() {
 
     // A batch: the second element is forbidden, so nothing is forwarded.
     let before = up.requests().len();
-    let resp = c
-        .post(gw.url("u"))
-        .json(&json!([legacy_call(1, "ok"), legacy_call(2, "forbidden")]))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        &gw.url("u"),
+        &json!([legacy_call(1, "ok"), legacy_call(2, "forbidden")]),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 403);
     assert_eq!(up.requests().len(), before);
 }
@@ -165,12 +151,12 @@ async fn stages_reject_respond_and_rewrite() {
 async fn json_responses_pass_through_response_hooks() {
     let up = list_upstream(false).await;
     let gw = gw_with_stage(&up).await;
-    let resp = client()
-        .post(gw.url("u"))
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        &gw.url("u"),
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+        None,
+    )
+    .await;
     let len: usize = resp.headers()["content-length"]
         .to_str()
         .unwrap()
@@ -192,16 +178,15 @@ async fn json_responses_pass_through_response_hooks() {
 async fn sse_response_hooks_touch_only_the_final_message() {
     let up = list_upstream(true).await;
     let gw = gw_with_stage(&up).await;
-    let text = client()
-        .post(gw.url("u"))
-        .header("accept", ACCEPT)
-        .json(&json!({"jsonrpc":"2.0","id":"L","method":"tools/list"}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = post(
+        &gw.url("u"),
+        &json!({"jsonrpc":"2.0","id":"L","method":"tools/list"}),
+        None,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
     let progress = format!(
         "event: message\nid: p1\ndata: {}\n\n",
         json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1,"note":"hidden stays in progress"}})

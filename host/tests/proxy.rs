@@ -27,25 +27,14 @@ async fn routes_by_name_and_answers_unknown_names_with_a_json_rpc_404() {
     let gw = gateway_for("alpha", &a, "").await;
     let c = client();
 
-    let resp = c
-        .post(gw.url("alpha"))
-        .header("accept", ACCEPT)
-        .json(&legacy_call(1, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("alpha"), &legacy_call(1, "t"), None).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["result"]["content"][0]["text"], "ok");
     assert_eq!(a.requests().len(), 1);
 
-    let resp = c
-        .post(gw.url("nope"))
-        .json(&legacy_call(9, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("nope"), &legacy_call(9, "t"), None).await;
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32002);
@@ -174,13 +163,12 @@ async fn upstream_errors_pass_through_intact() {
     })
     .await;
     let gw = gateway_for("u", &up, "").await;
-    let c = client();
-    let resp = c
-        .post(gw.url("u"))
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":"server/discover"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        &gw.url("u"),
+        &json!({"jsonrpc":"2.0","id":1,"method":"server/discover"}),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32000);
@@ -189,12 +177,7 @@ async fn upstream_errors_pass_through_intact() {
         "Bad Request: Server not initialized"
     );
 
-    let resp = c
-        .post(gw.url("u"))
-        .json(&legacy_call(2, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("u"), &legacy_call(2, "t"), None).await;
     assert_eq!(resp.status(), 418);
     assert_eq!(resp.headers()["x-custom"], "kept");
     assert_eq!(resp.text().await.unwrap(), "plain teapot");
@@ -217,24 +200,18 @@ async fn upstream_down_is_502_and_slow_headers_are_504_with_the_request_id() {
         slow.url()
     ))
     .await;
-    let c = client();
-    let resp = c
-        .post(gw.url("dead"))
-        .json(&legacy_call(41, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("dead"), &legacy_call(41, "t"), None).await;
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["id"], 41);
     assert_eq!(body["error"]["code"], -32010);
 
-    let resp = c
-        .post(gw.url("slow"))
-        .json(&json!({"jsonrpc":"2.0","id":"s-1","method":"tools/call","params":{"name":"x"}}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        &gw.url("slow"),
+        &json!({"jsonrpc":"2.0","id":"s-1","method":"tools/call","params":{"name":"x"}}),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 504);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["id"], "s-1");
@@ -272,7 +249,7 @@ async fn edge_checks_origin_size_and_json() {
     assert_eq!(resp.status(), 200);
 
     let big = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x":"a".repeat(2000)}}});
-    let resp = c.post(gw.url("u")).json(&big).send().await.unwrap();
+    let resp = post(&gw.url("u"), &big, None).await;
     assert_eq!(resp.status(), 413);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], -32004);
     // Without Content-Length (chunked), the limit holds too.
@@ -295,12 +272,7 @@ async fn edge_checks_origin_size_and_json() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], -32700);
-    let resp = c
-        .post(gw.url("u"))
-        .json(&json!({"jsonrpc":"2.0","id":3}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("u"), &json!({"jsonrpc":"2.0","id":3}), None).await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
@@ -392,7 +364,7 @@ async fn batches_are_legacy_2025_03_26_only() {
     let gw = gateway_for("u", &up, "").await;
     let c = client();
     let batch = json!([legacy_call(1, "a"), {"jsonrpc":"2.0","method":"notifications/progress","params":{}}]);
-    let resp = c.post(gw.url("u")).json(&batch).send().await.unwrap();
+    let resp = post(&gw.url("u"), &batch, None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()[0]["id"], 1);
     let resp = c
@@ -508,14 +480,7 @@ async fn a_client_that_leaves_cancels_the_upstream_request_but_a_finished_one_do
     })
     .await;
     let gw = gateway_for("u", &up, "").await;
-    let c = client();
-    let resp = c
-        .post(gw.url("u"))
-        .header("accept", ACCEPT)
-        .json(&legacy_call(1, "slow"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("u"), &legacy_call(1, "slow"), None).await;
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
@@ -527,13 +492,8 @@ async fn a_client_that_leaves_cancels_the_upstream_request_but_a_finished_one_do
         Some("slow")
     );
 
-    let done = c
-        .post(gw.url("u"))
-        .header("accept", ACCEPT)
-        .json(&legacy_call(2, "fast"))
-        .send()
+    let done = post(&gw.url("u"), &legacy_call(2, "fast"), None)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -553,13 +513,7 @@ async fn a_silent_stream_is_ended_by_the_idle_timeout() {
     })
     .await;
     let gw = gateway_for("u", &up, "    stream_idle_timeout: 300\n").await;
-    let resp = client()
-        .post(gw.url("u"))
-        .header("accept", ACCEPT)
-        .json(&legacy_call(1, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("u"), &legacy_call(1, "t"), None).await;
     let mut stream = resp.bytes_stream();
     assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"data: {}\n\n");
     let end = tokio::time::timeout(Duration::from_secs(20), stream.next())
@@ -593,13 +547,7 @@ async fn shutdown_drains_in_flight_streams_and_ends_get_streams() {
     .await;
     let mut gw = gateway_for("u", &up, "").await;
     let c = client();
-    let post = c
-        .post(gw.url("u"))
-        .header("accept", ACCEPT)
-        .json(&legacy_call(1, "t"))
-        .send()
-        .await
-        .unwrap();
+    let post = post(&gw.url("u"), &legacy_call(1, "t"), None).await;
     let get = c
         .get(gw.url("u"))
         .header("accept", "text/event-stream")
@@ -636,4 +584,54 @@ async fn shutdown_drains_in_flight_streams_and_ends_get_streams() {
             .is_err(),
         "no new connections after shutdown"
     );
+}
+
+#[tokio::test]
+async fn a_slow_reader_applies_backpressure_to_the_upstream() {
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 1024; // 64 MiB offered by the upstream
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let up = upstream(move |_s: Seen| {
+        let counter = counter.clone();
+        async move {
+            let (tx, resp) = sse_channel();
+            tokio::spawn(async move {
+                let chunk = Bytes::from(format!(": {}\n\n", "x".repeat(CHUNK - 4)));
+                for _ in 0..CHUNKS {
+                    if tx.send(chunk.clone()).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            resp
+        }
+    })
+    .await;
+    let gw = gateway_for("u", &up, "").await;
+    let resp = post(&gw.url("u"), &legacy_call(1, "t"), None).await;
+    // Read nothing for a while: the upstream must stall once the buffers between are full.
+    let mut last = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    let stalled_at = sent.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("upstream stalled after {stalled_at} chunks");
+    assert!(
+        stalled_at < CHUNKS / 2,
+        "the gateway kept reading from the upstream while its client read nothing: {stalled_at} of {CHUNKS} chunks"
+    );
+    // Now read: everything arrives.
+    let mut stream = resp.bytes_stream();
+    let mut total = 0;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, CHUNK * CHUNKS);
 }

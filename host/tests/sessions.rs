@@ -56,37 +56,16 @@ async fn session_upstream() -> Upstream {
     .await
 }
 
-fn initialize() -> Value {
-    json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})
-}
-
 #[tokio::test]
 async fn the_client_sees_only_sealed_ids_and_the_upstream_only_its_own() {
     let up = session_upstream().await;
     let gw = gateway_for("u", &up, KEY).await;
     let c = client();
-    let resp = c
-        .post(gw.url("u"))
-        .header("accept", ACCEPT)
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let token = resp.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let token = open_session(&gw.url("u")).await;
     assert!(token.starts_with("mg1."), "{token}");
     assert!(!token.contains("up-0"));
 
-    let resp = c
-        .post(gw.url("u"))
-        .header("mcp-session-id", &token)
-        .json(&legacy_call(1, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("u"), &legacy_call(1, "t"), Some(&token)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last().header("mcp-session-id"), Some("up-0"));
     assert_eq!(
@@ -118,16 +97,7 @@ async fn unknown_tampered_and_ended_ids_get_404_from_the_gateway() {
     let up = session_upstream().await;
     let gw = gateway_for("u", &up, KEY).await;
     let c = client();
-    let token = c
-        .post(gw.url("u"))
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap()
-        .headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let token = open_session(&gw.url("u")).await;
     let before = up.requests().len();
 
     let mut tampered = token.clone().into_bytes();
@@ -164,13 +134,7 @@ async fn unknown_tampered_and_ended_ids_get_404_from_the_gateway() {
     let del = up.last();
     assert_eq!(del.method, http::Method::DELETE);
     assert_eq!(del.header("mcp-session-id"), Some("up-0"));
-    let resp = c
-        .post(gw.url("u"))
-        .header("mcp-session-id", &token)
-        .json(&legacy_call(4, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&gw.url("u"), &legacy_call(4, "t"), Some(&token)).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(gw.gateway.sessions.active_count(), 0);
 }
@@ -184,24 +148,9 @@ async fn ids_are_bound_to_their_route() {
         up.url()
     ))
     .await;
-    let c = client();
-    let token = c
-        .post(gw.url("a"))
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap()
-        .headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let resp = c
-        .post(gw.url("b"))
-        .header("mcp-session-id", &token)
-        .json(&legacy_call(1, "t"))
-        .send()
-        .await
-        .unwrap();
+
+    let token = open_session(&gw.url("a")).await;
+    let resp = post(&gw.url("b"), &legacy_call(1, "t"), Some(&token)).await;
     assert_eq!(resp.status(), 404);
 }
 
@@ -216,33 +165,12 @@ async fn another_replica_with_the_same_key_continues_the_session() {
         "sessions:\n  key: ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA=\n",
     )
     .await;
-    let c = client();
-    let token = c
-        .post(a.url("u"))
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap()
-        .headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let resp = c
-        .post(b.url("u"))
-        .header("mcp-session-id", &token)
-        .json(&legacy_call(1, "t"))
-        .send()
-        .await
-        .unwrap();
+
+    let token = open_session(&a.url("u")).await;
+    let resp = post(&b.url("u"), &legacy_call(1, "t"), Some(&token)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last().header("mcp-session-id"), Some("up-0"));
-    let resp = c
-        .post(other_key.url("u"))
-        .header("mcp-session-id", &token)
-        .json(&legacy_call(2, "t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&other_key.url("u"), &legacy_call(2, "t"), Some(&token)).await;
     assert_eq!(resp.status(), 404);
 }
 

@@ -204,3 +204,26 @@ pub fn modern_call(id: u64, tool: &str) -> serde_json::Value {
 pub fn ok_result(id: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"ok"}]}})
 }
+
+/// POSTs one JSON-RPC body (with the usual Accept header and, optionally, a session id).
+pub async fn post(url: &str, body: &serde_json::Value, session: Option<&str>) -> reqwest::Response {
+    let mut req = client().post(url).header("accept", ACCEPT).json(body);
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    req.send().await.unwrap()
+}
+
+pub fn initialize() -> serde_json::Value {
+    serde_json::json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})
+}
+
+/// Initializes a legacy session through the gateway; returns the session id the client got.
+pub async fn open_session(url: &str) -> String {
+    let resp = post(url, &initialize(), None).await;
+    assert_eq!(resp.status(), 200);
+    resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
