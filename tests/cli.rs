@@ -73,6 +73,10 @@ fn validate_reports_every_error_with_key_and_line_and_exits_non_zero() {
     let (ok, _, stderr) = mcpgate(&["validate", "--config", "/nonexistent/mcpgate.yaml"], &[]);
     assert!(!ok);
     assert!(stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("config/mcpgate.example.yaml"),
+        "points a newcomer at the example: {stderr}"
+    );
 }
 
 #[test]

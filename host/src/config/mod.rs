@@ -199,13 +199,16 @@ fn check_origin(origin: &str) -> Result<(), String> {
 impl Config {
     /// Loads and validates a config file, reading env vars from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            source: path.display().to_string(),
-            errors: vec![ConfigError {
-                path: String::new(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (start from the annotated example: cp config/mcpgate.example.yaml config/mcpgate.yaml, or pass --config PATH)"
+            } else {
+                ""
+            };
+            ConfigErrors {
+                source: path.display().to_string(),
+                errors: vec![ConfigError { path: String::new(), line: None, message: format!("cannot read: {e}{hint}") }],
+            }
         })?;
         Config::parse(&text, &path.display().to_string(), &|k| {
             std::env::var(k).ok()
