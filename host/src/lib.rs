@@ -10,6 +10,7 @@
 //! - [`mcp`]: protocol knowledge only: envelope, era, routing headers, JSON-RPC errors, SSE framing.
 //! - [`pipeline`]: the [`pipeline::Stage`] abstraction, the per-request context, the runner.
 //! - [`session`]: sealed legacy session ids and local bookkeeping.
+//! - [`stages`]: the built-in stages (auth, rate limit, policy) and pipeline assembly.
 //! - [`proxy`]: the upstream client, header rules, the streaming relay.
 //! - [`error`]: the request path's one error type, turned into a response in one place.
 //! - [`config`]: YAML → validated, immutable runtime config.
@@ -21,6 +22,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod stages;
 
 pub use config::Config;
 pub use server::{Gateway, router, run};

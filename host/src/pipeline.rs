@@ -51,6 +51,10 @@ pub struct RequestContext {
     pub session: Option<SessionClaims>,
     pub started: Instant,
     pub timings: Timings,
+    /// Where the request came from (the TCP peer).
+    pub peer: Option<std::net::IpAddr>,
+    /// Headers added to the response the client gets, whatever it is (rate-limit headers).
+    pub response_headers: HeaderMap,
     current: usize,
     modified: bool,
 }
@@ -83,6 +87,8 @@ impl RequestContext {
             session: None,
             started: Instant::now(),
             timings: Timings::default(),
+            peer: None,
+            response_headers: HeaderMap::new(),
             current: 0,
             modified: false,
         }
@@ -93,6 +99,16 @@ impl RequestContext {
         self.body
             .as_ref()
             .and_then(|b| b.messages.get(self.current))
+    }
+
+    /// The identity stages key on: the authenticated caller's id, else `ip:<peer address>`, else
+    /// `anonymous`.
+    pub fn client_key(&self) -> Arc<str> {
+        match (&self.caller, self.peer) {
+            (Some(c), _) => c.id.clone(),
+            (None, Some(ip)) => Arc::from(format!("ip:{ip}")),
+            (None, None) => Arc::from("anonymous"),
+        }
     }
 
     /// The current message, for a stage that rewrites it. Marks the body for re-serialisation.
@@ -353,6 +369,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             stream_idle_timeout: None,
             credential: None,
+            pipeline: None,
         });
         RequestContext::new(
             "req".into(),

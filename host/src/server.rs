@@ -43,6 +43,8 @@ pub struct Gateway {
     pipelines: HashMap<Arc<str>, Pipeline>,
     /// Header names that carry the gateway's own credentials: never forwarded.
     strip_headers: Vec<HeaderName>,
+    /// In-memory rate-limit buckets, swept in the background.
+    buckets: Option<Arc<crate::stages::ratelimit::MemoryBackend>>,
     shutdown: CancellationToken,
     draining: AtomicBool,
 }
@@ -66,17 +68,15 @@ impl Gateway {
                 crate::config::SESSION_KEY_ENV
             );
         }
-        let pipelines = config
-            .upstreams
-            .iter()
-            .map(|u| (u.name.clone(), Pipeline::default()))
-            .collect();
+        let client = UpstreamClient::new();
+        let built = crate::stages::build(&config, &client);
         Gateway {
             config: Arc::new(config),
             sessions,
-            client: UpstreamClient::new(),
-            pipelines,
-            strip_headers: Vec::new(),
+            client,
+            pipelines: built.pipelines,
+            strip_headers: built.strip_headers,
+            buckets: built.buckets,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
         }
@@ -102,6 +102,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/servers/{name}/mcp", any(mcp_route))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route(
+            "/.well-known/oauth-protected-resource/servers/{name}/mcp",
+            get(protected_resource_metadata),
+        )
         .fallback(|| async {
             GatewayError::bad_request(
                 jsonrpc::METHOD_NOT_FOUND,
@@ -132,6 +136,39 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
+/// RFC 9728 Protected Resource Metadata for a route whose pipeline authenticates with OAuth
+/// bearer tokens: `resource` is the route's exact public URL, with the trusted authorization servers.
+async fn protected_resource_metadata(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: http::HeaderMap,
+) -> Response {
+    let jwt = gw.config.auth.as_ref().and_then(|a| a.jwt());
+    let guarded = gw
+        .pipelines
+        .get(name.as_str())
+        .is_some_and(|p| p.names().iter().any(|n| n == "auth"));
+    let (Some(jwt), true) = (jwt, guarded) else {
+        return GatewayError::bad_request(
+            jsonrpc::METHOD_NOT_FOUND,
+            format!("no OAuth-protected MCP server is configured under `{name}`"),
+        )
+        .into_response(None);
+    };
+    let (_, resource) =
+        crate::stages::auth::resource_urls(gw.config.server.public_url.as_deref(), &headers, &name);
+    let mut doc = json!({
+        "resource": resource,
+        "authorization_servers": jwt.authorization_servers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": name,
+    });
+    if !jwt.scopes.is_empty() {
+        doc["scopes_supported"] = json!(jwt.scopes);
+    }
+    Json(doc).into_response()
+}
+
 /// Serves on an already-bound listener until `shutdown` resolves, then drains: stops accepting,
 /// ends GET streams (clients resume elsewhere), lets in-flight requests finish for up to
 /// `server.shutdown_timeout`.
@@ -154,6 +191,9 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 gw.sessions.reap();
+                if let Some(b) = &gw.buckets {
+                    b.sweep();
+                }
             }
         })
     };
@@ -186,6 +226,8 @@ async fn mcp_route(
 ) -> Response {
     let request_id = request_id(request.headers());
     let mut error_id = None;
+    // Headers stages want on the response, whatever it turns out to be (rate-limit headers).
+    let mut extra_headers = http::HeaderMap::new();
     let mut response = match handle(
         &gw,
         &name,
@@ -193,6 +235,7 @@ async fn mcp_route(
         request,
         &request_id,
         &mut error_id,
+        &mut extra_headers,
     )
     .await
     {
@@ -210,6 +253,9 @@ async fn mcp_route(
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
+    }
+    for (name, value) in extra_headers.iter() {
+        response.headers_mut().insert(name.clone(), value.clone());
     }
     response
 }
@@ -233,6 +279,7 @@ async fn handle(
     request: Request,
     request_id: &Arc<str>,
     error_id: &mut Option<Box<serde_json::value::RawValue>>,
+    extra_headers: &mut http::HeaderMap,
 ) -> Result<Response, GatewayError> {
     // 1. Edge: route, method, Origin (DNS-rebinding defence for browsers), body limit.
     let (parts, body) = request.into_parts();
@@ -304,6 +351,7 @@ async fn handle(
         parts.headers,
         parsed,
     ));
+    cx.peer = Some(peer.addr.ip());
     let is_initialize = cx
         .body
         .as_ref()
@@ -315,7 +363,9 @@ async fn handle(
         .get(&upstream.name)
         .cloned()
         .unwrap_or_default();
-    if let Outcome::Respond(response) = pipeline.on_request(&mut cx).await? {
+    let outcome = pipeline.on_request(&mut cx).await;
+    std::mem::swap(extra_headers, &mut cx.response_headers);
+    if let Outcome::Respond(response) = outcome? {
         return Ok(response);
     }
 

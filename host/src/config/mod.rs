@@ -7,6 +7,7 @@
 //! Every error names its key path and line, and all of them are reported at once.
 //! Durations are milliseconds everywhere, like the seed's `upstreams.<name>.timeout`.
 
+mod stages;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,10 @@ struct RawConfig {
     server: RawServer,
     sessions: RawSessions,
     upstreams: BTreeMap<String, RawUpstream>,
+    auth: Option<stages::RawAuth>,
+    rate_limit: Option<stages::RawRateLimit>,
+    policy: Option<stages::RawPolicy>,
+    pipeline: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +57,7 @@ struct RawServer {
     max_body_bytes: Option<u64>,
     allowed_origins: Option<Vec<String>>,
     shutdown_timeout: Option<u64>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +76,7 @@ struct RawUpstream {
     timeout: Option<u64>,
     stream_idle_timeout: Option<u64>,
     auth: Option<RawUpstreamAuth>,
+    pipeline: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +98,34 @@ pub struct Config {
     pub sessions: SessionConfig,
     /// Upstreams in name order.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// `auth:`; `None` = no authentication stage.
+    pub auth: Option<crate::stages::auth::AuthConfig>,
+    /// `rate_limit:`; `None` = no rate-limit stage.
+    pub rate_limit: Option<crate::stages::ratelimit::RateLimitConfig>,
+    /// `policy:`; `None` = no policy stage.
+    pub policy: Option<crate::stages::policy::PolicyConfig>,
+    /// The stage order for routes that do not set their own.
+    pub pipeline: Vec<StageName>,
+}
+
+/// A built-in stage, as named in `pipeline:` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageName {
+    Auth,
+    RateLimit,
+    Policy,
+}
+
+impl StageName {
+    pub const ALL: [StageName; 3] = [StageName::Auth, StageName::RateLimit, StageName::Policy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Auth => "auth",
+            StageName::RateLimit => "rate_limit",
+            StageName::Policy => "policy",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +135,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub allowed_origins: OriginAllowList,
     pub shutdown_timeout: Duration,
+    /// The URL clients reach the gateway at (scheme://host[:port], no trailing slash), for
+    /// OAuth resource metadata. `None`: derived from each request's `Host`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +162,8 @@ pub struct Upstream {
     pub stream_idle_timeout: Option<Duration>,
     /// The header the gateway adds with the upstream's own credentials.
     pub credential: Option<(HeaderName, HeaderValue)>,
+    /// This route's stage order, when it overrides the global `pipeline:`.
+    pub pipeline: Option<Vec<StageName>>,
 }
 
 /// Allowed values of the `Origin` header. Entries are exact origins (`https://app.example.com`),
@@ -274,6 +314,21 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig) -> Config {
         let server = self.server(raw.server);
         let sessions = self.sessions(raw.sessions);
+        let auth = raw.auth.and_then(|a| self.auth(a));
+        let rate_limit = raw.rate_limit.and_then(|r| self.rate_limit(r));
+        let policy = raw.policy.and_then(|p| self.policy(p));
+        let configured = |s: StageName| match s {
+            StageName::Auth => auth.is_some(),
+            StageName::RateLimit => rate_limit.is_some(),
+            StageName::Policy => policy.is_some(),
+        };
+        let pipeline = match raw.pipeline {
+            Some(list) => self.pipeline("pipeline", &list, &configured),
+            None => StageName::ALL
+                .into_iter()
+                .filter(|s| configured(*s))
+                .collect(),
+        };
         if raw.upstreams.is_empty() {
             self.missing(
                 "upstreams",
@@ -283,12 +338,24 @@ impl Validator<'_> {
         let upstreams = raw
             .upstreams
             .into_iter()
-            .filter_map(|(name, u)| self.upstream(&name, u).map(Arc::new))
+            .filter_map(|(name, u)| {
+                let own = u.pipeline.as_ref().map(|list| {
+                    self.pipeline(&format!("upstreams.{name}.pipeline"), list, &configured)
+                });
+                self.upstream(&name, u).map(|mut up| {
+                    up.pipeline = own;
+                    Arc::new(up)
+                })
+            })
             .collect();
         Config {
             server,
             sessions,
             upstreams,
+            auth,
+            rate_limit,
+            policy,
+            pipeline,
         }
     }
 
@@ -323,6 +390,7 @@ impl Validator<'_> {
             shutdown_timeout: Duration::from_millis(
                 raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             ),
+            public_url: raw.public_url.and_then(|u| self.public_url(&u)),
         }
     }
 
@@ -400,6 +468,7 @@ impl Validator<'_> {
             timeout: Duration::from_millis(timeout),
             stream_idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
             credential,
+            pipeline: None,
         })
     }
 

@@ -23,6 +23,14 @@ pub const UNKNOWN_SERVER: i32 = -32002;
 pub const FORBIDDEN: i32 = -32003;
 /// The request body is larger than the configured limit (HTTP 413).
 pub const PAYLOAD_TOO_LARGE: i32 = -32004;
+/// A rate limit refused the request (HTTP 429, `Retry-After`).
+pub const RATE_LIMITED: i32 = -32005;
+/// No valid credential was presented (HTTP 401, `WWW-Authenticate`).
+pub const UNAUTHENTICATED: i32 = -32006;
+/// An access policy denied the call (HTTP 200: SDK clients raise this message to their caller).
+pub const POLICY_DENIED: i32 = -32007;
+/// The credential lacks a required scope (HTTP 403, `error="insufficient_scope"`).
+pub const INSUFFICIENT_SCOPE: i32 = -32008;
 /// The upstream could not be reached or broke the connection (HTTP 502).
 pub const UPSTREAM_UNAVAILABLE: i32 = -32010;
 /// The upstream did not begin its response within the route's timeout (HTTP 504).

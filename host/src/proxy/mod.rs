@@ -85,6 +85,41 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    /// GETs a small JSON document (JWKS, OpenID discovery), bounded in time and size.
+    pub async fn get_json(
+        &self,
+        url: &str,
+        timeout: std::time::Duration,
+    ) -> Result<serde_json::Value, String> {
+        use http_body_util::BodyExt as _;
+        let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let request = Request::get(uri)
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let fetch = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+            if !response.status().is_success() {
+                return Err(format!("{url}: HTTP {}", response.status()));
+            }
+            let body = http_body_util::Limited::new(response.into_body(), 1024 * 1024)
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
+        };
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .map_err(|_| format!("{url}: timed out"))?
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -1,0 +1,527 @@
+//! Authentication and OAuth 2.1 resource-server behaviour.
+//!
+//! - `api-key`: a configured header carries the key; keys are stored as SHA-256 digests (from an
+//!   env var at load, or `sha256:` in the file) and compared in constant time against all keys.
+//! - `jwt`: bearer tokens verified against a JWKS that is fetched, cached, refreshed after
+//!   `jwks_ttl`, and refetched when a token names an unknown `kid` (at most once per
+//!   `jwks_min_refetch`, single-flight). Only the configured algorithms are accepted, the key's
+//!   own `alg` must agree with the token's, and issuer, audience, expiry and not-before are checked.
+//! - `oidc`: as `jwt`, with the JWKS location discovered from `<issuer>/.well-known/openid-configuration`.
+//!
+//! The caller's identity (key id, or the `client_id_claim` of the token) fills
+//! [`RequestContext::caller`]. Failures are 401 with `WWW-Authenticate: Bearer
+//! resource_metadata="…"` pointing at the route's Protected Resource Metadata (RFC 9728), which the
+//! server module serves; a token without a required scope is 403 `insufficient_scope`. Any
+//! malformed credential is a 401, never a 500.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{Mutex, RwLock};
+use tokio::time::Instant;
+
+use crate::error::GatewayError;
+use crate::mcp::jsonrpc;
+use crate::pipeline::{BoxFuture, Caller, RequestContext, Stage, Verdict};
+use crate::proxy::UpstreamClient;
+
+/// One API key: the caller it identifies and the SHA-256 of the key.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub id: Arc<str>,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A JWKS URL.
+    Jwks(String),
+    /// An OpenID provider's issuer URL (discovery finds the JWKS).
+    Oidc(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub source: KeySource,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub client_id_claim: String,
+    pub leeway: Duration,
+    /// Scopes every token must carry (403 `insufficient_scope` otherwise).
+    pub scopes: Vec<String>,
+    /// Where clients get tokens, advertised in the resource metadata.
+    pub authorization_servers: Vec<String>,
+    pub jwks_min_refetch: Duration,
+    pub jwks_ttl: Duration,
+}
+
+/// The compiled `auth:` section.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    ApiKey {
+        header: HeaderName,
+        keys: Vec<ApiKey>,
+    },
+    Jwt(Box<JwtConfig>),
+}
+
+impl AuthConfig {
+    /// The header the gateway consumes itself (never forwarded upstream).
+    pub fn credential_header(&self) -> HeaderName {
+        match self {
+            AuthConfig::ApiKey { header, .. } => header.clone(),
+            AuthConfig::Jwt(_) => header::AUTHORIZATION,
+        }
+    }
+
+    pub fn jwt(&self) -> Option<&JwtConfig> {
+        match self {
+            AuthConfig::Jwt(j) => Some(j),
+            AuthConfig::ApiKey { .. } => None,
+        }
+    }
+}
+
+/// The Protected Resource Metadata URL of a route, and the route's own URL (its `resource`).
+pub fn resource_urls(
+    public_url: Option<&str>,
+    headers: &http::HeaderMap,
+    route: &str,
+) -> (String, String) {
+    let base = match public_url {
+        Some(u) => u.to_string(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    (
+        format!("{base}/.well-known/oauth-protected-resource/servers/{route}/mcp"),
+        format!("{base}/servers/{route}/mcp"),
+    )
+}
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Invalid(String),
+    InsufficientScope(Vec<String>),
+}
+
+struct KeyState {
+    /// Parsed keys of the last JWKS fetched, with their decoding keys.
+    keys: Vec<(Jwk, DecodingKey)>,
+    fetched: Option<Instant>,
+    jwks_uri: Option<String>,
+}
+
+/// The JWKS cache of one `jwt`/`oidc` configuration.
+pub struct KeyStore {
+    config: JwtConfig,
+    client: UpstreamClient,
+    state: RwLock<KeyState>,
+    refetch: Mutex<()>,
+}
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl KeyStore {
+    pub fn new(config: JwtConfig, client: UpstreamClient) -> Self {
+        let jwks_uri = match &config.source {
+            KeySource::Jwks(u) => Some(u.clone()),
+            KeySource::Oidc(_) => None,
+        };
+        KeyStore {
+            config,
+            client,
+            state: RwLock::new(KeyState {
+                keys: Vec::new(),
+                fetched: None,
+                jwks_uri,
+            }),
+            refetch: Mutex::new(()),
+        }
+    }
+
+    fn find(
+        keys: &[(Jwk, DecodingKey)],
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Option<(Jwk, DecodingKey)> {
+        keys.iter()
+            .find(|(jwk, key)| {
+                let kid_ok = match kid {
+                    Some(k) => jwk.common.key_id.as_deref() == Some(k),
+                    None => true,
+                };
+                kid_ok && key.family() == alg.family()
+            })
+            .cloned()
+    }
+
+    /// The key a token names, fetching (or refetching) the JWKS when needed.
+    pub async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<(Jwk, DecodingKey), AuthError> {
+        {
+            let state = self.state.read().await;
+            let fresh = state
+                .fetched
+                .is_some_and(|t| t.elapsed() < self.config.jwks_ttl);
+            if fresh && let Some(found) = Self::find(&state.keys, kid, alg) {
+                return Ok(found);
+            }
+        }
+        // Unknown kid or stale set: refetch, single-flight and rate-limited.
+        let _guard = self.refetch.lock().await;
+        let due = {
+            let state = self.state.read().await;
+            if let Some(found) = Self::find(&state.keys, kid, alg)
+                && state
+                    .fetched
+                    .is_some_and(|t| t.elapsed() < self.config.jwks_ttl)
+            {
+                return Ok(found);
+            }
+            state
+                .fetched
+                .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refetch)
+        };
+        if due {
+            if let Err(e) = self.fetch().await {
+                tracing::warn!(error = %e, "cannot fetch the JWKS");
+                let state = self.state.read().await;
+                // Keep serving with the keys we have if the provider is briefly unreachable.
+                return Self::find(&state.keys, kid, alg)
+                    .ok_or(AuthError::Invalid("signing keys are unavailable".into()));
+            }
+        }
+        let state = self.state.read().await;
+        Self::find(&state.keys, kid, alg).ok_or_else(|| {
+            AuthError::Invalid(match kid {
+                Some(k) => format!("unknown signing key `{k}`"),
+                None => "no signing key matches the token".into(),
+            })
+        })
+    }
+
+    async fn fetch(&self) -> Result<(), String> {
+        let jwks_uri = match (
+            &self.config.source,
+            self.state.read().await.jwks_uri.clone(),
+        ) {
+            (_, Some(u)) => u,
+            (KeySource::Oidc(issuer), None) => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                let doc = self.client.get_json(&url, FETCH_TIMEOUT).await?;
+                if doc
+                    .get("issuer")
+                    .and_then(Value::as_str)
+                    .map(|i| i.trim_end_matches('/'))
+                    != Some(issuer.trim_end_matches('/'))
+                {
+                    return Err(format!("discovery document at {url} names another issuer"));
+                }
+                let uri = doc
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or(format!("{url} has no jwks_uri"))?
+                    .to_string();
+                self.state.write().await.jwks_uri = Some(uri.clone());
+                uri
+            }
+            (KeySource::Jwks(u), None) => u.clone(),
+        };
+        let body = self.client.get_json(&jwks_uri, FETCH_TIMEOUT).await?;
+        let set: JwkSet =
+            serde_json::from_value(body).map_err(|e| format!("{jwks_uri} is not a JWKS: {e}"))?;
+        let keys: Vec<(Jwk, DecodingKey)> = set
+            .keys
+            .into_iter()
+            .filter(|k| {
+                !matches!(
+                    k.common.public_key_use,
+                    Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+                )
+            })
+            .filter_map(|k| DecodingKey::from_jwk(&k).ok().map(|d| (k, d)))
+            .collect();
+        let mut state = self.state.write().await;
+        state.keys = keys;
+        state.fetched = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Verifies a bearer token; returns the caller.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let cfg = &self.config;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
+        if !cfg.algorithms.contains(&header.alg) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let (jwk, key) = self.key_for(header.kid.as_deref(), header.alg).await?;
+        if let Some(key_alg) = jwk.common.key_algorithm
+            && Algorithm::try_from(key_alg).ok() != Some(header.alg)
+        {
+            return Err(AuthError::Invalid(
+                "the token's algorithm does not match its key".into(),
+            ));
+        }
+        let mut v = Validation::new(header.alg);
+        v.leeway = cfg.leeway.as_secs();
+        v.validate_nbf = true;
+        v.set_audience(&cfg.audience);
+        let mut required = vec!["exp", "aud"];
+        if let Some(iss) = &cfg.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v)
+            .map_err(|e| AuthError::Invalid(format!("token rejected: {e}")))?;
+        let claims = data.claims;
+        let id = match claims.get(&cfg.client_id_claim) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(AuthError::Invalid(format!(
+                    "token has no `{}` claim",
+                    cfg.client_id_claim
+                )));
+            }
+        };
+        let scopes: Vec<String> = match (claims.get("scope"), claims.get("scp")) {
+            (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
+                s.split_whitespace().map(str::to_string).collect()
+            }
+            (None, Some(Value::Array(a))) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let missing: Vec<String> = cfg
+            .scopes
+            .iter()
+            .filter(|s| !scopes.contains(s))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(AuthError::InsufficientScope(missing));
+        }
+        Ok(Caller {
+            id: Arc::from(id),
+            scopes,
+        })
+    }
+}
+
+/// The authentication stage.
+pub struct Auth {
+    config: AuthConfig,
+    keys: Option<KeyStore>,
+    public_url: Option<String>,
+}
+
+impl Auth {
+    pub fn new(config: AuthConfig, client: UpstreamClient, public_url: Option<String>) -> Self {
+        let keys = config.jwt().map(|j| KeyStore::new(j.clone(), client));
+        Auth {
+            config,
+            keys,
+            public_url,
+        }
+    }
+
+    fn check_api_key(
+        header: &HeaderName,
+        keys: &[ApiKey],
+        headers: &http::HeaderMap,
+    ) -> Result<Caller, AuthError> {
+        let raw = headers.get(header).ok_or(AuthError::Missing)?;
+        let text = raw
+            .to_str()
+            .map_err(|_| AuthError::Invalid("API key is not text".into()))?
+            .trim();
+        let presented = if header == header::AUTHORIZATION {
+            text.strip_prefix("Bearer ")
+                .or_else(|| text.strip_prefix("bearer "))
+                .unwrap_or(text)
+                .trim()
+        } else {
+            text
+        };
+        if presented.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Compare against every key, in constant time, so timing tells nothing about which matched.
+        let mut found: Option<&ApiKey> = None;
+        for k in keys {
+            if bool::from(k.digest.ct_eq(&digest)) {
+                found = Some(k);
+            }
+        }
+        found
+            .map(|k| Caller {
+                id: k.id.clone(),
+                scopes: Vec::new(),
+            })
+            .ok_or(AuthError::Invalid("invalid API key".into()))
+    }
+
+    fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthError> {
+        let raw = headers
+            .get(header::AUTHORIZATION)
+            .ok_or(AuthError::Missing)?;
+        let text = raw
+            .to_str()
+            .map_err(|_| AuthError::Invalid("Authorization is not text".into()))?
+            .trim();
+        let (scheme, token) = text.split_once(' ').ok_or(AuthError::Invalid(
+            "expected `Authorization: Bearer <token>`".into(),
+        ))?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::Invalid(
+                "expected `Authorization: Bearer <token>`".into(),
+            ));
+        }
+        Ok(token.trim())
+    }
+
+    fn refuse(&self, cx: &RequestContext, e: AuthError) -> GatewayError {
+        let route = cx.upstream.name.clone();
+        let (metadata, _) = resource_urls(self.public_url.as_deref(), &cx.headers, &route);
+        let (status, code, message, challenge) = match (&self.config, e) {
+            (AuthConfig::ApiKey { header, .. }, AuthError::Missing) => (
+                StatusCode::UNAUTHORIZED,
+                jsonrpc::UNAUTHENTICATED,
+                format!("authentication required: send your API key in the `{header}` header"),
+                format!("ApiKey header=\"{header}\""),
+            ),
+            (AuthConfig::ApiKey { header, .. }, AuthError::Invalid(why)) => (
+                StatusCode::UNAUTHORIZED,
+                jsonrpc::UNAUTHENTICATED,
+                format!("authentication failed: {why}"),
+                format!("ApiKey header=\"{header}\""),
+            ),
+            (AuthConfig::Jwt(j), AuthError::Missing) => (
+                StatusCode::UNAUTHORIZED,
+                jsonrpc::UNAUTHENTICATED,
+                "authentication required: send `Authorization: Bearer <token>`".to_string(),
+                bearer_challenge(&metadata, &j.scopes, None),
+            ),
+            (AuthConfig::Jwt(j), AuthError::Invalid(why)) => (
+                StatusCode::UNAUTHORIZED,
+                jsonrpc::UNAUTHENTICATED,
+                format!("authentication failed: {why}"),
+                bearer_challenge(&metadata, &j.scopes, Some(("invalid_token", &why))),
+            ),
+            (AuthConfig::Jwt(j), AuthError::InsufficientScope(missing)) => (
+                StatusCode::FORBIDDEN,
+                jsonrpc::INSUFFICIENT_SCOPE,
+                format!("insufficient scope: the token lacks {}", missing.join(", ")),
+                bearer_challenge(
+                    &metadata,
+                    &j.scopes,
+                    Some(("insufficient_scope", "the token lacks a required scope")),
+                ),
+            ),
+            // API keys carry no scopes.
+            (AuthConfig::ApiKey { header, .. }, AuthError::InsufficientScope(_)) => (
+                StatusCode::FORBIDDEN,
+                jsonrpc::INSUFFICIENT_SCOPE,
+                "insufficient scope".to_string(),
+                format!("ApiKey header=\"{header}\""),
+            ),
+        };
+        let challenge = HeaderValue::from_str(&challenge)
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        GatewayError::Rejected {
+            stage: "auth".into(),
+            status,
+            code,
+            message,
+            data: None,
+            headers: vec![(header::WWW_AUTHENTICATE, challenge)],
+        }
+    }
+}
+
+fn bearer_challenge(metadata: &str, scopes: &[String], error: Option<(&str, &str)>) -> String {
+    let mut c = format!("Bearer resource_metadata=\"{metadata}\"");
+    if !scopes.is_empty() {
+        c.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
+    }
+    if let Some((code, description)) = error {
+        let description: String = description
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
+        c.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{description}\""
+        ));
+    }
+    c
+}
+
+impl Stage for Auth {
+    fn name(&self) -> &str {
+        "auth"
+    }
+
+    fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            // Once per request: a batch's later messages share the first one's caller.
+            if cx.caller.is_some() {
+                return Verdict::Continue;
+            }
+            let result = match (&self.config, &self.keys) {
+                (AuthConfig::ApiKey { header, keys }, _) => {
+                    Self::check_api_key(header, keys, &cx.headers)
+                }
+                (AuthConfig::Jwt(_), Some(store)) => match Self::bearer(&cx.headers) {
+                    Ok(token) => store.verify(token).await,
+                    Err(e) => Err(e),
+                },
+                (AuthConfig::Jwt(_), None) => Err(AuthError::Invalid("no key store".into())),
+            };
+            match result {
+                Ok(caller) => {
+                    cx.caller = Some(caller);
+                    Verdict::Continue
+                }
+                Err(e) => Verdict::Reject(self.refuse(cx, e)),
+            }
+        })
+    }
+}

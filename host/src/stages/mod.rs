@@ -1,0 +1,78 @@
+//! The built-in pipeline stages, and building a route's pipeline from config.
+//!
+//! - [`auth`]: who is calling (API keys, JWT via JWKS, OIDC discovery) and OAuth 2.1 resource
+//!   server behaviour.
+//! - [`ratelimit`]: token buckets per client, server and tool.
+//! - [`policy`]: first-match-wins access rules and per-caller list filtering.
+
+pub mod auth;
+pub mod policy;
+pub mod ratelimit;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, StageName};
+use crate::pipeline::{Pipeline, Stage};
+use crate::proxy::UpstreamClient;
+
+/// The stages built from one config, shared by every route that lists them.
+pub struct Built {
+    pub pipelines: HashMap<Arc<str>, Pipeline>,
+    /// Headers the gateway consumes itself and never forwards (the API-key header).
+    pub strip_headers: Vec<http::HeaderName>,
+    /// The in-memory buckets, swept periodically by the server.
+    pub buckets: Option<Arc<ratelimit::MemoryBackend>>,
+}
+
+/// Builds every route's pipeline: its own `pipeline:` list, else the global one.
+pub fn build(config: &Config, client: &UpstreamClient) -> Built {
+    let auth: Option<Arc<dyn Stage>> = config.auth.clone().map(|a| {
+        Arc::new(auth::Auth::new(
+            a,
+            client.clone(),
+            config.server.public_url.clone(),
+        )) as Arc<dyn Stage>
+    });
+    let buckets = config
+        .rate_limit
+        .as_ref()
+        .map(|r| Arc::new(ratelimit::MemoryBackend::new(r.max_buckets)));
+    let rate_limit: Option<Arc<dyn Stage>> =
+        config
+            .rate_limit
+            .clone()
+            .zip(buckets.clone())
+            .map(|(r, b)| {
+                Arc::new(ratelimit::RateLimit::new(
+                    r,
+                    b as Arc<dyn ratelimit::Backend>,
+                )) as Arc<dyn Stage>
+            });
+    let policy: Option<Arc<dyn Stage>> = config
+        .policy
+        .clone()
+        .map(|p| Arc::new(policy::Policy::new(p)) as Arc<dyn Stage>);
+    let stage = |name: &StageName| match name {
+        StageName::Auth => auth.clone(),
+        StageName::RateLimit => rate_limit.clone(),
+        StageName::Policy => policy.clone(),
+    };
+    let pipelines = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let order = u.pipeline.as_ref().unwrap_or(&config.pipeline);
+            (
+                u.name.clone(),
+                Pipeline::new(order.iter().filter_map(stage).collect()),
+            )
+        })
+        .collect();
+    let strip_headers = config.auth.iter().map(|a| a.credential_header()).collect();
+    Built {
+        pipelines,
+        strip_headers,
+        buckets,
+    }
+}

@@ -1,0 +1,566 @@
+//! Rate limiting: token buckets per client, per server and per tool.
+//!
+//! Each JSON-RPC request takes one token from every bucket that applies to it: the caller's
+//! (`per_client`), the route's, shared by all callers (`per_server`), and for `tools/call` the
+//! (caller, server, tool) bucket (`per_tool`). If any bucket is empty the request is refused with
+//! 429, `Retry-After` and a JSON-RPC error carrying its id, and no bucket is charged. Every response
+//! on a limited route carries `X-RateLimit-Limit/Remaining/Reset` for the tightest bucket.
+//! Notifications and the client's responses are not charged; a modern MRTR retry is a new
+//! request and is charged like any other.
+//!
+//! The bucket arithmetic lives in [`Bucket`]; where buckets are kept is the [`Backend`] seam:
+//! [`MemoryBackend`] here, Redis (one atomic script over the same arithmetic) for many replicas.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+use tokio::time::Instant;
+
+use crate::error::GatewayError;
+use crate::mcp::jsonrpc;
+use crate::pipeline::{BoxFuture, RequestContext, Stage, Verdict};
+
+/// A bucket's shape: it holds at most `capacity` tokens and gains `refill_rate` per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub capacity: f64,
+    pub refill_rate: f64,
+}
+
+impl Limit {
+    /// How long an untouched bucket takes to refill completely: after that it is the same as a
+    /// new one, so the backend may forget it.
+    pub fn full_after(&self, tokens: f64) -> Duration {
+        let missing = (self.capacity - tokens).max(0.0);
+        if missing == 0.0 {
+            Duration::ZERO
+        } else if self.refill_rate <= 0.0 {
+            Duration::MAX
+        } else {
+            Duration::from_secs_f64(missing / self.refill_rate)
+        }
+    }
+}
+
+/// One token bucket. Time is tokio's clock, so tests can pause and advance it.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    pub fn new(limit: &Limit, now: Instant) -> Self {
+        Bucket {
+            tokens: limit.capacity,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, limit: &Limit, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * limit.refill_rate).min(limit.capacity);
+        self.updated = now;
+    }
+
+    /// Tokens available now (without changing the bucket).
+    pub fn available(&self, limit: &Limit, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        (self.tokens + elapsed * limit.refill_rate).min(limit.capacity)
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, limit: &Limit, now: Instant) -> bool {
+        self.refill(limit, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn give_back(&mut self, limit: &Limit) {
+        self.tokens = (self.tokens + 1.0).min(limit.capacity);
+    }
+
+    /// Time until one token is available.
+    pub fn retry_after(&self, limit: &Limit) -> Duration {
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else if limit.refill_rate <= 0.0 {
+            Duration::MAX
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / limit.refill_rate)
+        }
+    }
+}
+
+/// Which bucket: the level and the identity it counts for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BucketKey {
+    Client(Arc<str>),
+    Server(Arc<str>),
+    Tool {
+        client: Arc<str>,
+        server: Arc<str>,
+        tool: Arc<str>,
+    },
+}
+
+impl BucketKey {
+    pub fn level(&self) -> &'static str {
+        match self {
+            BucketKey::Client(_) => "client",
+            BucketKey::Server(_) => "server",
+            BucketKey::Tool { .. } => "tool",
+        }
+    }
+}
+
+/// The state of the tightest bucket after a decision, for the response headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub limit: f64,
+    pub remaining: f64,
+    /// Until the bucket is full again.
+    pub reset: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Allowed(Snapshot),
+    /// Refused by the bucket at `level`; nothing was charged.
+    Limited {
+        level: &'static str,
+        retry_after: Duration,
+        snapshot: Snapshot,
+    },
+}
+
+/// Where buckets live. Async so a networked backend (Redis) fits the same seam.
+pub trait Backend: Send + Sync + 'static {
+    /// Takes one token from every bucket, or from none if any is empty.
+    fn take<'a>(
+        &'a self,
+        buckets: &'a [(BucketKey, Limit)],
+    ) -> BoxFuture<'a, Result<Decision, String>>;
+}
+
+const SHARDS: usize = 16;
+
+/// Buckets in process memory: sharded maps, bounded, idle buckets forgotten.
+pub struct MemoryBackend {
+    shards: Vec<Mutex<HashMap<BucketKey, (Bucket, Limit)>>>,
+    max_per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl MemoryBackend {
+    pub fn new(max_buckets: usize) -> Self {
+        MemoryBackend {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            max_per_shard: max_buckets.div_ceil(SHARDS).max(1),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &BucketKey) -> &Mutex<HashMap<BucketKey, (Bucket, Limit)>> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Forgets buckets that have refilled completely (indistinguishable from new ones).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            shard
+                .lock()
+                .expect("bucket shard")
+                .retain(|_, (b, l)| b.available(l, now) < l.capacity);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("bucket shard").len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn with_bucket<R>(
+        &self,
+        key: &BucketKey,
+        limit: &Limit,
+        now: Instant,
+        f: impl FnOnce(&mut Bucket) -> R,
+    ) -> R {
+        let mut shard = self.shard(key).lock().expect("bucket shard");
+        if !shard.contains_key(key) && shard.len() >= self.max_per_shard {
+            // Full: forget refilled buckets first; if that frees nothing, forget the fullest
+            // bucket (the one closest to a fresh one), so memory stays bounded.
+            shard.retain(|_, (b, l)| b.available(l, now) < l.capacity);
+            if shard.len() >= self.max_per_shard
+                && let Some(k) = shard
+                    .iter()
+                    .max_by(|a, b| {
+                        let fa = a.1.0.available(&a.1.1, now) / a.1.1.capacity;
+                        let fb = b.1.0.available(&b.1.1, now) / b.1.1.capacity;
+                        fa.total_cmp(&fb)
+                    })
+                    .map(|(k, _)| k.clone())
+            {
+                shard.remove(&k);
+            }
+        }
+        let entry = shard
+            .entry(key.clone())
+            .or_insert_with(|| (Bucket::new(limit, now), *limit));
+        entry.1 = *limit;
+        f(&mut entry.0)
+    }
+
+    /// The synchronous core of [`Backend::take`].
+    pub fn take_now(&self, buckets: &[(BucketKey, Limit)]) -> Decision {
+        let now = Instant::now();
+        let mut taken = Vec::with_capacity(buckets.len());
+        let mut tightest: Option<Snapshot> = None;
+        for (key, limit) in buckets {
+            let outcome = self.with_bucket(key, limit, now, |b| {
+                if b.try_take(limit, now) {
+                    Ok(b.tokens)
+                } else {
+                    Err((b.retry_after(limit), b.tokens))
+                }
+            });
+            match outcome {
+                Ok(remaining) => {
+                    taken.push((key, limit));
+                    let snap = Snapshot {
+                        limit: limit.capacity,
+                        remaining,
+                        reset: limit.full_after(remaining),
+                    };
+                    if tightest
+                        .as_ref()
+                        .is_none_or(|t| remaining / limit.capacity < t.remaining / t.limit)
+                    {
+                        tightest = Some(snap);
+                    }
+                }
+                Err((retry_after, remaining)) => {
+                    for (k, l) in taken {
+                        self.with_bucket(k, l, now, |b| b.give_back(l));
+                    }
+                    return Decision::Limited {
+                        level: key.level(),
+                        retry_after,
+                        snapshot: Snapshot {
+                            limit: limit.capacity,
+                            remaining,
+                            reset: limit.full_after(remaining),
+                        },
+                    };
+                }
+            }
+        }
+        Decision::Allowed(tightest.unwrap_or(Snapshot {
+            limit: 0.0,
+            remaining: 0.0,
+            reset: Duration::ZERO,
+        }))
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn take<'a>(
+        &'a self,
+        buckets: &'a [(BucketKey, Limit)],
+    ) -> BoxFuture<'a, Result<Decision, String>> {
+        Box::pin(async move { Ok(self.take_now(buckets)) })
+    }
+}
+
+/// One level's default limit and its overrides by name (client id, server name, or tool pattern).
+#[derive(Debug, Clone)]
+pub struct LevelLimits {
+    pub default: Option<Limit>,
+    pub overrides: Vec<(crate::stages::policy::Pattern, Limit)>,
+}
+
+impl LevelLimits {
+    /// The limit for `name`: the first matching override, else the default; `None` = unlimited.
+    pub fn for_name(&self, name: &str) -> Option<Limit> {
+        self.overrides
+            .iter()
+            .find(|(p, _)| p.matches(name))
+            .map(|(_, l)| *l)
+            .or(self.default)
+    }
+}
+
+/// The compiled `rate_limit:` section.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub per_client: LevelLimits,
+    pub per_server: LevelLimits,
+    pub per_tool: LevelLimits,
+    pub max_buckets: usize,
+}
+
+/// The rate-limit stage.
+pub struct RateLimit {
+    config: RateLimitConfig,
+    backend: Arc<dyn Backend>,
+}
+
+impl RateLimit {
+    pub fn new(config: RateLimitConfig, backend: Arc<dyn Backend>) -> Self {
+        RateLimit { config, backend }
+    }
+
+    /// The buckets one request message takes from.
+    pub fn buckets(
+        &self,
+        client: &Arc<str>,
+        server: &Arc<str>,
+        tool: Option<&Arc<str>>,
+    ) -> Vec<(BucketKey, Limit)> {
+        let mut out = Vec::with_capacity(3);
+        if let Some(l) = self.config.per_client.for_name(client) {
+            out.push((BucketKey::Client(client.clone()), l));
+        }
+        if let Some(l) = self.config.per_server.for_name(server) {
+            out.push((BucketKey::Server(server.clone()), l));
+        }
+        if let Some(tool) = tool {
+            let qualified = format!("{server}/{tool}");
+            let limit = self
+                .config
+                .per_tool
+                .overrides
+                .iter()
+                .find(|(p, _)| p.matches(tool) || p.matches(&qualified))
+                .map(|(_, l)| *l)
+                .or(self.config.per_tool.default);
+            if let Some(l) = limit {
+                out.push((
+                    BucketKey::Tool {
+                        client: client.clone(),
+                        server: server.clone(),
+                        tool: tool.clone(),
+                    },
+                    l,
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn secs_ceil(d: Duration) -> u64 {
+    if d == Duration::MAX {
+        u64::from(u32::MAX)
+    } else {
+        d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    }
+}
+
+fn set_headers(cx: &mut RequestContext, snap: &Snapshot) {
+    let h = &mut cx.response_headers;
+    h.insert(
+        "x-ratelimit-limit",
+        HeaderValue::from(snap.limit.floor() as u64),
+    );
+    h.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(snap.remaining.max(0.0).floor() as u64),
+    );
+    h.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(secs_ceil(snap.reset)),
+    );
+}
+
+impl Stage for RateLimit {
+    fn name(&self) -> &str {
+        "rate_limit"
+    }
+
+    fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let Some(msg) = cx.message() else {
+                return Verdict::Continue;
+            };
+            if !msg.is_request() {
+                return Verdict::Continue;
+            }
+            let tool = (msg.method() == "tools/call")
+                .then(|| msg.target.clone())
+                .flatten();
+            let client = cx.client_key();
+            let buckets = self.buckets(&client, &cx.upstream.name, tool.as_ref());
+            if buckets.is_empty() {
+                return Verdict::Continue;
+            }
+            match self.backend.take(&buckets).await {
+                Ok(Decision::Allowed(snap)) => {
+                    set_headers(cx, &snap);
+                    Verdict::Continue
+                }
+                Ok(Decision::Limited {
+                    level,
+                    retry_after,
+                    snapshot,
+                }) => {
+                    set_headers(cx, &snapshot);
+                    let retry = secs_ceil(retry_after).max(1);
+                    Verdict::Reject(GatewayError::Rejected {
+                        stage: "rate_limit".into(),
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        code: jsonrpc::RATE_LIMITED,
+                        message: format!("rate limit exceeded ({level} limit); retry in {retry}s"),
+                        data: Some(serde_json::json!({"limit": level, "retryAfter": retry})),
+                        headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(retry))],
+                    })
+                }
+                Err(e) => {
+                    Verdict::Reject(GatewayError::Internal(format!("rate limit backend: {e}")))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(capacity: f64, refill_rate: f64) -> Limit {
+        Limit {
+            capacity,
+            refill_rate,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_arithmetic() {
+        let l = limit(3.0, 1.0);
+        let t0 = Instant::now();
+        let mut b = Bucket::new(&l, t0);
+        // (advance ms, try_take result, tokens after)
+        let steps: &[(u64, bool, f64)] = &[
+            (0, true, 2.0),
+            (0, true, 1.0),
+            (0, true, 0.0),
+            (0, false, 0.0),
+            (500, false, 0.5),
+            (500, true, 0.0),
+            (10_000, true, 2.0), // refill caps at capacity
+        ];
+        let mut now = t0;
+        for (i, (advance, ok, after)) in steps.iter().enumerate() {
+            now += Duration::from_millis(*advance);
+            assert_eq!(b.try_take(&l, now), *ok, "step {i}");
+            assert!(
+                (b.tokens - after).abs() < 1e-9,
+                "step {i}: {} != {after}",
+                b.tokens
+            );
+        }
+        let mut empty = Bucket::new(&l, now);
+        for _ in 0..3 {
+            assert!(empty.try_take(&l, now));
+        }
+        assert_eq!(empty.retry_after(&l), Duration::from_secs(1));
+        assert_eq!(l.full_after(0.0), Duration::from_secs(3));
+        assert_eq!(limit(5.0, 0.0).full_after(1.0), Duration::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_or_nothing_across_levels() {
+        let m = MemoryBackend::new(1000);
+        let client = BucketKey::Client("alice".into());
+        let server = BucketKey::Server("github".into());
+        let buckets = vec![
+            (client.clone(), limit(10.0, 0.0)),
+            (server.clone(), limit(2.0, 0.0)),
+        ];
+        assert!(
+            matches!(m.take_now(&buckets), Decision::Allowed(s) if s.remaining == 1.0 && s.limit == 2.0)
+        );
+        assert!(matches!(m.take_now(&buckets), Decision::Allowed(_)));
+        match m.take_now(&buckets) {
+            Decision::Limited { level, .. } => assert_eq!(level, "server"),
+            other => panic!("{other:?}"),
+        }
+        // The refused request charged nothing: the client bucket still has 8.
+        let only_client = vec![(client, limit(10.0, 0.0))];
+        assert!(matches!(m.take_now(&only_client), Decision::Allowed(s) if s.remaining == 7.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refill_over_time_and_reset_headers() {
+        let m = MemoryBackend::new(1000);
+        let b = vec![(BucketKey::Client("c".into()), limit(2.0, 0.5))];
+        m.take_now(&b);
+        m.take_now(&b);
+        match m.take_now(&b) {
+            Decision::Limited {
+                retry_after,
+                snapshot,
+                ..
+            } => {
+                assert_eq!(retry_after, Duration::from_secs(2));
+                assert_eq!(snapshot.reset, Duration::from_secs(4));
+            }
+            other => panic!("{other:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(m.take_now(&b), Decision::Allowed(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_bounded_and_idle_buckets_are_forgotten() {
+        let m = MemoryBackend::new(64);
+        for i in 0..1000 {
+            m.take_now(&[(BucketKey::Client(format!("c{i}").into()), limit(5.0, 1.0))]);
+        }
+        assert!(m.len() <= 64 + SHARDS, "{}", m.len());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        m.sweep();
+        assert!(m.is_empty(), "refilled buckets are forgotten");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exact_under_concurrency() {
+        let m = Arc::new(MemoryBackend::new(1000));
+        let b = vec![(BucketKey::Server("s".into()), limit(100.0, 0.0))];
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let m = m.clone();
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                (0..50)
+                    .filter(|_| matches!(m.take_now(&b), Decision::Allowed(_)))
+                    .count()
+            }));
+        }
+        let mut allowed = 0;
+        for t in tasks {
+            allowed += t.await.unwrap();
+        }
+        assert_eq!(
+            allowed, 100,
+            "exactly capacity allowed out of 400 concurrent attempts"
+        );
+    }
+}
