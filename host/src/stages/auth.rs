@@ -208,14 +208,12 @@ impl KeyStore {
                 .fetched
                 .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refetch)
         };
-        if due {
-            if let Err(e) = self.fetch().await {
-                tracing::warn!(error = %e, "cannot fetch the JWKS");
-                let state = self.state.read().await;
-                // Keep serving with the keys we have if the provider is briefly unreachable.
-                return Self::find(&state.keys, kid, alg)
-                    .ok_or(AuthError::Invalid("signing keys are unavailable".into()));
-            }
+        if due && let Err(e) = self.fetch().await {
+            tracing::warn!(error = %e, "cannot fetch the JWKS");
+            let state = self.state.read().await;
+            // Keep serving with the keys we have if the provider is briefly unreachable.
+            return Self::find(&state.keys, kid, alg)
+                .ok_or(AuthError::Invalid("signing keys are unavailable".into()));
         }
         let state = self.state.read().await;
         Self::find(&state.keys, kid, alg).ok_or_else(|| {
@@ -227,10 +225,9 @@ impl KeyStore {
     }
 
     async fn fetch(&self) -> Result<(), String> {
-        let jwks_uri = match (
-            &self.config.source,
-            self.state.read().await.jwks_uri.clone(),
-        ) {
+        // Read the cached location first: the read guard must be gone before any write below.
+        let cached = self.state.read().await.jwks_uri.clone();
+        let jwks_uri = match (&self.config.source, cached) {
             (_, Some(u)) => u,
             (KeySource::Oidc(issuer), None) => {
                 let url = format!(

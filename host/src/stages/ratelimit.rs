@@ -12,7 +12,7 @@
 //! [`MemoryBackend`] here, Redis (one atomic script over the same arithmetic) for many replicas.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -169,9 +169,7 @@ impl MemoryBackend {
     }
 
     fn shard(&self, key: &BucketKey) -> &Mutex<HashMap<BucketKey, (Bucket, Limit)>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// Forgets buckets that have refilled completely (indistinguishable from new ones).

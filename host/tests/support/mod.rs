@@ -1,6 +1,8 @@
 //! Test utilities: in-process upstreams and gateways on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod jwt;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
