@@ -477,7 +477,7 @@ async fn a_burst_gets_429_with_headers_and_the_request_id() {
         3,
         "limited requests never reach the upstream"
     );
-    // Notifications are not charged.
+    // Notifications are not charged, but their responses carry the headers too.
     let resp = post(
         &url,
         &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
@@ -485,6 +485,14 @@ async fn a_burst_gets_429_with_headers_and_the_request_id() {
     )
     .await;
     assert_ne!(resp.status(), 429);
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "3");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    let get = client().get(&url).send().await.unwrap();
+    assert_eq!(
+        get.headers()["x-ratelimit-limit"],
+        "3",
+        "GET responses on a limited route carry the headers"
+    );
 }
 
 #[tokio::test]

@@ -143,10 +143,12 @@ pub enum Decision {
 
 /// Where buckets live. Async so a networked backend (Redis) fits the same seam.
 pub trait Backend: Send + Sync + 'static {
-    /// Takes one token from every bucket, or from none if any is empty.
+    /// Takes one token from every bucket, or from none if any is empty. With `charge: false` it
+    /// only reports the buckets' state (for responses that are not charged).
     fn take<'a>(
         &'a self,
         buckets: &'a [(BucketKey, Limit)],
+        charge: bool,
     ) -> BoxFuture<'a, Result<Decision, String>>;
 }
 
@@ -226,6 +228,30 @@ impl MemoryBackend {
         f(&mut entry.0)
     }
 
+    /// The state of the tightest bucket, charging nothing.
+    pub fn peek_now(&self, buckets: &[(BucketKey, Limit)]) -> Snapshot {
+        let now = Instant::now();
+        buckets
+            .iter()
+            .map(|(key, limit)| {
+                let shard = self.shard(key).lock().expect("bucket shard");
+                let remaining = shard
+                    .get(key)
+                    .map_or(limit.capacity, |(b, _)| b.available(limit, now));
+                Snapshot {
+                    limit: limit.capacity,
+                    remaining,
+                    reset: limit.full_after(remaining),
+                }
+            })
+            .min_by(|a, b| (a.remaining / a.limit).total_cmp(&(b.remaining / b.limit)))
+            .unwrap_or(Snapshot {
+                limit: 0.0,
+                remaining: 0.0,
+                reset: Duration::ZERO,
+            })
+    }
+
     /// The synchronous core of [`Backend::take`].
     pub fn take_now(&self, buckets: &[(BucketKey, Limit)]) -> Decision {
         let now = Instant::now();
@@ -282,8 +308,15 @@ impl Backend for MemoryBackend {
     fn take<'a>(
         &'a self,
         buckets: &'a [(BucketKey, Limit)],
+        charge: bool,
     ) -> BoxFuture<'a, Result<Decision, String>> {
-        Box::pin(async move { Ok(self.take_now(buckets)) })
+        Box::pin(async move {
+            Ok(if charge {
+                self.take_now(buckets)
+            } else {
+                Decision::Allowed(self.peek_now(buckets))
+            })
+        })
     }
 }
 
@@ -395,21 +428,23 @@ impl Stage for RateLimit {
 
     fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
-            let Some(msg) = cx.message() else {
-                return Verdict::Continue;
+            // Requests are charged; GET, DELETE, notifications and the client's responses only
+            // get the headers. A batch is charged per request it holds.
+            let (charge, tool) = match cx.message() {
+                Some(msg) if msg.is_request() => (
+                    true,
+                    (msg.method() == "tools/call")
+                        .then(|| msg.target.clone())
+                        .flatten(),
+                ),
+                _ => (false, None),
             };
-            if !msg.is_request() {
-                return Verdict::Continue;
-            }
-            let tool = (msg.method() == "tools/call")
-                .then(|| msg.target.clone())
-                .flatten();
             let client = cx.client_key();
             let buckets = self.buckets(&client, &cx.upstream.name, tool.as_ref());
             if buckets.is_empty() {
                 return Verdict::Continue;
             }
-            match self.backend.take(&buckets).await {
+            match self.backend.take(&buckets, charge).await {
                 Ok(Decision::Allowed(snap)) => {
                     set_headers(cx, &snap);
                     Verdict::Continue
