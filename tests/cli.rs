@@ -9,6 +9,7 @@ use mcpgate_e2e::*;
 const EXAMPLE_ENV: &[(&str, &str)] = &[
     ("GITHUB_TOKEN", "ghp_example"),
     ("SEARCH_API_KEY", "example-key"),
+    ("CI_BOT_KEY", "ci-bot-example-key"),
 ];
 
 fn mcpgate(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -47,8 +48,8 @@ fn every_shipped_config_validates() {
         checked += 1;
     }
     assert!(
-        checked >= 2,
-        "config/ holds the example and the demo config"
+        checked >= 3,
+        "config/ holds the examples and the demo config"
     );
 }
 
@@ -92,6 +93,14 @@ fn list_servers_gen_key_and_help() {
     );
     assert!(stdout.contains("sends authorization"), "{stdout}");
     assert!(stdout.contains("/servers/internal-search/mcp"), "{stdout}");
+    assert!(
+        stdout.contains("stages: auth → rate_limit → policy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stages: auth → policy"),
+        "a route's own pipeline: {stdout}"
+    );
     assert!(
         !stdout.contains("ghp_example"),
         "secrets are never printed: {stdout}"

@@ -81,8 +81,20 @@ fn main() -> ExitCode {
                         Some((name, _)) => format!("sends {name}"),
                         None => "no upstream credentials".to_string(),
                     };
+                    let stages: Vec<&str> = u
+                        .pipeline
+                        .as_ref()
+                        .unwrap_or(&cfg.pipeline)
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect();
+                    let stages = if stages.is_empty() {
+                        "none".to_string()
+                    } else {
+                        stages.join(" → ")
+                    };
                     println!(
-                        "{:<20} {base}/servers/{}/mcp -> {}  (timeout {}ms, {auth})",
+                        "{:<20} {base}/servers/{}/mcp -> {}  (timeout {}ms, {auth}, stages: {stages})",
                         u.name,
                         u.name,
                         u.url,

@@ -212,3 +212,197 @@ fn display_names_file_line_and_key() {
         "{text}"
     );
 }
+
+#[test]
+fn stage_sections_compile() {
+    let cfg = Config::parse(
+        "auth:\n  type: api-key\n  keys:\n    - {id: alice, key_env: GH_TOKEN}\n    - {id: bob, key: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"}\n\
+         rate_limit:\n  per_client: {capacity: 10, refill_rate: 1}\n  tools:\n    delete_*: {capacity: 1, refill_rate: 0.1}\n    \"*\": {capacity: 5, refill_rate: 1}\n\
+         policy:\n  default: deny\n  rules:\n    - {tools: [\"read_*\"], decision: allow}\n\
+         upstreams:\n  a:\n    url: http://x/mcp\n  b:\n    url: http://y/mcp\n    pipeline: [policy]\n",
+        "t.yaml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.pipeline,
+        vec![StageName::Auth, StageName::RateLimit, StageName::Policy],
+        "default order"
+    );
+    assert_eq!(
+        cfg.upstream("b").unwrap().pipeline,
+        Some(vec![StageName::Policy])
+    );
+    let rl = cfg.rate_limit.unwrap();
+    // Tool overrides keep the file's order: the first match wins.
+    let names: Vec<&str> = rl
+        .per_tool
+        .overrides
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(names, vec!["delete_*", "*"]);
+    assert_eq!(rl.per_tool.for_name("delete_repo").unwrap().capacity, 1.0);
+    assert_eq!(rl.per_tool.for_name("search").unwrap().capacity, 5.0);
+    match cfg.auth.unwrap() {
+        crate::stages::auth::AuthConfig::ApiKey { header, keys } => {
+            assert_eq!(header, "x-api-key");
+            assert_eq!(keys.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let jwt = Config::parse(
+        "server:\n  public_url: https://mcp.example.com/\nauth:\n  type: jwt\n  jwks_uri: https://idp.example.com/jwks\n  issuer: https://idp.example.com\n  audience: [a, b]\n  algorithms: [RS256, EdDSA]\n  scopes: [mcp]\nupstreams:\n  a:\n    url: http://x/mcp\n",
+        "t.yaml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        jwt.server.public_url.as_deref(),
+        Some("https://mcp.example.com")
+    );
+    let j = jwt.auth.as_ref().unwrap().jwt().unwrap();
+    assert_eq!(j.audience, vec!["a", "b"]);
+    assert_eq!(
+        j.authorization_servers,
+        vec!["https://idp.example.com"],
+        "defaults to the issuer"
+    );
+    assert_eq!(j.client_id_claim, "sub");
+}
+
+#[test]
+fn stage_section_errors() {
+    let up = "upstreams:\n  a:\n    url: http://x/mcp\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("auth:\n  type: magic\n", "auth.type", "unknown auth type"),
+        ("auth:\n  type: api-key\n", "auth.keys", "required"),
+        (
+            "auth:\n  type: api-key\n  keys: [{id: a, key: plaintext}]\n",
+            "auth.keys[0].key",
+            "sha256:",
+        ),
+        (
+            "auth:\n  type: api-key\n  keys: [{id: a, key_env: NOT_SET}]\n",
+            "auth.keys[0].key_env",
+            "not set",
+        ),
+        (
+            "auth:\n  type: api-key\n  keys: [{key_env: GH_TOKEN}]\n",
+            "auth.keys[0].id",
+            "required",
+        ),
+        (
+            "auth:\n  type: api-key\n  keys: [{id: a, key_env: GH_TOKEN}, {id: a, key_env: API_VALUE}]\n",
+            "auth.keys[1].id",
+            "used by another key",
+        ),
+        (
+            "auth:\n  type: api-key\n  issuer: https://x\n  keys: [{id: a, key_env: GH_TOKEN}]\n",
+            "auth.issuer",
+            "does not apply",
+        ),
+        (
+            "auth:\n  type: jwt\n  audience: x\n",
+            "auth.jwks_uri",
+            "required",
+        ),
+        (
+            "auth:\n  type: jwt\n  jwks_uri: https://x/jwks\n  issuer: https://x\n",
+            "auth.audience",
+            "required",
+        ),
+        (
+            "auth:\n  type: jwt\n  jwks_uri: https://x/jwks\n  issuer: https://x\n  audience: a\n  algorithms: [HS256]\n",
+            "auth.algorithms[0]",
+            "not allowed",
+        ),
+        (
+            "auth:\n  type: jwt\n  jwks_uri: https://x/jwks\n  audience: a\n",
+            "auth.authorization_servers",
+            "required",
+        ),
+        (
+            "auth:\n  type: oidc\n  audience: a\n",
+            "auth.issuer",
+            "required",
+        ),
+        (
+            "rate_limit:\n  backend: redis\n  per_client: {capacity: 1, refill_rate: 1}\n",
+            "rate_limit.backend",
+            "not available yet",
+        ),
+        (
+            "rate_limit:\n  per_client: {capacity: 0, refill_rate: 1}\n",
+            "rate_limit.per_client.capacity",
+            "at least 1",
+        ),
+        (
+            "rate_limit:\n  per_client: {capacity: 5}\n",
+            "rate_limit.per_client.refill_rate",
+            "required",
+        ),
+        (
+            "rate_limit:\n  per_client: {capacity: 5, refill_rate: fast}\n",
+            "rate_limit.per_client.refill_rate",
+            "number",
+        ),
+        ("rate_limit: {}\n", "rate_limit", "no limit configured"),
+        (
+            "rate_limit:\n  tools:\n    \"[x\": {capacity: 1, refill_rate: 1}\n",
+            "rate_limit.tools.[x",
+            "not a valid pattern",
+        ),
+        (
+            "policy:\n  default: maybe\n",
+            "policy.default",
+            "not `allow` or `deny`",
+        ),
+        (
+            "policy:\n  rules:\n    - tools: [a]\n",
+            "policy.rules[0].decision",
+            "required",
+        ),
+        (
+            "policy:\n  rules:\n    - {tools: [a], decision: perhaps}\n",
+            "policy.rules[0].decision",
+            "not `allow` or `deny`",
+        ),
+        (
+            "policy:\n  rules:\n    - {tools: [\"[oops\"], decision: deny}\n",
+            "policy.rules[0].tools[0]",
+            "not a valid pattern",
+        ),
+        (
+            "policy:\n  rules:\n    - {tools: [a], decision: deny, colour: red}\n",
+            "policy.rules[0].colour",
+            "unknown key",
+        ),
+        ("pipeline: [auth]\n", "pipeline[0]", "not configured"),
+        (
+            "policy: {}\npipeline: [policy, policy]\n",
+            "pipeline[1]",
+            "listed twice",
+        ),
+        (
+            "policy: {}\npipeline: [firewall]\n",
+            "pipeline[0]",
+            "unknown stage",
+        ),
+        (
+            "server:\n  public_url: not-a-url\n",
+            "server.public_url",
+            "not an http(s) URL",
+        ),
+    ];
+    for (section, path, needle) in cases {
+        let text = format!("{section}{up}");
+        let got = errors(&text);
+        assert!(
+            got.iter()
+                .any(|(p, line, m)| p == path && line.is_some() && m.contains(needle)),
+            "{section:?}: want {path} ~ {needle:?} with a line, got {got:#?}"
+        );
+    }
+}
