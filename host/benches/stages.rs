@@ -1,0 +1,139 @@
+//! What the built-in stages cost per request: envelope parse alone, then auth (API key), rate
+//! limit (three bucket levels), policy (ten rules with globs), and all three; plus filtering a
+//! 50-tool `tools/list` response. Run with `cargo bench -p mcpgate --bench stages`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt as _;
+use http::{HeaderMap, HeaderValue, Method};
+use mcpgate::Config;
+use mcpgate::mcp::ParsedBody;
+use mcpgate::pipeline::{Outcome, Pipeline, RequestContext};
+use mcpgate::proxy::UpstreamClient;
+
+const BODY: &[u8] = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_code","arguments":{"query":"fn main","repo":"mcpgate/mcpgate","limit":20}}}"#;
+
+fn config(pipeline: &str) -> Config {
+    let yaml = format!(
+        r#"
+auth:
+  type: api-key
+  keys:
+    - {{id: alice, key_env: BENCH_KEY}}
+    - {{id: bob, key: "sha256:0000000000000000000000000000000000000000000000000000000000000000"}}
+rate_limit:
+  per_client: {{capacity: 1000000000, refill_rate: 1000000000}}
+  per_server: {{capacity: 1000000000, refill_rate: 1000000000}}
+  per_tool: {{capacity: 1000000000, refill_rate: 1000000000}}
+policy:
+  default: allow
+  rules:
+    - {{clients: [ci-*], tools: ["create_*", "delete_*"], decision: deny}}
+    - {{servers: [billing], decision: deny}}
+    - {{tools: ["admin_*"], decision: deny}}
+    - {{tools: ["{{drop,truncate}}_*"], decision: deny}}
+    - {{clients: [intern-*], tools: ["write_*"], decision: deny}}
+    - {{methods: [logging/setLevel], decision: deny}}
+    - {{prompts: ["secret_*"], decision: deny}}
+    - {{resources: ["file:///etc/*"], decision: deny}}
+    - {{tools: [exec, shell, eval], decision: deny}}
+    - {{clients: [alice], tools: ["search_*"], decision: allow}}
+pipeline: {pipeline}
+upstreams:
+  github:
+    url: http://127.0.0.1:1/mcp
+"#
+    );
+    Config::parse(&yaml, "bench.yaml", &|k| {
+        (k == "BENCH_KEY").then(|| "bench-secret".to_string())
+    })
+    .unwrap()
+}
+
+fn pipeline(stages: &str) -> (Pipeline, Arc<mcpgate::config::Upstream>) {
+    let cfg = config(stages);
+    let built = mcpgate::stages::build(&cfg, &UpstreamClient::new());
+    (built.pipelines["github"].clone(), cfg.upstreams[0].clone())
+}
+
+fn headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-api-key", HeaderValue::from_static("bench-secret"));
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert(
+        "accept",
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    h
+}
+
+fn run(p: &Pipeline, upstream: &Arc<mcpgate::config::Upstream>, headers: &HeaderMap) {
+    let body = ParsedBody::parse(black_box(BODY)).unwrap();
+    let mut cx = RequestContext::new(
+        "bench".into(),
+        upstream.clone(),
+        Method::POST,
+        headers.clone(),
+        Some(body),
+    );
+    cx.peer = Some([127, 0, 0, 1].into());
+    // No stage awaits anything with these backends: one poll completes the pipeline.
+    let outcome = p
+        .on_request(&mut cx)
+        .now_or_never()
+        .expect("stages complete without waiting");
+    assert!(matches!(outcome, Ok(Outcome::Forward)));
+    black_box(cx);
+}
+
+fn stages(c: &mut Criterion) {
+    let headers = headers();
+    let mut g = c.benchmark_group("stages per request");
+    for (name, list) in [
+        ("envelope only", "[]"),
+        ("auth", "[auth]"),
+        ("rate_limit", "[rate_limit]"),
+        ("policy", "[policy]"),
+        ("auth + rate_limit + policy", "[auth, rate_limit, policy]"),
+    ] {
+        let (p, upstream) = pipeline(list);
+        g.bench_function(name, |b| b.iter(|| run(&p, &upstream, &headers)));
+    }
+    g.finish();
+
+    // Filtering a tools/list response for the caller.
+    let (p, upstream) = pipeline("[auth, policy]");
+    let tools: Vec<serde_json::Value> = (0..50)
+        .map(|i| {
+            let name = match i % 5 {
+                0 => format!("create_thing_{i}"),
+                1 => format!("admin_{i}"),
+                _ => format!("search_{i}"),
+            };
+            serde_json::json!({"name": name, "description": "a tool", "inputSchema": {"type": "object"}})
+        })
+        .collect();
+    let list = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}});
+    let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    c.bench_function("policy: filter a 50-tool tools/list", |b| {
+        let mut cx = RequestContext::new(
+            "bench".into(),
+            upstream.clone(),
+            Method::POST,
+            headers.clone(),
+            Some(ParsedBody::parse(request).unwrap()),
+        );
+        p.on_request(&mut cx).now_or_never().unwrap().unwrap();
+        let hooks = p.response_interest(&cx);
+        b.iter(|| {
+            let mut v = list.clone();
+            hooks.apply(&cx, &mut v).now_or_never().unwrap();
+            black_box(v);
+        })
+    });
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
