@@ -126,7 +126,7 @@ fn api_key_callers_in_both_eras() {
 #[test]
 fn oidc_callers_in_both_eras_and_the_oauth_discovery_path() {
     let (_server, upstream) = start_demo_server();
-    let idp = start_idp(&["carol", "dave", "erin"]);
+    let idp = start_idp(&["carol", "dave", "erin", "frank"]);
     let dir = TempDir::new("stages");
     let cfg = dir.file(
         "gw.yaml",
@@ -147,6 +147,23 @@ fn oidc_callers_in_both_eras_and_the_oauth_discovery_path() {
             "send `Authorization: Bearer <token>`",
         );
     }
+
+    // `type: jwt` with the JWKS URL given directly (no discovery).
+    let jwt_cfg = dir.file(
+        "gw-jwt.yaml",
+        &format!(
+            "auth:\n  type: jwt\n  jwks_uri: {0}/jwks\n  issuer: {0}\n  audience: mcpgate-e2e\n  algorithms: [ES256]\n{STAGES}upstreams:\n  demo:\n    url: {upstream}\n",
+            idp.issuer
+        ),
+    );
+    let (_jwt_gw, jwt_base) = start_gateway(&jwt_cfg, &[]);
+    let out = py_client(
+        &format!("{jwt_base}/servers/demo/mcp"),
+        "legacy",
+        "authorization",
+        &format!("Bearer {}", idp.tokens[3].1),
+    );
+    assert_stages(&out, "jwt legacy", "send `Authorization: Bearer <token>`");
 
     let out = run_client(
         "ts_auth_client",
