@@ -51,14 +51,7 @@ async fn routes_by_name_and_answers_unknown_names_with_a_json_rpc_404() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = c
-        .get(format!("{}/readyz", gw.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = get_json(&format!("{}/readyz", gw.base())).await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["upstreams"], json!(["alpha"]));
     assert_eq!(a.requests().len(), 1, "errors never reach the upstream");

@@ -63,14 +63,6 @@ fn modern(method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
 }
 
-async fn post_with(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().post(url).header("accept", ACCEPT).json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
-
 // ---- API keys ---------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -419,14 +411,7 @@ async fn oidc_discovery_scopes_and_protected_resource_metadata() {
             gw.base()
         )
     );
-    let doc: Value = client()
-        .get(&metadata_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&metadata_url).await;
     assert_eq!(
         doc["resource"], url,
         "resource is the exact URL the client called"

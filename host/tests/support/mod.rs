@@ -207,13 +207,37 @@ pub fn ok_result(id: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"ok"}]}})
 }
 
-/// POSTs one JSON-RPC body (with the usual Accept header and, optionally, a session id).
-pub async fn post(url: &str, body: &serde_json::Value, session: Option<&str>) -> reqwest::Response {
+/// POSTs one JSON-RPC body with the usual Accept header and these extra headers.
+pub async fn post_with(
+    url: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = client().post(url).header("accept", ACCEPT).json(body);
-    if let Some(s) = session {
-        req = req.header("mcp-session-id", s);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     req.send().await.unwrap()
+}
+
+/// POSTs one JSON-RPC body (with the usual Accept header and, optionally, a session id).
+pub async fn post(url: &str, body: &serde_json::Value, session: Option<&str>) -> reqwest::Response {
+    match session {
+        Some(s) => post_with(url, body, &[("mcp-session-id", s)]).await,
+        None => post_with(url, body, &[]).await,
+    }
+}
+
+/// GETs a JSON document.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub fn initialize() -> serde_json::Value {
