@@ -446,6 +446,52 @@ mod tests {
         assert_eq!(m.arguments.unwrap().get(), r#"{"k":"v"}"#);
     }
 
+    /// Garbage in never panics: random bytes, and valid messages with random bytes spliced in.
+    #[test]
+    fn arbitrary_input_is_an_error_or_a_message_never_a_panic() {
+        use rand::{Rng as _, SeedableRng as _};
+        const SPLICE: &[u8] = br#"{}[]":,0aZ\"#;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let seeds: [&[u8]; 3] = [
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":[1,2,{"b":null}]},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            br#"[{"jsonrpc":"2.0","id":"a","method":"m"},{"jsonrpc":"2.0","id":2,"result":{}}]"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}"#,
+        ];
+        let headers = {
+            let mut h = http::HeaderMap::new();
+            h.insert("mcp-protocol-version", "2026-07-28".parse().unwrap());
+            h.insert("mcp-method", "tools/call".parse().unwrap());
+            h.insert("mcp-name", "=?base64?eA==?=".parse().unwrap());
+            h
+        };
+        for i in 0..20_000 {
+            let input: Vec<u8> = if i % 4 == 0 {
+                (0..rng.random_range(0..64)).map(|_| rng.random()).collect()
+            } else {
+                let mut v = seeds[i % seeds.len()].to_vec();
+                for _ in 0..rng.random_range(1..4) {
+                    let at = rng.random_range(0..v.len());
+                    match rng.random_range(0..3) {
+                        0 => v[at] = rng.random(),
+                        1 => {
+                            v.remove(at);
+                        }
+                        _ => v.insert(at, SPLICE[rng.random_range(0..SPLICE.len())]),
+                    }
+                }
+                v
+            };
+            if let Ok(parsed) = ParsedBody::parse(&input) {
+                for m in &parsed.messages {
+                    let _ = crate::mcp::headers::validate(&headers, m);
+                    let _ = m.to_value();
+                }
+                let _ =
+                    ParsedBody::parse(&parsed.to_bytes()).expect("what we forward parses again");
+            }
+        }
+    }
+
     #[test]
     fn unmodified_single_body_is_forwarded_verbatim() {
         let body = r#"{"jsonrpc":"2.0", "id":1,  "method":"ping"}"#;

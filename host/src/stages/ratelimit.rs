@@ -23,6 +23,11 @@ use crate::error::GatewayError;
 use crate::mcp::jsonrpc;
 use crate::pipeline::{BoxFuture, RequestContext, Stage, Verdict};
 
+/// Seconds as a `Duration`, saturating: a tiny refill rate must not overflow (and panic).
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
 /// A bucket's shape: it holds at most `capacity` tokens and gains `refill_rate` per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
@@ -40,7 +45,7 @@ impl Limit {
         } else if self.refill_rate <= 0.0 {
             Duration::MAX
         } else {
-            Duration::from_secs_f64(missing / self.refill_rate)
+            secs(missing / self.refill_rate)
         }
     }
 }
@@ -94,7 +99,7 @@ impl Bucket {
         } else if limit.refill_rate <= 0.0 {
             Duration::MAX
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / limit.refill_rate)
+            secs((1.0 - self.tokens) / limit.refill_rate)
         }
     }
 }
@@ -516,6 +521,8 @@ mod tests {
         assert_eq!(empty.retry_after(&l), Duration::from_secs(1));
         assert_eq!(l.full_after(0.0), Duration::from_secs(3));
         assert_eq!(limit(5.0, 0.0).full_after(1.0), Duration::MAX);
+        // Absurd but valid configs saturate instead of overflowing.
+        assert_eq!(limit(1e12, 1e-300).full_after(0.0), Duration::MAX);
     }
 
     #[tokio::test(start_paused = true)]
