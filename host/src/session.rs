@@ -239,7 +239,10 @@ impl Sessions {
 
     /// Remembers that a session ended (DELETE), so this replica answers 404 for it from now on.
     pub fn end(&self, claims: &SessionClaims) {
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         table.active.remove(&claims.id);
         if table.ended.len() >= self.max_active {
             let now = now_unix();
@@ -252,7 +255,10 @@ impl Sessions {
 
     fn track(&self, upstream: &str, claims: &SessionClaims) {
         let now = Instant::now();
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(e) = table.active.get_mut(&claims.id) {
             e.last_seen = now;
             return;
@@ -293,14 +299,20 @@ impl Sessions {
 
     /// Forgets idle and expired sessions; run periodically.
     pub fn reap(&self) {
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Self::reap_locked(&mut table, Instant::now(), self.idle_timeout);
     }
 
     /// Tracked sessions of one upstream (or all), for the gauge and admin view.
     pub fn active(&self, upstream: Option<&str>) -> Vec<ActiveSession> {
         let now = Instant::now();
-        let table = self.table.lock().expect("session table lock");
+        let table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         table
             .active
             .iter()
@@ -315,7 +327,11 @@ impl Sessions {
     }
 
     pub fn active_count(&self) -> usize {
-        self.table.lock().expect("session table lock").active.len()
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .active
+            .len()
     }
 }
 

@@ -193,7 +193,11 @@ impl MemoryBackend {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().expect("bucket shard").len())
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
             .sum()
     }
 
@@ -208,7 +212,10 @@ impl MemoryBackend {
         now: Instant,
         f: impl FnOnce(&mut Bucket) -> R,
     ) -> R {
-        let mut shard = self.shard(key).lock().expect("bucket shard");
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !shard.contains_key(key) && shard.len() >= self.max_per_shard {
             // Full: forget refilled buckets first; if that frees nothing, forget the fullest
             // bucket (the one closest to a fresh one), so memory stays bounded.
@@ -239,7 +246,10 @@ impl MemoryBackend {
         buckets
             .iter()
             .map(|(key, limit)| {
-                let shard = self.shard(key).lock().expect("bucket shard");
+                let shard = self
+                    .shard(key)
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let remaining = shard
                     .get(key)
                     .map_or(limit.capacity, |(b, _)| b.available(limit, now));
