@@ -118,3 +118,25 @@ fn list_servers_gen_key_and_help() {
     let (ok, _, _) = mcpgate(&["start", "--config", "/nonexistent.yaml"], &[]);
     assert!(!ok, "start refuses a config it cannot read");
 }
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let dir = TempDir::new("cli");
+    let cfg = dir.file(
+        "gw.yaml",
+        "upstreams:\n  a:\n    url: http://127.0.0.1:9/mcp\n",
+    );
+    let (mut gw, base) = start_gateway(&cfg, &[]);
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = gw
+        .wait(std::time::Duration::from_secs(30))
+        .expect("mcpgate exits after SIGTERM");
+    assert!(status.success(), "clean exit after draining: {status:?}");
+    let log = gw.drain().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+}
