@@ -298,6 +298,17 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// The value of the environment variable `var` named at `path`; unset or empty is an error.
+    fn env_secret(&mut self, path: &str, var: &str) -> Option<String> {
+        match (self.env)(var) {
+            Some(value) if !value.is_empty() => Some(value),
+            _ => {
+                self.error(path, format!("environment variable `{var}` is not set"));
+                None
+            }
+        }
+    }
+
     fn error(&mut self, path: &str, message: impl Into<String>) {
         let line = yaml::line_of(self.root, path);
         self.sink.push(path, line, message);
@@ -486,16 +497,7 @@ impl Validator<'_> {
                 );
                 return None;
             };
-            match (v.env)(&var) {
-                Some(value) if !value.is_empty() => Some(value),
-                _ => {
-                    v.error(
-                        &key_path,
-                        format!("environment variable `{var}` is not set"),
-                    );
-                    None
-                }
-            }
+            v.env_secret(&key_path, &var)
         };
         let unexpected = |v: &mut Self, key: &str, present: bool, kind: &str| {
             if present {

@@ -110,19 +110,23 @@ const ALGORITHMS: &[&str] = &[
 ];
 
 impl Validator<'_> {
-    pub(super) fn public_url(&mut self, text: &str) -> Option<String> {
+    /// An absolute http(s) URL with a host, or an error at `path`.
+    fn http_url(&mut self, path: &str, text: &str) -> Option<url::Url> {
         match url::Url::parse(text.trim()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                Some(u.as_str().trim_end_matches('/').to_string())
-            }
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             _ => {
                 self.error(
-                    "server.public_url",
+                    path,
                     format!("`{text}` is not an http(s) URL (e.g. https://mcp.example.com)"),
                 );
                 None
             }
         }
+    }
+
+    pub(super) fn public_url(&mut self, text: &str) -> Option<String> {
+        self.http_url("server.public_url", text)
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
     }
 
     pub(super) fn pipeline(
@@ -167,31 +171,32 @@ impl Validator<'_> {
         Some(out)
     }
 
-    pub(super) fn policy(&mut self, raw: RawPolicy) -> Option<PolicyConfig> {
-        let default = match raw.default.as_deref() {
-            None | Some("allow") => Effect::Allow,
-            Some("deny") => Effect::Deny,
-            Some(other) => {
-                self.error(
-                    "policy.default",
-                    format!("`{other}` is not `allow` or `deny`"),
-                );
-                Effect::Allow
+    fn effect(&mut self, path: &str, text: &str) -> Option<Effect> {
+        match text {
+            "allow" => Some(Effect::Allow),
+            "deny" => Some(Effect::Deny),
+            other => {
+                self.error(path, format!("`{other}` is not `allow` or `deny`"));
+                None
             }
+        }
+    }
+
+    pub(super) fn policy(&mut self, raw: RawPolicy) -> Option<PolicyConfig> {
+        let default = match raw.default {
+            None => Effect::Allow,
+            Some(text) => self
+                .effect("policy.default", &text)
+                .unwrap_or(Effect::Allow),
         };
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, r) in raw.rules.into_iter().enumerate() {
             let path = format!("policy.rules[{i}]");
-            let effect = match r.decision.as_deref() {
-                Some("allow") => Effect::Allow,
-                Some("deny") => Effect::Deny,
-                Some(other) => {
-                    self.error(
-                        &format!("{path}.decision"),
-                        format!("`{other}` is not `allow` or `deny`"),
-                    );
-                    continue;
-                }
+            let effect = match r.decision {
+                Some(text) => match self.effect(&format!("{path}.decision"), &text) {
+                    Some(e) => e,
+                    None => continue,
+                },
                 None => {
                     self.missing(&format!("{path}.decision"), "required: `allow` or `deny`");
                     continue;
@@ -398,16 +403,9 @@ impl Validator<'_> {
                 );
             }
             let digest = match (k.key_env, k.key) {
-                (Some(var), None) => match (self.env)(&var) {
-                    Some(v) if !v.is_empty() => Some(Sha256::digest(v.as_bytes()).into()),
-                    _ => {
-                        self.error(
-                            &format!("{path}.key_env"),
-                            format!("environment variable `{var}` is not set"),
-                        );
-                        None
-                    }
-                },
+                (Some(var), None) => self
+                    .env_secret(&format!("{path}.key_env"), &var)
+                    .map(|v| Sha256::digest(v.as_bytes()).into()),
                 (None, Some(text)) => match parse_sha256(&text) {
                     Ok(d) => Some(d),
                     Err(e) => {
@@ -447,24 +445,10 @@ impl Validator<'_> {
         let kind = if oidc { "oidc" } else { "jwt" };
         self.not_for("keys", raw.keys.is_some(), kind);
         self.not_for("header", raw.header.is_some(), kind);
-        let http_url = |v: &mut Self, key: &str, text: &str| -> Option<String> {
-            match url::Url::parse(text.trim()) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                    Some(text.trim().to_string())
-                }
-                _ => {
-                    v.error(
-                        &format!("auth.{key}"),
-                        format!("`{text}` is not an http(s) URL"),
-                    );
-                    None
-                }
-            }
-        };
-        let issuer = raw
-            .issuer
-            .as_deref()
-            .and_then(|i| http_url(self, "issuer", i).map(|_| i.trim().to_string()));
+        let issuer = raw.issuer.as_deref().and_then(|i| {
+            self.http_url("auth.issuer", i)
+                .map(|_| i.trim().to_string())
+        });
         let source = if oidc {
             self.not_for("jwks_uri", raw.jwks_uri.is_some(), "oidc");
             if raw.issuer.is_none() {
@@ -473,7 +457,9 @@ impl Validator<'_> {
             issuer.clone().map(KeySource::Oidc)
         } else {
             match &raw.jwks_uri {
-                Some(u) => http_url(self, "jwks_uri", u).map(KeySource::Jwks),
+                Some(u) => self
+                    .http_url("auth.jwks_uri", u)
+                    .map(|_| KeySource::Jwks(u.trim().to_string())),
                 None => {
                     self.missing(
                         "auth.jwks_uri",

@@ -128,8 +128,9 @@ pub enum AuthError {
 }
 
 struct KeyState {
-    /// Parsed keys of the last JWKS fetched, with their decoding keys.
-    keys: Vec<(Jwk, DecodingKey)>,
+    /// Parsed keys of the last JWKS fetched, with their decoding keys (shared, not copied, per
+    /// request).
+    keys: Vec<Arc<(Jwk, DecodingKey)>>,
     fetched: Option<Instant>,
     jwks_uri: Option<String>,
 }
@@ -163,12 +164,13 @@ impl KeyStore {
     }
 
     fn find(
-        keys: &[(Jwk, DecodingKey)],
+        keys: &[Arc<(Jwk, DecodingKey)>],
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Option<(Jwk, DecodingKey)> {
+    ) -> Option<Arc<(Jwk, DecodingKey)>> {
         keys.iter()
-            .find(|(jwk, key)| {
+            .find(|entry| {
+                let (jwk, key) = &***entry;
                 let kid_ok = match kid {
                     Some(k) => jwk.common.key_id.as_deref() == Some(k),
                     None => true,
@@ -183,7 +185,7 @@ impl KeyStore {
         &self,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<(Jwk, DecodingKey), AuthError> {
+    ) -> Result<Arc<(Jwk, DecodingKey)>, AuthError> {
         {
             let state = self.state.read().await;
             let fresh = state
@@ -256,7 +258,7 @@ impl KeyStore {
         let body = self.client.get_json(&jwks_uri, FETCH_TIMEOUT).await?;
         let set: JwkSet =
             serde_json::from_value(body).map_err(|e| format!("{jwks_uri} is not a JWKS: {e}"))?;
-        let keys: Vec<(Jwk, DecodingKey)> = set
+        let keys: Vec<Arc<(Jwk, DecodingKey)>> = set
             .keys
             .into_iter()
             .filter(|k| {
@@ -265,7 +267,7 @@ impl KeyStore {
                     Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
                 )
             })
-            .filter_map(|k| DecodingKey::from_jwk(&k).ok().map(|d| (k, d)))
+            .filter_map(|k| DecodingKey::from_jwk(&k).ok().map(|d| Arc::new((k, d))))
             .collect();
         let mut state = self.state.write().await;
         state.keys = keys;
@@ -284,7 +286,8 @@ impl KeyStore {
                 header.alg
             )));
         }
-        let (jwk, key) = self.key_for(header.kid.as_deref(), header.alg).await?;
+        let entry = self.key_for(header.kid.as_deref(), header.alg).await?;
+        let (jwk, key) = &*entry;
         if let Some(key_alg) = jwk.common.key_algorithm
             && Algorithm::try_from(key_alg).ok() != Some(header.alg)
         {
@@ -302,7 +305,7 @@ impl KeyStore {
             required.push("iss");
         }
         v.set_required_spec_claims(&required);
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v)
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &v)
             .map_err(|e| AuthError::Invalid(format!("token rejected: {e}")))?;
         let claims = data.claims;
         let id = match claims.get(&cfg.client_id_claim) {

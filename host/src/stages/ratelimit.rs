@@ -77,6 +77,11 @@ impl Bucket {
         (self.tokens + elapsed * limit.refill_rate).min(limit.capacity)
     }
 
+    /// A full bucket is the same as a new one: the backend may forget it.
+    pub fn is_full(&self, limit: &Limit, now: Instant) -> bool {
+        self.available(limit, now) >= limit.capacity
+    }
+
     /// Takes one token if there is one.
     pub fn try_take(&mut self, limit: &Limit, now: Instant) -> bool {
         self.refill(limit, now);
@@ -186,7 +191,7 @@ impl MemoryBackend {
             shard
                 .lock()
                 .expect("bucket shard")
-                .retain(|_, (b, l)| b.available(l, now) < l.capacity);
+                .retain(|_, (b, l)| !b.is_full(l, now));
         }
     }
 
@@ -219,7 +224,7 @@ impl MemoryBackend {
         if !shard.contains_key(key) && shard.len() >= self.max_per_shard {
             // Full: forget refilled buckets first; if that frees nothing, forget the fullest
             // bucket (the one closest to a fresh one), so memory stays bounded.
-            shard.retain(|_, (b, l)| b.available(l, now) < l.capacity);
+            shard.retain(|_, (b, l)| !b.is_full(l, now));
             if shard.len() >= self.max_per_shard
                 && let Some(k) = shard
                     .iter()
@@ -345,9 +350,14 @@ pub struct LevelLimits {
 impl LevelLimits {
     /// The limit for `name`: the first matching override, else the default; `None` = unlimited.
     pub fn for_name(&self, name: &str) -> Option<Limit> {
+        self.find(|p| p.matches(name))
+    }
+
+    /// The first override whose pattern satisfies `matches`, else the default.
+    fn find(&self, matches: impl Fn(&crate::stages::policy::Pattern) -> bool) -> Option<Limit> {
         self.overrides
             .iter()
-            .find(|(p, _)| p.matches(name))
+            .find(|(p, _)| matches(p))
             .map(|(_, l)| *l)
             .or(self.default)
     }
@@ -388,15 +398,11 @@ impl RateLimit {
             out.push((BucketKey::Server(server.clone()), l));
         }
         if let Some(tool) = tool {
-            let qualified = format!("{server}/{tool}");
-            let limit = self
-                .config
-                .per_tool
-                .overrides
-                .iter()
-                .find(|(p, _)| p.matches(tool) || p.matches(&qualified))
-                .map(|(_, l)| *l)
-                .or(self.config.per_tool.default);
+            // Overrides may name `<server>/<tool>`; build that name only when there are any.
+            let per_tool = &self.config.per_tool;
+            let qualified = (!per_tool.overrides.is_empty()).then(|| format!("{server}/{tool}"));
+            let limit = per_tool
+                .find(|p| p.matches(tool) || qualified.as_deref().is_some_and(|q| p.matches(q)));
             if let Some(l) = limit {
                 out.push((
                     BucketKey::Tool {
