@@ -11,6 +11,7 @@
 //! - [`pipeline`]: the [`pipeline::Stage`] abstraction, the per-request context, the runner.
 //! - [`session`]: sealed legacy session ids and local bookkeeping.
 //! - [`stages`]: the built-in stages (auth, rate limit, policy) and pipeline assembly.
+//! - [`plugins`]: WebAssembly plugin stages: the sandbox, loading, the per-call lifecycle.
 //! - [`proxy`]: the upstream client, header rules, the streaming relay.
 //! - [`error`]: the request path's one error type, turned into a response in one place.
 //! - [`config`]: YAML → validated, immutable runtime config.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod mcp;
 pub mod pipeline;
+pub mod plugins;
 pub mod proxy;
 pub mod server;
 pub mod session;

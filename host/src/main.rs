@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use mcpgate::Config;
+use mcpgate::plugins::{PluginDeps, Plugins};
 
 /// mcpgate — a gateway for Model Context Protocol (MCP) servers.
 ///
@@ -58,21 +59,48 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Loads the config's plugins (compile, import check, `init`), reporting errors like config ones.
+async fn load_plugins(path: &std::path::Path, cfg: &Config) -> Result<Plugins, ExitCode> {
+    Plugins::load(cfg, PluginDeps::default())
+        .await
+        .map_err(|mut errors| {
+            errors.source = path.display().to_string();
+            eprint!("{errors}");
+            ExitCode::FAILURE
+        })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match load(&config) {
-            Ok(cfg) => {
-                println!(
-                    "{}: OK ({} upstream{})",
-                    config.display(),
-                    cfg.upstreams.len(),
-                    if cfg.upstreams.len() == 1 { "" } else { "s" }
-                );
-                ExitCode::SUCCESS
+        Command::Validate { config } => {
+            let checked = load(&config).and_then(|cfg| {
+                runtime()?.block_on(load_plugins(&config, &cfg))?;
+                Ok(cfg)
+            });
+            match checked {
+                Ok(cfg) => {
+                    let plural = |n: usize| if n == 1 { "" } else { "s" };
+                    println!(
+                        "{}: OK ({} upstream{}, {} plugin{})",
+                        config.display(),
+                        cfg.upstreams.len(),
+                        plural(cfg.upstreams.len()),
+                        cfg.plugins.len(),
+                        plural(cfg.plugins.len()),
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::ListServers { config } => match load(&config) {
             Ok(cfg) => {
                 let base = format!("http://{}:{}", cfg.server.bind, cfg.server.port);
@@ -123,19 +151,19 @@ fn main() -> ExitCode {
             if let Some(p) = port {
                 cfg.server.port = p;
             }
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(start(cfg))
+            match runtime() {
+                Ok(rt) => rt.block_on(start(config, cfg)),
+                Err(code) => code,
+            }
         }
     }
 }
 
-async fn start(cfg: Config) -> ExitCode {
+async fn start(path: PathBuf, cfg: Config) -> ExitCode {
+    let plugins = match load_plugins(&path, &cfg).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let addr = std::net::SocketAddr::new(cfg.server.bind, cfg.server.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -145,7 +173,7 @@ async fn start(cfg: Config) -> ExitCode {
         }
     };
     let local = listener.local_addr().unwrap_or(addr);
-    let gateway = Arc::new(mcpgate::Gateway::new(cfg));
+    let gateway = Arc::new(mcpgate::Gateway::with_plugins(cfg, &plugins));
     for u in &gateway.config.upstreams {
         tracing::info!(upstream = %u.name, route = %format!("http://{local}/servers/{}/mcp", u.name), target = %u.url, "route");
     }

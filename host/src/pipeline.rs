@@ -55,6 +55,10 @@ pub struct RequestContext {
     pub peer: Option<std::net::IpAddr>,
     /// Headers added to the response the client gets, whatever it is (rate-limit headers).
     pub response_headers: HeaderMap,
+    /// The upstream's response status, once it answered (for response hooks).
+    pub upstream_status: Option<u16>,
+    /// Whether the upstream answered with an SSE stream (for response hooks).
+    pub response_streamed: bool,
     current: usize,
     modified: bool,
 }
@@ -89,6 +93,8 @@ impl RequestContext {
             timings: Timings::default(),
             peer: None,
             response_headers: HeaderMap::new(),
+            upstream_status: None,
+            response_streamed: false,
             current: 0,
             modified: false,
         }

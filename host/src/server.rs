@@ -58,8 +58,14 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway from a validated config. Warns when the session key was generated.
+    /// Builds the gateway from a validated config without plugins (see [`Gateway::with_plugins`]).
     pub fn new(config: Config) -> Gateway {
+        Gateway::with_plugins(config, &crate::plugins::Plugins::default())
+    }
+
+    /// Builds the gateway from a validated config and its loaded plugins. Warns when the session
+    /// key was generated.
+    pub fn with_plugins(config: Config, plugins: &crate::plugins::Plugins) -> Gateway {
         let (sessions, generated) = Sessions::new(&config.sessions);
         if generated {
             tracing::warn!(
@@ -69,7 +75,7 @@ impl Gateway {
             );
         }
         let client = UpstreamClient::new();
-        let built = crate::stages::build(&config, &client);
+        let built = crate::stages::build(&config, &client, plugins);
         Gateway {
             config: Arc::new(config),
             sessions,
@@ -400,6 +406,8 @@ async fn handle(
     // 7. Response: headers, session id rewrite, then the body (hooked or passed through).
     let (mut resp_parts, resp_body) = upstream_resp.into_parts();
     let is_sse = proxy::clean_response_headers(&mut resp_parts.headers);
+    cx.upstream_status = Some(resp_parts.status.as_u16());
+    cx.response_streamed = is_sse;
     let upstream_session = resp_parts.headers.remove(MCP_SESSION_ID);
     // Modern requests are stateless: an upstream's session id is dropped, never passed on.
     if cx.era == Era::Legacy

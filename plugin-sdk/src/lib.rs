@@ -1,8 +1,720 @@
-//! mcpgate plugin SDK: what WebAssembly plugin authors depend on.
+//! # mcpgate plugin SDK
 //!
-//! Plugins are custom pipeline stages compiled to WebAssembly components (`wasm32-wasip2`) against
-//! the WIT contract in `wit/`. This crate will carry the typed request/response views, helpers to
-//! reject or rewrite, and the one-line export macro. It never depends on the host.
+//! Write custom mcpgate pipeline stages in Rust, compile them to a WebAssembly component, and run
+//! them inside the gateway's sandbox next to the built-in auth, rate-limit and policy stages.
+//!
+//! A plugin is a type implementing [`Plugin`], exported with one macro line. It sees each JSON-RPC
+//! request whose method it registered for (with the caller, the route, the tool name and the
+//! arguments as JSON values) and decides: go on, rewrite, refuse with a JSON-RPC error, or answer
+//! locally. It may also see (and rewrite) the responses to those requests.
+//!
+//! ```no_run
+//! use mcpgate_plugin_sdk::{Action, Plugin, Registration, Request, export_plugin};
+//! use serde::Deserialize;
+//!
+//! /// Refuses calls of the configured tools.
+//! struct DenyTools {
+//!     tools: Vec<String>,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! struct Config {
+//!     tools: Vec<String>,
+//! }
+//!
+//! impl Plugin for DenyTools {
+//!     type Config = Config;
+//!
+//!     fn init(config: Config) -> Result<Self, String> {
+//!         if config.tools.is_empty() {
+//!             return Err("`tools` must name at least one tool".into());
+//!         }
+//!         Ok(DenyTools { tools: config.tools })
+//!     }
+//!
+//!     fn registration(&self) -> Registration {
+//!         Registration::new().requests(["tools/call"])
+//!     }
+//!
+//!     fn on_request(&self, req: &Request) -> Action {
+//!         match req.tool() {
+//!             Some(tool) if self.tools.iter().any(|t| t == tool) => {
+//!                 Action::reject(-32012, format!("tool `{tool}` is disabled here"))
+//!             }
+//!             _ => Action::Continue,
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(DenyTools);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2 --release` (or `cargo component build
+//! --release`), then reference the `.wasm` file from the gateway's `plugins:` section. The
+//! template in `plugins/template/` is this example as a crate.
+//!
+//! ## The sandbox
+//!
+//! Each hook call runs in a fresh instance by default (nothing survives between calls except what
+//! the plugin stores with [`kv`]), with a deadline and a memory cap. A panic, a loop past the
+//! deadline or running out of memory fails only the request at hand (or skips the plugin, with
+//! `on_error: fail_open`). There is no filesystem, network, environment or clock beyond what the
+//! gateway grants: [`log`] always; [`kv`], [`metrics`] and [`callout`] only where the YAML lists
+//! them under `grants:`.
 
-/// The plugin contract version this SDK targets.
+use std::any::Any;
+use std::cell::{OnceCell, RefCell};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+pub use serde_json::{Value, json};
+
+/// The raw WIT bindings (`wit/mcpgate-plugin.wit`). Plugin code rarely needs them.
+#[allow(unsafe_code, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_hooks",
+        default_bindings_module: "mcpgate_plugin_sdk::bindings",
+    });
+}
+
+use bindings::exports::mcpgate::plugin::hooks as wit_hooks;
+use bindings::mcpgate::plugin::types as wit;
+
+pub use wit::Era;
+
+/// The plugin contract version this SDK targets (the WIT package version).
 pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// A pipeline stage compiled to WebAssembly.
+pub trait Plugin: Sized + 'static {
+    /// The plugin's YAML `config:` section (`{}` when absent), deserialised with serde.
+    type Config: DeserializeOwned;
+
+    /// Builds the plugin from its config. An `Err` rejects the configuration: `mcpgate validate`
+    /// and `mcpgate start` report it with the plugin's name. Runs when the gateway loads the
+    /// plugin and at the start of every fresh instance, so keep it cheap.
+    fn init(config: Self::Config) -> Result<Self, String>;
+
+    /// Which methods' requests and responses this plugin sees. Everything else bypasses it.
+    fn registration(&self) -> Registration;
+
+    /// Judges one JSON-RPC request or notification.
+    fn on_request(&self, _req: &Request) -> Action {
+        Action::Continue
+    }
+
+    /// Sees the response to a request whose method is in [`Registration::responses`].
+    fn on_response(&self, _resp: &Response) -> ResponseAction {
+        ResponseAction::Continue
+    }
+}
+
+/// The methods a plugin wants to see. Names may use `*` wildcards: `tools/*`, `*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    requests: Vec<String>,
+    responses: Vec<String>,
+}
+
+impl Registration {
+    pub fn new() -> Self {
+        Registration::default()
+    }
+
+    /// Methods whose requests reach [`Plugin::on_request`].
+    pub fn requests<S: Into<String>>(mut self, methods: impl IntoIterator<Item = S>) -> Self {
+        self.requests.extend(methods.into_iter().map(Into::into));
+        self
+    }
+
+    /// Methods whose responses reach [`Plugin::on_response`].
+    pub fn responses<S: Into<String>>(mut self, methods: impl IntoIterator<Item = S>) -> Self {
+        self.responses.extend(methods.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// One JSON-RPC request (or notification) on its way to the upstream.
+pub struct Request {
+    raw: wit::Request,
+    arguments: OnceCell<Option<Value>>,
+}
+
+impl Request {
+    fn new(raw: wit::Request) -> Self {
+        Request {
+            raw,
+            arguments: OnceCell::new(),
+        }
+    }
+
+    /// The JSON-RPC method, e.g. `tools/call`.
+    pub fn method(&self) -> &str {
+        &self.raw.method
+    }
+
+    /// The route's upstream name (`/servers/<route>/mcp`).
+    pub fn route(&self) -> &str {
+        &self.raw.route
+    }
+
+    pub fn era(&self) -> Era {
+        self.raw.era
+    }
+
+    /// The gateway's request id, as in its logs and `X-Request-Id`.
+    pub fn request_id(&self) -> &str {
+        &self.raw.request_id
+    }
+
+    /// The authenticated caller (`None` without an auth stage before this plugin).
+    pub fn caller_id(&self) -> Option<&str> {
+        self.raw.caller.id.as_deref()
+    }
+
+    /// The caller's OAuth scopes.
+    pub fn scopes(&self) -> &[String] {
+        &self.raw.caller.scopes
+    }
+
+    /// The client's IP address.
+    pub fn remote_addr(&self) -> Option<&str> {
+        self.raw.caller.remote_addr.as_deref()
+    }
+
+    /// The caller id, else `ip:<address>`, else `anonymous`: a key for per-client state.
+    pub fn client_key(&self) -> String {
+        match (self.caller_id(), self.remote_addr()) {
+            (Some(id), _) => id.to_string(),
+            (None, Some(ip)) => format!("ip:{ip}"),
+            (None, None) => "anonymous".to_string(),
+        }
+    }
+
+    /// The JSON-RPC id as JSON text; `None` for a notification.
+    pub fn id(&self) -> Option<&str> {
+        self.raw.id.as_deref()
+    }
+
+    /// The tool name of a `tools/call`.
+    pub fn tool(&self) -> Option<&str> {
+        (self.method() == "tools/call")
+            .then_some(self.raw.target.as_deref())
+            .flatten()
+    }
+
+    /// The tool or prompt name, or the resource URI, the method acts on.
+    pub fn target(&self) -> Option<&str> {
+        self.raw.target.as_deref()
+    }
+
+    /// A request header (name in any case). Credentials are never visible to plugins.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.raw
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All request headers visible to plugins, as (lower-case name, value).
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.raw.headers
+    }
+
+    /// `params.arguments` of tools/call and prompts/get, parsed on first use.
+    pub fn arguments(&self) -> Option<&Value> {
+        self.arguments
+            .get_or_init(|| {
+                self.raw
+                    .arguments
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str(a).ok())
+            })
+            .as_ref()
+    }
+
+    /// The arguments deserialised into `T`; the error reads well as a JSON-RPC message.
+    pub fn arguments_as<T: DeserializeOwned>(&self) -> Result<T, String> {
+        let raw = self.raw.arguments.as_deref().unwrap_or("{}");
+        serde_json::from_str(raw).map_err(|e| format!("invalid arguments: {e}"))
+    }
+
+    /// The whole JSON-RPC message as JSON text.
+    pub fn message(&self) -> &str {
+        &self.raw.message
+    }
+
+    /// The whole JSON-RPC message as a JSON value.
+    pub fn message_value(&self) -> Value {
+        serde_json::from_str(&self.raw.message).unwrap_or(Value::Null)
+    }
+}
+
+/// A JSON-RPC error for [`Action::Reject`] and [`ResponseAction::ReplaceError`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i32,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    fn into_wit(self) -> wit::JsonrpcError {
+        wit::JsonrpcError {
+            code: self.code,
+            message: self.message,
+            data: self.data.map(|d| d.to_string()),
+        }
+    }
+}
+
+/// Changes to a request, built with [`Action::rewrite_arguments`] and [`Action::set_header`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Modification {
+    pub arguments: Option<Value>,
+    pub message: Option<Value>,
+    pub set_headers: Vec<(String, String)>,
+    pub remove_headers: Vec<String>,
+}
+
+/// What [`Plugin::on_request`] decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Pass the request on unchanged.
+    Continue,
+    /// Pass it on with these changes.
+    Modify(Modification),
+    /// Refuse it with this HTTP status and JSON-RPC error; the upstream never sees it.
+    Reject { http_status: u16, error: RpcError },
+    /// Answer locally with this JSON-RPC `result`; the upstream never sees the request.
+    Respond(Value),
+}
+
+impl Action {
+    /// Refuse with a JSON-RPC error. The HTTP status is 200, so every MCP client library shows
+    /// the caller `message` (a 4xx would surface as a transport error in some).
+    pub fn reject(code: i32, message: impl Into<String>) -> Action {
+        Action::Reject {
+            http_status: 200,
+            error: RpcError::new(code, message),
+        }
+    }
+
+    /// Refuse with JSON-RPC -32602 (invalid params).
+    pub fn invalid_params(message: impl Into<String>) -> Action {
+        Action::reject(-32602, message)
+    }
+
+    /// Sets the HTTP status of a rejection (for example 429 for a quota).
+    pub fn with_status(mut self, status: u16) -> Action {
+        if let Action::Reject { http_status, .. } = &mut self {
+            *http_status = status;
+        }
+        self
+    }
+
+    /// Attaches `error.data` to a rejection.
+    pub fn with_data(mut self, data: Value) -> Action {
+        if let Action::Reject { error, .. } = &mut self {
+            error.data = Some(data);
+        }
+        self
+    }
+
+    /// Forward the request with these `params.arguments` instead.
+    pub fn rewrite_arguments(arguments: Value) -> Action {
+        Action::Modify(Modification {
+            arguments: Some(arguments),
+            ..Modification::default()
+        })
+    }
+
+    /// Forward this JSON-RPC message instead (same id, method and target).
+    pub fn rewrite_message(message: Value) -> Action {
+        Action::Modify(Modification {
+            message: Some(message),
+            ..Modification::default()
+        })
+    }
+
+    /// Answer locally with `result`.
+    pub fn respond(result: Value) -> Action {
+        Action::Respond(result)
+    }
+
+    /// Adds a header to the request the upstream receives (turns `Continue` into `Modify`).
+    pub fn set_header(self, name: impl Into<String>, value: impl Into<String>) -> Action {
+        self.modify(|m| m.set_headers.push((name.into(), value.into())))
+    }
+
+    /// Removes a header from the request the upstream receives.
+    pub fn remove_header(self, name: impl Into<String>) -> Action {
+        self.modify(|m| m.remove_headers.push(name.into()))
+    }
+
+    fn modify(self, f: impl FnOnce(&mut Modification)) -> Action {
+        match self {
+            Action::Continue => {
+                let mut m = Modification::default();
+                f(&mut m);
+                Action::Modify(m)
+            }
+            Action::Modify(mut m) => {
+                f(&mut m);
+                Action::Modify(m)
+            }
+            other => other,
+        }
+    }
+
+    fn into_wit(self) -> wit::RequestAction {
+        match self {
+            Action::Continue => wit::RequestAction::Continue,
+            Action::Modify(m) => wit::RequestAction::Modify(wit::Modification {
+                arguments: m.arguments.map(|a| a.to_string()),
+                message: m.message.map(|a| a.to_string()),
+                set_headers: m.set_headers,
+                remove_headers: m.remove_headers,
+            }),
+            Action::Reject { http_status, error } => wit::RequestAction::Reject(wit::Rejection {
+                http_status,
+                error: error.into_wit(),
+            }),
+            Action::Respond(result) => wit::RequestAction::Respond(result.to_string()),
+        }
+    }
+}
+
+/// The response to a request the plugin registered for.
+pub struct Response {
+    request: Request,
+    http_status: u16,
+    streamed: bool,
+    message: String,
+    parsed: OnceCell<Value>,
+}
+
+impl Response {
+    /// The request this answers (as the upstream received it).
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The upstream's HTTP status.
+    pub fn http_status(&self) -> u16 {
+        self.http_status
+    }
+
+    /// Whether it arrived as the final event of an SSE stream.
+    pub fn streamed(&self) -> bool {
+        self.streamed
+    }
+
+    /// The JSON-RPC response message as JSON text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn parsed(&self) -> &Value {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.message).unwrap_or(Value::Null))
+    }
+
+    /// The `result`, if the upstream answered with one.
+    pub fn result(&self) -> Option<&Value> {
+        self.parsed().get("result")
+    }
+
+    /// The `error`, if the upstream answered with one.
+    pub fn error(&self) -> Option<&Value> {
+        self.parsed().get("error")
+    }
+}
+
+/// What [`Plugin::on_response`] decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseAction {
+    Continue,
+    /// The client gets this `result` instead.
+    ReplaceResult(Value),
+    /// The client gets this JSON-RPC error instead.
+    ReplaceError(RpcError),
+}
+
+impl ResponseAction {
+    fn into_wit(self) -> wit::ResponseAction {
+        match self {
+            ResponseAction::Continue => wit::ResponseAction::Continue,
+            ResponseAction::ReplaceResult(v) => wit::ResponseAction::ReplaceResult(v.to_string()),
+            ResponseAction::ReplaceError(e) => wit::ResponseAction::ReplaceError(e.into_wit()),
+        }
+    }
+}
+
+/// Log lines, attributed by the gateway to the plugin and the request. Always available.
+pub mod log {
+    use crate::bindings::mcpgate::plugin::log::{Level, log};
+
+    pub fn debug(message: impl AsRef<str>) {
+        log(Level::Debug, message.as_ref());
+    }
+    pub fn info(message: impl AsRef<str>) {
+        log(Level::Info, message.as_ref());
+    }
+    pub fn warn(message: impl AsRef<str>) {
+        log(Level::Warn, message.as_ref());
+    }
+    pub fn error(message: impl AsRef<str>) {
+        log(Level::Error, message.as_ref());
+    }
+}
+
+/// The plugin's key/value store (capability `kv`: list it under the plugin's `grants:`).
+/// Shared by all instances and requests of the plugin; other plugins cannot see it.
+pub mod kv {
+    use super::Duration;
+    use crate::bindings::mcpgate::plugin::kv as raw;
+
+    pub use raw::Error;
+
+    fn ttl_ms(ttl: Option<Duration>) -> Option<u64> {
+        ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
+        raw::get(key)
+    }
+
+    pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        raw::set(key, value, ttl_ms(ttl))
+    }
+
+    pub fn delete(key: &str) -> Result<(), Error> {
+        raw::delete(key)
+    }
+
+    /// Adds `delta` to the counter at `key` (created at 0 with `ttl`) and returns the new value.
+    pub fn incr(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, Error> {
+        raw::incr(key, delta, ttl_ms(ttl))
+    }
+}
+
+/// Prometheus series owned by the plugin (capability `metrics`).
+pub mod metrics {
+    use crate::bindings::mcpgate::plugin::metrics as raw;
+
+    fn owned(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Adds to the counter `mcpgate_plugin_<name>_total`.
+    pub fn counter_add(name: &str, value: u64, labels: &[(&str, &str)]) {
+        raw::counter_add(name, value, &owned(labels));
+    }
+
+    /// Records an observation in the histogram `mcpgate_plugin_<name>`.
+    pub fn histogram_observe(name: &str, value: f64, labels: &[(&str, &str)]) {
+        raw::histogram_observe(name, value, &owned(labels));
+    }
+}
+
+/// HTTP requests to the targets named under the plugin's `grants.callout` (capability `callout`).
+pub mod callout {
+    use super::Duration;
+    use crate::bindings::mcpgate::plugin::callout as raw;
+
+    pub use raw::{Error, Response};
+
+    /// Sends `method path` to the named target with `body`, waiting at most `timeout` (and never
+    /// past the plugin's own deadline).
+    pub fn send(
+        target: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, Error> {
+        raw::send(&raw::Request {
+            target: target.to_string(),
+            method: method.to_string(),
+            path: path.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's hooks. One line, at the crate root:
+/// `mcpgate_plugin_sdk::export_plugin!(MyPlugin);`
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        struct __McpgatePluginExport;
+        impl $crate::__private::Guest for __McpgatePluginExport {
+            fn init(config: String) -> Result<$crate::__private::WitRegistration, String> {
+                $crate::__private::init::<$plugin>(config)
+            }
+            fn on_request(
+                req: $crate::__private::WitRequest,
+            ) -> $crate::__private::WitRequestAction {
+                $crate::__private::on_request::<$plugin>(req)
+            }
+            fn on_response(
+                resp: $crate::__private::WitResponse,
+            ) -> $crate::__private::WitResponseAction {
+                $crate::__private::on_response::<$plugin>(resp)
+            }
+        }
+        $crate::bindings::__export_hooks!(__McpgatePluginExport with_types_in $crate::bindings);
+    };
+}
+
+/// The glue behind [`export_plugin!`]: one plugin value per instance, built by `init`.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use wit::{
+        Registration as WitRegistration, Request as WitRequest, RequestAction as WitRequestAction,
+        Response as WitResponse, ResponseAction as WitResponseAction,
+    };
+    pub use wit_hooks::Guest;
+
+    thread_local! {
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    fn with_plugin<P: Plugin, R>(f: impl FnOnce(&P) -> R) -> R {
+        INSTANCE.with(|cell| {
+            let cell = cell.borrow();
+            let plugin = cell
+                .as_ref()
+                .and_then(|p| p.downcast_ref::<P>())
+                .expect("the gateway calls init before any hook");
+            f(plugin)
+        })
+    }
+
+    pub fn init<P: Plugin>(config: String) -> Result<WitRegistration, String> {
+        let config: P::Config =
+            serde_json::from_str(&config).map_err(|e| format!("invalid config: {e}"))?;
+        let plugin = P::init(config)?;
+        let reg = plugin.registration();
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
+        Ok(WitRegistration {
+            request_methods: reg.requests,
+            response_methods: reg.responses,
+        })
+    }
+
+    pub fn on_request<P: Plugin>(req: WitRequest) -> WitRequestAction {
+        let req = Request::new(req);
+        with_plugin::<P, _>(|p| p.on_request(&req)).into_wit()
+    }
+
+    pub fn on_response<P: Plugin>(resp: WitResponse) -> WitResponseAction {
+        let resp = Response {
+            request: Request::new(resp.request),
+            http_status: resp.http_status,
+            streamed: resp.streamed,
+            message: resp.message,
+            parsed: OnceCell::new(),
+        };
+        with_plugin::<P, _>(|p| p.on_response(&resp)).into_wit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builders_compose() {
+        let a = Action::Continue
+            .set_header("x-tenant", "acme")
+            .remove_header("x-debug");
+        let Action::Modify(m) = a else {
+            panic!("set_header turns Continue into Modify")
+        };
+        assert_eq!(m.set_headers, vec![("x-tenant".into(), "acme".into())]);
+        assert_eq!(m.remove_headers, vec!["x-debug".to_string()]);
+
+        let r = Action::reject(-32029, "quota")
+            .with_status(429)
+            .with_data(json!({"limit": 3}));
+        match r.clone().into_wit() {
+            wit::RequestAction::Reject(rej) => {
+                assert_eq!(rej.http_status, 429);
+                assert_eq!(rej.error.code, -32029);
+                assert_eq!(rej.error.data.as_deref(), Some(r#"{"limit":3}"#));
+            }
+            _ => panic!("a rejection stays a rejection"),
+        }
+        // Header helpers leave a rejection alone.
+        assert_eq!(r.clone().set_header("a", "b"), r);
+    }
+
+    fn request(method: &str, target: Option<&str>, arguments: Option<&str>) -> Request {
+        Request::new(wit::Request {
+            request_id: "r1".into(),
+            route: "github".into(),
+            era: Era::Legacy,
+            caller: wit::Caller {
+                id: None,
+                scopes: vec![],
+                remote_addr: Some("127.0.0.1".into()),
+            },
+            method: method.into(),
+            id: Some("1".into()),
+            target: target.map(Into::into),
+            arguments: arguments.map(Into::into),
+            headers: vec![("x-tenant".into(), "acme".into())],
+            message: "{}".into(),
+        })
+    }
+
+    #[test]
+    fn request_view() {
+        let r = request("tools/call", Some("search"), Some(r#"{"q":"x","n":2}"#));
+        assert_eq!(r.tool(), Some("search"));
+        assert_eq!(r.arguments().unwrap()["n"], 2);
+        assert_eq!(r.header("X-Tenant"), Some("acme"));
+        assert_eq!(r.client_key(), "ip:127.0.0.1");
+        #[derive(serde::Deserialize)]
+        struct Args {
+            q: String,
+        }
+        assert_eq!(r.arguments_as::<Args>().unwrap().q, "x");
+        assert!(
+            r.arguments_as::<Vec<u8>>()
+                .unwrap_err()
+                .starts_with("invalid arguments")
+        );
+
+        let prompt = request("prompts/get", Some("greet"), None);
+        assert_eq!(prompt.tool(), None);
+        assert_eq!(prompt.target(), Some("greet"));
+        assert!(prompt.arguments().is_none());
+    }
+}

@@ -7,6 +7,7 @@
 //! Every error names its key path and line, and all of them are reported at once.
 //! Durations are milliseconds everywhere, like the seed's `upstreams.<name>.timeout`.
 
+mod plugins;
 mod stages;
 pub mod yaml;
 
@@ -20,6 +21,7 @@ use base64::Engine as _;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
+pub use plugins::{Grants, InstanceMode, OnError, PluginLines, PluginRuntimeConfig, PluginSpec};
 use yaml::Sink;
 pub use yaml::{ConfigError, ConfigErrors};
 
@@ -46,6 +48,8 @@ struct RawConfig {
     auth: Option<stages::RawAuth>,
     rate_limit: Option<stages::RawRateLimit>,
     policy: Option<stages::RawPolicy>,
+    plugins: BTreeMap<String, plugins::RawPlugin>,
+    plugin_runtime: Option<plugins::RawPluginRuntime>,
     pipeline: Option<Vec<String>>,
 }
 
@@ -104,26 +108,32 @@ pub struct Config {
     pub rate_limit: Option<crate::stages::ratelimit::RateLimitConfig>,
     /// `policy:`; `None` = no policy stage.
     pub policy: Option<crate::stages::policy::PolicyConfig>,
+    /// `plugins:` in name order: WebAssembly stages, loaded by [`crate::plugins::Plugins::load`].
+    pub plugins: Vec<PluginSpec>,
+    pub plugin_runtime: PluginRuntimeConfig,
     /// The stage order for routes that do not set their own.
     pub pipeline: Vec<StageName>,
 }
 
-/// A built-in stage, as named in `pipeline:` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A stage as named in `pipeline:` lists: a built-in one, or a plugin by its `plugins:` name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StageName {
     Auth,
     RateLimit,
     Policy,
+    Plugin(Arc<str>),
 }
 
 impl StageName {
-    pub const ALL: [StageName; 3] = [StageName::Auth, StageName::RateLimit, StageName::Policy];
+    /// The built-in stages in their default order.
+    pub const BUILT_IN: [StageName; 3] = [StageName::Auth, StageName::RateLimit, StageName::Policy];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             StageName::Auth => "auth",
             StageName::RateLimit => "rate_limit",
             StageName::Policy => "policy",
+            StageName::Plugin(name) => name,
         }
     }
 }
@@ -328,16 +338,26 @@ impl Validator<'_> {
         let auth = raw.auth.and_then(|a| self.auth(a));
         let rate_limit = raw.rate_limit.and_then(|r| self.rate_limit(r));
         let policy = raw.policy.and_then(|p| self.policy(p));
-        let configured = |s: StageName| match s {
+        let plugin_runtime = self.plugin_runtime(raw.plugin_runtime);
+        let plugin_names: Vec<String> = raw.plugins.keys().cloned().collect();
+        let plugins = self.plugins(raw.plugins, &plugin_runtime);
+        let configured = |s: &StageName| match s {
             StageName::Auth => auth.is_some(),
             StageName::RateLimit => rate_limit.is_some(),
             StageName::Policy => policy.is_some(),
+            StageName::Plugin(name) => plugin_names.iter().any(|p| p == name.as_ref()),
         };
         let pipeline = match raw.pipeline {
             Some(list) => self.pipeline("pipeline", &list, &configured),
-            None => StageName::ALL
+            // Without a list: the configured built-ins in their default order, then every plugin.
+            None => StageName::BUILT_IN
                 .into_iter()
-                .filter(|s| configured(*s))
+                .chain(
+                    plugin_names
+                        .iter()
+                        .map(|p| StageName::Plugin(Arc::from(p.as_str()))),
+                )
+                .filter(|s| configured(s))
                 .collect(),
         };
         if raw.upstreams.is_empty() {
@@ -366,6 +386,8 @@ impl Validator<'_> {
             auth,
             rate_limit,
             policy,
+            plugins,
+            plugin_runtime,
             pipeline,
         }
     }
@@ -578,7 +600,7 @@ impl Validator<'_> {
     }
 }
 
-fn parse_upstream_url(text: &str) -> Result<Uri, String> {
+pub(crate) fn parse_upstream_url(text: &str) -> Result<Uri, String> {
     let url =
         url::Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {

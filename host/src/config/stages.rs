@@ -133,23 +133,25 @@ impl Validator<'_> {
         &mut self,
         path: &str,
         list: &[String],
-        configured: &dyn Fn(StageName) -> bool,
+        configured: &dyn Fn(&StageName) -> bool,
     ) -> Vec<StageName> {
         let mut out = Vec::new();
         for (i, name) in list.iter().enumerate() {
             let item = format!("{path}[{i}]");
-            let Some(stage) = StageName::ALL.into_iter().find(|s| s.as_str() == name) else {
-                self.error(
-                    &item,
-                    format!("unknown stage `{name}` (built-in stages: auth, rate_limit, policy)"),
-                );
-                continue;
-            };
-            if !configured(stage) {
-                self.error(
-                    &item,
-                    format!("stage `{name}` is listed but its `{name}:` section is not configured"),
-                );
+            let stage = StageName::BUILT_IN
+                .into_iter()
+                .find(|s| s.as_str() == name)
+                .unwrap_or_else(|| StageName::Plugin(Arc::from(name.as_str())));
+            if !configured(&stage) {
+                let message = match stage {
+                    StageName::Plugin(_) => format!(
+                        "unknown stage `{name}` (built-in stages: auth, rate_limit, policy; plugins are declared under `plugins:`)"
+                    ),
+                    _ => format!(
+                        "stage `{name}` is listed but its `{name}:` section is not configured"
+                    ),
+                };
+                self.error(&item, message);
             } else if out.contains(&stage) {
                 self.error(&item, format!("stage `{name}` is listed twice"));
             } else {

@@ -182,6 +182,49 @@ pub fn node_at<'a>(root: &'a Node, path: &str) -> Option<&'a Node> {
     Some(node)
 }
 
+/// A YAML subtree as JSON, resolving plain scalars as YAML 1.2's core schema does (null, bools,
+/// integers, floats; everything else a string). Quoted scalars stay strings.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        Node::Scalar(s) => {
+            let text = s.as_str();
+            if !s.may_coerce() {
+                return Value::String(text.to_string());
+            }
+            if matches!(text, "" | "~" | "null" | "Null" | "NULL") {
+                return Value::Null;
+            }
+            if let Some(b) = s.as_bool() {
+                return Value::Bool(b);
+            }
+            if let Ok(i) = text.parse::<i64>() {
+                return i.into();
+            }
+            if let Ok(u) = text.parse::<u64>() {
+                return u.into();
+            }
+            let numeric = text
+                .trim_start_matches(['-', '+'])
+                .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+            match text
+                .parse::<f64>()
+                .ok()
+                .filter(|f| numeric && f.is_finite())
+            {
+                Some(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+                None => Value::String(text.to_string()),
+            }
+        }
+        Node::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
+        Node::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
 /// The line of the key at `path` (or of its value when it has no key), 1-based.
 pub fn line_of(root: &Node, path: &str) -> Option<usize> {
     if let Some((parent, key)) = path.rsplit_once('.').or(Some(("", path)))

@@ -37,6 +37,9 @@ pub const UPSTREAM_UNAVAILABLE: i32 = -32010;
 pub const UPSTREAM_TIMEOUT: i32 = -32011;
 /// A pipeline stage refused the request without a more specific code.
 pub const REJECTED: i32 = -32012;
+/// A plugin stage failed (trapped, ran out of time or memory, answered garbage) under
+/// `on_error: fail_closed`.
+pub const PLUGIN_FAILED: i32 = -32013;
 
 /// Serialises one JSON-RPC error response. `id` is the request's raw id (echoed byte for byte),
 /// or `null` when the request had none or could not be read.

@@ -85,38 +85,67 @@ impl UpstreamClient {
     }
 }
 
+/// Why [`UpstreamClient::fetch`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    Timeout,
+    /// Connection failure, an oversized body, or a body that broke off; the text says which.
+    Failed(String),
+}
+
 impl UpstreamClient {
+    /// Sends a small request and reads the whole response, bounded in time (headers and body
+    /// together) and in body size. For side requests (JWKS, discovery, plugin callouts), never
+    /// for MCP traffic, which streams.
+    pub async fn fetch(
+        &self,
+        request: Request<Full<Bytes>>,
+        timeout: std::time::Duration,
+        max_body: usize,
+    ) -> Result<(http::response::Parts, Bytes), FetchError> {
+        use http_body_util::BodyExt as _;
+        let url = request.uri().to_string();
+        let fetch = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| FetchError::Failed(format!("{url}: {}", error_chain(&e))))?;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, max_body)
+                .collect()
+                .await
+                .map_err(|e| FetchError::Failed(format!("{url}: {e}")))?
+                .to_bytes();
+            Ok((parts, body))
+        };
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .map_err(|_| FetchError::Timeout)?
+    }
+
     /// GETs a small JSON document (JWKS, OpenID discovery), bounded in time and size.
     pub async fn get_json(
         &self,
         url: &str,
         timeout: std::time::Duration,
     ) -> Result<serde_json::Value, String> {
-        use http_body_util::BodyExt as _;
         let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let request = Request::get(uri)
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let fetch = async {
-            let response = self
-                .client
-                .request(request)
+        let (parts, body) =
+            self.fetch(request, timeout, 1024 * 1024)
                 .await
-                .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
-            if !response.status().is_success() {
-                return Err(format!("{url}: HTTP {}", response.status()));
-            }
-            let body = http_body_util::Limited::new(response.into_body(), 1024 * 1024)
-                .collect()
-                .await
-                .map_err(|e| format!("{url}: {e}"))?
-                .to_bytes();
-            serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
-        };
-        tokio::time::timeout(timeout, fetch)
-            .await
-            .map_err(|_| format!("{url}: timed out"))?
+                .map_err(|e| match e {
+                    FetchError::Timeout => format!("{url}: timed out"),
+                    FetchError::Failed(m) => m,
+                })?;
+        if !parts.status.is_success() {
+            return Err(format!("{url}: HTTP {}", parts.status));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
     }
 }
 

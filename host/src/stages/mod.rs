@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, StageName};
 use crate::pipeline::{Pipeline, Stage};
+use crate::plugins::Plugins;
 use crate::proxy::UpstreamClient;
 
 /// The stages built from one config, shared by every route that lists them.
@@ -26,7 +27,11 @@ pub struct Built {
 }
 
 /// Builds every route's pipeline: its own `pipeline:` list, else the global one.
-pub fn build(config: &Config, client: &UpstreamClient) -> Built {
+///
+/// # Panics
+/// If a pipeline names a plugin that `plugins` does not hold: load them with
+/// [`Plugins::load`] first.
+pub fn build(config: &Config, client: &UpstreamClient, plugins: &Plugins) -> Built {
     let auth: Option<Arc<dyn Stage>> = config.auth.clone().map(|a| {
         Arc::new(auth::Auth::new(
             a,
@@ -57,6 +62,12 @@ pub fn build(config: &Config, client: &UpstreamClient) -> Built {
         StageName::Auth => auth.clone(),
         StageName::RateLimit => rate_limit.clone(),
         StageName::Policy => policy.clone(),
+        StageName::Plugin(p) => Some(
+            plugins
+                .get(p)
+                .unwrap_or_else(|| panic!("plugin `{p}` is not loaded (Plugins::load)"))
+                .clone() as Arc<dyn Stage>,
+        ),
     };
     let pipelines = config
         .upstreams

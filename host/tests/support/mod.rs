@@ -164,19 +164,7 @@ pub async fn gateway(yaml: &str) -> Gw {
 pub async fn gateway_with(config: Config, setup: impl FnOnce(&mut Gateway)) -> Gw {
     let mut gw = Gateway::new(config);
     setup(&mut gw);
-    let gateway = Arc::new(gw);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(mcpgate::run(listener, gateway.clone(), async {
-        let _ = rx.await;
-    }));
-    Gw {
-        addr,
-        gateway,
-        shutdown: Some(tx),
-        task: Some(task),
-    }
+    gateway_built(gw).await
 }
 
 /// A gateway in front of one upstream named `name`.
@@ -252,4 +240,50 @@ pub async fn open_session(url: &str) -> String {
         .to_str()
         .unwrap()
         .to_string()
+}
+
+/// The repository's `plugins/` folder, where scripts/build-plugins.sh puts the built components.
+pub fn plugin_dir() -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins");
+    assert!(
+        std::path::Path::new(dir).join("misbehave.wasm").exists(),
+        "the test plugins are not built: run scripts/build-plugins.sh"
+    );
+    dir.to_string()
+}
+
+/// Loads the config's plugins as `mcpgate start` does.
+pub async fn load_plugins(
+    config: &Config,
+) -> Result<mcpgate::plugins::Plugins, mcpgate::config::ConfigErrors> {
+    mcpgate::plugins::Plugins::load(config, mcpgate::plugins::PluginDeps::default()).await
+}
+
+/// A gateway with plugins: `yaml` may use `{plugins}` for the plugin folder.
+pub async fn gateway_plugins(yaml: &str) -> (Gw, Arc<mcpgate::plugins::Plugins>) {
+    let config = config(&yaml.replace("{plugins}", &plugin_dir()));
+    let plugins = Arc::new(
+        load_plugins(&config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let p = plugins.clone();
+    let gw = gateway_built(Gateway::with_plugins(config, &p)).await;
+    (gw, plugins)
+}
+
+async fn gateway_built(gw: Gateway) -> Gw {
+    let gateway = Arc::new(gw);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(mcpgate::run(listener, gateway.clone(), async {
+        let _ = rx.await;
+    }));
+    Gw {
+        addr,
+        gateway,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
 }

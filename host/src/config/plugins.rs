@@ -1,0 +1,302 @@
+//! Schema and validation of `plugins:` (WebAssembly stages) and `plugin_runtime:` (the sandbox
+//! shared by all of them). Checking a plugin's file, imports and `config` needs the wasm engine;
+//! that happens when [`crate::plugins::Plugins::load`] loads them, with the lines kept here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+
+use super::{StageName, Validator};
+
+pub const DEFAULT_PLUGIN_DIR: &str = "plugins";
+pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 50;
+pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 16;
+pub const MAX_PLUGIN_MEMORY_MB: u64 = 1024;
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPlugin {
+    file: Option<String>,
+    /// Free-form: read from the YAML tree itself (see [`super::yaml::to_json`]).
+    config: Option<serde::de::IgnoredAny>,
+    on_error: Option<String>,
+    timeout: Option<u64>,
+    max_memory_mb: Option<u64>,
+    instances: Option<String>,
+    grants: Option<RawGrants>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawGrants {
+    kv: Option<bool>,
+    metrics: Option<bool>,
+    callout: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPluginRuntime {
+    dir: Option<String>,
+    max_instances: Option<u32>,
+    cache: Option<bool>,
+    cache_dir: Option<String>,
+}
+
+/// What a plugin failure does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// The request fails (HTTP 500, JSON-RPC -32013). The default: a broken guard must not
+    /// silently let everything through.
+    FailClosed,
+    /// The plugin is skipped for this request.
+    FailOpen,
+}
+
+/// How hook calls get an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceMode {
+    /// A fresh instance per hook call: nothing leaks between requests (the default).
+    Fresh,
+    /// Initialised instances are kept and reused (one request at a time); any failure discards
+    /// the instance. Faster, for plugins whose `init` is costly.
+    Reuse,
+}
+
+/// The capabilities a plugin is granted beyond `log`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub kv: bool,
+    pub metrics: bool,
+    /// Callout target name → base URL.
+    pub callout: BTreeMap<String, Uri>,
+}
+
+/// One `plugins.<name>` entry, validated (its file is checked when loading).
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: Arc<str>,
+    /// The component file, resolved against `plugin_runtime.dir` when given as a bare file name.
+    pub file: PathBuf,
+    /// The `config:` section as JSON text (`{}` when absent).
+    pub config_json: String,
+    pub on_error: OnError,
+    /// Deadline of one hook call, instantiation included.
+    pub timeout: Duration,
+    pub max_memory: usize,
+    pub instances: InstanceMode,
+    pub grants: Grants,
+    /// Lines of the entry's keys, for errors found while loading.
+    pub lines: PluginLines,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PluginLines {
+    pub file: Option<usize>,
+    pub config: Option<usize>,
+    pub grants: Option<usize>,
+}
+
+/// `plugin_runtime:`: the sandbox all plugins share.
+#[derive(Debug, Clone)]
+pub struct PluginRuntimeConfig {
+    pub dir: PathBuf,
+    /// Instances alive at once across all plugins (the pooling allocator's slots).
+    pub max_instances: u32,
+    /// Compilation cache directory; `None` compiles at every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginRuntimeConfig {
+    fn default() -> Self {
+        PluginRuntimeConfig {
+            dir: PathBuf::from(DEFAULT_PLUGIN_DIR),
+            max_instances: DEFAULT_MAX_INSTANCES,
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/mcpgate/wasm` or `~/.cache/mcpgate/wasm`.
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|base| base.join("mcpgate").join("wasm"))
+}
+
+impl Validator<'_> {
+    pub(super) fn plugin_runtime(&mut self, raw: Option<RawPluginRuntime>) -> PluginRuntimeConfig {
+        let Some(raw) = raw else {
+            return PluginRuntimeConfig::default();
+        };
+        let mut out = PluginRuntimeConfig::default();
+        if let Some(dir) = raw.dir {
+            out.dir = PathBuf::from(dir);
+        }
+        if let Some(n) = raw.max_instances {
+            if n == 0 || n > 10_000 {
+                self.error(
+                    "plugin_runtime.max_instances",
+                    "must be between 1 and 10000",
+                );
+            } else {
+                out.max_instances = n;
+            }
+        }
+        match (raw.cache, raw.cache_dir) {
+            (Some(false), Some(_)) => self.error(
+                "plugin_runtime.cache_dir",
+                "`cache_dir` is set but `cache: false` turns the cache off",
+            ),
+            (Some(false), None) => out.cache_dir = None,
+            (_, Some(dir)) => out.cache_dir = Some(PathBuf::from(dir)),
+            (_, None) => {}
+        }
+        out
+    }
+
+    pub(super) fn plugins(
+        &mut self,
+        raw: BTreeMap<String, RawPlugin>,
+        runtime: &PluginRuntimeConfig,
+    ) -> Vec<PluginSpec> {
+        raw.into_iter()
+            .filter_map(|(name, p)| self.plugin(&name, p, runtime))
+            .collect()
+    }
+
+    fn plugin(
+        &mut self,
+        name: &str,
+        raw: RawPlugin,
+        runtime: &PluginRuntimeConfig,
+    ) -> Option<PluginSpec> {
+        let path = format!("plugins.{name}");
+        let mut ok = true;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.error(
+                &path,
+                format!("plugin name `{name}` may only use letters, digits, `-` and `_`"),
+            );
+            ok = false;
+        }
+        if StageName::BUILT_IN.iter().any(|s| s.as_str() == name) {
+            self.error(
+                &path,
+                format!("`{name}` is a built-in stage; give the plugin another name"),
+            );
+            ok = false;
+        }
+        let file = match raw.file.as_deref().map(str::trim) {
+            None | Some("") => {
+                self.missing(
+                    &format!("{path}.file"),
+                    "required: the plugin's .wasm component (a file name in plugin_runtime.dir, or a path)",
+                );
+                None
+            }
+            Some(f) if f.contains('/') => Some(PathBuf::from(f)),
+            Some(f) => Some(runtime.dir.join(f)),
+        };
+        let config_json = match raw
+            .config
+            .and_then(|_| super::yaml::node_at(self.root, &format!("{path}.config")))
+            .map(super::yaml::to_json)
+        {
+            None | Some(serde_json::Value::Null) => "{}".to_string(),
+            Some(v) => v.to_string(),
+        };
+        let on_error = match raw.on_error.as_deref() {
+            None | Some("fail_closed") => OnError::FailClosed,
+            Some("fail_open") => OnError::FailOpen,
+            Some(other) => {
+                self.error(
+                    &format!("{path}.on_error"),
+                    format!("unknown value `{other}` (expected `fail_closed` or `fail_open`)"),
+                );
+                OnError::FailClosed
+            }
+        };
+        let instances = match raw.instances.as_deref() {
+            None | Some("fresh") => InstanceMode::Fresh,
+            Some("reuse") => InstanceMode::Reuse,
+            Some(other) => {
+                self.error(
+                    &format!("{path}.instances"),
+                    format!("unknown value `{other}` (expected `fresh` or `reuse`)"),
+                );
+                InstanceMode::Fresh
+            }
+        };
+        let timeout = raw.timeout.unwrap_or(DEFAULT_PLUGIN_TIMEOUT_MS);
+        if timeout == 0 || timeout > 60_000 {
+            self.error(
+                &format!("{path}.timeout"),
+                "must be between 1 and 60000 (milliseconds per hook call)",
+            );
+        }
+        let memory = raw.max_memory_mb.unwrap_or(DEFAULT_PLUGIN_MEMORY_MB);
+        if memory == 0 || memory > MAX_PLUGIN_MEMORY_MB {
+            self.error(
+                &format!("{path}.max_memory_mb"),
+                format!("must be between 1 and {MAX_PLUGIN_MEMORY_MB} (MiB of linear memory)"),
+            );
+        }
+        let grants = raw
+            .grants
+            .map(|g| self.grants(&format!("{path}.grants"), g))
+            .unwrap_or_default();
+        let lines = PluginLines {
+            file: super::yaml::line_of(self.root, &format!("{path}.file")),
+            config: super::yaml::line_of(self.root, &format!("{path}.config"))
+                .or_else(|| super::yaml::line_of(self.root, &path)),
+            grants: super::yaml::line_of(self.root, &format!("{path}.grants"))
+                .or_else(|| super::yaml::line_of(self.root, &path)),
+        };
+        if !ok {
+            return None;
+        }
+        Some(PluginSpec {
+            name: Arc::from(name),
+            file: file?,
+            config_json,
+            on_error,
+            timeout: Duration::from_millis(timeout),
+            max_memory: usize::try_from(memory.min(MAX_PLUGIN_MEMORY_MB) << 20)
+                .unwrap_or(usize::MAX),
+            instances,
+            grants,
+            lines,
+        })
+    }
+
+    fn grants(&mut self, path: &str, raw: RawGrants) -> Grants {
+        let mut callout = BTreeMap::new();
+        for (target, url) in raw.callout.unwrap_or_default() {
+            let key = format!("{path}.callout.{target}");
+            match super::parse_upstream_url(&url) {
+                Ok(uri) if uri.query().is_none() => {
+                    callout.insert(target, uri);
+                }
+                Ok(_) => self.error(&key, format!("`{url}` must not carry a query")),
+                Err(e) => self.error(&key, e),
+            }
+        }
+        Grants {
+            kv: raw.kv.unwrap_or(false),
+            metrics: raw.metrics.unwrap_or(false),
+            callout,
+        }
+    }
+}

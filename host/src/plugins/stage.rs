@@ -1,0 +1,438 @@
+//! A loaded plugin as a pipeline [`Stage`]: what it is shown, and what its answers do.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use globset::GlobSet;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use serde_json::Value;
+
+use super::bindings::mcpgate::plugin::types as wit;
+use super::{Failure, FailureKind, Loaded};
+use crate::config::OnError;
+use crate::error::GatewayError;
+use crate::mcp::{Era, Message, jsonrpc};
+use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
+
+/// Request headers a plugin never sees: credentials.
+const HIDDEN: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// Headers a plugin may not set or remove: the connection's, the protocol's (they must mirror
+/// the body), the gateway's own, and credentials (the upstream's come from `upstreams.*.auth`).
+const PROTECTED: [&str; 17] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "accept",
+    "origin",
+    "authorization",
+    "proxy-authorization",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "x-request-id",
+];
+
+fn protected(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    PROTECTED.contains(&n) || n.starts_with("mcp-param-") || n.starts_with("x-forwarded-")
+}
+
+pub struct PluginStage {
+    loaded: Loaded,
+    label: String,
+    requests: Option<GlobSet>,
+    responses: Option<GlobSet>,
+    /// Header names consumed by the gateway (API-key header): hidden from plugins too.
+    hidden: Vec<HeaderName>,
+}
+
+impl PluginStage {
+    pub(super) fn new(
+        loaded: Loaded,
+        requests: Option<GlobSet>,
+        responses: Option<GlobSet>,
+    ) -> Self {
+        PluginStage {
+            label: format!("plugin:{}", loaded.spec.name),
+            loaded,
+            requests,
+            responses,
+            hidden: Vec::new(),
+        }
+    }
+
+    /// Hides these (credential) headers from the plugin as well.
+    pub fn hide_headers(&mut self, names: &[HeaderName]) {
+        self.hidden.extend_from_slice(names);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.loaded.spec.name
+    }
+
+    /// Calls counted for this plugin's `hook` with `outcome`.
+    pub fn calls(&self, hook: &str, outcome: &str) -> u64 {
+        self.loaded.runtime.stats.count(self.name(), hook, outcome)
+    }
+
+    fn view(&self, cx: &RequestContext, msg: &Message) -> wit::Request {
+        let headers = cx
+            .headers
+            .iter()
+            .filter(|(n, _)| !HIDDEN.contains(&n.as_str()) && !self.hidden.contains(n))
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        wit::Request {
+            request_id: cx.request_id.to_string(),
+            route: cx.upstream.name.to_string(),
+            era: match msg.era {
+                Era::Legacy => wit::Era::Legacy,
+                Era::Modern => wit::Era::Modern,
+            },
+            caller: wit::Caller {
+                id: cx.caller.as_ref().map(|c| c.id.to_string()),
+                scopes: cx
+                    .caller
+                    .as_ref()
+                    .map(|c| c.scopes.clone())
+                    .unwrap_or_default(),
+                remote_addr: cx.peer.map(|p| p.to_string()),
+            },
+            method: msg.method().to_string(),
+            id: msg.id.as_ref().map(|i| i.get().to_string()),
+            target: msg.target.as_deref().map(str::to_string),
+            arguments: msg.arguments.as_ref().map(|a| a.get().to_string()),
+            headers,
+            message: msg.raw().get().to_string(),
+        }
+    }
+
+    /// Logs and counts a failure, and decides what the request gets.
+    fn failed(
+        &self,
+        cx: &RequestContext,
+        hook: &str,
+        f: &Failure,
+        started: Instant,
+    ) -> Option<GatewayError> {
+        self.loaded
+            .runtime
+            .stats
+            .record(self.name(), hook, f.kind.as_str(), started.elapsed());
+        let open = self.loaded.spec.on_error == OnError::FailOpen;
+        tracing::warn!(
+            plugin = %self.name(),
+            request_id = %cx.request_id,
+            hook,
+            kind = f.kind.as_str(),
+            detail = %f.detail,
+            on_error = if open { "fail_open: skipped" } else { "fail_closed: request failed" },
+            "plugin failed"
+        );
+        (!open).then(|| GatewayError::Rejected {
+            stage: self.label.clone(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: jsonrpc::PLUGIN_FAILED,
+            message: format!("plugin `{}` failed ({})", self.name(), f.kind.as_str()),
+            data: None,
+            headers: Vec::new(),
+        })
+    }
+
+    /// Applies a modification, all or nothing.
+    fn apply(&self, cx: &mut RequestContext, m: wit::Modification) -> Result<(), String> {
+        let current = cx.message().ok_or("no message to modify")?.clone();
+        let mut next: Option<Value> = None;
+        if let Some(text) = &m.message {
+            let v: Value =
+                serde_json::from_str(text).map_err(|e| format!("`message` is not JSON: {e}"))?;
+            let parsed = serde_json::value::to_raw_value(&v)
+                .map_err(|e| e.to_string())
+                .and_then(|raw| Message::parse(&raw).map_err(|e| e.message))?;
+            if parsed.id.as_ref().map(|i| i.get()) != current.id.as_ref().map(|i| i.get())
+                || parsed.method != current.method
+                || parsed.target != current.target
+            {
+                return Err("a rewritten `message` must keep its id, method and target".into());
+            }
+            next = Some(v);
+        }
+        if let Some(text) = &m.arguments {
+            if !matches!(current.method(), "tools/call" | "prompts/get") {
+                return Err(format!(
+                    "`{}` has no arguments to rewrite",
+                    current.method()
+                ));
+            }
+            let args: Value =
+                serde_json::from_str(text).map_err(|e| format!("`arguments` is not JSON: {e}"))?;
+            if !args.is_object() {
+                return Err("`arguments` must be a JSON object".into());
+            }
+            let mut v = next.take().unwrap_or_else(|| current.to_value());
+            v["params"]["arguments"] = args;
+            next = Some(v);
+        }
+        let mut set = Vec::with_capacity(m.set_headers.len());
+        for (name, value) in &m.set_headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a header name"))?;
+            if protected(&name) {
+                return Err(format!("plugins may not set `{name}`"));
+            }
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("the value for `{name}` is not a valid header value"))?;
+            set.push((name, value));
+        }
+        let mut remove = Vec::with_capacity(m.remove_headers.len());
+        for name in &m.remove_headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a header name"))?;
+            if protected(&name) {
+                return Err(format!("plugins may not remove `{name}`"));
+            }
+            remove.push(name);
+        }
+        if let Some(v) = next {
+            cx.message_mut()
+                .ok_or("no message to modify")?
+                .replace(&v)
+                .map_err(|e| e.message)?;
+        }
+        for name in remove {
+            cx.headers.remove(name);
+        }
+        for (name, value) in set {
+            cx.headers.insert(name, value);
+        }
+        Ok(())
+    }
+
+    fn rejection(&self, r: wit::Rejection) -> Result<GatewayError, String> {
+        let status = StatusCode::from_u16(r.http_status)
+            .ok()
+            .filter(|s| *s == StatusCode::OK || s.is_client_error() || s.is_server_error())
+            .ok_or_else(|| format!("rejection status {} is not 200, 4xx or 5xx", r.http_status))?;
+        let data = r
+            .error
+            .data
+            .map(|d| serde_json::from_str(&d).map_err(|e| format!("error `data` is not JSON: {e}")))
+            .transpose()?;
+        Ok(GatewayError::Rejected {
+            stage: self.label.clone(),
+            status,
+            code: r.error.code,
+            message: r.error.message,
+            data,
+            headers: Vec::new(),
+        })
+    }
+
+    fn local_response(&self, cx: &RequestContext, result: &str) -> Result<Response, String> {
+        let result: Value = serde_json::from_str(result)
+            .map_err(|e| format!("`respond` result is not JSON: {e}"))?;
+        if cx.body.as_ref().is_some_and(|b| b.batch) {
+            return Err("`respond` cannot answer one message of a batch".into());
+        }
+        let msg = cx.message().ok_or("nothing to respond to")?;
+        let Some(id) = &msg.id else {
+            // A notification gets no JSON-RPC response.
+            return Ok(Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(Body::empty())
+                .expect("static response"));
+        };
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
+            id.get(),
+            result
+        );
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("static response"))
+    }
+}
+
+impl Stage for PluginStage {
+    fn name(&self) -> &str {
+        &self.label
+    }
+
+    fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let Some(msg) = cx.message() else {
+                return Verdict::Continue;
+            };
+            if msg.method.is_none()
+                || !self
+                    .requests
+                    .as_ref()
+                    .is_some_and(|set| set.is_match(msg.method()))
+            {
+                return Verdict::Continue;
+            }
+            let view = self.view(cx, msg);
+            let started = Instant::now();
+            let action = self
+                .loaded
+                .call(cx.request_id.clone(), |store, plugin| {
+                    Box::pin(async move {
+                        plugin
+                            .mcpgate_plugin_hooks()
+                            .call_on_request(store, &view)
+                            .await
+                    })
+                })
+                .await;
+            let (outcome, result) = match action {
+                Err(f) => {
+                    return match self.failed(cx, "request", &f, started) {
+                        Some(e) => Verdict::Reject(e),
+                        None => Verdict::Continue,
+                    };
+                }
+                Ok(wit::RequestAction::Continue) => ("continue", Ok(Verdict::Continue)),
+                Ok(wit::RequestAction::Modify(m)) => {
+                    ("modify", self.apply(cx, m).map(|()| Verdict::Continue))
+                }
+                Ok(wit::RequestAction::Reject(r)) => {
+                    ("reject", self.rejection(r).map(Verdict::Reject))
+                }
+                Ok(wit::RequestAction::Respond(result)) => (
+                    "respond",
+                    self.local_response(cx, &result).map(Verdict::Respond),
+                ),
+            };
+            match result {
+                Ok(verdict) => {
+                    self.loaded.runtime.stats.record(
+                        self.name(),
+                        "request",
+                        outcome,
+                        started.elapsed(),
+                    );
+                    verdict
+                }
+                Err(detail) => {
+                    let f = Failure::new(FailureKind::Invalid, detail);
+                    match self.failed(cx, "request", &f, started) {
+                        Some(e) => Verdict::Reject(e),
+                        None => Verdict::Continue,
+                    }
+                }
+            }
+        })
+    }
+
+    fn wants_response(&self, _cx: &RequestContext, request: &Message) -> bool {
+        request.is_request()
+            && self
+                .responses
+                .as_ref()
+                .is_some_and(|set| set.is_match(request.method()))
+    }
+
+    fn on_response<'a>(
+        &'a self,
+        cx: &'a RequestContext,
+        request: &'a Message,
+        response: &'a mut Value,
+    ) -> BoxFuture<'a, ResponseVerdict> {
+        Box::pin(async move {
+            let view = wit::Response {
+                request: self.view(cx, request),
+                http_status: cx.upstream_status.unwrap_or(200),
+                streamed: cx.response_streamed,
+                message: response.to_string(),
+            };
+            let started = Instant::now();
+            let action = self
+                .loaded
+                .call(cx.request_id.clone(), |store, plugin| {
+                    Box::pin(async move {
+                        plugin
+                            .mcpgate_plugin_hooks()
+                            .call_on_response(store, &view)
+                            .await
+                    })
+                })
+                .await;
+            let replaced = match action {
+                Ok(wit::ResponseAction::Continue) => {
+                    self.loaded.runtime.stats.record(
+                        self.name(),
+                        "response",
+                        "continue",
+                        started.elapsed(),
+                    );
+                    return ResponseVerdict::Unchanged;
+                }
+                Ok(wit::ResponseAction::ReplaceResult(text)) => {
+                    serde_json::from_str::<Value>(&text)
+                        .map(|v| ("result", v))
+                        .map_err(|e| {
+                            Failure::new(
+                                FailureKind::Invalid,
+                                format!("replacement result is not JSON: {e}"),
+                            )
+                        })
+                }
+                Ok(wit::ResponseAction::ReplaceError(e)) => {
+                    let data = e
+                        .data
+                        .map(|d| serde_json::from_str::<Value>(&d))
+                        .transpose();
+                    match data {
+                        Ok(data) => {
+                            let mut err = serde_json::json!({"code": e.code, "message": e.message});
+                            if let Some(d) = data {
+                                err["data"] = d;
+                            }
+                            Ok(("error", err))
+                        }
+                        Err(e) => Err(Failure::new(
+                            FailureKind::Invalid,
+                            format!("error `data` is not JSON: {e}"),
+                        )),
+                    }
+                }
+                Err(f) => Err(f),
+            };
+            let (field, value) = match replaced {
+                Ok(r) => r,
+                Err(f) => {
+                    if self.failed(cx, "response", &f, started).is_none() {
+                        return ResponseVerdict::Unchanged;
+                    }
+                    (
+                        "error",
+                        serde_json::json!({
+                            "code": jsonrpc::PLUGIN_FAILED,
+                            "message": format!("plugin `{}` failed ({})", self.name(), f.kind.as_str()),
+                        }),
+                    )
+                }
+            };
+            if let Some(obj) = response.as_object_mut() {
+                obj.remove("result");
+                obj.remove("error");
+                obj.insert(field.to_string(), value);
+            }
+            self.loaded
+                .runtime
+                .stats
+                .record(self.name(), "response", "replace", started.elapsed());
+            ResponseVerdict::Modified
+        })
+    }
+}

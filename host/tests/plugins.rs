@@ -1,0 +1,411 @@
+//! WebAssembly plugin stages with the real example plugins (built by scripts/build-plugins.sh):
+//! loading and its errors, every kind of answer, the sandbox's failure modes, and state in kv.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+/// An upstream that answers `tools/call` with the arguments it received (as text), plus a secret
+/// for the tool `leak`; `sse_leak` answers the same over SSE after a progress notification.
+async fn echo_upstream() -> Upstream {
+    upstream(|s: Seen| async move {
+        let req = s.json();
+        let id = req["id"].clone();
+        let tool = req["params"]["name"].as_str().unwrap_or_default().to_string();
+        let args = req["params"]["arguments"].to_string();
+        let text = match tool.as_str() {
+            "leak" | "sse_leak" => format!("{args} key=AKIAIOSFODNN7EXAMPLE"),
+            _ => args,
+        };
+        let result = json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":text}]}});
+        if tool == "sse_leak" {
+            let (tx, resp) = sse_channel();
+            tokio::spawn(async move {
+                let progress = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1,"message":"AKIAIOSFODNN7EXAMPLE"}});
+                let _ = tx.send(format!("event: message\ndata: {progress}\n\n").into()).await;
+                let _ = tx.send(format!("event: message\ndata: {result}\n\n").into()).await;
+            });
+            resp
+        } else {
+            json_response(200, result)
+        }
+    })
+    .await
+}
+
+fn call(id: u64, tool: &str, args: Value) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args}})
+}
+
+async fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let resp = post(url, body, None).await;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    // SSE: the last data line carries the response.
+    let json = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(_) => text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|v| v.get("id").is_some())
+            .unwrap_or(Value::Null),
+    };
+    (status, json)
+}
+
+#[tokio::test]
+async fn load_errors_name_the_key_and_line() {
+    let dir = plugin_dir();
+    let yaml = format!(
+        r#"upstreams:
+  u:
+    url: http://127.0.0.1:1/mcp
+plugin_runtime:
+  dir: {dir}
+plugins:
+  absent:
+    file: does-not-exist.wasm
+  counting:
+    file: quota.wasm
+    config: {{limits: [{{tools: ['*'], calls: 5}}]}}
+  snoop:
+    file: sneaky.wasm
+  picky:
+    file: misbehave.wasm
+    config:
+      refuse: the config says no
+  manifest:
+    file: {dir}/Cargo.toml
+"#
+    );
+    let cfg = config(&yaml);
+    let errors = load_plugins(&cfg)
+        .await
+        .err()
+        .expect("every plugin here is broken");
+    let text = errors.to_string();
+    let find = |key: &str| {
+        errors
+            .errors
+            .iter()
+            .find(|e| e.path == key)
+            .unwrap_or_else(|| panic!("no error at {key}:\n{text}"))
+    };
+    let missing = find("plugins.absent.file");
+    assert_eq!(missing.line, Some(8));
+    assert!(
+        missing.message.contains("does-not-exist.wasm")
+            && missing.message.contains("build-plugins.sh"),
+        "{text}"
+    );
+    let ungranted = find("plugins.counting.grants");
+    assert!(
+        ungranted
+            .message
+            .contains("imports `mcpgate:plugin/kv@0.1.0`, which is not granted (add `kv: true`"),
+        "{text}"
+    );
+    assert!(
+        ungranted.message.contains("mcpgate:plugin/metrics"),
+        "{text}"
+    );
+    let sneaky = find("plugins.snoop.grants");
+    assert!(sneaky.message.contains("wasi:filesystem/"), "{text}");
+    assert!(sneaky.message.contains("wasi:sockets/"), "{text}");
+    let picky = find("plugins.picky.config");
+    assert_eq!(picky.line, Some(16));
+    assert!(
+        picky
+            .message
+            .contains("plugin `picky` rejected its config: the config says no"),
+        "{text}"
+    );
+    let manifest = find("plugins.manifest.file");
+    assert!(
+        manifest
+            .message
+            .contains("is not a loadable WebAssembly component"),
+        "{text}"
+    );
+    assert_eq!(errors.errors.len(), 5, "{text}");
+}
+
+const ROUTE: &str = r#"upstreams:
+  u:
+    url: {url}
+plugin_runtime:
+  dir: {plugins}
+"#;
+
+fn route(up: &Upstream, rest: &str) -> String {
+    ROUTE.replace("{url}", &up.url()) + rest
+}
+
+#[tokio::test]
+async fn rejections_rewrites_and_response_hooks() {
+    let up = echo_upstream().await;
+    let (gw, plugins) = gateway_plugins(&route(
+        &up,
+        r#"plugins:
+  guard:
+    file: arg_guard.wasm
+    config:
+      tools:
+        search:
+          arguments:
+            query: {type: string, max_length: 200}
+            limit: {type: integer, minimum: 1, maximum: 50}
+        leak: {additional_arguments: true}
+        sse_leak: {additional_arguments: true}
+  redact:
+    file: redact.wasm
+  greet:
+    file: template.wasm
+    config: {greeting: hello}
+pipeline: [guard, redact, greet]
+"#,
+    ))
+    .await;
+    let url = gw.url("u");
+
+    // arg-guard refuses: the client reads the reason, the upstream never sees the call.
+    let (status, body) = post_json(
+        &url,
+        &call(1, "search", json!({"query": "x", "limit": 500})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], 1);
+    assert_eq!(body["error"]["code"], -32602);
+    assert_eq!(
+        body["error"]["message"],
+        "argument `limit` of `search` must be at most 50"
+    );
+    assert!(up.requests().is_empty());
+
+    // redact rewrites the arguments: the upstream receives the redacted text; the template
+    // plugin's header arrives too.
+    let (status, body) = post_json(
+        &url,
+        &call(
+            2,
+            "search",
+            json!({"query": "mail alice@example.com please", "limit": 5}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = up.last();
+    assert_eq!(
+        seen.json()["params"]["arguments"]["query"],
+        "mail [REDACTED:email] please"
+    );
+    assert_eq!(seen.json()["id"], 2);
+    assert_eq!(seen.header("x-greeting"), Some("hello"));
+
+    // The response hook changes what the client sees (JSON response).
+    let (_, body) = post_json(&url, &call(3, "leak", json!({}))).await;
+    assert_eq!(
+        body["result"]["content"][0]["text"],
+        "{} key=[REDACTED:aws_access_key]"
+    );
+    assert_eq!(body["id"], 3);
+
+    // ...and the final message of an SSE stream, while the progress event passes untouched.
+    let resp = post(&url, &call(4, "sse_leak", json!({"n": 1})), None).await;
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(r#""message":"AKIAIOSFODNN7EXAMPLE""#),
+        "progress is not a response: {text}"
+    );
+    assert!(
+        text.contains(r#"{\"n\":1} key=[REDACTED:aws_access_key]"#),
+        "{text}"
+    );
+
+    let redact = plugins.get("redact").unwrap();
+    assert_eq!(redact.calls("request", "modify"), 1);
+    assert_eq!(redact.calls("response", "replace"), 2);
+    assert_eq!(plugins.get("guard").unwrap().calls("request", "reject"), 1);
+}
+
+#[tokio::test]
+async fn modern_requests_are_judged_too() {
+    let up = echo_upstream().await;
+    let (gw, _plugins) = gateway_plugins(&route(
+        &up,
+        "plugins:\n  guard:\n    file: arg_guard.wasm\n    config: {unknown_tools: deny, tools: {}}\n",
+    ))
+    .await;
+    let body = modern_call(9, "anything");
+    let resp = post_with(
+        &gw.url("u"),
+        &body,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "anything"),
+        ],
+    )
+    .await;
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], 9);
+    assert_eq!(
+        v["error"]["message"],
+        "tool `anything` is not allowed through this gateway"
+    );
+}
+
+#[tokio::test]
+async fn each_failure_fails_only_its_request() {
+    let up = echo_upstream().await;
+    let (gw, plugins) = gateway_plugins(&route(
+        &up,
+        "plugins:\n  chaos:\n    file: misbehave.wasm\n    timeout: 1000\n    max_memory_mb: 8\n",
+    ))
+    .await;
+    let url = gw.url("u");
+    for (i, (tool, kind)) in [
+        ("spin", "timeout"),
+        ("oom", "memory"),
+        ("panic", "trap"),
+        ("garbage", "invalid"),
+        ("bad_header", "invalid"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = 100 + i as u64;
+        let bad = {
+            let url = url.clone();
+            tokio::spawn(async move { post_json(&url, &call(id, tool, json!({}))).await })
+        };
+        // A well-behaved request through the same plugin meanwhile gets its answer.
+        let (status, ok) = post_json(&url, &call(1, "fine", json!({"i": i}))).await;
+        assert_eq!(
+            (status, &ok["result"]["content"][0]["text"]),
+            (200, &json!(format!("{{\"i\":{i}}}")))
+        );
+        if tool == "spin" {
+            // The loop is still running (it has a second) while the other call was served.
+            assert!(
+                !bad.is_finished(),
+                "the concurrent call waited for the spinning plugin"
+            );
+        }
+        let (status, body) = bad.await.unwrap();
+        assert_eq!(status, 500, "{tool}: {body}");
+        assert_eq!(body["id"], id);
+        assert_eq!(body["error"]["code"], -32013);
+        assert_eq!(
+            body["error"]["message"],
+            format!("plugin `chaos` failed ({kind})")
+        );
+        assert!(
+            plugins.get("chaos").unwrap().calls("request", kind) >= 1,
+            "{tool}"
+        );
+    }
+    // None of those reached the upstream; the plugin still works afterwards.
+    let tools: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|s| s.json()["params"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(tools.iter().all(|t| t == "fine"), "{tools:?}");
+    let (status, _) = post_json(&url, &call(2, "fine", json!({}))).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn fail_open_skips_the_plugin() {
+    let up = echo_upstream().await;
+    let (gw, plugins) = gateway_plugins(&route(
+        &up,
+        "plugins:\n  chaos:\n    file: misbehave.wasm\n    on_error: fail_open\n    timeout: 100\n",
+    ))
+    .await;
+    for tool in ["spin", "panic"] {
+        let (status, body) = post_json(&gw.url("u"), &call(5, tool, json!({"a": 1}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"]["content"][0]["text"], r#"{"a":1}"#);
+        assert_eq!(up.last().json()["params"]["name"], tool);
+    }
+    let chaos = plugins.get("chaos").unwrap();
+    assert_eq!(
+        (
+            chaos.calls("request", "timeout"),
+            chaos.calls("request", "trap")
+        ),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn quota_state_persists_in_kv_across_fresh_instances() {
+    let up = echo_upstream().await;
+    let (gw, _plugins) = gateway_plugins(&route(
+        &up,
+        r#"plugins:
+  quota:
+    file: quota.wasm
+    grants: {kv: true, metrics: true}
+    config:
+      window_ms: 3600000
+      limits:
+        - {tools: ["search*"], calls: 2}
+"#,
+    ))
+    .await;
+    let url = gw.url("u");
+    for id in 1..=2 {
+        let (status, body) = post_json(&url, &call(id, "search_web", json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("result").is_some());
+    }
+    let (status, body) = post_json(&url, &call(3, "search_code", json!({}))).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], -32005);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("quota exceeded: 2 calls to search* per 3600s"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["data"]["limit"], 2);
+    // Tools outside the quota are not counted.
+    let (status, _) = post_json(&url, &call(4, "echo", json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn reused_instances_serve_many_calls_and_drop_after_a_trap() {
+    let up = echo_upstream().await;
+    let (gw, plugins) = gateway_plugins(&route(
+        &up,
+        "plugins:\n  redact:\n    file: redact.wasm\n    instances: reuse\n  chaos:\n    file: misbehave.wasm\n    instances: reuse\n",
+    ))
+    .await;
+    let url = gw.url("u");
+    for id in 0..20 {
+        let (status, body) =
+            post_json(&url, &call(id, "echo", json!({"who": "bob@example.org"}))).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["result"]["content"][0]["text"],
+            r#"{"who":"[REDACTED:email]"}"#
+        );
+    }
+    let (status, _) = post_json(&url, &call(50, "panic", json!({}))).await;
+    assert_eq!(status, 500);
+    let (status, _) = post_json(&url, &call(51, "echo", json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        plugins.get("redact").unwrap().calls("request", "modify"),
+        20
+    );
+}
