@@ -140,3 +140,33 @@ fn sigterm_drains_and_exits_cleanly() {
     let log = gw.drain().join("\n");
     assert!(log.contains("shutting down"), "{log}");
 }
+
+#[test]
+fn validate_loads_plugins_and_reports_their_three_load_errors() {
+    let dir = TempDir::new("cli");
+    // Bare file names are found in plugin_runtime.dir (default `plugins`, relative to the
+    // working directory, which is the repository here).
+    let cfg = dir.file(
+        "plugins.yaml",
+        "upstreams:\n  a:\n    url: http://127.0.0.1:1/mcp\nplugins:\n  gone:\n    file: no-such-plugin.wasm\n  counter:\n    file: quota.wasm\n    config: {limits: [{tools: ['*'], calls: 3}]}\n  strict:\n    file: arg_guard.wasm\n    config:\n      tools: {t: {required: [x]}}\n",
+    );
+    let (ok, _, stderr) = mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("3 errors"), "{stderr}");
+    for needle in [
+        "plugins.yaml:6: plugins.gone.file: cannot read `plugins/no-such-plugin.wasm`",
+        "plugins.yaml:7: plugins.counter.grants: `plugins/quota.wasm` cannot load: imports `mcpgate:plugin/kv@0.1.0`, which is not granted (add `kv: true` under plugins.counter.grants)",
+        "plugins.yaml:12: plugins.strict.config: plugin `strict` rejected its config: tools.t: required argument `x` has no rule",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+
+    // Fixed, the same file validates (plugins compiled, imports checked, init run).
+    let good = dir.file(
+        "plugins-ok.yaml",
+        "upstreams:\n  a:\n    url: http://127.0.0.1:1/mcp\nplugins:\n  counter:\n    file: quota.wasm\n    grants: {kv: true, metrics: true}\n    config: {limits: [{tools: ['*'], calls: 3}]}\n  strict:\n    file: arg_guard.wasm\n    config:\n      tools: {t: {required: [x], arguments: {x: {type: string}}}}\n",
+    );
+    let (ok, stdout, stderr) = mcpgate(&["validate", "--config", good.to_str().unwrap()], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("OK (1 upstream, 2 plugins)"), "{stdout}");
+}
