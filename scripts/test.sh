@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh checkout: installs the SDK peers, checks formatting and
-# lints, then runs unit, integration and end-to-end tests (real MCP SDK clients and servers
-# through the real gateway binary) and a smoke run of the demo.
+# The whole test suite, from a fresh checkout: installs the SDK peers, builds the WebAssembly
+# plugins, checks formatting and lints, then runs unit, integration and end-to-end tests (real
+# MCP SDK clients and servers and real plugins through the real gateway binary) and a smoke run
+# of the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-echo "==> cargo fmt --check"
-cargo fmt --all -- --check
-echo "==> cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "==> cargo test"
-# The end-to-end tests run the mcpgate binary that this build produces.
-cargo build --workspace --quiet
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+(cd plugins && cargo fmt --all -- --check)
+
+echo "==> plugins: build for wasm32-wasip2, lint, unit tests"
+scripts/build-plugins.sh
+(cd plugins && cargo clippy --workspace --all-targets --quiet -- -D warnings)
+(cd plugins && cargo test --workspace --quiet 2>&1) | tee -a "$results"
+
+echo "==> gateway: build with clippy lints"
+# Exactly what `cargo clippy --workspace --all-targets -- -D warnings` checks, but as part of the
+# real build: clippy-driver compiles the workspace crates (cargo clippy sets the same two
+# variables), so dependencies such as wasmtime are compiled once instead of twice (build + check).
+export RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+cargo build --workspace --all-targets --quiet
+
+echo "==> cargo test"
+# The end-to-end tests run the mcpgate binary that this build produced.
+cargo test --workspace --no-fail-fast 2>&1 | tee -a "$results"
+
 echo "==> demo smoke run"
 scripts/demo.sh --once
 # One closing line for the whole suite (cargo prints one per test binary).

@@ -586,7 +586,12 @@ macro_rules! export_plugin {
                 $crate::__private::on_response::<$plugin>(resp)
             }
         }
+        // Only a wasm build exports the hooks; a native build (for unit tests) keeps them alive.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_hooks!(__McpgatePluginExport with_types_in $crate::bindings);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: [fn(String) -> Result<$crate::__private::WitRegistration, String>; 1] =
+            [<__McpgatePluginExport as $crate::__private::Guest>::init];
     };
 }
 
