@@ -18,7 +18,7 @@ use mcpgate::proxy::UpstreamClient;
 fn body() -> Vec<u8> {
     let head = r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search","arguments":{"limit":20,"query":""#;
     let tail = r#""}}}"#;
-    let filler = "fn main() { println!(\"hello\"); } ".repeat(40);
+    let filler = "fn main() { println(hello); } ".repeat(40);
     let mut text = format!("{head}{filler}");
     text.truncate(1024 - tail.len());
     text.push_str(tail);

@@ -39,7 +39,8 @@ pub struct Shared {
 
 /// The data of one instance's store.
 pub struct State {
-    wasi: WasiCtx,
+    /// Built on first use: most calls never touch WASI.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub limiter: Limiter,
     pub stderr: MemoryOutputPipe,
@@ -56,17 +57,14 @@ impl State {
         request_id: Arc<str>,
         deadline: Instant,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
-        // No preopens, no environment, no arguments, sockets denied: the defaults.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         State {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limiter: Limiter {
                 max_memory,
                 hit: false,
             },
-            stderr,
+            stderr: MemoryOutputPipe::new(STDERR_BYTES),
             shared,
             request_id,
             deadline,
@@ -89,8 +87,13 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let stderr = &self.stderr;
+        // No preopens, no environment, no arguments, sockets denied: the defaults.
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| WasiCtx::builder().stderr(stderr.clone()).build());
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

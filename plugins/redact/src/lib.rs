@@ -4,35 +4,98 @@
 use mcpgate_plugin_sdk::{
     Action, Plugin, Registration, Request, Response, ResponseAction, Value, export_plugin, log,
 };
+use std::cell::OnceCell;
+
 use regex_lite::Regex;
 use serde::Deserialize;
 use wildmatch::WildMatch;
 
-/// The built-in detectors: (name, pattern). `credit_card` matches are kept only when they pass
-/// the Luhn check.
-const BUILT_IN: [(&str, &str); 9] = [
+/// What a text must contain before a detector's regex is worth running: most text holds no
+/// secret, and these checks are far cheaper than a regex scan.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// One of these substrings.
+    Any(&'static [&'static str]),
+    /// This word, in any case.
+    Caseless(&'static str),
+    /// At least this many ASCII digits.
+    Digits(usize),
+    /// No cheap test: always run the regex (custom detectors).
+    Always,
+}
+
+impl Hint {
+    fn may_match(self, text: &str) -> bool {
+        match self {
+            Hint::Any(needles) => needles.iter().any(|n| text.contains(n)),
+            Hint::Caseless(word) => text
+                .as_bytes()
+                .windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word.as_bytes())),
+            Hint::Digits(n) => text.bytes().filter(u8::is_ascii_digit).count() >= n,
+            Hint::Always => true,
+        }
+    }
+}
+
+/// The built-in detectors: (name, hint, pattern). `credit_card` matches are kept only when they
+/// pass the Luhn check.
+const BUILT_IN: [(&str, Hint, &str); 9] = [
     (
         "email",
+        Hint::Any(&["@"]),
         r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
     ),
-    ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    (
+        "aws_access_key",
+        Hint::Any(&["AKIA", "ASIA"]),
+        r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    ),
     (
         "github_token",
+        Hint::Any(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]),
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})\b",
     ),
-    ("slack_token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    (
+        "slack_token",
+        Hint::Any(&["xox"]),
+        r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+    ),
     (
         "jwt",
+        Hint::Any(&["eyJ"]),
         r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
     ),
-    ("bearer", r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{16,}=*"),
+    (
+        "bearer",
+        Hint::Caseless("bearer"),
+        r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{16,}=*",
+    ),
     (
         "private_key",
+        Hint::Any(&["PRIVATE KEY-----"]),
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
     ),
-    ("credit_card", r"\b\d(?:[ -]?\d){12,18}\b"),
-    ("us_ssn", r"\b\d{3}-\d{2}-\d{4}\b"),
+    ("credit_card", Hint::Digits(13), r"\b\d(?:[ -]?\d){12,18}\b"),
+    ("us_ssn", Hint::Digits(9), r"\b\d{3}-\d{2}-\d{4}\b"),
 ];
+
+/// A detector whose regex is compiled on first use: a plugin instance usually lives for one
+/// call, and most calls carry nothing any detector's hint lets through.
+struct Detector {
+    name: String,
+    hint: Hint,
+    pattern: String,
+    regex: OnceCell<Regex>,
+}
+
+impl Detector {
+    fn regex(&self) -> &Regex {
+        self.regex.get_or_init(|| {
+            Regex::new(&self.pattern).expect("patterns are checked when the plugin is built")
+        })
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +135,7 @@ impl Default for Config {
 }
 
 pub struct Redact {
-    detectors: Vec<(String, Regex)>,
+    detectors: Vec<Detector>,
     replacement: String,
     arguments: bool,
     results: bool,
@@ -83,22 +146,33 @@ impl Redact {
     pub fn new(config: Config) -> Result<Self, String> {
         let wanted = config
             .detectors
-            .unwrap_or_else(|| BUILT_IN.iter().map(|(n, _)| n.to_string()).collect());
+            .unwrap_or_else(|| BUILT_IN.iter().map(|(n, _, _)| n.to_string()).collect());
         let mut detectors = Vec::new();
         for name in wanted {
-            let Some((_, pattern)) = BUILT_IN.iter().find(|(n, _)| *n == name) else {
-                let known: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+            let Some((_, hint, pattern)) = BUILT_IN.iter().find(|(n, _, _)| *n == name) else {
+                let known: Vec<&str> = BUILT_IN.iter().map(|(n, _, _)| *n).collect();
                 return Err(format!(
                     "unknown detector `{name}` (built-in: {})",
                     known.join(", ")
                 ));
             };
-            detectors.push((name, Regex::new(pattern).map_err(|e| e.to_string())?));
+            detectors.push(Detector {
+                name,
+                hint: *hint,
+                pattern: pattern.to_string(),
+                regex: OnceCell::new(),
+            });
         }
         for c in config.custom {
+            // A custom pattern is checked (and compiled) now, so a typo fails `mcpgate validate`.
             let re =
                 Regex::new(&c.pattern).map_err(|e| format!("custom detector `{}`: {e}", c.name))?;
-            detectors.push((c.name, re));
+            detectors.push(Detector {
+                name: c.name,
+                hint: Hint::Always,
+                pattern: c.pattern,
+                regex: OnceCell::from(re),
+            });
         }
         if detectors.is_empty() {
             return Err("no detectors configured".into());
@@ -123,7 +197,11 @@ impl Redact {
     /// Redacts one string; returns how many matches it replaced.
     pub fn redact_str(&self, text: &mut String) -> usize {
         let mut count = 0;
-        for (name, re) in &self.detectors {
+        for d in &self.detectors {
+            if !d.hint.may_match(text) {
+                continue;
+            }
+            let (name, re) = (&d.name, d.regex());
             if !re.is_match(text) {
                 continue;
             }
@@ -279,6 +357,15 @@ mod tests {
         let mut s = "order 4111 1111 1111 1112".to_string();
         assert_eq!(r.redact_str(&mut s), 0);
         assert_eq!(s, "order 4111 1111 1111 1112");
+    }
+
+    #[test]
+    fn every_built_in_pattern_compiles_and_hints_admit_its_matches() {
+        for (name, hint, pattern) in BUILT_IN {
+            Regex::new(pattern).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!hint.may_match("plain words, 12 digits"), "{name}");
+        }
+        assert!(Hint::Caseless("bearer").may_match("auth: BeArEr x"));
     }
 
     #[test]
