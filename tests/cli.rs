@@ -170,3 +170,51 @@ fn validate_loads_plugins_and_reports_their_three_load_errors() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("OK (1 upstream, 2 plugins)"), "{stdout}");
 }
+
+#[test]
+fn a_new_plugin_goes_from_template_to_loaded_in_three_commands() {
+    let dir = TempDir::new("newplugin");
+    let crate_dir = dir.0.join("acme_guard");
+    let crate_path = crate_dir.to_str().unwrap();
+    // 1. Scaffold (standalone, as in a plugin author's own repository).
+    let out = Command::new(repo().join("scripts/new-plugin.sh"))
+        .args(["acme_guard", crate_path])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2. Build it (sharing the repository's build cache).
+    let out = Command::new("cargo")
+        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", repo().join("target"))
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 3. Load it: the snippet the script printed, in a gateway config.
+    let snippet = printed
+        .split_once("plugins:")
+        .map(|(_, rest)| format!("plugins:{rest}"))
+        .unwrap()
+        .replace(
+            &format!("{crate_path}/target"),
+            repo().join("target").to_str().unwrap(),
+        );
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!("upstreams:\n  demo:\n    url: http://127.0.0.1:1/mcp\n{snippet}"),
+    );
+    let (ok, stdout, stderr) = mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("OK (1 upstream, 1 plugin)"), "{stdout}");
+}

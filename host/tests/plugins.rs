@@ -83,8 +83,7 @@ plugins:
     let cfg = config(&yaml);
     let errors = load_plugins(&cfg)
         .await
-        .err()
-        .expect("every plugin here is broken");
+        .expect_err("every plugin here is broken");
     let text = errors.to_string();
     let find = |key: &str| {
         errors

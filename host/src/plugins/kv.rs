@@ -71,10 +71,13 @@ impl Entry {
     }
 }
 
+/// (namespace, key) → entry.
+type Entries = HashMap<(Box<str>, Box<str>), Entry>;
+
 /// A bounded in-process store. When full, expired entries are swept; if it is still full, writes
 /// of new keys fail with `Unavailable` rather than evicting someone's quota counter.
 pub struct MemoryKv {
-    entries: Mutex<HashMap<(Box<str>, Box<str>), Entry>>,
+    entries: Mutex<Entries>,
     max_entries: usize,
 }
 
@@ -86,16 +89,12 @@ impl MemoryKv {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<(Box<str>, Box<str>), Entry>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Entries) -> R) -> R {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut map)
     }
 
-    fn make_room(
-        &self,
-        map: &mut HashMap<(Box<str>, Box<str>), Entry>,
-        now: Instant,
-    ) -> Result<(), KvError> {
+    fn make_room(&self, map: &mut Entries, now: Instant) -> Result<(), KvError> {
         if map.len() < self.max_entries {
             return Ok(());
         }

@@ -6,7 +6,7 @@
 //! ```yaml
 //! plugins:
 //!   template:
-//!     file: template.wasm            # found in plugins/ or ../target/wasm32-wasip2/release/
+//!     file: template.wasm            # plugins/template.wasm, put there by scripts/build-plugins.sh
 //!     config: { greeting: hello }
 //! pipeline: [template]
 //! ```

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Starts a new mcpgate plugin from plugins/template.
+#
+#   scripts/new-plugin.sh NAME          a new member of the plugins/ workspace, plugins/NAME
+#   scripts/new-plugin.sh NAME DIR      a standalone crate in DIR (your own repository)
+#
+# Then: scripts/build-plugins.sh NAME (or, standalone: cargo build --target wasm32-wasip2
+# --release in DIR) and start the gateway with the config it prints.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+name=${1:?usage: scripts/new-plugin.sh NAME [DIR]}
+if ! [[ "$name" =~ ^[a-z][a-z0-9_]*$ ]]; then
+  echo "plugin names are lower-case letters, digits and _ (they become <name>.wasm)" >&2
+  exit 2
+fi
+dest=${2:-$repo/plugins/$name}
+if [ -e "$dest/Cargo.toml" ]; then
+  echo "$dest already holds a crate" >&2
+  exit 1
+fi
+mkdir -p "$dest/src" "$dest/.cargo"
+cat "$repo/plugins/template/src/lib.rs" \
+  | sed -e "s/Template/Plugin_/g; s/template\.wasm/$name.wasm/; s/^\/\/!   template:/\/\/!   $name:/; s/pipeline: \[template\]/pipeline: [$name]/" \
+  > "$dest/src/lib.rs"
+sed -i "s/Plugin_/$(echo "$name" | sed -r 's/(^|_)([a-z])/\U\2/g')/g" "$dest/src/lib.rs"
+
+if [ $# -ge 2 ]; then
+  # Standalone: its own workspace, the SDK by path, the same build settings as plugins/.
+  cat > "$dest/Cargo.toml" <<TOML
+[package]
+name = "$name"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+mcpgate-plugin-sdk = { path = "$repo/plugin-sdk" }
+serde = { version = "1", features = ["derive"] }
+
+[workspace]
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+panic = "abort"
+TOML
+  sed -n '/^\[target.wasm32-wasip2\]/,$p' "$repo/plugins/.cargo/config.toml" > "$dest/.cargo/config.toml"
+  wasm="$dest/target/wasm32-wasip2/release/$name.wasm"
+  build="(cd $dest && cargo build --target wasm32-wasip2 --release)"
+else
+  rmdir "$dest/.cargo"
+  sed -e "s/^name = \"template\"/name = \"$name\"/; s/^description = .*/description = \"An mcpgate plugin\"/" \
+    "$repo/plugins/template/Cargo.toml" > "$dest/Cargo.toml"
+  # Add it to the plugins workspace.
+  sed -i "s|^members = \[|members = [\"$name\", |" "$repo/plugins/Cargo.toml"
+  wasm="$name.wasm"
+  build="scripts/build-plugins.sh $name"
+fi
+
+cat <<MSG
+Created $dest.
+Build it:   $build
+Use it: add to your gateway config, then mcpgate validate / mcpgate start:
+
+plugins:
+  $name:
+    file: $wasm
+    config: {greeting: hello}
+pipeline: [$name]
+MSG
