@@ -408,3 +408,71 @@ async fn reused_instances_serve_many_calls_and_drop_after_a_trap() {
         20
     );
 }
+
+#[tokio::test]
+async fn callouts_reach_only_granted_targets() {
+    let directory = upstream(|s: Seen| async move {
+        json_response(
+            200,
+            json!({"path": s.uri.to_string(), "caller": s.header("x-caller")}),
+        )
+    })
+    .await;
+    let up = echo_upstream().await;
+    let base = format!("http://{}/api", directory.addr);
+    let (gw, _plugins) = gateway_plugins(&route(
+        &up,
+        &format!("plugins:\n  probe:\n    file: callout_probe.wasm\n    grants:\n      callout: {{directory: {base}}}\n"),
+    ))
+    .await;
+    let lookup =
+        |target: &str, path: &str| call(7, "lookup", json!({"target": target, "path": path}));
+    let (status, body) = post_json(&gw.url("u"), &lookup("directory", "/who?id=42")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["status"], 200);
+    let answer: Value = serde_json::from_str(body["result"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        answer,
+        json!({"path": "/api/who?id=42", "caller": "ip:127.0.0.1"})
+    );
+
+    // A target the YAML does not name is refused inside the plugin; so is a URL for a path.
+    let (_, body) = post_json(&gw.url("u"), &lookup("elsewhere", "/")).await;
+    assert!(
+        body["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Denied(\"callout target `elsewhere` is not granted"),
+        "{body}"
+    );
+    let (_, body) = post_json(
+        &gw.url("u"),
+        &lookup("directory", "http://169.254.169.254/"),
+    )
+    .await;
+    assert!(
+        body["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("absolute path"),
+        "{body}"
+    );
+    assert_eq!(directory.requests().len(), 1);
+    assert!(up.requests().is_empty(), "answered locally");
+
+    // Without the grant, the component does not load.
+    let cfg = config(
+        &route(&up, "plugins:\n  probe:\n    file: callout_probe.wasm\n")
+            .replace("{plugins}", &plugin_dir()),
+    );
+    let err = load_plugins(&cfg)
+        .await
+        .expect_err("callout is not granted")
+        .to_string();
+    assert!(
+        err.contains(
+            "imports `mcpgate:plugin/callout@0.1.0`, which is not granted (add a `callout:` map"
+        ),
+        "{err}"
+    );
+}

@@ -495,3 +495,65 @@ impl CustomMetrics {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn scrape(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        use prometheus::Encoder as _;
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn plugin_metrics_are_named_labelled_and_bounded() {
+        let registry = Registry::new();
+        let m = CustomMetrics::new(registry.clone());
+        m.counter_add("quota", "rejections", 2, labels(&[("tools", "search_*")]));
+        m.counter_add("quota", "rejections", 1, labels(&[("tools", "search_*")]));
+        m.histogram_observe("redact", "matches", 3.0, labels(&[]));
+        let text = scrape(&registry);
+        assert!(
+            text.contains(r#"mcpgate_plugin_rejections_total{plugin="quota",tools="search_*"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mcpgate_plugin_matches_count{plugin="redact"} 1"#),
+            "{text}"
+        );
+
+        // Dropped: bad names, reserved or duplicate labels, other label names than first used.
+        m.counter_add("quota", "Bad-Name", 1, labels(&[]));
+        m.counter_add("quota", "x", 1, labels(&[("plugin", "spoof")]));
+        m.counter_add("quota", "y", 1, labels(&[("a", "1"), ("a", "2")]));
+        m.counter_add("quota", "rejections", 1, labels(&[("other", "v")]));
+        m.histogram_observe("quota", "z", f64::NAN, labels(&[]));
+        let text = scrape(&registry);
+        assert!(
+            !text.contains("Bad-Name") && !text.contains("spoof") && !text.contains("_y_total"),
+            "{text}"
+        );
+        assert!(!text.contains("other="), "{text}");
+
+        // Bounded series per metric.
+        for i in 0..CustomMetrics::MAX_SERIES + 50 {
+            m.counter_add("quota", "wide", 1, labels(&[("k", &i.to_string())]));
+        }
+        let series = scrape(&registry)
+            .lines()
+            .filter(|l| l.starts_with("mcpgate_plugin_wide_total{"))
+            .count();
+        assert_eq!(series, CustomMetrics::MAX_SERIES);
+    }
+}
