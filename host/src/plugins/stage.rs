@@ -409,29 +409,29 @@ impl Stage for PluginStage {
                 Err(f) => Err(f),
             };
             let (field, value) = match replaced {
-                Ok(r) => r,
-                Err(f) => {
-                    if self.failed(cx, "response", &f, started).is_none() {
-                        return ResponseVerdict::Unchanged;
-                    }
-                    (
-                        "error",
-                        serde_json::json!({
-                            "code": jsonrpc::PLUGIN_FAILED,
-                            "message": format!("plugin `{}` failed ({})", self.name(), f.kind.as_str()),
-                        }),
-                    )
+                Ok(r) => {
+                    self.loaded.runtime.stats.record(
+                        self.name(),
+                        "response",
+                        "replace",
+                        started.elapsed(),
+                    );
+                    r
                 }
+                // Counted (by kind) in `failed`; fail_open leaves the response alone.
+                Err(f) => match self.failed(cx, "response", &f, started) {
+                    None => return ResponseVerdict::Unchanged,
+                    Some(e) => (
+                        "error",
+                        serde_json::json!({"code": e.jsonrpc_code(), "message": e.to_string()}),
+                    ),
+                },
             };
             if let Some(obj) = response.as_object_mut() {
                 obj.remove("result");
                 obj.remove("error");
                 obj.insert(field.to_string(), value);
             }
-            self.loaded
-                .runtime
-                .stats
-                .record(self.name(), "response", "replace", started.elapsed());
             ResponseVerdict::Modified
         })
     }

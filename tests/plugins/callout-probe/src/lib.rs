@@ -26,7 +26,14 @@ impl Plugin for CalloutProbe {
         let target = args["target"].as_str().unwrap_or_default();
         let path = args["path"].as_str().unwrap_or("/");
         let caller = req.client_key();
-        match callout::send(target, "GET", path, &[("x-caller", &caller)], b"", Duration::from_secs(5)) {
+        match callout::send(
+            target,
+            "GET",
+            path,
+            &[("x-caller", &caller)],
+            b"",
+            Duration::from_secs(5),
+        ) {
             Ok(r) => Action::respond(json!({
                 "status": r.status,
                 "body": String::from_utf8_lossy(&r.body),
