@@ -42,7 +42,7 @@ plugins:
         - {{tools: [slow_count], calls: 2}}
   chaos:
     file: misbehave.wasm
-    timeout: 1500
+    timeout: 3000
     max_memory_mb: 16
   chaos_open:
     file: misbehave.wasm
@@ -124,7 +124,7 @@ fn check(out: &Value, mode: &str) {
         if tool == "spin" {
             assert_eq!(
                 f["bad_still_running"], true,
-                "{mode}: the other client was served while the plugin looped (1.5 s deadline)"
+                "{mode}: the other client was served while the plugin looped (3 s deadline)"
             );
         }
     }

@@ -257,12 +257,12 @@ async fn modern_requests_are_judged_too() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_fails_only_its_request() {
     let up = echo_upstream().await;
     let (gw, plugins) = gateway_plugins(&route(
         &up,
-        "plugins:\n  chaos:\n    file: misbehave.wasm\n    timeout: 1000\n    max_memory_mb: 8\n",
+        "plugins:\n  chaos:\n    file: misbehave.wasm\n    timeout: 3000\n    max_memory_mb: 8\n",
     ))
     .await;
     let url = gw.url("u");
@@ -288,7 +288,7 @@ async fn each_failure_fails_only_its_request() {
             (200, &json!(format!("{{\"i\":{i}}}")))
         );
         if tool == "spin" {
-            // The loop is still running (it has a second) while the other call was served.
+            // The loop is still running (it has three seconds) while the other call was served.
             assert!(
                 !bad.is_finished(),
                 "the concurrent call waited for the spinning plugin"

@@ -404,26 +404,20 @@ impl Runtime {
                 ));
             }
         };
-        let requests = globs(&registration.request_methods).map_err(|e| {
-            at(
-                ".file",
-                spec.lines.file,
-                format!(
-                    "plugin `{}` registered an invalid method pattern: {e}",
-                    spec.name
-                ),
-            )
-        })?;
-        let responses = globs(&registration.response_methods).map_err(|e| {
-            at(
-                ".file",
-                spec.lines.file,
-                format!(
-                    "plugin `{}` registered an invalid method pattern: {e}",
-                    spec.name
-                ),
-            )
-        })?;
+        let patterns = |methods: &[String]| {
+            globs(methods).map_err(|e| {
+                at(
+                    ".file",
+                    spec.lines.file,
+                    format!(
+                        "plugin `{}` registered an invalid method pattern: {e}",
+                        spec.name
+                    ),
+                )
+            })
+        };
+        let requests = patterns(&registration.request_methods)?;
+        let responses = patterns(&registration.response_methods)?;
         Ok(PluginStage::new(plugin, requests, responses))
     }
 }

@@ -115,6 +115,14 @@ impl PluginStage {
         }
     }
 
+    /// Counts one call of `hook` that ended with `outcome`.
+    fn record(&self, hook: &str, outcome: &str, started: Instant) {
+        self.loaded
+            .runtime
+            .stats
+            .record(self.name(), hook, outcome, started.elapsed());
+    }
+
     /// Logs and counts a failure, and decides what the request gets.
     fn failed(
         &self,
@@ -123,10 +131,7 @@ impl PluginStage {
         f: &Failure,
         started: Instant,
     ) -> Option<GatewayError> {
-        self.loaded
-            .runtime
-            .stats
-            .record(self.name(), hook, f.kind.as_str(), started.elapsed());
+        self.record(hook, f.kind.as_str(), started);
         let open = self.loaded.spec.on_error == OnError::FailOpen;
         tracing::warn!(
             plugin = %self.name(),
@@ -315,12 +320,7 @@ impl Stage for PluginStage {
             };
             match result {
                 Ok(verdict) => {
-                    self.loaded.runtime.stats.record(
-                        self.name(),
-                        "request",
-                        outcome,
-                        started.elapsed(),
-                    );
+                    self.record("request", outcome, started);
                     verdict
                 }
                 Err(detail) => {
@@ -369,12 +369,7 @@ impl Stage for PluginStage {
                 .await;
             let replaced = match action {
                 Ok(wit::ResponseAction::Continue) => {
-                    self.loaded.runtime.stats.record(
-                        self.name(),
-                        "response",
-                        "continue",
-                        started.elapsed(),
-                    );
+                    self.record("response", "continue", started);
                     return ResponseVerdict::Unchanged;
                 }
                 Ok(wit::ResponseAction::ReplaceResult(text)) => {
@@ -410,12 +405,7 @@ impl Stage for PluginStage {
             };
             let (field, value) = match replaced {
                 Ok(r) => {
-                    self.loaded.runtime.stats.record(
-                        self.name(),
-                        "response",
-                        "replace",
-                        started.elapsed(),
-                    );
+                    self.record("response", "replace", started);
                     r
                 }
                 // Counted (by kind) in `failed`; fail_open leaves the response alone.
