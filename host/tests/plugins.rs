@@ -476,3 +476,38 @@ async fn callouts_reach_only_granted_targets() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_filesystem_is_refused_or_empty() {
+    let up = echo_upstream().await;
+    // Refused at load, with the way out for cargo-component builds.
+    let cfg = config(
+        &route(&up, "plugins:\n  fs:\n    file: fs_probe.wasm\n")
+            .replace("{plugins}", &plugin_dir()),
+    );
+    let err = load_plugins(&cfg)
+        .await
+        .expect_err("filesystem is not granted")
+        .to_string();
+    assert!(err.contains("imports `wasi:filesystem/types@"), "{err}");
+    assert!(
+        err.contains("add `empty_filesystem: true` under plugins.fs.grants"),
+        "{err}"
+    );
+
+    // Linked empty: the plugin loads, and a host file is still out of reach.
+    let (gw, _plugins) = gateway_plugins(&route(
+        &up,
+        "plugins:\n  fs:\n    file: fs_probe.wasm\n    grants: {empty_filesystem: true}\n",
+    ))
+    .await;
+    for path in ["/etc/hostname", "/etc/passwd", "Cargo.toml"] {
+        let (status, body) = post_json(&gw.url("u"), &call(1, "read", json!({"path": path}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["result"].get("read").is_none(),
+            "{path} was readable: {body}"
+        );
+        assert!(body["result"]["error"].is_string(), "{body}");
+    }
+}

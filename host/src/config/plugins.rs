@@ -37,6 +37,7 @@ pub(super) struct RawGrants {
     kv: Option<bool>,
     metrics: Option<bool>,
     callout: Option<BTreeMap<String, String>>,
+    empty_filesystem: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +76,10 @@ pub struct Grants {
     pub metrics: bool,
     /// Callout target name → base URL.
     pub callout: BTreeMap<String, Uri>,
+    /// Accept `wasi:filesystem` imports, linked with no directories at all (nothing can be
+    /// opened). For components built by `cargo component build` with its default wasip1
+    /// adapter, which imports the filesystem whether or not the plugin touches files.
+    pub empty_filesystem: bool,
 }
 
 /// One `plugins.<name>` entry, validated (its file is checked when loading).
@@ -297,6 +302,7 @@ impl Validator<'_> {
             kv: raw.kv.unwrap_or(false),
             metrics: raw.metrics.unwrap_or(false),
             callout,
+            empty_filesystem: raw.empty_filesystem.unwrap_or(false),
         }
     }
 }

@@ -437,6 +437,7 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>, globset::Error> {
 /// Refuses a component that imports anything its grants do not cover, naming every such import.
 fn check_imports(engine: &Engine, component: &Component, spec: &PluginSpec) -> Result<(), String> {
     let mut problems = Vec::new();
+    let mut filesystem = Vec::new();
     for (name, _) in component.component_type().imports(engine) {
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
         if let Some(iface) = interface.strip_prefix("mcpgate:plugin/") {
@@ -472,11 +473,22 @@ fn check_imports(engine: &Engine, component: &Component, spec: &PluginSpec) -> R
                     spec.name
                 ));
             }
+        } else if interface.starts_with("wasi:filesystem/") {
+            if !spec.grants.empty_filesystem {
+                filesystem.push(format!("`{name}`"));
+            }
         } else if !WASI_ALLOWED.contains(&interface) {
             problems.push(format!(
                 "imports `{name}`, which plugins never get (no filesystem, sockets or host environment)"
             ));
         }
+    }
+    if !filesystem.is_empty() {
+        problems.push(format!(
+            "imports {}, and plugins get no filesystem (built with `cargo component build`? Its default wasip1 adapter imports the filesystem whether or not the plugin uses it: build with `--target wasm32-wasip2`, or add `empty_filesystem: true` under plugins.{}.grants to link it with no directories at all)",
+            filesystem.join(", "),
+            spec.name
+        ));
     }
     if problems.is_empty() {
         Ok(())
