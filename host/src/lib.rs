@@ -14,11 +14,13 @@
 //! - [`plugins`]: WebAssembly plugin stages: the sandbox, loading, the per-call lifecycle.
 //! - [`proxy`]: the upstream client, header rules, the streaming relay.
 //! - [`error`]: the request path's one error type, turned into a response in one place.
+//! - [`observability`]: Prometheus metrics, the audit log, tracing spans and OTLP export.
 //! - [`config`]: YAML → validated, immutable runtime config.
 
 pub mod config;
 pub mod error;
 pub mod mcp;
+pub mod observability;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;

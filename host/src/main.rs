@@ -143,7 +143,6 @@ fn main() -> ExitCode {
             port,
             log_format,
         } => {
-            init_tracing(&log_format);
             let mut cfg = match load(&config) {
                 Ok(cfg) => cfg,
                 Err(code) => return code,
@@ -152,14 +151,31 @@ fn main() -> ExitCode {
                 cfg.server.port = p;
             }
             match runtime() {
-                Ok(rt) => rt.block_on(start(config, cfg)),
+                Ok(rt) => rt.block_on(start(config, cfg, &log_format)),
                 Err(code) => code,
             }
         }
     }
 }
 
-async fn start(path: PathBuf, cfg: Config) -> ExitCode {
+async fn start(path: PathBuf, cfg: Config, log_format: &str) -> ExitCode {
+    let tracer =
+        match mcpgate::observability::trace::init(log_format, cfg.observability.tracing.as_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let code = serve(path, cfg).await;
+    if let Some(t) = tracer {
+        // Export what is still batched; the exporter needs this runtime, so block elsewhere.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
+    code
+}
+
+async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     let plugins = match load_plugins(&path, &cfg).await {
         Ok(p) => p,
         Err(code) => return code,
@@ -173,13 +189,27 @@ async fn start(path: PathBuf, cfg: Config) -> ExitCode {
         }
     };
     let local = listener.local_addr().unwrap_or(addr);
-    let gateway = Arc::new(mcpgate::Gateway::with_plugins(cfg, &plugins));
+    let gateway = match mcpgate::Gateway::build(cfg, &plugins) {
+        Ok(g) => Arc::new(g),
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
     for u in &gateway.config.upstreams {
         tracing::info!(upstream = %u.name, route = %format!("http://{local}/servers/{}/mcp", u.name), target = %u.url, "route");
     }
     // A line for scripts (tests, the demo) that start on port 0 and need the port.
     println!("mcpgate listening on http://{local}");
-    match mcpgate::run(listener, gateway, shutdown_signal()).await {
+    if let Some(m) = &gateway.obs.metrics_path {
+        tracing::info!(url = %format!("http://{local}{m}"), "metrics");
+    }
+    let result = mcpgate::run(listener, gateway.clone(), shutdown_signal()).await;
+    if let Some(audit) = &gateway.obs.audit {
+        let audit_flushed = std::time::Duration::from_secs(5);
+        let _ = tokio::task::block_in_place(|| audit.flush(audit_flushed));
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("server error: {e}");
@@ -201,17 +231,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-fn init_tracing(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

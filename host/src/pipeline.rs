@@ -59,6 +59,8 @@ pub struct RequestContext {
     pub upstream_status: Option<u16>,
     /// Whether the upstream answered with an SSE stream (for response hooks).
     pub response_streamed: bool,
+    /// The stage that answered the request locally ([`Verdict::Respond`]), for the audit log.
+    pub responded_by: Option<String>,
     current: usize,
     modified: bool,
 }
@@ -95,6 +97,7 @@ impl RequestContext {
             response_headers: HeaderMap::new(),
             upstream_status: None,
             response_streamed: false,
+            responded_by: None,
             current: 0,
             modified: false,
         }
@@ -183,6 +186,9 @@ pub trait Stage: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Pipeline {
     stages: Arc<[Arc<dyn Stage>]>,
+    /// Response-only observers (the metrics' tool catalog): asked before the stages, so they
+    /// see responses as the upstream sent them. Their `on_request` is never called.
+    observers: Arc<[Arc<dyn Stage>]>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -203,7 +209,16 @@ impl Pipeline {
     pub fn new(stages: Vec<Arc<dyn Stage>>) -> Self {
         Pipeline {
             stages: stages.into(),
+            observers: Arc::new([]),
         }
+    }
+
+    /// Adds a response-only observer (see [`Pipeline`]).
+    pub fn with_observer(mut self, observer: Arc<dyn Stage>) -> Self {
+        let mut observers = self.observers.to_vec();
+        observers.push(observer);
+        self.observers = observers.into();
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,7 +239,10 @@ impl Pipeline {
                 match stage.on_request(cx).await {
                     Verdict::Continue => {}
                     Verdict::Reject(e) => return Err(e),
-                    Verdict::Respond(r) => return Ok(Outcome::Respond(r)),
+                    Verdict::Respond(r) => {
+                        cx.responded_by = Some(stage.name().to_string());
+                        return Ok(Outcome::Respond(r));
+                    }
                 }
             }
         }
@@ -241,8 +259,9 @@ impl Pipeline {
             for (index, msg) in body.messages.iter().enumerate() {
                 let Some(id) = &msg.id else { continue };
                 let stages: Vec<Arc<dyn Stage>> = self
-                    .stages
+                    .observers
                     .iter()
+                    .chain(self.stages.iter())
                     .filter(|s| s.wants_response(cx, msg))
                     .cloned()
                     .collect();

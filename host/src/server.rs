@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::mcp::headers::{self as mcp_headers, MCP_SESSION_ID};
 use crate::mcp::{Era, ParsedBody, jsonrpc};
+use crate::observability::{Observability, Summary};
 use crate::pipeline::{Outcome, Pipeline, RequestContext};
 use crate::proxy::relay::{self, Relay};
 use crate::proxy::{self, Peer, UpstreamClient};
@@ -38,7 +39,9 @@ const HOOKED_JSON_LIMIT: usize = 64 * 1024 * 1024;
 /// Everything the request path shares: immutable config, sessions, client, pipelines.
 pub struct Gateway {
     pub config: Arc<Config>,
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
+    /// Metrics, audit log, spans (`observability:`).
+    pub obs: Arc<Observability>,
     client: UpstreamClient,
     pipelines: HashMap<Arc<str>, Pipeline>,
     /// Header names that carry the gateway's own credentials: never forwarded.
@@ -63,10 +66,20 @@ impl Gateway {
         Gateway::with_plugins(config, &crate::plugins::Plugins::default())
     }
 
-    /// Builds the gateway from a validated config and its loaded plugins. Warns when the session
-    /// key was generated.
+    /// Builds the gateway from a validated config and its loaded plugins.
+    ///
+    /// # Panics
+    /// When [`Gateway::build`] fails (the audit log cannot be opened).
     pub fn with_plugins(config: Config, plugins: &crate::plugins::Plugins) -> Gateway {
+        Gateway::build(config, plugins).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Builds the gateway from a validated config and its loaded plugins; its metrics join the
+    /// plugins' registry. Fails when the audit sink cannot be opened. Warns when the session key
+    /// was generated.
+    pub fn build(config: Config, plugins: &crate::plugins::Plugins) -> Result<Gateway, String> {
         let (sessions, generated) = Sessions::new(&config.sessions);
+        let sessions = Arc::new(sessions);
         if generated {
             tracing::warn!(
                 "no session key configured (sessions.key or {}): generated one for this process; \
@@ -74,18 +87,25 @@ impl Gateway {
                 crate::config::SESSION_KEY_ENV
             );
         }
+        let obs = Observability::new(&config, plugins.registry().clone(), sessions.clone())?;
         let client = UpstreamClient::new();
-        let built = crate::stages::build(&config, &client, plugins);
-        Gateway {
+        let mut built = crate::stages::build(&config, &client, plugins);
+        for (name, pipeline) in built.pipelines.iter_mut() {
+            if let Some(catalog) = obs.tool_catalog(name) {
+                *pipeline = std::mem::take(pipeline).with_observer(catalog);
+            }
+        }
+        Ok(Gateway {
             config: Arc::new(config),
             sessions,
+            obs: Arc::new(obs),
             client,
             pipelines: built.pipelines,
             strip_headers: built.strip_headers,
             buckets: built.buckets,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Replaces the pipeline of one upstream (stages are built from config by later layers).
@@ -102,9 +122,13 @@ impl Gateway {
     }
 }
 
-/// The router: the MCP routes, health, readiness.
+/// The router: the MCP routes, health, readiness, metrics.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(path) = &gateway.obs.metrics_path {
+        router = router.route(path, get(metrics));
+    }
+    router
         .route("/servers/{name}/mcp", any(mcp_route))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -123,6 +147,19 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 }
 
 use axum::Json;
+
+/// Prometheus text exposition of the gateway's registry (plugin series included).
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let text = crate::observability::metrics::encode(&gw.obs.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     if gw.draining.load(Ordering::Relaxed) {
@@ -230,11 +267,20 @@ async fn mcp_route(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    use tracing::Instrument as _;
     let request_id = request_id(request.headers());
+    let span = gw.obs.span(&request_id, &name, request.headers());
+    let mut summary = Summary::new(
+        request_id.clone(),
+        &name,
+        request.method().clone(),
+        span.clone(),
+    );
+    summary.peer = Some(peer.ip());
     let mut error_id = None;
     // Headers stages want on the response, whatever it turns out to be (rate-limit headers).
     let mut extra_headers = http::HeaderMap::new();
-    let mut response = match handle(
+    let result = handle(
         &gw,
         &name,
         Peer { addr: peer },
@@ -242,9 +288,11 @@ async fn mcp_route(
         &request_id,
         &mut error_id,
         &mut extra_headers,
+        &mut summary,
     )
-    .await
-    {
+    .instrument(span)
+    .await;
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => {
             let level_warn = e.status().is_server_error();
@@ -253,6 +301,7 @@ async fn mcp_route(
             } else {
                 tracing::debug!(request_id = %request_id, upstream = %name, error = %e, "request refused");
             }
+            summary.failed(&e);
             let id = error_id.as_deref();
             e.into_response(id)
         }
@@ -263,7 +312,7 @@ async fn mcp_route(
     for (name, value) in extra_headers.iter() {
         response.headers_mut().insert(name.clone(), value.clone());
     }
-    response
+    gw.obs.finish(summary, response)
 }
 
 fn request_id(headers: &http::HeaderMap) -> Arc<str> {
@@ -286,6 +335,7 @@ async fn handle(
     request_id: &Arc<str>,
     error_id: &mut Option<Box<serde_json::value::RawValue>>,
     extra_headers: &mut http::HeaderMap,
+    summary: &mut Summary,
 ) -> Result<Response, GatewayError> {
     // 1. Edge: route, method, Origin (DNS-rebinding defence for browsers), body limit.
     let (parts, body) = request.into_parts();
@@ -319,6 +369,10 @@ async fn handle(
             GatewayError::bad_request(e.code, e.message)
         })?;
         *error_id = parsed.error_id().map(ToOwned::to_owned);
+        summary.describe(&parsed);
+        if gw.obs.log_bodies() {
+            summary.request_body = Some(bytes.clone());
+        }
         (bytes, Some(parsed))
     } else {
         (Bytes::new(), None)
@@ -371,7 +425,12 @@ async fn handle(
         .unwrap_or_default();
     let outcome = pipeline.on_request(&mut cx).await;
     std::mem::swap(extra_headers, &mut cx.response_headers);
+    summary.identify(&cx);
+    if gw.obs.log_bodies() {
+        summary.secrets = secrets(&cx, &gw.strip_headers);
+    }
     if let Outcome::Respond(response) = outcome? {
+        summary.responded(cx.responded_by.take());
         return Ok(response);
     }
 
@@ -385,7 +444,10 @@ async fn handle(
         let token = token.to_str().map_err(|_| GatewayError::SessionNotFound)?;
         let caller = cx.caller.as_ref().map(|c| c.id.as_ref());
         match gw.sessions.open(&upstream.name, token, caller) {
-            Ok(claims) => cx.session = Some(claims),
+            Ok(claims) => {
+                summary.session = Some(claims.id.clone());
+                cx.session = Some(claims);
+            }
             Err(e) => {
                 tracing::debug!(request_id = %request_id, reason = ?e, "session rejected");
                 return Err(GatewayError::SessionNotFound);
@@ -398,16 +460,41 @@ async fn handle(
         Some(b) if cx.body_modified() => Bytes::from(b.to_bytes()),
         _ => body_bytes,
     };
-    let upstream_req =
+    let mut upstream_req =
         proxy::upstream_request(&cx, &parts.uri, peer, &gw.strip_headers, body_bytes)?;
     let hooks = pipeline.response_interest(&cx);
-    let upstream_resp = gw.client.send(&mut cx, upstream_req).await?;
+    summary.forwarded(&cx);
+    let upstream_span = if gw.obs.export {
+        let span = tracing::info_span!(
+            parent: &summary.span,
+            "mcp.upstream",
+            otel.name = "mcp.upstream",
+            otel.kind = "client",
+            server = %upstream.name,
+            url.full = %upstream.url,
+        );
+        crate::observability::trace::inject(&span, upstream_req.headers_mut());
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let sent = {
+        use tracing::Instrument as _;
+        gw.client
+            .send(&mut cx, upstream_req)
+            .instrument(upstream_span)
+            .await
+    };
+    summary.upstream_seconds = cx.timings.upstream_headers.map(|d| d.as_secs_f64());
+    let upstream_resp = sent?;
 
     // 7. Response: headers, session id rewrite, then the body (hooked or passed through).
     let (mut resp_parts, resp_body) = upstream_resp.into_parts();
     let is_sse = proxy::clean_response_headers(&mut resp_parts.headers);
     cx.upstream_status = Some(resp_parts.status.as_u16());
     cx.response_streamed = is_sse;
+    summary.upstream_status = cx.upstream_status;
+    summary.streamed = is_sse;
     let upstream_session = resp_parts.headers.remove(MCP_SESSION_ID);
     // Modern requests are stateless: an upstream's session id is dropped, never passed on.
     if cx.era == Era::Legacy
@@ -451,6 +538,31 @@ async fn handle(
         Body::from(bytes)
     };
     Ok(Response::from_parts(resp_parts, body))
+}
+
+/// The strings the audit log must never write for this request: the caller's credential (a
+/// bearer token or an API key) and the upstream's.
+fn secrets(cx: &RequestContext, credential_headers: &[HeaderName]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |v: &HeaderValue| {
+        if let Ok(text) = v.to_str() {
+            let text = text
+                .strip_prefix("Bearer ")
+                .or_else(|| text.strip_prefix("bearer "))
+                .unwrap_or(text)
+                .trim();
+            if text.len() >= 6 {
+                out.push(text.to_string());
+            }
+        }
+    };
+    for name in std::iter::once(&header::AUTHORIZATION).chain(credential_headers) {
+        cx.headers.get_all(name).iter().for_each(&mut add);
+    }
+    if let Some((_, v)) = &cx.upstream.credential {
+        add(v);
+    }
+    out
 }
 
 /// Reads a request body up to `limit` bytes; larger → 413 (early from `Content-Length`).

@@ -326,6 +326,19 @@ impl Sessions {
             .collect()
     }
 
+    /// Tracked sessions per upstream (for the `mcpgate_active_sessions` gauge, at scrape time).
+    pub fn counts(&self) -> HashMap<String, usize> {
+        let table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts = HashMap::new();
+        for e in table.active.values() {
+            *counts.entry(e.upstream.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     pub fn active_count(&self) -> usize {
         self.table
             .lock()

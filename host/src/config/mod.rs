@@ -7,6 +7,7 @@
 //! Every error names its key path and line, and all of them are reported at once.
 //! Durations are milliseconds everywhere, like the seed's `upstreams.<name>.timeout`.
 
+mod observability;
 mod plugins;
 mod stages;
 pub mod yaml;
@@ -21,6 +22,9 @@ use base64::Engine as _;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
+pub use observability::{
+    AuditConfig, AuditSink, MetricsConfig, ObservabilityConfig, TracingConfig,
+};
 pub use plugins::{Grants, InstanceMode, OnError, PluginLines, PluginRuntimeConfig, PluginSpec};
 use yaml::Sink;
 pub use yaml::{ConfigError, ConfigErrors};
@@ -51,6 +55,7 @@ struct RawConfig {
     plugins: BTreeMap<String, plugins::RawPlugin>,
     plugin_runtime: Option<plugins::RawPluginRuntime>,
     pipeline: Option<Vec<String>>,
+    observability: Option<observability::RawObservability>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +118,8 @@ pub struct Config {
     pub plugin_runtime: PluginRuntimeConfig,
     /// The stage order for routes that do not set their own.
     pub pipeline: Vec<StageName>,
+    /// `observability:` (metrics, audit log, tracing); all off when absent.
+    pub observability: ObservabilityConfig,
 }
 
 /// A stage as named in `pipeline:` lists: a built-in one, or a plugin by its `plugins:` name.
@@ -339,6 +346,7 @@ impl Validator<'_> {
         let rate_limit = raw.rate_limit.and_then(|r| self.rate_limit(r));
         let policy = raw.policy.and_then(|p| self.policy(p));
         let plugin_runtime = self.plugin_runtime(raw.plugin_runtime);
+        let observability = self.observability(raw.observability);
         let plugin_names: Vec<String> = raw.plugins.keys().cloned().collect();
         let plugins = self.plugins(raw.plugins, &plugin_runtime);
         let configured = |s: &StageName| match s {
@@ -389,6 +397,7 @@ impl Validator<'_> {
             plugins,
             plugin_runtime,
             pipeline,
+            observability,
         }
     }
 

@@ -48,6 +48,7 @@ fn protected(name: &HeaderName) -> bool {
 pub struct PluginStage {
     loaded: Loaded,
     label: String,
+    series: super::PluginSeries,
     requests: Option<GlobSet>,
     responses: Option<GlobSet>,
     /// Header names consumed by the gateway (API-key header): hidden from plugins too.
@@ -62,6 +63,7 @@ impl PluginStage {
     ) -> Self {
         PluginStage {
             label: format!("plugin:{}", loaded.spec.name),
+            series: loaded.runtime.stats.series(&loaded.spec.name),
             loaded,
             requests,
             responses,
@@ -80,7 +82,7 @@ impl PluginStage {
 
     /// Calls counted for this plugin's `hook` with `outcome`.
     pub fn calls(&self, hook: &str, outcome: &str) -> u64 {
-        self.loaded.runtime.stats.count(self.name(), hook, outcome)
+        self.series.count(hook, outcome)
     }
 
     fn view(&self, cx: &RequestContext, msg: &Message) -> wit::Request {
@@ -117,10 +119,7 @@ impl PluginStage {
 
     /// Counts one call of `hook` that ended with `outcome`.
     fn record(&self, hook: &str, outcome: &str, started: Instant) {
-        self.loaded
-            .runtime
-            .stats
-            .record(self.name(), hook, outcome, started.elapsed());
+        self.series.record(hook, outcome, started.elapsed());
     }
 
     /// Logs and counts a failure, and decides what the request gets.

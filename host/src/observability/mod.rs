@@ -1,0 +1,655 @@
+//! What operators see: Prometheus metrics, the audit log, tracing spans.
+//!
+//! The MCP handler fills one [`Summary`] per request as it goes (what was asked, who asked, which
+//! stage decided, what the upstream said). When the response is built, [`Observability::finish`]
+//! wraps its body; the summary is recorded once, when that body ends, is dropped (the client went
+//! away) or fails: metrics, one audit record, the span closed with the outcome. Responses are never
+//! buffered for it; the wrapper only watches frames go by (and, with `audit.log_bodies`, copies
+//! the first bytes of JSON responses).
+//!
+//! - [`metrics`]: families, bounded labels, lock-free recording, `/metrics`.
+//! - [`audit`]: records, the bounded queue and its writer thread, body redaction.
+//! - [`trace`]: the subscriber with OTLP export, W3C trace context in and out.
+
+pub mod audit;
+pub mod metrics;
+pub mod trace;
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use http_body::{Frame, SizeHint};
+use prometheus::Registry;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::mcp::{Era, Message, ParsedBody};
+use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
+use crate::session::Sessions;
+use audit::{AuditCall, AuditLog, AuditRecord};
+use metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
+
+/// The three signals, as configured under `observability:`.
+pub struct Observability {
+    pub registry: Registry,
+    pub metrics: Option<Metrics>,
+    pub metrics_path: Option<String>,
+    pub audit: Option<AuditLog>,
+    /// A span per request.
+    pub spans: bool,
+    /// Spans are exported: the gateway takes part in the client's trace (`traceparent`).
+    pub export: bool,
+}
+
+impl std::fmt::Debug for Observability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observability")
+            .field("metrics", &self.metrics.is_some())
+            .field("audit", &self.audit)
+            .field("spans", &self.spans)
+            .field("export", &self.export)
+            .finish()
+    }
+}
+
+impl Observability {
+    /// Everything off (a registry still exists for plugin metrics).
+    pub fn off(registry: Registry) -> Self {
+        Observability {
+            registry,
+            metrics: None,
+            metrics_path: None,
+            audit: None,
+            spans: false,
+            export: false,
+        }
+    }
+
+    /// Sets up what `config.observability` asks for. The audit sink is opened here, so a file
+    /// that cannot be written fails the start with the reason.
+    pub fn new(
+        config: &Config,
+        registry: Registry,
+        sessions: Arc<Sessions>,
+    ) -> Result<Self, String> {
+        let cfg = &config.observability;
+        let metrics = cfg
+            .metrics
+            .as_ref()
+            .map(|m| Metrics::new(&registry, m, &config.upstreams, sessions))
+            .transpose()
+            .map_err(|e| format!("observability.metrics: {e}"))?;
+        let audit = cfg
+            .audit
+            .as_ref()
+            .map(|a| AuditLog::start(a, &registry))
+            .transpose()
+            .map_err(|e| format!("observability.audit: {e}"))?;
+        Ok(Observability {
+            metrics_path: cfg.metrics.as_ref().map(|m| m.path.clone()),
+            metrics,
+            audit,
+            spans: cfg.tracing.is_some(),
+            export: cfg
+                .tracing
+                .as_ref()
+                .is_some_and(|t| t.otlp_endpoint.is_some()),
+            registry,
+        })
+    }
+
+    /// Whether any signal needs the per-request summary recorded.
+    pub fn is_on(&self) -> bool {
+        self.metrics.is_some() || self.audit.is_some() || self.spans
+    }
+
+    /// Whether the audit log wants bodies (the handler keeps the request bytes then).
+    pub fn log_bodies(&self) -> bool {
+        self.audit.as_ref().is_some_and(|a| a.log_bodies)
+    }
+
+    /// A response-only observer that learns tool names from `tools/list` results, for the
+    /// `tool` label (see [`metrics`]).
+    pub fn tool_catalog(&self, route: &str) -> Option<Arc<dyn Stage>> {
+        let m = self.metrics.as_ref()?.route(route).clone();
+        Some(Arc::new(ToolCatalog(m)))
+    }
+
+    /// The request's span (when spans are on), child of the client's trace when exporting.
+    pub fn span(&self, request_id: &str, server: &str, headers: &http::HeaderMap) -> tracing::Span {
+        if !self.spans {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            "mcp.request",
+            otel.name = "mcp.request",
+            otel.kind = "server",
+            request_id = %request_id,
+            server = %server,
+            method = tracing::field::Empty,
+            tool = tracing::field::Empty,
+            decision = tracing::field::Empty,
+            stage = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        if self.export {
+            trace::adopt_parent(&span, headers);
+        }
+        span
+    }
+
+    /// Wraps the response body so the summary is recorded when the response ends.
+    pub fn finish(self: &Arc<Self>, mut summary: Summary, response: Response) -> Response {
+        if !self.is_on() {
+            return response;
+        }
+        summary.status = response.status().as_u16();
+        let (parts, body) = response.into_parts();
+        let route = self
+            .metrics
+            .as_ref()
+            .map(|m| m.route(&summary.server).clone());
+        if summary.streamed
+            && let Some(r) = &route
+        {
+            r.sse_streams().inc();
+        }
+        let capture = self
+            .audit
+            .as_ref()
+            .filter(|a| a.log_bodies && !summary.streamed)
+            .map(|a| (BytesMut::new(), a.max_body_bytes));
+        let pending = Pending {
+            obs: self.clone(),
+            route,
+            summary,
+            capture,
+        };
+        let body = Observed {
+            inner: body,
+            pending: Some(pending),
+        };
+        Response::from_parts(parts, Body::new(body))
+    }
+}
+
+/// How the request ended, for the audit log's `decision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Forwarded,
+    AuthFailed,
+    RateLimited,
+    Denied,
+    PluginRejected,
+    /// A stage answered locally.
+    Responded,
+    /// Refused by the gateway's own checks (bad request, origin, size, unknown route...).
+    Invalid,
+    SessionNotFound,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    Error,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Forwarded => "forwarded",
+            Decision::AuthFailed => "auth_failed",
+            Decision::RateLimited => "rate_limited",
+            Decision::Denied => "denied",
+            Decision::PluginRejected => "plugin_rejected",
+            Decision::Responded => "responded",
+            Decision::Invalid => "invalid",
+            Decision::SessionNotFound => "session_not_found",
+            Decision::UpstreamUnavailable => "upstream_unavailable",
+            Decision::UpstreamTimeout => "upstream_timeout",
+            Decision::Error => "error",
+        }
+    }
+}
+
+/// What one request did, filled by the handler along the way.
+#[derive(Debug)]
+pub struct Summary {
+    pub time: SystemTime,
+    pub started: Instant,
+    pub request_id: Arc<str>,
+    pub server: Arc<str>,
+    pub http_method: Method,
+    pub peer: Option<IpAddr>,
+    /// Index into [`metrics::METHODS`].
+    pub method: usize,
+    pub method_name: Option<String>,
+    pub tool: Option<Arc<str>>,
+    pub target: Option<Arc<str>>,
+    pub jsonrpc_id: Option<String>,
+    pub calls: Vec<AuditCall>,
+    /// `tools/call` names that reached the upstream.
+    pub forwarded_tools: Vec<Arc<str>>,
+    pub era: Era,
+    pub caller: Option<Arc<str>>,
+    pub client: Option<Arc<str>>,
+    pub session: Option<String>,
+    pub decision: Decision,
+    pub stage: Option<String>,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    pub error_code: Option<i32>,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub upstream_seconds: Option<f64>,
+    pub upstream_error: Option<UpstreamErrorKind>,
+    pub streamed: bool,
+    pub stream_error: Option<&'static str>,
+    /// The request body as received, kept only for `audit.log_bodies`.
+    pub request_body: Option<Bytes>,
+    /// Strings never to be written (the caller's credential, the upstream's).
+    pub secrets: Vec<String>,
+    pub span: tracing::Span,
+}
+
+impl Summary {
+    pub fn new(
+        request_id: Arc<str>,
+        server: &str,
+        http_method: Method,
+        span: tracing::Span,
+    ) -> Self {
+        let method = match http_method {
+            Method::GET => metrics::METHOD_GET,
+            Method::DELETE => metrics::METHOD_DELETE,
+            _ => 0,
+        };
+        Summary {
+            time: SystemTime::now(),
+            started: Instant::now(),
+            request_id,
+            server: Arc::from(server),
+            http_method,
+            peer: None,
+            method,
+            method_name: None,
+            tool: None,
+            target: None,
+            jsonrpc_id: None,
+            calls: Vec::new(),
+            forwarded_tools: Vec::new(),
+            era: Era::Legacy,
+            caller: None,
+            client: None,
+            session: None,
+            decision: Decision::Forwarded,
+            stage: None,
+            rule: None,
+            reason: None,
+            error_code: None,
+            status: 0,
+            upstream_status: None,
+            upstream_seconds: None,
+            upstream_error: None,
+            streamed: false,
+            stream_error: None,
+            request_body: None,
+            secrets: Vec::new(),
+            span,
+        }
+    }
+
+    /// What the parsed body asks for.
+    pub fn describe(&mut self, body: &ParsedBody) {
+        self.era = body.era();
+        if body.batch {
+            self.method = metrics::METHOD_BATCH;
+            self.method_name = Some("batch".into());
+            self.calls = body
+                .messages
+                .iter()
+                .map(|m| AuditCall {
+                    method: m.method().to_string(),
+                    target: m.target.clone(),
+                })
+                .collect();
+        } else if let Some(m) = body.messages.first() {
+            self.describe_message(m);
+        }
+        if !self.span.is_none() {
+            self.span.record("method", self.method_name.as_deref());
+            self.span.record("tool", self.tool.as_deref());
+        }
+    }
+
+    fn describe_message(&mut self, m: &Message) {
+        self.jsonrpc_id = m.id.as_ref().map(|i| i.get().to_string());
+        if m.method.is_none() {
+            self.method = metrics::METHOD_RESPONSE;
+            self.method_name = Some("response".into());
+            return;
+        }
+        let method = m.method();
+        self.method = metrics::method_index(method);
+        self.method_name = Some(method.to_string());
+        if method == "tools/call" {
+            self.tool = m.target.clone();
+        } else {
+            self.target = m.target.clone();
+        }
+    }
+
+    /// Who the stages say is calling.
+    pub fn identify(&mut self, cx: &RequestContext) {
+        self.caller = cx.caller.as_ref().map(|c| c.id.clone());
+        self.client = Some(cx.client_key());
+        self.session = cx.session.as_ref().map(|s| s.id.clone());
+    }
+
+    /// The request reached the upstream; remember its tool calls.
+    pub fn forwarded(&mut self, cx: &RequestContext) {
+        self.decision = Decision::Forwarded;
+        if let Some(body) = &cx.body {
+            self.forwarded_tools = body
+                .messages
+                .iter()
+                .filter(|m| m.method() == "tools/call")
+                .filter_map(|m| m.target.clone())
+                .collect();
+        }
+    }
+
+    /// A stage answered locally.
+    pub fn responded(&mut self, stage: Option<String>) {
+        self.decision = Decision::Responded;
+        self.stage = stage;
+    }
+
+    /// The request failed or was refused with `e`.
+    pub fn failed(&mut self, e: &GatewayError) {
+        self.error_code = Some(e.jsonrpc_code());
+        self.reason = Some(e.to_string());
+        self.decision = match e {
+            GatewayError::Rejected { stage, data, .. } => {
+                self.stage = Some(stage.clone());
+                match stage.as_str() {
+                    "auth" => Decision::AuthFailed,
+                    "rate_limit" => Decision::RateLimited,
+                    "policy" => {
+                        self.rule = data
+                            .as_ref()
+                            .and_then(|d| d.get("rule"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        Decision::Denied
+                    }
+                    s if s.starts_with("plugin:") => Decision::PluginRejected,
+                    _ => Decision::Error,
+                }
+            }
+            GatewayError::SessionNotFound => {
+                self.stage = Some("session".into());
+                Decision::SessionNotFound
+            }
+            GatewayError::UpstreamUnavailable { .. } => {
+                self.upstream_error = Some(UpstreamErrorKind::Unavailable);
+                Decision::UpstreamUnavailable
+            }
+            GatewayError::UpstreamTimeout { .. } => {
+                self.upstream_error = Some(UpstreamErrorKind::Timeout);
+                Decision::UpstreamTimeout
+            }
+            GatewayError::Internal(_) => Decision::Error,
+            _ => {
+                self.stage = Some("gateway".into());
+                Decision::Invalid
+            }
+        };
+    }
+}
+
+/// The summary waiting for its response to end.
+struct Pending {
+    obs: Arc<Observability>,
+    route: Option<Arc<RouteMetrics>>,
+    summary: Summary,
+    capture: Option<(BytesMut, usize)>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let s = &mut self.summary;
+        let elapsed = s.started.elapsed();
+        if s.upstream_error.is_none() && s.upstream_status.is_some_and(|st| st >= 500) {
+            s.upstream_error = Some(UpstreamErrorKind::Status5xx);
+        }
+        if let (Some(m), Some(route)) = (&self.obs.metrics, &self.route) {
+            record_metrics(m, route, s, elapsed.as_secs_f64());
+        }
+        if !s.span.is_none() {
+            s.span.record("decision", s.decision.as_str());
+            s.span.record("stage", s.stage.as_deref());
+            s.span.record("http.response.status_code", s.status);
+        }
+        if let Some(audit) = &self.obs.audit {
+            let s = std::mem::replace(
+                &mut self.summary,
+                Summary::new(Arc::from(""), "", Method::GET, tracing::Span::none()),
+            );
+            let response_body = self
+                .capture
+                .take()
+                .filter(|(buf, _)| !buf.is_empty())
+                .map(|(buf, max)| audit::redacted_body(&buf, &s.secrets, max));
+            audit.record(record(
+                s,
+                elapsed.as_secs_f64() * 1000.0,
+                response_body,
+                audit,
+            ));
+        }
+    }
+}
+
+fn record_metrics(m: &Metrics, route: &RouteMetrics, s: &Summary, seconds: f64) {
+    // GET streams last as long as the client listens: counted, not timed.
+    let timed = (s.http_method != Method::GET).then_some(seconds);
+    route.request(s.method, s.status, timed);
+    if s.streamed {
+        route.sse_streams().dec();
+    }
+    if let Some(secs) = s.upstream_seconds {
+        route.upstream_answered(secs);
+    }
+    if let Some(kind) = s.upstream_error {
+        route.upstream_error(kind);
+    }
+    for tool in &s.forwarded_tools {
+        route.tool_call(&route.tool_label(tool));
+    }
+    match s.decision {
+        Decision::RateLimited => {
+            let client = m.client_label(s.client.as_deref().unwrap_or("anonymous"));
+            route.rate_limited(&client);
+        }
+        Decision::Denied => {
+            let client = m.client_label(s.client.as_deref().unwrap_or("anonymous"));
+            let tool = s
+                .tool
+                .as_deref()
+                .map_or_else(|| Arc::from(""), |t| route.tool_label(t));
+            route.denied(&client, &tool);
+        }
+        _ => {}
+    }
+}
+
+fn record(
+    s: Summary,
+    duration_ms: f64,
+    response_body: Option<Value>,
+    audit: &AuditLog,
+) -> AuditRecord {
+    let request_body = s
+        .request_body
+        .as_ref()
+        .map(|b| audit::redacted_body(b, &s.secrets, audit.max_body_bytes));
+    AuditRecord {
+        time: s.time,
+        request_id: s.request_id,
+        caller: s.caller,
+        peer: s.peer,
+        server: s.server,
+        era: match s.era {
+            Era::Legacy => "legacy",
+            Era::Modern => "2026-07-28",
+        },
+        http_method: match s.http_method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            _ => "OTHER",
+        },
+        method: s.method_name,
+        tool: s.tool,
+        target: s.target,
+        jsonrpc_id: s.jsonrpc_id,
+        calls: s.calls,
+        session: s.session,
+        decision: s.decision.as_str(),
+        stage: s.stage,
+        rule: s.rule,
+        reason: s.reason,
+        status: s.status,
+        error_code: s.error_code,
+        upstream_status: s.upstream_status,
+        streamed: s.streamed,
+        stream_error: s.stream_error,
+        duration_ms: (duration_ms * 1000.0).round() / 1000.0,
+        request_body,
+        response_body,
+    }
+}
+
+/// A response body that records its request's summary when it ends.
+struct Observed {
+    inner: Body,
+    pending: Option<Pending>,
+}
+
+impl http_body::Body for Observed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(Pending {
+                    capture: Some((buf, max)),
+                    ..
+                }) = this.pending.as_mut()
+                    && let Some(data) = frame.data_ref()
+                    && buf.len() <= *max
+                {
+                    let room = (*max + 1).saturating_sub(buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..room]);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(p) = this.pending.as_mut() {
+                    let idle = is_idle_timeout(e);
+                    p.summary.stream_error = Some(if idle {
+                        "upstream_idle"
+                    } else {
+                        "upstream_broken"
+                    });
+                    p.summary.upstream_error = Some(if idle {
+                        UpstreamErrorKind::StreamIdle
+                    } else {
+                        UpstreamErrorKind::StreamBroken
+                    });
+                }
+                this.pending.take();
+            }
+            Poll::Ready(None) => {
+                this.pending.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (the upstream request is cancelled).
+        if let Some(p) = self.pending.as_mut()
+            && !http_body::Body::is_end_stream(&self.inner)
+            && p.summary.stream_error.is_none()
+        {
+            p.summary.stream_error = Some("client_gone");
+        }
+    }
+}
+
+fn is_idle_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<crate::proxy::relay::IdleTimeout>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Learns the tool names an upstream advertises, from the `tools/list` results passing by.
+struct ToolCatalog(Arc<RouteMetrics>);
+
+impl Stage for ToolCatalog {
+    fn name(&self) -> &str {
+        "tool_catalog"
+    }
+
+    fn on_request<'a>(&'a self, _cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
+        Box::pin(async { Verdict::Continue })
+    }
+
+    fn wants_response(&self, _cx: &RequestContext, request: &Message) -> bool {
+        request.method() == "tools/list"
+    }
+
+    fn on_response<'a>(
+        &'a self,
+        _cx: &'a RequestContext,
+        _request: &'a Message,
+        response: &'a mut Value,
+    ) -> BoxFuture<'a, ResponseVerdict> {
+        if let Some(tools) = response.pointer("/result/tools").and_then(Value::as_array) {
+            self.0.learn_tools(
+                tools
+                    .iter()
+                    .filter_map(|t| t.get("name").and_then(Value::as_str)),
+            );
+        }
+        Box::pin(async { ResponseVerdict::Unchanged })
+    }
+}
