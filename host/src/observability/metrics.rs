@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
@@ -242,37 +242,27 @@ pub struct RouteMetrics {
     pub name: Arc<str>,
     families: Arc<Families>,
     requests: Cache<(u16, u16), IntCounter>,
-    duration: Vec<Histogram>,
+    /// Per method; resolved on first use so that unused methods export no series.
+    duration: Vec<OnceLock<Histogram>>,
     tools: LabelSet,
     tool_calls: Cache<Arc<str>, IntCounter>,
     rate_limited: Cache<Arc<str>, IntCounter>,
     denials: Cache<(Arc<str>, Arc<str>), IntCounter>,
-    upstream_duration: Histogram,
-    upstream_errors: Vec<IntCounter>,
-    sse_streams: IntGauge,
+    upstream_duration: OnceLock<Histogram>,
+    upstream_errors: Vec<OnceLock<IntCounter>>,
+    sse_streams: OnceLock<IntGauge>,
 }
 
 impl RouteMetrics {
     fn new(name: Arc<str>, families: Arc<Families>, cfg: &MetricsConfig) -> Self {
-        let duration = METHODS
-            .iter()
-            .map(|m| families.duration.with_label_values(&[name.as_ref(), m]))
-            .collect();
-        let upstream_errors = UpstreamErrorKind::ALL
-            .iter()
-            .map(|k| {
-                families
-                    .upstream_errors
-                    .with_label_values(&[name.as_ref(), k.as_str()])
-            })
-            .collect();
         RouteMetrics {
-            upstream_duration: families
-                .upstream_duration
-                .with_label_values(&[name.as_ref()]),
-            sse_streams: families.sse_streams.with_label_values(&[name.as_ref()]),
-            duration,
-            upstream_errors,
+            upstream_duration: OnceLock::new(),
+            sse_streams: OnceLock::new(),
+            duration: METHODS.iter().map(|_| OnceLock::new()).collect(),
+            upstream_errors: UpstreamErrorKind::ALL
+                .iter()
+                .map(|_| OnceLock::new())
+                .collect(),
             requests: Cache::default(),
             tools: LabelSet::new(cfg.max_listed_tools, cfg.max_unlisted_tools),
             tool_calls: Cache::default(),
@@ -296,7 +286,13 @@ impl RouteMetrics {
             })
             .inc();
         if let Some(s) = seconds {
-            self.duration[method].observe(s);
+            self.duration[method]
+                .get_or_init(|| {
+                    self.families
+                        .duration
+                        .with_label_values(&[self.name.as_ref(), METHODS[method]])
+                })
+                .observe(s);
         }
     }
 
@@ -346,7 +342,13 @@ impl RouteMetrics {
     }
 
     pub fn upstream_answered(&self, seconds: f64) {
-        self.upstream_duration.observe(seconds);
+        self.upstream_duration
+            .get_or_init(|| {
+                self.families
+                    .upstream_duration
+                    .with_label_values(&[self.name.as_ref()])
+            })
+            .observe(seconds);
     }
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
@@ -354,12 +356,22 @@ impl RouteMetrics {
             .iter()
             .position(|k| *k == kind)
             .unwrap_or(0);
-        self.upstream_errors[i].inc();
+        self.upstream_errors[i]
+            .get_or_init(|| {
+                self.families
+                    .upstream_errors
+                    .with_label_values(&[self.name.as_ref(), kind.as_str()])
+            })
+            .inc();
     }
 
     /// The active-SSE-streams gauge of this route.
     pub fn sse_streams(&self) -> &IntGauge {
-        &self.sse_streams
+        self.sse_streams.get_or_init(|| {
+            self.families
+                .sse_streams
+                .with_label_values(&[self.name.as_ref()])
+        })
     }
 }
 
