@@ -203,6 +203,8 @@ pipeline: [auth, rate_limit, policy, guard]
 upstreams:
   obs:
     url: {upstream}
+  down:
+    url: http://127.0.0.1:9/mcp
 observability:
   metrics:
     path: /metrics
@@ -258,6 +260,15 @@ observability:
             .contains("authentication required"),
         "{out}"
     );
+
+    // One call to an upstream that is down (connection refused): 502, counted by kind.
+    let status = raw_post(
+        &base,
+        "/servers/down/mcp",
+        &[("x-api-key", KEY)],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    );
+    assert_eq!(status, 502);
 
     // ---- metrics, read by the Prometheus project's parser ---------------------------------
     let scraped = run_client(
@@ -533,6 +544,49 @@ observability:
     assert!(spans.iter().any(|(_, s)| s.name == "mcp.request"
         && hex(&s.trace_id) != TRACE_ID
         && s.parent_span_id.is_empty()));
+}
+
+/// The metric names a PromQL expression mentions.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("mcpgate_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// POSTs a JSON body over a plain HTTP/1.1 connection; returns the response status.
+fn raw_post(base: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"))
 }
 
 /// Reads the audit file until `done` holds for its records (the writer flushes each batch).
