@@ -11,8 +11,12 @@ port=${MCPGATE_PORT:-8080}
 [ "$once" = "--once" ] && port=0
 
 scripts/setup.sh --python
-echo "==> building mcpgate"
-cargo build --quiet -p mcpgate
+# The test suite has just built target/debug/mcpgate with the whole workspace (a different
+# feature set than `-p mcpgate` alone, which would recompile dependencies): it skips this build.
+if [ -z "${MCPGATE_DEMO_PREBUILT:-}" ]; then
+  echo "==> building mcpgate"
+  cargo build --quiet -p mcpgate
+fi
 py=tests/e2e/.venv/bin/python
 
 log=$(mktemp -d)
@@ -69,12 +73,19 @@ echo "  -H 'content-type: application/json' -H 'accept: application/json, text/e
 echo "  -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: echo' \\"
 echo "  -d '$body'"
 
+echo
+echo "==> what the gateway counted (Prometheus metrics):"
+echo "curl -s $base/metrics | grep '^mcpgate_'"
+
 if [ "$once" = "--once" ]; then
-  # Prove the curl line works, too.
+  # Prove the curl lines work, too.
   answer=$(curl -sS "$url" -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
     -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: echo' -d "$body")
   echo "$answer"
   echo "$answer" | grep -q '"text":"hi"' || { echo "curl through the gateway failed"; cat "$log/gateway.out"; exit 1; }
+  counted=$(curl -sS "$base/metrics" | grep '^mcpgate_tool_calls_total' || true)
+  echo "$counted"
+  echo "$counted" | grep -q 'tool="echo"} 1' || { echo "metrics did not count the call"; exit 1; }
   echo
   echo "demo OK"
   exit 0

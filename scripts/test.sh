@@ -33,6 +33,6 @@ echo "==> cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$results"
 
 echo "==> demo smoke run"
-scripts/demo.sh --once
+MCPGATE_DEMO_PREBUILT=1 scripts/demo.sh --once
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

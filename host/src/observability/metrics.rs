@@ -136,6 +136,15 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for Cache<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
+    /// The value for `key`, if present (lock-free).
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.load().get(key).cloned()
+    }
+
     /// The value for `key`, made (once) by `make` when missing.
     pub(crate) fn get_or_insert_with(&self, key: K, make: impl FnOnce(&K) -> V) -> V {
         if let Some(v) = self.map.load().get(&key) {

@@ -19,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::mcpgate::plugin::{callout, kv, log, metrics, types};
 use super::kv::{KvError, KvStore};
 use crate::config::Grants;
+use crate::observability::metrics::Cache;
 use crate::proxy::UpstreamClient;
 
 /// Log lines one hook call may write; the rest are dropped (and the drop is logged once).
@@ -328,12 +329,21 @@ impl callout::Host for State {
 /// calls past a bound are dropped.
 pub struct CustomMetrics {
     registry: Registry,
+    /// Definitions and admitted series: taken only for a series not seen before.
     metrics: Mutex<HashMap<String, Custom>>,
+    /// Admitted series by (metric name, label values), read without a lock.
+    handles: Cache<(String, Vec<String>), Handle>,
 }
 
 enum Kind {
     Counter(IntCounterVec),
     Histogram(HistogramVec),
+}
+
+#[derive(Clone)]
+enum Handle {
+    Counter(prometheus::IntCounter),
+    Histogram(prometheus::Histogram),
 }
 
 struct Custom {
@@ -350,6 +360,7 @@ impl CustomMetrics {
         CustomMetrics {
             registry,
             metrics: Mutex::new(HashMap::new()),
+            handles: Cache::default(),
         }
     }
 
@@ -388,7 +399,7 @@ impl CustomMetrics {
         name: &str,
         labels: Vec<(String, String)>,
         make: impl FnOnce(&str, &[&str]) -> prometheus::Result<Kind>,
-        apply: impl FnOnce(&Kind, &[&str]),
+        apply: impl FnOnce(&Handle),
     ) {
         let Some((names, values)) = Self::valid_name(name)
             .then(|| Self::labels(plugin, labels))
@@ -397,6 +408,11 @@ impl CustomMetrics {
             tracing::debug!(%plugin, metric = name, "plugin metric dropped: invalid name or labels");
             return;
         };
+        let key = (name.to_string(), values);
+        if let Some(handle) = self.handles.get(&key) {
+            return apply(&handle);
+        }
+        let values = &key.1;
         let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         if !metrics.contains_key(name) {
             if metrics.len() >= Self::MAX_METRICS {
@@ -426,14 +442,19 @@ impl CustomMetrics {
             tracing::debug!(%plugin, metric = name, "plugin metric dropped: label names differ from its first use");
             return;
         }
-        if !metric.series.contains(&values) {
+        if !metric.series.contains(values) {
             if metric.series.len() >= Self::MAX_SERIES {
                 return;
             }
             metric.series.insert(values.clone());
         }
         let value_refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        apply(&metric.kind, &value_refs);
+        let handle = match &metric.kind {
+            Kind::Counter(c) => Handle::Counter(c.with_label_values(&value_refs)),
+            Kind::Histogram(h) => Handle::Histogram(h.with_label_values(&value_refs)),
+        };
+        let handle = self.handles.get_or_insert_with(key, |_| handle);
+        apply(&handle);
     }
 
     pub fn counter_add(&self, plugin: &str, name: &str, value: u64, labels: Vec<(String, String)>) {
@@ -453,9 +474,9 @@ impl CustomMetrics {
                 registry.register(Box::new(c.clone()))?;
                 Ok(Kind::Counter(c))
             },
-            |kind, values| {
-                if let Kind::Counter(c) = kind {
-                    c.with_label_values(values).inc_by(value);
+            |handle| {
+                if let Handle::Counter(c) = handle {
+                    c.inc_by(value);
                 }
             },
         );
@@ -487,9 +508,9 @@ impl CustomMetrics {
                 registry.register(Box::new(h.clone()))?;
                 Ok(Kind::Histogram(h))
             },
-            |kind, values| {
-                if let Kind::Histogram(h) = kind {
-                    h.with_label_values(values).observe(value);
+            |handle| {
+                if let Handle::Histogram(h) = handle {
+                    h.observe(value);
                 }
             },
         );
