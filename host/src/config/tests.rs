@@ -406,3 +406,48 @@ fn stage_section_errors() {
         );
     }
 }
+
+#[test]
+fn observability_section() {
+    let up = "upstreams:\n  u:\n    url: http://127.0.0.1:1/mcp\n";
+    // Absent: everything off. Present: on unless `enabled: false`, with defaults.
+    let off = parse(up).unwrap().observability;
+    assert!(off.metrics.is_none() && off.audit.is_none() && off.tracing.is_none());
+    let on = parse(&format!(
+        "{up}observability:\n  metrics: {{}}\n  audit: {{sink: file, path: /tmp/a.jsonl, log_bodies: true}}\n  tracing:\n    otlp_endpoint: http://127.0.0.1:4318/v1/traces\n    sample_ratio: 0.25\n"
+    ))
+    .unwrap()
+    .observability;
+    let m = on.metrics.unwrap();
+    assert_eq!((m.path.as_str(), m.max_unlisted_tools), ("/metrics", 20));
+    let a = on.audit.unwrap();
+    assert_eq!(a.sink, AuditSink::File("/tmp/a.jsonl".into()));
+    assert!(a.log_bodies);
+    let t = on.tracing.unwrap();
+    assert_eq!(t.service_name, "mcpgate");
+    assert_eq!(t.sample_ratio, 0.25);
+    let disabled = parse(&format!(
+        "{up}observability:\n  metrics: {{enabled: false}}\n"
+    ))
+    .unwrap();
+    assert!(disabled.observability.metrics.is_none());
+
+    // Every mistake at once, each at its key and line.
+    let got = errors(&format!(
+        "{up}observability:\n  metrics:\n    path: /servers/x\n  audit:\n    sink: file\n  tracing:\n    otlp_endpoint: collector:4318\n    sample_ratio: 2\n    colour: blue\n"
+    ));
+    let keys: Vec<(&str, Option<usize>)> = got.iter().map(|(p, l, _)| (p.as_str(), *l)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("observability.metrics.path", Some(6)),
+            ("observability.audit.path", Some(7)),
+            ("observability.tracing.otlp_endpoint", Some(10)),
+            ("observability.tracing.sample_ratio", Some(11)),
+            ("observability.tracing.colour", Some(12)),
+        ],
+        "{got:#?}"
+    );
+    assert!(got[0].2.contains("collides"), "{}", got[0].2);
+    assert!(got[1].2.contains("needs `path`"), "{}", got[1].2);
+}

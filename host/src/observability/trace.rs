@@ -45,7 +45,10 @@ pub fn init(log_format: &str, tracing: Option<&TracingConfig>) -> Result<Option<
             .with_tracer(p.0.tracer("mcpgate"))
             .with_tracked_inactivity(false)
     });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a terminal: log files and collectors get plain text.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if log_format == "json" {
         registry.with(fmt.json()).try_init()
