@@ -424,6 +424,35 @@ observability:
             .any(|(n, l, _)| n == "mcpgate_active_sessions"
                 && l.get("server").map(String::as_str) == Some("obs"))
     );
+    assert_eq!(
+        m.value(
+            "mcpgate_upstream_errors_total",
+            &[("server", "down"), ("kind", "unavailable")]
+        ),
+        1.0
+    );
+
+    // The Grafana dashboard in the repo queries only series this gateway exports.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/mcpgate-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let exported: HashSet<&str> = m.samples.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                queried += 1;
+                assert!(
+                    exported.contains(name.as_str()),
+                    "panel `{}` queries `{name}`, which /metrics does not export",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(queried >= 16, "{queried}");
 
     // ---- the audit log: one record per request, matched to the calls ----------------------
     let records: Vec<Value> = wait_for_records(&audit, |r| {

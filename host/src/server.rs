@@ -270,7 +270,7 @@ async fn mcp_route(
     use tracing::Instrument as _;
     let request_id = request_id(request.headers());
     let span = gw.obs.span(&request_id, &name, request.headers());
-    let mut summary = Summary::new(
+    let mut summary = gw.obs.summary(
         request_id.clone(),
         &name,
         request.method().clone(),

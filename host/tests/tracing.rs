@@ -12,7 +12,6 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
-use serde_json::json;
 use support::*;
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";

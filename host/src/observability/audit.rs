@@ -112,7 +112,12 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens the sink (a file is created or appended to) and starts the writer thread.
     pub fn start(cfg: &AuditConfig, registry: &Registry) -> Result<AuditLog, String> {
-        let sink: Box<dyn std::io::Write + Send> = match &cfg.sink {
+        let sink = Self::open(&cfg.sink)?;
+        Self::with_sink(cfg, registry, sink)
+    }
+
+    fn open(sink: &AuditSink) -> Result<Box<dyn std::io::Write + Send>, String> {
+        Ok(match sink {
             AuditSink::Stdout => Box::new(std::io::stdout()),
             AuditSink::File(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -130,7 +135,14 @@ impl AuditLog {
                     .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
                 Box::new(file)
             }
-        };
+        })
+    }
+
+    fn with_sink(
+        cfg: &AuditConfig,
+        registry: &Registry,
+        sink: Box<dyn std::io::Write + Send>,
+    ) -> Result<AuditLog, String> {
         let counter = |name: &str, help: &str| {
             let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid metric name");
             if let Err(e) = registry.register(Box::new(c.clone())) {
@@ -323,22 +335,40 @@ mod tests {
         assert!(!cut.to_string().contains("sk-live"));
     }
 
+    /// A sink whose writes wait until the test lets them go.
+    struct Stuck(std::sync::mpsc::Receiver<()>);
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn records_reach_the_file_and_a_full_queue_drops() {
-        let dir = std::env::temp_dir().join(format!("mcpgate-audit-{}", std::process::id()));
-        let path = dir.join("a.jsonl");
-        let registry = Registry::new();
-        let log = AuditLog::start(
-            &AuditConfig {
-                sink: AuditSink::File(path.clone()),
-                log_bodies: false,
-                queue: 4,
-                max_body_bytes: 100,
-            },
-            &registry,
-        )
-        .unwrap();
-        let record = |i: usize| AuditRecord {
+    fn a_stuck_sink_never_blocks_the_request_path() {
+        let (release, wait) = std::sync::mpsc::channel();
+        let cfg = AuditConfig {
+            sink: AuditSink::Stdout,
+            log_bodies: false,
+            queue: 8,
+            max_body_bytes: 100,
+        };
+        let log = AuditLog::with_sink(&cfg, &Registry::new(), Box::new(Stuck(wait))).unwrap();
+        // The writer takes the first record and hangs in `write`; the queue fills, the rest
+        // are dropped, and none of the 1,000 calls waits (else this test would hang).
+        for i in 0..1000 {
+            log.record(record(i));
+        }
+        assert!(log.dropped.get() >= 1000 - 8 - 1, "{}", log.dropped.get());
+        drop(release);
+    }
+
+    fn record(i: usize) -> AuditRecord {
+        AuditRecord {
             time: SystemTime::now(),
             request_id: Arc::from(format!("r{i}")),
             caller: None,
@@ -364,7 +394,24 @@ mod tests {
             duration_ms: 1.0,
             request_body: None,
             response_body: None,
-        };
+        }
+    }
+
+    #[test]
+    fn records_reach_the_file_and_a_full_queue_drops() {
+        let dir = std::env::temp_dir().join(format!("mcpgate-audit-{}", std::process::id()));
+        let path = dir.join("a.jsonl");
+        let registry = Registry::new();
+        let log = AuditLog::start(
+            &AuditConfig {
+                sink: AuditSink::File(path.clone()),
+                log_bodies: false,
+                queue: 4,
+                max_body_bytes: 100,
+            },
+            &registry,
+        )
+        .unwrap();
         for i in 0..3 {
             log.record(record(i));
         }

@@ -111,6 +111,21 @@ impl Observability {
         self.metrics.is_some() || self.audit.is_some() || self.spans
     }
 
+    /// A new request's summary; with every signal off it records nothing and allocates nothing.
+    pub fn summary(
+        &self,
+        request_id: Arc<str>,
+        server: &str,
+        http_method: Method,
+        span: tracing::Span,
+    ) -> Summary {
+        if self.is_on() {
+            Summary::new(request_id, server, http_method, span)
+        } else {
+            Summary::inactive(request_id, http_method)
+        }
+    }
+
     /// Whether the audit log wants bodies (the handler keeps the request bytes then).
     pub fn log_bodies(&self) -> bool {
         self.audit.as_ref().is_some_and(|a| a.log_bodies)
@@ -255,9 +270,19 @@ pub struct Summary {
     /// Strings never to be written (the caller's credential, the upstream's).
     pub secrets: Vec<String>,
     pub span: tracing::Span,
+    /// `false`: observability is off, the describe/identify/... calls do nothing.
+    active: bool,
 }
 
+static NO_SERVER: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
 impl Summary {
+    fn inactive(request_id: Arc<str>, http_method: Method) -> Self {
+        let mut s = Summary::new(request_id, "", http_method, tracing::Span::none());
+        s.active = false;
+        s
+    }
+
     pub fn new(
         request_id: Arc<str>,
         server: &str,
@@ -273,7 +298,11 @@ impl Summary {
             time: SystemTime::now(),
             started: Instant::now(),
             request_id,
-            server: Arc::from(server),
+            server: if server.is_empty() {
+                NO_SERVER.clone()
+            } else {
+                Arc::from(server)
+            },
             http_method,
             peer: None,
             method,
@@ -301,11 +330,15 @@ impl Summary {
             request_body: None,
             secrets: Vec::new(),
             span,
+            active: true,
         }
     }
 
     /// What the parsed body asks for.
     pub fn describe(&mut self, body: &ParsedBody) {
+        if !self.active {
+            return;
+        }
         self.era = body.era();
         if body.batch {
             self.method = metrics::METHOD_BATCH;
@@ -346,6 +379,9 @@ impl Summary {
 
     /// Who the stages say is calling.
     pub fn identify(&mut self, cx: &RequestContext) {
+        if !self.active {
+            return;
+        }
         self.caller = cx.caller.as_ref().map(|c| c.id.clone());
         self.client = Some(cx.client_key());
         self.session = cx.session.as_ref().map(|s| s.id.clone());
@@ -354,6 +390,9 @@ impl Summary {
     /// The request reached the upstream; remember its tool calls.
     pub fn forwarded(&mut self, cx: &RequestContext) {
         self.decision = Decision::Forwarded;
+        if !self.active {
+            return;
+        }
         if let Some(body) = &cx.body {
             self.forwarded_tools = body
                 .messages
@@ -372,6 +411,9 @@ impl Summary {
 
     /// The request failed or was refused with `e`.
     pub fn failed(&mut self, e: &GatewayError) {
+        if !self.active {
+            return;
+        }
         self.error_code = Some(e.jsonrpc_code());
         self.reason = Some(e.to_string());
         self.decision = match e {
@@ -439,7 +481,7 @@ impl Drop for Pending {
         if let Some(audit) = &self.obs.audit {
             let s = std::mem::replace(
                 &mut self.summary,
-                Summary::new(Arc::from(""), "", Method::GET, tracing::Span::none()),
+                Summary::inactive(NO_SERVER.clone(), Method::GET),
             );
             let response_body = self
                 .capture
