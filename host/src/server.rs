@@ -285,7 +285,6 @@ async fn mcp_route(
         &name,
         Peer { addr: peer },
         request,
-        &request_id,
         &mut error_id,
         &mut extra_headers,
         &mut summary,
@@ -332,7 +331,6 @@ async fn handle(
     name: &str,
     peer: Peer,
     request: Request,
-    request_id: &Arc<str>,
     error_id: &mut Option<Box<serde_json::value::RawValue>>,
     extra_headers: &mut http::HeaderMap,
     summary: &mut Summary,
@@ -405,7 +403,7 @@ async fn handle(
     }
 
     let mut cx = Box::new(RequestContext::new(
-        request_id.clone(),
+        summary.request_id.clone(),
         upstream.clone(),
         parts.method.clone(),
         parts.headers,
@@ -449,7 +447,7 @@ async fn handle(
                 cx.session = Some(claims);
             }
             Err(e) => {
-                tracing::debug!(request_id = %request_id, reason = ?e, "session rejected");
+                tracing::debug!(request_id = %cx.request_id, reason = ?e, "session rejected");
                 return Err(GatewayError::SessionNotFound);
             }
         }
