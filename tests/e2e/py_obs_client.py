@@ -19,22 +19,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-
-def describe(e: BaseException) -> str:
-    parts = [f"{type(e).__name__}: {e}"]
-    for sub in getattr(e, "exceptions", []) or []:
-        parts.append(describe(sub))
-    return " | ".join(parts)
-
-
-async def attempt(client: Client, tool: str, args: dict) -> str:
-    try:
-        result = await client.call_tool(tool, args)
-    except Exception as e:  # the SDK raises a JSON-RPC error to its caller
-        return "raised " + describe(e)
-    return ("error result " if result.is_error else "") + " ".join(
-        getattr(c, "text", "") for c in result.content
-    )
+from sdk_calls import attempt, describe
 
 
 async def main(url: str, mode: str, key: str, traceparent: str) -> None:

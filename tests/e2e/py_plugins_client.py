@@ -15,21 +15,7 @@ import sys
 
 from mcp import Client
 
-
-def describe(e: BaseException) -> str:
-    parts = [f"{type(e).__name__}: {e}"]
-    for sub in getattr(e, "exceptions", []) or []:
-        parts.append(describe(sub))
-    return " | ".join(parts)
-
-
-async def attempt(client: Client, tool: str, args: dict) -> str:
-    try:
-        result = await client.call_tool(tool, args)
-    except Exception as e:  # the SDK raises a JSON-RPC error to its caller
-        return "raised " + describe(e)
-    text = " ".join(getattr(c, "text", "") for c in result.content)
-    return ("error result " if result.is_error else "") + text
+from sdk_calls import attempt, describe
 
 
 async def main(base: str, mode: str) -> None:

@@ -17,12 +17,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-
-def describe(e: BaseException) -> str:
-    parts = [f"{type(e).__name__}: {e}"]
-    for sub in getattr(e, "exceptions", []) or []:
-        parts.append(describe(sub))
-    return " | ".join(parts)
+from sdk_calls import describe
 
 
 async def main(url: str, mode: str, header: str, value: str) -> None:
