@@ -633,3 +633,34 @@ fn wait_for_records(path: &std::path::Path, done: impl Fn(&[Value]) -> bool) -> 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn audit_records_go_to_stdout_as_json_lines() {
+    let dir = TempDir::new("obs-stdout");
+    let config = dir.file(
+        "mcpgate.yaml",
+        "upstreams:\n  down:\n    url: http://127.0.0.1:9/mcp\nobservability:\n  audit:\n    sink: stdout\n",
+    );
+    let (mut gw, base) = start_gateway(&config, &[]);
+    let status = raw_post(
+        &base,
+        "/servers/down/mcp",
+        &[("x-request-id", "audit-to-stdout-1")],
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
+    );
+    assert_eq!(status, 502);
+    let line = gw.wait_for(
+        r#""request_id":"audit-to-stdout-1""#,
+        Duration::from_secs(30),
+    );
+    let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(record["decision"], "upstream_unavailable");
+    assert_eq!(record["server"], "down");
+    assert_eq!(record["tool"], "t");
+    assert_eq!(record["status"], 502);
+    assert_eq!(record["jsonrpc_id"], "7");
+    assert!(
+        record.get("request_body").is_none(),
+        "bodies only with log_bodies"
+    );
+}
