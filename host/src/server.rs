@@ -469,7 +469,8 @@ async fn handle(
             otel.name = "mcp.upstream",
             otel.kind = "client",
             server = %upstream.name,
-            url.full = %upstream.url,
+            // The host only: a URL's path or query may carry a credential.
+            server.address = upstream.url.host().unwrap_or_default(),
         );
         crate::observability::trace::inject(&span, upstream_req.headers_mut());
         span

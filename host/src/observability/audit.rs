@@ -335,12 +335,16 @@ mod tests {
         assert!(!cut.to_string().contains("sk-live"));
     }
 
-    /// A sink whose writes wait until the test lets them go.
-    struct Stuck(std::sync::mpsc::Receiver<()>);
+    /// A sink that says when a write begins, then waits until the test lets it go.
+    struct Stuck {
+        entered: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    }
 
     impl std::io::Write for Stuck {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let _ = self.0.recv();
+            let _ = self.entered.send(());
+            let _ = self.release.recv();
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -351,19 +355,27 @@ mod tests {
     #[test]
     fn a_stuck_sink_never_blocks_the_request_path() {
         let (release, wait) = std::sync::mpsc::channel();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
         let cfg = AuditConfig {
             sink: AuditSink::Stdout,
             log_bodies: false,
             queue: 8,
             max_body_bytes: 100,
         };
-        let log = AuditLog::with_sink(&cfg, &Registry::new(), Box::new(Stuck(wait))).unwrap();
-        // The writer takes the first record and hangs in `write`; the queue fills, the rest
-        // are dropped, and none of the 1,000 calls waits (else this test would hang).
-        for i in 0..1000 {
+        let sink = Stuck {
+            entered: entered_tx,
+            release: wait,
+        };
+        let log = AuditLog::with_sink(&cfg, &Registry::new(), Box::new(sink)).unwrap();
+        // The writer takes the first record and hangs in `write`...
+        log.record(record(0));
+        entered.recv().unwrap();
+        // ...so the queue fills with 8 and the rest are dropped; none of the 1,000 calls waits
+        // (else this test would hang).
+        for i in 1..=1000 {
             log.record(record(i));
         }
-        assert!(log.dropped.get() >= 1000 - 8 - 1, "{}", log.dropped.get());
+        assert_eq!(log.dropped.get(), 1000 - 8);
         drop(release);
     }
 
