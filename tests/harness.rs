@@ -2,6 +2,8 @@
 //! by `scripts/setup.sh`, run them as child processes on 127.0.0.1 with OS-chosen ports, and make
 //! sure every child dies with the test.
 
+pub mod services;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

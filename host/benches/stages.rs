@@ -54,7 +54,7 @@ upstreams:
 
 fn pipeline(stages: &str) -> (Pipeline, Arc<mcpgate::config::Upstream>) {
     let cfg = config(stages);
-    let built = mcpgate::stages::build(&cfg, &UpstreamClient::new(), &Default::default());
+    let built = mcpgate::stages::build(&cfg, &UpstreamClient::new(), &Default::default(), None);
     (built.pipelines["github"].clone(), cfg.upstreams[0].clone())
 }
 

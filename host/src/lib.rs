@@ -14,6 +14,7 @@
 //! - [`plugins`]: WebAssembly plugin stages: the sandbox, loading, the per-call lifecycle.
 //! - [`proxy`]: the upstream client, header rules, the streaming relay.
 //! - [`error`]: the request path's one error type, turned into a response in one place.
+//! - [`redis`]: the Redis connection replicas share state through (buckets, plugin kv).
 //! - [`observability`]: Prometheus metrics, the audit log, tracing spans and OTLP export.
 //! - [`config`]: YAML → validated, immutable runtime config.
 
@@ -24,6 +25,7 @@ pub mod observability;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod redis;
 pub mod server;
 pub mod session;
 pub mod stages;

@@ -60,14 +60,18 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// Loads the config's plugins (compile, import check, `init`), reporting errors like config ones.
-async fn load_plugins(path: &std::path::Path, cfg: &Config) -> Result<Plugins, ExitCode> {
-    Plugins::load(cfg, PluginDeps::default())
-        .await
-        .map_err(|mut errors| {
-            errors.source = path.display().to_string();
-            eprint!("{errors}");
-            ExitCode::FAILURE
-        })
+/// `validate` loads them with the default deps (nothing connects anywhere); `start` with what the
+/// config names (the Redis-backed kv).
+async fn load_plugins(
+    path: &std::path::Path,
+    cfg: &Config,
+    deps: PluginDeps,
+) -> Result<Plugins, ExitCode> {
+    Plugins::load(cfg, deps).await.map_err(|mut errors| {
+        errors.source = path.display().to_string();
+        eprint!("{errors}");
+        ExitCode::FAILURE
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -82,7 +86,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => {
             let checked = load(&config).and_then(|cfg| {
-                runtime()?.block_on(load_plugins(&config, &cfg))?;
+                runtime()?.block_on(load_plugins(&config, &cfg, PluginDeps::default()))?;
                 Ok(cfg)
             });
             match checked {
@@ -176,7 +180,14 @@ async fn start(path: PathBuf, cfg: Config, log_format: &str) -> ExitCode {
 }
 
 async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
-    let plugins = match load_plugins(&path, &cfg).await {
+    let deps = match PluginDeps::for_config(&cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let plugins = match load_plugins(&path, &cfg, deps).await {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -75,8 +75,8 @@ impl Gateway {
     }
 
     /// Builds the gateway from a validated config and its loaded plugins; its metrics join the
-    /// plugins' registry. Fails when the audit sink cannot be opened. Warns when the session key
-    /// was generated.
+    /// plugins' registry. Fails when the audit sink cannot be opened or the Redis URL is
+    /// unusable. Warns when the session key was generated.
     pub fn build(config: Config, plugins: &crate::plugins::Plugins) -> Result<Gateway, String> {
         let (sessions, generated) = Sessions::new(&config.sessions);
         let sessions = Arc::new(sessions);
@@ -89,7 +89,13 @@ impl Gateway {
         }
         let obs = Observability::new(&config, plugins.registry().clone(), sessions.clone())?;
         let client = UpstreamClient::new();
-        let mut built = crate::stages::build(&config, &client, plugins);
+        // One Redis connection per process: the one the plugins were loaded with, else ours.
+        let redis = match (plugins.redis(), &config.redis) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(c)) => Some(crate::redis::Redis::new(c, plugins.registry())?),
+            (None, None) => None,
+        };
+        let mut built = crate::stages::build(&config, &client, plugins, redis.as_ref());
         for (name, pipeline) in built.pipelines.iter_mut() {
             if let Some(catalog) = obs.tool_catalog(name) {
                 *pipeline = std::mem::take(pipeline).with_observer(catalog);

@@ -9,6 +9,7 @@
 
 mod observability;
 mod plugins;
+mod redis;
 mod stages;
 pub mod yaml;
 
@@ -25,7 +26,10 @@ use serde::Deserialize;
 pub use observability::{
     AuditConfig, AuditSink, MetricsConfig, ObservabilityConfig, TracingConfig,
 };
-pub use plugins::{Grants, InstanceMode, OnError, PluginLines, PluginRuntimeConfig, PluginSpec};
+pub use plugins::{
+    Grants, InstanceMode, KvBackend, KvConfig, OnError, PluginLines, PluginRuntimeConfig,
+    PluginSpec,
+};
 use yaml::Sink;
 pub use yaml::{ConfigError, ConfigErrors};
 
@@ -56,6 +60,7 @@ struct RawConfig {
     plugin_runtime: Option<plugins::RawPluginRuntime>,
     pipeline: Option<Vec<String>>,
     observability: Option<observability::RawObservability>,
+    redis: Option<redis::RawRedis>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +125,8 @@ pub struct Config {
     pub pipeline: Vec<StageName>,
     /// `observability:` (metrics, audit log, tracing); all off when absent.
     pub observability: ObservabilityConfig,
+    /// `redis:`: the server replicas share state through; `None` when absent.
+    pub redis: Option<crate::redis::RedisConfig>,
 }
 
 /// A stage as named in `pipeline:` lists: a built-in one, or a plugin by its `plugins:` name.
@@ -326,6 +333,22 @@ impl Validator<'_> {
         }
     }
 
+    /// `fail_closed` or `fail_open` at `path`; `default` when absent.
+    fn on_error(&mut self, path: &str, value: Option<&str>, default: OnError) -> OnError {
+        match value {
+            None => default,
+            Some("fail_closed") => OnError::FailClosed,
+            Some("fail_open") => OnError::FailOpen,
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("unknown value `{other}` (expected `fail_closed` or `fail_open`)"),
+                );
+                default
+            }
+        }
+    }
+
     fn error(&mut self, path: &str, message: impl Into<String>) {
         let line = yaml::line_of(self.root, path);
         self.sink.push(path, line, message);
@@ -342,10 +365,21 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig) -> Config {
         let server = self.server(raw.server);
         let sessions = self.sessions(raw.sessions);
+        let redis_present = raw.redis.is_some();
+        let redis = raw.redis.and_then(|r| self.redis(r));
         let auth = raw.auth.and_then(|a| self.auth(a));
         let rate_limit = raw.rate_limit.and_then(|r| self.rate_limit(r));
+        if rate_limit
+            .as_ref()
+            .is_some_and(|r| r.backend == crate::stages::ratelimit::BackendKind::Redis)
+        {
+            self.needs_redis("rate_limit.backend", redis_present);
+        }
         let policy = raw.policy.and_then(|p| self.policy(p));
         let plugin_runtime = self.plugin_runtime(raw.plugin_runtime);
+        if plugin_runtime.kv.backend == KvBackend::Redis {
+            self.needs_redis("plugin_runtime.kv.backend", redis_present);
+        }
         let observability = self.observability(raw.observability);
         let plugin_names: Vec<String> = raw.plugins.keys().cloned().collect();
         let plugins = self.plugins(raw.plugins, &plugin_runtime);
@@ -398,6 +432,7 @@ impl Validator<'_> {
             plugin_runtime,
             pipeline,
             observability,
+            redis,
         }
     }
 

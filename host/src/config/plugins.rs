@@ -47,6 +47,44 @@ pub(super) struct RawPluginRuntime {
     max_instances: Option<u32>,
     cache: Option<bool>,
     cache_dir: Option<String>,
+    kv: Option<RawKv>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawKv {
+    backend: Option<String>,
+    on_redis_error: Option<String>,
+    max_entries: Option<usize>,
+}
+
+/// `plugin_runtime.kv`: where the plugins' `kv` keeps its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvConfig {
+    pub backend: KvBackend,
+    /// With Redis unavailable: `fail_closed` hands plugins `unavailable` (they decide);
+    /// `fail_open` answers as an empty store that drops writes.
+    pub on_redis_error: OnError,
+    /// Bound on the memory store's keys.
+    pub max_entries: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            backend: KvBackend::Memory,
+            on_redis_error: OnError::FailClosed,
+            max_entries: crate::plugins::kv::DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvBackend {
+    /// Per process (the default).
+    Memory,
+    /// In Redis (`redis:`), shared by every replica.
+    Redis,
 }
 
 /// What a plugin failure does to the request.
@@ -115,6 +153,7 @@ pub struct PluginRuntimeConfig {
     pub max_instances: u32,
     /// Compilation cache directory; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
+    pub kv: KvConfig,
 }
 
 impl Default for PluginRuntimeConfig {
@@ -123,6 +162,7 @@ impl Default for PluginRuntimeConfig {
             dir: PathBuf::from(DEFAULT_PLUGIN_DIR),
             max_instances: DEFAULT_MAX_INSTANCES,
             cache_dir: default_cache_dir(),
+            kv: KvConfig::default(),
         }
     }
 }
@@ -164,7 +204,50 @@ impl Validator<'_> {
             (_, Some(dir)) => out.cache_dir = Some(PathBuf::from(dir)),
             (_, None) => {}
         }
+        if let Some(kv) = raw.kv {
+            out.kv = self.kv(kv);
+        }
         out
+    }
+
+    fn kv(&mut self, raw: RawKv) -> KvConfig {
+        let backend = match raw.backend.as_deref() {
+            None | Some("memory") => KvBackend::Memory,
+            Some("redis") => KvBackend::Redis,
+            Some(other) => {
+                self.error(
+                    "plugin_runtime.kv.backend",
+                    format!("unknown backend `{other}` (expected `memory` or `redis`)"),
+                );
+                KvBackend::Memory
+            }
+        };
+        if raw.on_redis_error.is_some() && backend != KvBackend::Redis {
+            self.error(
+                "plugin_runtime.kv.on_redis_error",
+                "only applies to `backend: redis`",
+            );
+        }
+        let max_entries = raw
+            .max_entries
+            .unwrap_or(crate::plugins::kv::DEFAULT_MAX_ENTRIES);
+        if max_entries == 0 {
+            self.error("plugin_runtime.kv.max_entries", "must be greater than 0");
+        } else if raw.max_entries.is_some() && backend == KvBackend::Redis {
+            self.error(
+                "plugin_runtime.kv.max_entries",
+                "only applies to `backend: memory` (bound Redis with its maxmemory)",
+            );
+        }
+        KvConfig {
+            backend,
+            on_redis_error: self.on_error(
+                "plugin_runtime.kv.on_redis_error",
+                raw.on_redis_error.as_deref(),
+                OnError::FailClosed,
+            ),
+            max_entries: max_entries.max(1),
+        }
     }
 
     pub(super) fn plugins(
@@ -222,17 +305,11 @@ impl Validator<'_> {
             None | Some(serde_json::Value::Null) => "{}".to_string(),
             Some(v) => v.to_string(),
         };
-        let on_error = match raw.on_error.as_deref() {
-            None | Some("fail_closed") => OnError::FailClosed,
-            Some("fail_open") => OnError::FailOpen,
-            Some(other) => {
-                self.error(
-                    &format!("{path}.on_error"),
-                    format!("unknown value `{other}` (expected `fail_closed` or `fail_open`)"),
-                );
-                OnError::FailClosed
-            }
-        };
+        let on_error = self.on_error(
+            &format!("{path}.on_error"),
+            raw.on_error.as_deref(),
+            OnError::FailClosed,
+        );
         let instances = match raw.instances.as_deref() {
             None | Some("fresh") => InstanceMode::Fresh,
             Some("reuse") => InstanceMode::Reuse,

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{StageName, Validator};
 use crate::stages::auth::{ApiKey, AuthConfig, JwtConfig, KeySource};
 use crate::stages::policy::{Effect, Pattern, PolicyConfig, Rule};
-use crate::stages::ratelimit::{LevelLimits, Limit, RateLimitConfig};
+use crate::stages::ratelimit::{BackendKind, LevelLimits, Limit, RateLimitConfig};
 
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
@@ -68,6 +68,7 @@ pub(super) struct RawApiKey {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRateLimit {
     backend: Option<String>,
+    on_redis_error: Option<String>,
     max_buckets: Option<usize>,
     per_client: Option<RawLimit>,
     per_server: Option<RawLimit>,
@@ -286,17 +287,29 @@ impl Validator<'_> {
     }
 
     pub(super) fn rate_limit(&mut self, raw: RawRateLimit) -> Option<RateLimitConfig> {
-        match raw.backend.as_deref() {
-            None | Some("memory") => {}
-            Some("redis") => self.error(
-                "rate_limit.backend",
-                "the redis backend is not available yet; use `memory`",
-            ),
-            Some(other) => self.error(
-                "rate_limit.backend",
-                format!("unknown backend `{other}` (expected `memory`)"),
-            ),
+        let backend = match raw.backend.as_deref() {
+            None | Some("memory") => BackendKind::Memory,
+            Some("redis") => BackendKind::Redis,
+            Some(other) => {
+                self.error(
+                    "rate_limit.backend",
+                    format!("unknown backend `{other}` (expected `memory` or `redis`)"),
+                );
+                BackendKind::Memory
+            }
+        };
+        if raw.on_redis_error.is_some() && backend != BackendKind::Redis {
+            self.error(
+                "rate_limit.on_redis_error",
+                "only applies to `backend: redis`",
+            );
         }
+        // Open by default, as gateways usually are: a Redis outage should not refuse everyone.
+        let on_redis_error = self.on_error(
+            "rate_limit.on_redis_error",
+            raw.on_redis_error.as_deref(),
+            crate::config::OnError::FailOpen,
+        );
         let per_client = raw
             .per_client
             .and_then(|l| self.limit("rate_limit.per_client", l));
@@ -320,6 +333,8 @@ impl Validator<'_> {
                 overrides: self.overrides("rate_limit.tools", raw.tools),
             },
             max_buckets: raw.max_buckets.unwrap_or(DEFAULT_MAX_BUCKETS).max(1),
+            backend,
+            on_redis_error,
         };
         let levels = [&config.per_client, &config.per_server, &config.per_tool];
         if levels

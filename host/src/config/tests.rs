@@ -214,6 +214,47 @@ fn display_names_file_line_and_key() {
 }
 
 #[test]
+fn redis_backed_sections_compile() {
+    use crate::config::{KvBackend, OnError};
+    use crate::stages::ratelimit::BackendKind;
+    let cfg = Config::parse(
+        "redis:\n  url: redis://:pw@cache.internal:6380/2\n  key_prefix: \"prod:\"\n  timeout: 100\n\
+         rate_limit:\n  backend: redis\n  per_client: {capacity: 10, refill_rate: 1}\n\
+         plugin_runtime:\n  kv: {backend: redis, on_redis_error: fail_open}\n\
+         upstreams:\n  a:\n    url: http://x/mcp\n",
+        "t.yaml",
+        &env,
+    )
+    .unwrap();
+    let redis = cfg.redis.as_ref().unwrap();
+    assert_eq!(redis.key_prefix, "prod:");
+    assert_eq!(redis.timeout, Duration::from_millis(100));
+    assert_eq!(redis.connect_timeout, Duration::from_millis(1000));
+    assert!(
+        !format!("{cfg:?}").contains(":pw@"),
+        "the password is not in Debug output"
+    );
+    let rl = cfg.rate_limit.as_ref().unwrap();
+    assert_eq!(rl.backend, BackendKind::Redis);
+    assert_eq!(
+        rl.on_redis_error,
+        OnError::FailOpen,
+        "rate limits fail open by default"
+    );
+    assert_eq!(cfg.plugin_runtime.kv.backend, KvBackend::Redis);
+    assert_eq!(cfg.plugin_runtime.kv.on_redis_error, OnError::FailOpen);
+    let memory = Config::parse(
+        "rate_limit:\n  per_client: {capacity: 10, refill_rate: 1}\nupstreams:\n  a:\n    url: http://x/mcp\n",
+        "t.yaml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(memory.rate_limit.unwrap().backend, BackendKind::Memory);
+    assert_eq!(memory.plugin_runtime.kv.backend, KvBackend::Memory);
+    assert!(memory.redis.is_none());
+}
+
+#[test]
 fn stage_sections_compile() {
     let cfg = Config::parse(
         "auth:\n  type: api-key\n  keys:\n    - {id: alice, key_env: GH_TOKEN}\n    - {id: bob, key: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"}\n\
@@ -331,7 +372,7 @@ fn stage_section_errors() {
         (
             "rate_limit:\n  backend: redis\n  per_client: {capacity: 1, refill_rate: 1}\n",
             "rate_limit.backend",
-            "not available yet",
+            "needs the `redis:` section",
         ),
         (
             "rate_limit:\n  per_client: {capacity: 0, refill_rate: 1}\n",
@@ -394,6 +435,39 @@ fn stage_section_errors() {
             "server:\n  public_url: not-a-url\n",
             "server.public_url",
             "not an http(s) URL",
+        ),
+        ("redis: {}\n", "redis.url", "required"),
+        ("redis:\n  url: rediss://h:6380\n", "redis.url", "TLS"),
+        ("redis:\n  url: http://h\n", "redis.url", "scheme `http`"),
+        (
+            "redis:\n  url: redis://h\n  timeout: 0\n",
+            "redis.timeout",
+            "between 1 and 60000",
+        ),
+        (
+            "plugin_runtime:\n  kv: {backend: redis}\n",
+            "plugin_runtime.kv.backend",
+            "needs the `redis:` section",
+        ),
+        (
+            "plugin_runtime:\n  kv: {backend: disk}\n",
+            "plugin_runtime.kv.backend",
+            "expected `memory` or `redis`",
+        ),
+        (
+            "plugin_runtime:\n  kv: {on_redis_error: fail_open}\n",
+            "plugin_runtime.kv.on_redis_error",
+            "only applies to `backend: redis`",
+        ),
+        (
+            "redis: {url: \"redis://h\"}\nrate_limit:\n  backend: redis\n  on_redis_error: shrug\n  per_client: {capacity: 1, refill_rate: 1}\n",
+            "rate_limit.on_redis_error",
+            "expected `fail_closed` or `fail_open`",
+        ),
+        (
+            "rate_limit:\n  on_redis_error: fail_open\n  per_client: {capacity: 1, refill_rate: 1}\n",
+            "rate_limit.on_redis_error",
+            "only applies to `backend: redis`",
         ),
     ];
     for (section, path, needle) in cases {

@@ -40,6 +40,9 @@ pub const REJECTED: i32 = -32012;
 /// A plugin stage failed (trapped, ran out of time or memory, answered garbage) under
 /// `on_error: fail_closed`.
 pub const PLUGIN_FAILED: i32 = -32013;
+/// The shared state a stage needs (Redis) is unavailable and the stage is set to
+/// `on_redis_error: fail_closed` (HTTP 503 with Retry-After).
+pub const STATE_UNAVAILABLE: i32 = -32014;
 
 /// Serialises one JSON-RPC error response. `id` is the request's raw id (echoed byte for byte),
 /// or `null` when the request had none or could not be read.

@@ -1,6 +1,9 @@
 //! The plugins' key/value store: the [`KvStore`] seam, and the in-memory store every replica has
-//! by default. Counters are kept as decimal text, as Redis keeps them, so both stores agree on
-//! what `get` returns for a key that `incr` made.
+//! by default ([`redis::RedisKv`] shares one across replicas). Counters are kept as decimal
+//! text, as Redis keeps them, so both stores agree on what `get` returns for a key that `incr`
+//! made.
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

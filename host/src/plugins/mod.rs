@@ -30,10 +30,12 @@ use wasmtime::{
     Trap, UpdateDeadline,
 };
 
+use crate::config::KvBackend;
 use crate::config::{
     Config, ConfigError, ConfigErrors, InstanceMode, PluginRuntimeConfig, PluginSpec,
 };
 use crate::proxy::UpstreamClient;
+use crate::redis::Redis;
 pub use host_api::CustomMetrics;
 use host_api::{Shared, State};
 pub use kv::{KvStore, MemoryKv};
@@ -87,12 +89,14 @@ const WASI_ALLOWED: [&str; 18] = [
 ];
 
 /// What the gateway lends the plugins: the HTTP client for callouts, the store behind `kv`, the
-/// registry their metrics go to.
+/// registry their metrics go to, and the process's Redis connection (when `redis:` is
+/// configured; the gateway's rate limiter shares it).
 #[derive(Clone)]
 pub struct PluginDeps {
     pub client: UpstreamClient,
     pub kv: Arc<dyn KvStore>,
     pub registry: Registry,
+    pub redis: Option<Redis>,
 }
 
 impl Default for PluginDeps {
@@ -101,7 +105,39 @@ impl Default for PluginDeps {
             client: UpstreamClient::new(),
             kv: Arc::new(MemoryKv::default()),
             registry: Registry::new(),
+            redis: None,
         }
+    }
+}
+
+impl PluginDeps {
+    /// What `mcpgate start` lends: the `kv` store `plugin_runtime.kv` names, and one Redis
+    /// connection for everything `redis:` serves. Must run inside a tokio runtime (the
+    /// connection is made on first use).
+    pub fn for_config(config: &Config) -> Result<PluginDeps, String> {
+        let registry = Registry::new();
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|r| Redis::new(r, &registry))
+            .transpose()?;
+        let kv_config = &config.plugin_runtime.kv;
+        let kv: Arc<dyn KvStore> = match (&redis, kv_config.backend) {
+            (Some(redis), KvBackend::Redis) => Arc::new(kv::redis::RedisKv::new(
+                redis.clone(),
+                kv_config.on_redis_error,
+            )),
+            (None, KvBackend::Redis) => {
+                return Err("plugin_runtime.kv.backend: redis needs the `redis:` section".into());
+            }
+            (_, KvBackend::Memory) => Arc::new(MemoryKv::new(kv_config.max_entries)),
+        };
+        Ok(PluginDeps {
+            client: UpstreamClient::new(),
+            kv,
+            registry,
+            redis,
+        })
     }
 }
 
@@ -111,6 +147,8 @@ pub struct Plugins {
     stages: HashMap<Arc<str>, Arc<PluginStage>>,
     /// The registry their series went to (`PluginDeps::registry`): the gateway's `/metrics`.
     registry: Registry,
+    /// `PluginDeps::redis`, handed on to the gateway's stages.
+    redis: Option<Redis>,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -127,6 +165,7 @@ impl Plugins {
             return Ok(Plugins {
                 stages: HashMap::new(),
                 registry: deps.registry,
+                redis: deps.redis,
             });
         }
         let fail = |errors| ConfigErrors {
@@ -169,6 +208,7 @@ impl Plugins {
             Ok(Plugins {
                 stages,
                 registry: deps.registry,
+                redis: deps.redis,
             })
         } else {
             Err(fail(errors))
@@ -186,6 +226,11 @@ impl Plugins {
     /// The registry the plugins' series are in; the gateway adds its own and serves it.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The Redis connection the plugins were loaded with (`PluginDeps::redis`).
+    pub fn redis(&self) -> Option<&Redis> {
+        self.redis.as_ref()
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::{Config, StageName};
 use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::Plugins;
 use crate::proxy::UpstreamClient;
+use crate::redis::Redis;
 
 /// The stages built from one config, shared by every route that lists them.
 pub struct Built {
@@ -26,12 +27,19 @@ pub struct Built {
     pub buckets: Option<Arc<ratelimit::MemoryBackend>>,
 }
 
-/// Builds every route's pipeline: its own `pipeline:` list, else the global one.
+/// Builds every route's pipeline: its own `pipeline:` list, else the global one. `redis` is the
+/// process's connection, for `rate_limit.backend: redis`.
 ///
 /// # Panics
-/// If a pipeline names a plugin that `plugins` does not hold: load them with
-/// [`Plugins::load`] first.
-pub fn build(config: &Config, client: &UpstreamClient, plugins: &Plugins) -> Built {
+/// If a pipeline names a plugin that `plugins` does not hold (load them with [`Plugins::load`]
+/// first), or the rate limiter is set to Redis and `redis` is `None` (config validation
+/// requires the `redis:` section for it).
+pub fn build(
+    config: &Config,
+    client: &UpstreamClient,
+    plugins: &Plugins,
+    redis: Option<&Redis>,
+) -> Built {
     let auth: Option<Arc<dyn Stage>> = config.auth.clone().map(|a| {
         Arc::new(auth::Auth::new(
             a,
@@ -42,18 +50,19 @@ pub fn build(config: &Config, client: &UpstreamClient, plugins: &Plugins) -> Bui
     let buckets = config
         .rate_limit
         .as_ref()
+        .filter(|r| r.backend == ratelimit::BackendKind::Memory)
         .map(|r| Arc::new(ratelimit::MemoryBackend::new(r.max_buckets)));
-    let rate_limit: Option<Arc<dyn Stage>> =
-        config
-            .rate_limit
-            .clone()
-            .zip(buckets.clone())
-            .map(|(r, b)| {
-                Arc::new(ratelimit::RateLimit::new(
-                    r,
-                    b as Arc<dyn ratelimit::Backend>,
-                )) as Arc<dyn Stage>
-            });
+    let rate_limit: Option<Arc<dyn Stage>> = config.rate_limit.clone().map(|r| {
+        let backend: Arc<dyn ratelimit::Backend> = match &buckets {
+            Some(memory) => memory.clone(),
+            None => ratelimit::redis::backend(
+                redis
+                    .expect("rate_limit.backend: redis without a Redis connection")
+                    .clone(),
+            ),
+        };
+        Arc::new(ratelimit::RateLimit::new(r, backend)) as Arc<dyn Stage>
+    });
     let policy: Option<Arc<dyn Stage>> = config
         .policy
         .clone()

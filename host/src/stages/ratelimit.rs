@@ -9,7 +9,11 @@
 //! request and is charged like any other.
 //!
 //! The bucket arithmetic lives in [`Bucket`]; where buckets are kept is the [`Backend`] seam:
-//! [`MemoryBackend`] here, Redis (one atomic script over the same arithmetic) for many replicas.
+//! [`MemoryBackend`] here, [`redis::RedisBackend`] (one atomic script over the same arithmetic)
+//! for many replicas. When the backend fails, `on_redis_error` decides: `fail_open` serves the
+//! request unlimited, `fail_closed` refuses it with 503 and JSON-RPC -32014.
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -19,6 +23,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
+use crate::config::OnError;
 use crate::error::GatewayError;
 use crate::mcp::jsonrpc;
 use crate::pipeline::{BoxFuture, RequestContext, Stage, Verdict};
@@ -46,6 +51,17 @@ impl Limit {
             Duration::MAX
         } else {
             secs(missing / self.refill_rate)
+        }
+    }
+
+    /// Time until a bucket holding `tokens` has one token.
+    pub fn retry_after(&self, tokens: f64) -> Duration {
+        if tokens >= 1.0 {
+            Duration::ZERO
+        } else if self.refill_rate <= 0.0 {
+            Duration::MAX
+        } else {
+            secs((1.0 - tokens) / self.refill_rate)
         }
     }
 }
@@ -99,13 +115,7 @@ impl Bucket {
 
     /// Time until one token is available.
     pub fn retry_after(&self, limit: &Limit) -> Duration {
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else if limit.refill_rate <= 0.0 {
-            Duration::MAX
-        } else {
-            secs((1.0 - self.tokens) / limit.refill_rate)
-        }
+        limit.retry_after(self.tokens)
     }
 }
 
@@ -138,6 +148,36 @@ pub struct Snapshot {
     pub remaining: f64,
     /// Until the bucket is full again.
     pub reset: Duration,
+}
+
+impl Snapshot {
+    /// A bucket of this shape holding `remaining` tokens.
+    pub fn of(limit: &Limit, remaining: f64) -> Snapshot {
+        Snapshot {
+            limit: limit.capacity,
+            remaining,
+            reset: limit.full_after(remaining),
+        }
+    }
+}
+
+/// The tightest of several buckets (the lowest share of its capacity left; the first on a tie),
+/// as both backends report it.
+pub fn tightest<'a>(buckets: impl IntoIterator<Item = (&'a Limit, f64)>) -> Snapshot {
+    let mut out: Option<Snapshot> = None;
+    for (limit, remaining) in buckets {
+        if out
+            .as_ref()
+            .is_none_or(|t| remaining / limit.capacity < t.remaining / t.limit)
+        {
+            out = Some(Snapshot::of(limit, remaining));
+        }
+    }
+    out.unwrap_or(Snapshot {
+        limit: 0.0,
+        remaining: 0.0,
+        reset: Duration::ZERO,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -248,79 +288,45 @@ impl MemoryBackend {
     /// The state of the tightest bucket, charging nothing.
     pub fn peek_now(&self, buckets: &[(BucketKey, Limit)]) -> Snapshot {
         let now = Instant::now();
-        buckets
-            .iter()
-            .map(|(key, limit)| {
-                let shard = self
-                    .shard(key)
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let remaining = shard
-                    .get(key)
-                    .map_or(limit.capacity, |(b, _)| b.available(limit, now));
-                Snapshot {
-                    limit: limit.capacity,
-                    remaining,
-                    reset: limit.full_after(remaining),
-                }
-            })
-            .min_by(|a, b| (a.remaining / a.limit).total_cmp(&(b.remaining / b.limit)))
-            .unwrap_or(Snapshot {
-                limit: 0.0,
-                remaining: 0.0,
-                reset: Duration::ZERO,
-            })
+        tightest(buckets.iter().map(|(key, limit)| {
+            let shard = self
+                .shard(key)
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let remaining = shard
+                .get(key)
+                .map_or(limit.capacity, |(b, _)| b.available(limit, now));
+            (limit, remaining)
+        }))
     }
 
     /// The synchronous core of [`Backend::take`].
     pub fn take_now(&self, buckets: &[(BucketKey, Limit)]) -> Decision {
         let now = Instant::now();
         let mut taken = Vec::with_capacity(buckets.len());
-        let mut tightest: Option<Snapshot> = None;
         for (key, limit) in buckets {
             let outcome = self.with_bucket(key, limit, now, |b| {
                 if b.try_take(limit, now) {
                     Ok(b.tokens)
                 } else {
-                    Err((b.retry_after(limit), b.tokens))
+                    Err(b.tokens)
                 }
             });
             match outcome {
-                Ok(remaining) => {
-                    taken.push((key, limit));
-                    let snap = Snapshot {
-                        limit: limit.capacity,
-                        remaining,
-                        reset: limit.full_after(remaining),
-                    };
-                    if tightest
-                        .as_ref()
-                        .is_none_or(|t| remaining / limit.capacity < t.remaining / t.limit)
-                    {
-                        tightest = Some(snap);
-                    }
-                }
-                Err((retry_after, remaining)) => {
-                    for (k, l) in taken {
+                Ok(remaining) => taken.push((key, limit, remaining)),
+                Err(remaining) => {
+                    for (k, l, _) in taken {
                         self.with_bucket(k, l, now, |b| b.give_back(l));
                     }
                     return Decision::Limited {
                         level: key.level(),
-                        retry_after,
-                        snapshot: Snapshot {
-                            limit: limit.capacity,
-                            remaining,
-                            reset: limit.full_after(remaining),
-                        },
+                        retry_after: limit.retry_after(remaining),
+                        snapshot: Snapshot::of(limit, remaining),
                     };
                 }
             }
         }
-        Decision::Allowed(tightest.unwrap_or(Snapshot {
-            limit: 0.0,
-            remaining: 0.0,
-            reset: Duration::ZERO,
-        }))
+        Decision::Allowed(tightest(taken.into_iter().map(|(_, l, r)| (l, r))))
     }
 }
 
@@ -370,6 +376,19 @@ pub struct RateLimitConfig {
     pub per_server: LevelLimits,
     pub per_tool: LevelLimits,
     pub max_buckets: usize,
+    /// Where buckets live.
+    pub backend: BackendKind,
+    /// What a failing backend (Redis unreachable) does to the request.
+    pub on_redis_error: OnError,
+}
+
+/// `rate_limit.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// In process memory: per replica.
+    Memory,
+    /// In Redis (`redis:`): shared by every replica.
+    Redis,
 }
 
 /// The rate-limit stage.
@@ -486,9 +505,16 @@ impl Stage for RateLimit {
                         headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(retry))],
                     })
                 }
-                Err(e) => {
-                    Verdict::Reject(GatewayError::Internal(format!("rate limit backend: {e}")))
-                }
+                // The failure itself is logged and counted where it happened (crate::redis).
+                Err(_) if self.config.on_redis_error == OnError::FailOpen => Verdict::Continue,
+                Err(e) => Verdict::Reject(GatewayError::Rejected {
+                    stage: "rate_limit".into(),
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: jsonrpc::STATE_UNAVAILABLE,
+                    message: format!("rate limit store unavailable: {e}"),
+                    data: None,
+                    headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u32))],
+                }),
             }
         })
     }
