@@ -215,7 +215,13 @@ pub fn start_demo_server() -> (Proc, String) {
 
 /// Runs a client to completion and parses the one JSON object it prints last.
 pub fn run_client(name: &str, cmd: &mut Command, timeout: Duration) -> serde_json::Value {
-    let mut p = Proc::spawn(name, cmd);
+    finish_client(Proc::spawn(name, cmd), timeout)
+}
+
+/// Waits for a started client to exit successfully and parses the one JSON object it printed
+/// last.
+pub fn finish_client(mut p: Proc, timeout: Duration) -> serde_json::Value {
+    let name = p.name.clone();
     let status = p.wait(timeout);
     // The reader threads may lag the exit by a moment.
     std::thread::sleep(Duration::from_millis(200));

@@ -163,19 +163,7 @@ fn a_session_continues_on_any_replica_and_survives_a_restart() {
     let (_b2, base_b2) = replica(&cfg);
     lb.set_backends(&[("a", &base_a), ("b2", &base_b2)]);
     std::fs::write(&go, "").unwrap();
-    let status = client.wait(Duration::from_secs(120));
-    std::thread::sleep(Duration::from_millis(200));
-    let lines = client.drain();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the client failed ({status:?}):\n{}",
-        lines.join("\n")
-    );
-    let out: Value = lines
-        .iter()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON:\n{}", lines.join("\n")));
+    let out = finish_client(client, Duration::from_secs(120));
     assert_eq!(
         out["before"],
         serde_json::json!([

@@ -7,6 +7,8 @@
 //! - `record one request`: only the observability work of one finished request (summary →
 //!   metrics, audit record queued, span closed), without any I/O of the request itself.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -26,19 +28,6 @@ fn config(upstream: &str, observability: &str) -> Config {
     Config::parse(&yaml, "bench.yaml", &|_| None).unwrap()
 }
 
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
-    format!("http://{addr}")
-}
-
 fn observability(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -48,21 +37,11 @@ fn observability(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("mcpgate-bench-obs-{}", std::process::id()));
     let audit = dir.join("audit.jsonl");
     let (otlp, upstream) = rt.block_on(async {
-        let otlp = serve(axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(|_: Bytes| async { "" }),
-        ))
+        let otlp = common::serve(
+            axum::Router::new().route("/v1/traces", axum::routing::post(|_: Bytes| async { "" })),
+        )
         .await;
-        let upstream = serve(axum::Router::new().route(
-            "/mcp",
-            axum::routing::post(|| async {
-                (
-                    [("content-type", "application/json")],
-                    r#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"ok"}]}}"#,
-                )
-            }),
-        ))
-        .await;
+        let upstream = common::serve(common::json_upstream()).await;
         (otlp, format!("{upstream}/mcp"))
     });
     let metrics = "observability:\n  metrics: {}\n".to_string();
@@ -89,25 +68,18 @@ fn observability(c: &mut Criterion) {
         ("metrics + audit + spans exported", everything.clone()),
     ] {
         let gw = Arc::new(Gateway::new(config(&upstream, &obs)));
-        let url = rt.block_on(serve(mcpgate::router(gw))) + "/servers/github/mcp";
+        let url = rt.block_on(common::serve(mcpgate::router(gw))) + "/servers/github/mcp";
         g.bench_function(name, |b| {
             b.iter(|| {
-                rt.block_on(async {
-                    let resp = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .header("accept", "application/json, text/event-stream")
-                        .header(
-                            "traceparent",
-                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                        )
-                        .body(CALL)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 200);
-                    black_box(resp.bytes().await.unwrap());
-                })
+                rt.block_on(common::call(
+                    &client,
+                    &url,
+                    CALL,
+                    &[(
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    )],
+                ))
             })
         });
     }

@@ -47,33 +47,30 @@ async def burst(header: str, key: str, url_a: str, url_b: str, calls: int) -> di
 
 
 async def session(header: str, key: str, url: str, go_file: str) -> dict:
-    out: dict = {"before": [], "after": []}
-    progress: list[float] = []
+    out: dict = {}
 
-    async def on_progress(p: float, total: float | None, message: str | None) -> None:
-        progress.append(p)
+    async def phase(client: Client, tag: str, steps: int) -> None:
+        """Four calls, then one whose progress streams back as SSE events."""
+        progress: list[float] = []
+
+        async def on_progress(p: float, total: float | None, message: str | None) -> None:
+            progress.append(p)
+
+        calls = [await attempt(client, "echo", {"text": f"{tag} {i}"}) for i in range(4)]
+        streamed = await client.call_tool(
+            "slow_count", {"steps": steps, "delay_ms": 20}, progress_callback=on_progress
+        )
+        out[tag] = calls + [streamed.content[0].text]
+        out[f"progress_{tag}"] = progress
 
     async with connect(url, header, key, "legacy") as client:
         out["protocol_version"] = client.protocol_version
         out["tools"] = sorted(t.name for t in (await client.list_tools()).tools)
-        for i in range(4):
-            out["before"].append(await attempt(client, "echo", {"text": f"before {i}"}))
-        streamed = await client.call_tool(
-            "slow_count", {"steps": 3, "delay_ms": 20}, progress_callback=on_progress
-        )
-        out["before"].append(streamed.content[0].text)
-        out["progress_before"] = list(progress)
+        await phase(client, "before", 3)
         print("PHASE1 DONE", flush=True)
         while not os.path.exists(go_file):
             await asyncio.sleep(0.05)
-        progress.clear()
-        for i in range(4):
-            out["after"].append(await attempt(client, "echo", {"text": f"after {i}"}))
-        streamed = await client.call_tool(
-            "slow_count", {"steps": 2, "delay_ms": 20}, progress_callback=on_progress
-        )
-        out["after"].append(streamed.content[0].text)
-        out["progress_after"] = list(progress)
+        await phase(client, "after", 2)
     return out
 
 
