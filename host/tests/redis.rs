@@ -217,9 +217,17 @@ async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
         upstream(|s: Seen| async move { json_response(200, ok_result(&s.json()["id"])) }).await;
     // Nothing listens there.
     let dead = format!("redis://127.0.0.1:{}/0", mcpgate_e2e::free_port());
+    let audit =
+        std::env::temp_dir().join(format!("mcpgate-redis-audit-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&audit);
     let redis_section = |on: &str| {
+        let audited = if on == "fail_closed" {
+            format!("  audit: {{sink: file, path: {}}}\n", audit.display())
+        } else {
+            String::new()
+        };
         format!(
-            "  on_redis_error: {on}\nredis:\n  url: {dead}\n  timeout: 300\n  connect_timeout: 300\nobservability:\n  metrics: {{}}\n"
+            "  on_redis_error: {on}\nredis:\n  url: {dead}\n  timeout: 300\n  connect_timeout: 300\nobservability:\n  metrics: {{}}\n{audited}"
         )
     };
     let closed = gateway(&gateway_yaml(
@@ -268,6 +276,32 @@ async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(errors, 3, "{metrics}");
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("mcpgate_rate_limit_rejections_total{") && !l.ends_with(" 0")),
+        "an unavailable store is not counted as a rate-limit rejection: {metrics}"
+    );
+    // The audit log names the cause.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.lines().count() >= 3 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = std::fs::remove_file(&audit);
+    let decisions: Vec<serde_json::Value> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(decisions.len(), 3, "{records}");
+    for r in &decisions {
+        assert_eq!(r["decision"], "state_unavailable", "{r}");
+        assert_eq!(r["stage"], "rate_limit", "{r}");
+        assert_eq!(r["status"], 503, "{r}");
+    }
 }
 
 #[tokio::test]

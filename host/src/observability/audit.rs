@@ -51,7 +51,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     /// forwarded, auth_failed, rate_limited, denied, plugin_rejected, responded,
-    /// invalid, session_not_found, upstream_unavailable, upstream_timeout, error.
+    /// invalid, session_not_found, upstream_unavailable, upstream_timeout, state_unavailable, error.
     pub decision: &'static str,
     /// The stage that decided (absent when every stage let the request through).
     #[serde(skip_serializing_if = "Option::is_none")]

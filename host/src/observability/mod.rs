@@ -211,6 +211,8 @@ pub enum Decision {
     SessionNotFound,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// A stage's shared state (Redis) was unavailable and the stage fails closed.
+    StateUnavailable,
     Error,
 }
 
@@ -227,6 +229,7 @@ impl Decision {
             Decision::SessionNotFound => "session_not_found",
             Decision::UpstreamUnavailable => "upstream_unavailable",
             Decision::UpstreamTimeout => "upstream_timeout",
+            Decision::StateUnavailable => "state_unavailable",
             Decision::Error => "error",
         }
     }
@@ -417,6 +420,14 @@ impl Summary {
         self.error_code = Some(e.jsonrpc_code());
         self.reason = Some(e.to_string());
         self.decision = match e {
+            GatewayError::Rejected {
+                stage,
+                code: crate::mcp::jsonrpc::STATE_UNAVAILABLE,
+                ..
+            } => {
+                self.stage = Some(stage.clone());
+                Decision::StateUnavailable
+            }
             GatewayError::Rejected { stage, data, .. } => {
                 self.stage = Some(stage.clone());
                 match stage.as_str() {
