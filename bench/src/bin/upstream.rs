@@ -1,0 +1,158 @@
+//! A fast MCP upstream for benchmarks: Streamable HTTP on 127.0.0.1, both eras, as little work
+//! per request as an answer allows, so the proxy in front of it is what gets measured.
+//!
+//!   bench-upstream [--sse EVENTS] [--interval-us N]
+//!
+//! Prints `PORT <n>` once listening. `initialize` gets a session id (`Mcp-Session-Id: s<n>`);
+//! notifications and responses get 202; every other request gets a result: one JSON body, or
+//! with `--sse N` an SSE stream of N-1 progress notifications and the result, `--interval-us`
+//! apart. Each event's data carries `"sentUs"`, the wall-clock microseconds when it was written,
+//! so a client can measure how late each event arrives. GET is 405 (no server stream);
+//! DELETE is 200.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+struct Mode {
+    sse_events: usize,
+    interval: Duration,
+    sessions: AtomicU64,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn now_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
+}
+
+fn full(status: StatusCode, content_type: Option<&str>, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        r = r.header("content-type", ct);
+    }
+    r.body(Full::new(Bytes::from(body)).boxed()).unwrap()
+}
+
+async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    match *req.method() {
+        Method::POST => {}
+        Method::DELETE => return Ok(full(StatusCode::OK, None, Vec::new())),
+        _ => return Ok(full(StatusCode::METHOD_NOT_ALLOWED, None, Vec::new())),
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let Ok(msg) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Ok(full(StatusCode::BAD_REQUEST, None, Vec::new()));
+    };
+    let id = msg.get("id").cloned().unwrap_or(serde_json::Value::Null);
+    let method = msg.get("method").and_then(|m| m.as_str()).unwrap_or("");
+    if id.is_null() || method.is_empty() {
+        return Ok(full(StatusCode::ACCEPTED, None, Vec::new()));
+    }
+    if method == "initialize" {
+        let n = mode.sessions.fetch_add(1, Ordering::Relaxed);
+        let version = msg["params"]["protocolVersion"].as_str().unwrap_or("2025-11-25");
+        let result = serde_json::json!({"jsonrpc":"2.0","id":id,"result":{
+            "protocolVersion":version,"capabilities":{"tools":{}},
+            "serverInfo":{"name":"bench-upstream","version":"1"}}});
+        let mut r = full(
+            StatusCode::OK,
+            Some("application/json"),
+            serde_json::to_vec(&result).unwrap(),
+        );
+        r.headers_mut()
+            .insert("mcp-session-id", format!("s{n}").parse().unwrap());
+        return Ok(r);
+    }
+    let result = move |sent: u128| {
+        serde_json::to_vec(&serde_json::json!({"jsonrpc":"2.0","id":id,"result":{
+            "content":[{"type":"text","text":"ok"}],"sentUs":sent.to_string()}}))
+        .unwrap()
+    };
+    if mode.sse_events == 0 {
+        return Ok(full(StatusCode::OK, Some("application/json"), result(now_us())));
+    }
+    // SSE: progress notifications, then the result, each written when its time comes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let events = mode.sse_events;
+    let interval = mode.interval;
+    let token = msg["params"]["_meta"]["progressToken"].clone();
+    tokio::spawn(async move {
+        for i in 1..events {
+            if !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            let note = serde_json::json!({"jsonrpc":"2.0","method":"notifications/progress",
+                "params":{"progressToken":token,"progress":i,"total":events - 1,"sentUs":now_us().to_string()}});
+            let frame = format!("event: message\ndata: {note}\n\n");
+            if tx.send(Ok(Frame::data(Bytes::from(frame)))).await.is_err() {
+                return;
+            }
+        }
+        if !interval.is_zero() {
+            tokio::time::sleep(interval).await;
+        }
+        let last = String::from_utf8(result(now_us())).unwrap();
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from(format!(
+                "event: message\ndata: {last}\n\n"
+            )))))
+            .await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    Ok(Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap())
+}
+
+fn arg(args: &[String], name: &str) -> Option<u64> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = Arc::new(Mode {
+        sse_events: arg(&args, "--sse").unwrap_or(0) as usize,
+        interval: Duration::from_micros(arg(&args, "--interval-us").unwrap_or(0)),
+        sessions: AtomicU64::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("PORT {}", listener.local_addr().unwrap().port());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let mode = mode.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(mode.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,112 @@
+//! The few requests the driver makes itself (wrk makes the load): opening sessions, and timing
+//! SSE events as they arrive.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub type Http = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http() -> Http {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(c)
+}
+
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpgate-bench","version":"1"}}}"#;
+
+fn post(url: &str, headers: &[(&str, &str)], body: &str) -> Request<Full<Bytes>> {
+    let mut req = Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+/// Initializes a legacy session; returns the session id the client got.
+pub async fn initialize(client: &Http, url: &str, headers: &[(&str, &str)]) -> String {
+    let resp = client
+        .request(post(url, headers, INITIALIZE))
+        .await
+        .unwrap_or_else(|e| panic!("initialize at {url}: {e}"));
+    let status = resp.status();
+    let id = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let _ = resp.into_body().collect().await;
+    id.unwrap_or_else(|| panic!("initialize at {url}: {status}, no session id"))
+}
+
+/// Opens `count` sessions, `concurrency` at a time.
+pub async fn open_sessions(
+    client: &Http,
+    url: &str,
+    headers: &[(&str, &str)],
+    count: usize,
+    concurrency: usize,
+) {
+    let mut done = 0;
+    while done < count {
+        let batch = concurrency.min(count - done);
+        let all = (0..batch).map(|_| initialize(client, url, headers));
+        futures_util::future::join_all(all).await;
+        done += batch;
+    }
+}
+
+fn now_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
+}
+
+/// Sends `requests` requests one after another, each answered by an SSE stream whose events
+/// carry `"sentUs":"<wall-clock µs>"`; returns how late every event arrived.
+pub async fn sse_delays(
+    client: &Http,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    requests: usize,
+) -> Vec<Duration> {
+    const MARK: &str = "\"sentUs\":\"";
+    let mut delays = Vec::new();
+    for _ in 0..requests {
+        let resp = client
+            .request(post(url, headers, body))
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(resp.status(), 200, "{url}");
+        let mut body = resp.into_body();
+        let mut pending = String::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            let arrived = now_us();
+            pending.push_str(&String::from_utf8_lossy(&data));
+            // Complete events only: everything up to the last blank line.
+            let Some(end) = pending.rfind("\n\n") else {
+                continue;
+            };
+            for part in pending[..end].split(MARK).skip(1) {
+                if let Some(sent) = part.split('"').next().and_then(|v| v.parse::<u128>().ok()) {
+                    let late = arrived.saturating_sub(sent);
+                    delays.push(Duration::from_micros(u64::try_from(late).unwrap_or(u64::MAX)));
+                }
+            }
+            pending.drain(..end + 2);
+        }
+    }
+    delays
+}

@@ -1,0 +1,409 @@
+//! What is measured: the targets (no proxy, the floor, mcpgate in several configurations), the
+//! load scenarios (era × response kind × concurrency), and the one-off measurements (SSE event
+//! delay, memory, start-up).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::Options;
+use crate::client;
+use crate::procs::{self, Load, Proc};
+use crate::report::{Report, Row};
+
+pub const API_KEY: &str = "bench-secret-key-0123456789";
+const TOOL_ARGS: &str = r#"{"query":"fn main","repo":"mcpgate/mcpgate","limit":20}"#;
+
+/// Auth (API key), rate limit (three bucket levels, never empty) and policy (ten rules).
+fn builtins() -> String {
+    r#"auth:
+  type: api-key
+  keys:
+    - {{id: bench, key_env: BENCH_API_KEY}}
+    - {{id: other, key: "sha256:0000000000000000000000000000000000000000000000000000000000000000"}}
+rate_limit:
+  per_client: {{capacity: 1000000000, refill_rate: 1000000000}}
+  per_server: {{capacity: 1000000000, refill_rate: 1000000000}}
+  per_tool: {{capacity: 1000000000, refill_rate: 1000000000}}
+policy:
+  default: allow
+  rules:
+    - {{clients: [ci-*], tools: ["create_*", "delete_*"], decision: deny}}
+    - {{servers: [billing], decision: deny}}
+    - {{tools: ["admin_*"], decision: deny}}
+    - {{tools: ["{{drop,truncate}}_*"], decision: deny}}
+    - {{clients: [intern-*], tools: ["write_*"], decision: deny}}
+    - {{methods: [logging/setLevel], decision: deny}}
+    - {{prompts: ["secret_*"], decision: deny}}
+    - {{resources: ["file:///etc/*"], decision: deny}}
+    - {{tools: [exec, shell, eval], decision: deny}}
+    - {{clients: [bench], tools: ["search_*"], decision: allow}}
+"#
+    .replace("{{", "{")
+    .replace("}}", "}")
+}
+
+/// One WebAssembly stage: arg-guard validating the call's three arguments, reused instances.
+fn wasm(plugins: &Path, cache: Option<&Path>) -> String {
+    let cache = cache.map_or(String::new(), |c| format!("  cache_dir: {}\n", c.display()));
+    format!(
+        r#"plugin_runtime:
+  dir: {}
+{cache}plugins:
+  guard:
+    file: arg_guard.wasm
+    instances: reuse
+    config:
+      tools:
+        search_code:
+          arguments:
+            query: {{type: string, max_length: 4000}}
+            repo: {{type: string, max_length: 200}}
+            limit: {{type: integer, maximum: 100}}
+"#,
+        plugins.display()
+    )
+}
+
+/// The mcpgate configurations, by name; each routes `json` and `sse` to the two upstreams.
+fn configs(plugins: &Path, redis: Option<&str>, audit: &Path) -> Vec<(&'static str, String)> {
+    let builtins = builtins();
+    let wasm = wasm(plugins, None);
+    let observed = format!(
+        "observability:\n  metrics: {{}}\n  audit: {{sink: file, path: {}}}\n",
+        audit.display()
+    );
+    let mut out = vec![
+        ("mcpgate, no stages", "pipeline: []\n".to_string()),
+        ("mcpgate, auth + rate limit + policy", builtins.clone()),
+        (
+            "mcpgate, built-ins + 1 wasm stage",
+            format!("{builtins}{wasm}pipeline: [auth, rate_limit, policy, guard]\n"),
+        ),
+        (
+            "mcpgate, built-ins + metrics + audit",
+            format!("{builtins}{observed}"),
+        ),
+    ];
+    if let Some(url) = redis {
+        out.push((
+            "mcpgate, built-ins, redis buckets",
+            format!(
+                "{}redis:\n  url: {url}\n  key_prefix: \"bench:\"\n",
+                builtins.replace("rate_limit:\n", "rate_limit:\n  backend: redis\n")
+            ),
+        ));
+    }
+    out
+}
+
+/// One proxy (or none) in front of the two upstreams.
+pub struct Target {
+    pub name: String,
+    /// URL of the `json` and the `sse` route.
+    pub urls: [String; 2],
+    /// The process whose CPU time is charged to it (none for "direct").
+    pub proc: Option<Proc>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    Legacy,
+    Modern,
+}
+
+fn body(era: Era) -> String {
+    match era {
+        Era::Legacy => format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search_code","arguments":{TOOL_ARGS}}}}}"#
+        ),
+        Era::Modern => format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search_code","arguments":{TOOL_ARGS},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        ),
+    }
+}
+
+fn headers(era: Era, session: Option<&str>) -> Vec<(String, String)> {
+    let mut h = vec![("X-API-Key".to_string(), API_KEY.to_string())];
+    match era {
+        Era::Legacy => {
+            h.push(("MCP-Protocol-Version".into(), "2025-11-25".into()));
+            if let Some(s) = session {
+                h.push(("Mcp-Session-Id".into(), s.into()));
+            }
+        }
+        Era::Modern => {
+            h.push(("MCP-Protocol-Version".into(), "2026-07-28".into()));
+            h.push(("Mcp-Method".into(), "tools/call".into()));
+            h.push(("Mcp-Name".into(), "search_code".into()));
+        }
+    }
+    h
+}
+
+fn lua(dir: &Path, name: &str, era: Era, session: Option<&str>) -> PathBuf {
+    let mut text = format!(
+        "wrk.method = \"POST\"\nwrk.body = [[{}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Accept\"] = \"application/json, text/event-stream\"\n",
+        body(era)
+    );
+    for (k, v) in headers(era, session) {
+        text.push_str(&format!("wrk.headers[\"{k}\"] = \"{v}\"\n"));
+    }
+    let path = dir.join(format!("{name}.lua"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_redis(dir: &Path) -> Option<(Proc, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir);
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        eprintln!("note: redis-server is not installed; the redis row is skipped");
+        return None;
+    }
+    let (p, _) = Proc::start("redis-server", &mut cmd, "Ready to accept connections");
+    Some((p, format!("redis://127.0.0.1:{port}/0")))
+}
+
+type Sample = (Load, Option<Duration>);
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
+    let dir = std::env::temp_dir().join(format!("mcpgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugins = procs::bin_dir().join("../../plugins");
+    let plugins = plugins.canonicalize().unwrap_or(plugins);
+    assert!(
+        plugins.join("arg_guard.wasm").exists(),
+        "build the plugins first: scripts/build-plugins.sh"
+    );
+    let mut report = Report::new(opts, procs::in_own_netns());
+
+    let (up_json, json_url) = procs::start_ported(
+        "bench-upstream (json)",
+        &mut Command::new(procs::bin("bench-upstream")),
+    );
+    let (up_sse, sse_url) = procs::start_ported(
+        "bench-upstream (sse)",
+        Command::new(procs::bin("bench-upstream")).args(["--sse", "5"]),
+    );
+    let redis = start_redis(&dir);
+    let audit = dir.join("audit.jsonl");
+
+    let mut targets = vec![Target {
+        name: "direct (no proxy)".into(),
+        urls: [format!("{json_url}/mcp"), format!("{sse_url}/mcp")],
+        proc: None,
+    }];
+    let (floor_json, floor_json_url) = procs::start_ported(
+        "floor (json)",
+        Command::new(procs::bin("floor-proxy")).arg(&json_url),
+    );
+    let (floor_sse, floor_sse_url) = procs::start_ported(
+        "floor (sse)",
+        Command::new(procs::bin("floor-proxy")).arg(&sse_url),
+    );
+    // The floor's CPU is both floor processes' (each scenario loads only one of them).
+    targets.push(Target {
+        name: "floor (plain hyper proxy)".into(),
+        urls: [format!("{floor_json_url}/mcp"), format!("{floor_sse_url}/mcp")],
+        proc: None,
+    });
+    let floors = [floor_json, floor_sse];
+    let env = [("BENCH_API_KEY", API_KEY)];
+    for (name, section) in configs(&plugins, redis.as_ref().map(|r| r.1.as_str()), &audit) {
+        let yaml = format!(
+            "sessions:\n  key: 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n{section}upstreams:\n  json:\n    url: {json_url}/mcp\n  sse:\n    url: {sse_url}/mcp\n"
+        );
+        let path = dir.join(format!("{}.yaml", name.replace([' ', ',', '+'], "_")));
+        std::fs::write(&path, yaml).unwrap();
+        let (p, base, _) = procs::start_mcpgate(name, &path, &env);
+        targets.push(Target {
+            name: name.into(),
+            urls: [
+                format!("{base}/servers/json/mcp"),
+                format!("{base}/servers/sse/mcp"),
+            ],
+            proc: Some(p),
+        });
+    }
+
+    let http = client::http();
+    let scenarios: Vec<(Era, usize, usize)> = [Era::Legacy, Era::Modern]
+        .into_iter()
+        .flat_map(|era| [0usize, 1].map(move |kind| (era, kind)))
+        .flat_map(|(era, kind)| [1usize, 32].map(move |c| (era, kind, c)))
+        .collect();
+    // Scripts: one per (target, era, kind); legacy ones carry a session opened through it.
+    let mut scripts = Vec::new();
+    for (t, target) in targets.iter().enumerate() {
+        for kind in 0..2 {
+            for era in [Era::Legacy, Era::Modern] {
+                let session = (era == Era::Legacy).then(|| {
+                    let h: Vec<(&str, &str)> = [("X-API-Key", API_KEY)].to_vec();
+                    rt.block_on(client::initialize(&http, &target.urls[kind], &h))
+                });
+                let tag = format!("t{t}-k{kind}-{}", if era == Era::Legacy { "legacy" } else { "modern" });
+                scripts.push(((t, kind, era), lua(&dir, &tag, era, session.as_deref())));
+            }
+        }
+    }
+    let script = |t: usize, kind: usize, era: Era| {
+        scripts
+            .iter()
+            .find(|(k, _)| *k == (t, kind, era))
+            .map(|(_, p)| p.clone())
+            .unwrap()
+    };
+
+    // Rounds: every scenario, every target in turn, so slow drifts of the machine hit all alike.
+    // samples[scenario][target][round]: the load, and CPU time per request.
+    let mut samples: Vec<Vec<Vec<Sample>>> =
+        vec![vec![Vec::new(); targets.len()]; scenarios.len()];
+    for round in 0..opts.rounds {
+        eprintln!("round {}/{}", round + 1, opts.rounds);
+        for (s, (era, kind, c)) in scenarios.iter().enumerate() {
+            for (t, target) in targets.iter().enumerate() {
+                let cpu_of = |target: &Target| match (&target.proc, t) {
+                    (Some(p), _) => Some(p.cpu()),
+                    (None, 1) => Some(floors[*kind].cpu()),
+                    (None, _) => None,
+                };
+                let before = cpu_of(target);
+                let load = procs::wrk(&target.urls[*kind], &script(t, *kind, *era), *c, opts.duration);
+                let cpu = before.zip(cpu_of(target)).map(|(b, a)| a.saturating_sub(b));
+                let per_request = cpu.map(|d| d.div_f64(load.requests.max(1) as f64));
+                if let Some(p) = &target.proc {
+                    p.drain();
+                }
+                samples[s][t].push((load, per_request));
+            }
+        }
+    }
+    for (s, (era, kind, c)) in scenarios.iter().enumerate() {
+        let floor = &samples[s][1];
+        let direct = &samples[s][0];
+        for (t, target) in targets.iter().enumerate() {
+            let runs = &samples[s][t];
+            let ratio = |f: &dyn Fn(usize) -> f64| median((0..runs.len()).map(f).collect());
+            report.rows.push(Row {
+                scenario: format!(
+                    "{}, {}, c={c}",
+                    if *era == Era::Legacy { "legacy (session)" } else { "2026-07-28" },
+                    if *kind == 0 { "JSON" } else { "SSE (5 events)" },
+                ),
+                target: target.name.clone(),
+                rps: median(runs.iter().map(|r| r.0.rps).collect()),
+                rps_vs_floor: ratio(&|i| runs[i].0.rps / floor[i].0.rps),
+                p50: Duration::from_secs_f64(median(runs.iter().map(|r| r.0.p50.as_secs_f64()).collect())),
+                p50_added: Duration::from_secs_f64(
+                    ratio(&|i| (runs[i].0.p50.as_secs_f64() - direct[i].0.p50.as_secs_f64()).max(0.0)),
+                ),
+                p99: Duration::from_secs_f64(median(runs.iter().map(|r| r.0.p99.as_secs_f64()).collect())),
+                cpu_per_request: runs[0].1.map(|_| {
+                    Duration::from_secs_f64(median(
+                        runs.iter().filter_map(|r| r.1.map(|d| d.as_secs_f64())).collect(),
+                    ))
+                }),
+                cpu_vs_floor: (runs[0].1.is_some() && floor[0].1.is_some()).then(|| {
+                    ratio(&|i| {
+                        runs[i].1.unwrap().as_secs_f64() / floor[i].1.unwrap().as_secs_f64().max(1e-9)
+                    })
+                }),
+                errors: runs.iter().map(|r| r.0.errors).sum(),
+            });
+        }
+    }
+
+    // SSE: progress events 1 ms apart; how much later than direct each arrives.
+    let (up_paced, paced_url) = procs::start_ported(
+        "bench-upstream (paced sse)",
+        Command::new(procs::bin("bench-upstream")).args(["--sse", "20", "--interval-us", "1000"]),
+    );
+    let (floor_paced, floor_paced_url) = procs::start_ported(
+        "floor (paced sse)",
+        Command::new(procs::bin("floor-proxy")).arg(&paced_url),
+    );
+    let paced_yaml = dir.join("paced.yaml");
+    std::fs::write(
+        &paced_yaml,
+        format!(
+            "{}upstreams:\n  sse:\n    url: {paced_url}/mcp\n",
+            builtins()
+        ),
+    )
+    .unwrap();
+    let (gw_paced, gw_paced_base, _) = procs::start_mcpgate("mcpgate (paced sse)", &paced_yaml, &env);
+    let modern: Vec<(String, String)> = headers(Era::Modern, None);
+    let modern: Vec<(&str, &str)> = modern.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let requests = if opts.quick { 20 } else { 100 };
+    for (name, url) in [
+        ("direct (no proxy)", format!("{paced_url}/mcp")),
+        ("floor (plain hyper proxy)", format!("{floor_paced_url}/mcp")),
+        ("mcpgate, auth + rate limit + policy", format!("{gw_paced_base}/servers/sse/mcp")),
+    ] {
+        let mut delays = rt.block_on(client::sse_delays(&http, &url, &modern, &body(Era::Modern), requests));
+        delays.sort();
+        report.sse.push((name.to_string(), delays));
+    }
+    drop((up_paced, floor_paced, gw_paced));
+
+    // Memory: idle, then with 10,000 live legacy sessions; and start-up time with a plugin.
+    let builtins_yaml = dir.join("memory.yaml");
+    std::fs::write(
+        &builtins_yaml,
+        format!(
+            "{}upstreams:\n  json:\n    url: {json_url}/mcp\n",
+            builtins()
+        ),
+    )
+    .unwrap();
+    let (gw, base, _) = procs::start_mcpgate("mcpgate (memory)", &builtins_yaml, &env);
+    std::thread::sleep(Duration::from_millis(500));
+    report.rss_idle = gw.rss();
+    let sessions = if opts.quick { 1_000 } else { 10_000 };
+    rt.block_on(client::open_sessions(
+        &http,
+        &format!("{base}/servers/json/mcp"),
+        &[("X-API-Key", API_KEY)],
+        sessions,
+        32,
+    ));
+    report.rss_sessions = (sessions, gw.rss());
+    drop(gw);
+    let wasm_yaml = dir.join("startup.yaml");
+    let cold_cache = dir.join("wasm-cache");
+    std::fs::write(
+        &wasm_yaml,
+        format!(
+            "{}{}pipeline: [auth, rate_limit, policy, guard]\nupstreams:\n  json:\n    url: {json_url}/mcp\n",
+            builtins(),
+            wasm(&plugins, Some(&cold_cache))
+        ),
+    )
+    .unwrap();
+    for label in ["cold compile cache", "warm compile cache"] {
+        let (_gw, _, took) = procs::start_mcpgate("mcpgate (start-up)", &wasm_yaml, &env);
+        report.startup.push((label.to_string(), took));
+    }
+    let (_gw, _, took) = procs::start_mcpgate("mcpgate (start-up)", &builtins_yaml, &env);
+    report.startup.push(("no plugins".to_string(), took));
+
+    drop((up_json, up_sse, floors, targets, redis));
+    let _ = std::fs::remove_dir_all(&dir);
+    report
+}
