@@ -102,7 +102,9 @@ pub async fn sse_delays(
             for part in pending[..end].split(MARK).skip(1) {
                 if let Some(sent) = part.split('"').next().and_then(|v| v.parse::<u128>().ok()) {
                     let late = arrived.saturating_sub(sent);
-                    delays.push(Duration::from_micros(u64::try_from(late).unwrap_or(u64::MAX)));
+                    delays.push(Duration::from_micros(
+                        u64::try_from(late).unwrap_or(u64::MAX),
+                    ));
                 }
             }
             pending.drain(..end + 2);

@@ -26,7 +26,13 @@ pub fn enter_network_namespace() {
         return;
     }
     let status = Command::new("unshare")
-        .args(["-n", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .args([
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
         .arg(std::env::current_exe().unwrap())
         .args(std::env::args_os().skip(1))
         .env(FLAG, "1")
@@ -88,10 +94,7 @@ impl Proc {
                 }
             });
         }
-        let p = Proc {
-            child,
-            lines: rx,
-        };
+        let p = Proc { child, lines: rx };
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -188,7 +191,12 @@ pub fn start_mcpgate(name: &str, config: &Path, env: &[(&str, &str)]) -> (Proc, 
     let started = Instant::now();
     let (p, line) = Proc::start(name, &mut cmd, "mcpgate listening on ");
     let took = started.elapsed();
-    let base = line.rsplit("listening on ").next().unwrap().trim().to_string();
+    let base = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
     (p, base, took)
 }
 
@@ -251,7 +259,10 @@ pub fn wrk(url: &str, script: &Path, connections: usize, duration: Duration) -> 
     let threads = connections.clamp(1, 2).to_string();
     let out = Command::new("wrk")
         .args(["-t", &threads, "-c", &connections.to_string()])
-        .args(["-d", &format!("{}s", duration.as_secs_f64().max(1.0).round())])
+        .args([
+            "-d",
+            &format!("{}s", duration.as_secs_f64().max(1.0).round()),
+        ])
         .args(["--latency", "-s"])
         .arg(script)
         .arg(url)

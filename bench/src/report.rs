@@ -172,7 +172,10 @@ impl Report {
                 "in the machine's network namespace"
             }
         );
-        let _ = writeln!(s, "### Targets\n\n| what | measured | target | met |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "### Targets\n\n| what | measured | target | met |\n|---|---|---|---|"
+        );
         for (what, got, want, met) in self.targets() {
             let _ = writeln!(
                 s,
@@ -214,7 +217,10 @@ impl Report {
                 us(pct(d, 0.99))
             );
         }
-        let _ = writeln!(s, "\n### Start-up (spawn to listening)\n\n| config | time |\n|---|---|");
+        let _ = writeln!(
+            s,
+            "\n### Start-up (spawn to listening)\n\n| config | time |\n|---|---|"
+        );
         for (name, d) in &self.startup {
             let _ = writeln!(s, "| {name} | {:.0} ms |", d.as_secs_f64() * 1e3);
         }

@@ -164,7 +164,11 @@ fn start_redis(dir: &Path) -> Option<(Proc, String)> {
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--dir"])
         .arg(dir);
-    if Command::new("redis-server").arg("--version").output().is_err() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("note: redis-server is not installed; the redis row is skipped");
         return None;
     }
@@ -220,7 +224,10 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     // The floor's CPU is both floor processes' (each scenario loads only one of them).
     targets.push(Target {
         name: "floor (plain hyper proxy)".into(),
-        urls: [format!("{floor_json_url}/mcp"), format!("{floor_sse_url}/mcp")],
+        urls: [
+            format!("{floor_json_url}/mcp"),
+            format!("{floor_sse_url}/mcp"),
+        ],
         proc: None,
     });
     let floors = [floor_json, floor_sse];
@@ -257,7 +264,14 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
                     let h: Vec<(&str, &str)> = [("X-API-Key", API_KEY)].to_vec();
                     rt.block_on(client::initialize(&http, &target.urls[kind], &h))
                 });
-                let tag = format!("t{t}-k{kind}-{}", if era == Era::Legacy { "legacy" } else { "modern" });
+                let tag = format!(
+                    "t{t}-k{kind}-{}",
+                    if era == Era::Legacy {
+                        "legacy"
+                    } else {
+                        "modern"
+                    }
+                );
                 scripts.push(((t, kind, era), lua(&dir, &tag, era, session.as_deref())));
             }
         }
@@ -272,8 +286,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
 
     // Rounds: every scenario, every target in turn, so slow drifts of the machine hit all alike.
     // samples[scenario][target][round]: the load, and CPU time per request.
-    let mut samples: Vec<Vec<Vec<Sample>>> =
-        vec![vec![Vec::new(); targets.len()]; scenarios.len()];
+    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); targets.len()]; scenarios.len()];
     for round in 0..opts.rounds {
         eprintln!("round {}/{}", round + 1, opts.rounds);
         for (s, (era, kind, c)) in scenarios.iter().enumerate() {
@@ -284,7 +297,12 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
                     (None, _) => None,
                 };
                 let before = cpu_of(target);
-                let load = procs::wrk(&target.urls[*kind], &script(t, *kind, *era), *c, opts.duration);
+                let load = procs::wrk(
+                    &target.urls[*kind],
+                    &script(t, *kind, *era),
+                    *c,
+                    opts.duration,
+                );
                 let cpu = before.zip(cpu_of(target)).map(|(b, a)| a.saturating_sub(b));
                 let per_request = cpu.map(|d| d.div_f64(load.requests.max(1) as f64));
                 if let Some(p) = &target.proc {
@@ -303,25 +321,36 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
             report.rows.push(Row {
                 scenario: format!(
                     "{}, {}, c={c}",
-                    if *era == Era::Legacy { "legacy (session)" } else { "2026-07-28" },
+                    if *era == Era::Legacy {
+                        "legacy (session)"
+                    } else {
+                        "2026-07-28"
+                    },
                     if *kind == 0 { "JSON" } else { "SSE (5 events)" },
                 ),
                 target: target.name.clone(),
                 rps: median(runs.iter().map(|r| r.0.rps).collect()),
                 rps_vs_floor: ratio(&|i| runs[i].0.rps / floor[i].0.rps),
-                p50: Duration::from_secs_f64(median(runs.iter().map(|r| r.0.p50.as_secs_f64()).collect())),
-                p50_added: Duration::from_secs_f64(
-                    ratio(&|i| (runs[i].0.p50.as_secs_f64() - direct[i].0.p50.as_secs_f64()).max(0.0)),
-                ),
-                p99: Duration::from_secs_f64(median(runs.iter().map(|r| r.0.p99.as_secs_f64()).collect())),
+                p50: Duration::from_secs_f64(median(
+                    runs.iter().map(|r| r.0.p50.as_secs_f64()).collect(),
+                )),
+                p50_added: Duration::from_secs_f64(ratio(&|i| {
+                    (runs[i].0.p50.as_secs_f64() - direct[i].0.p50.as_secs_f64()).max(0.0)
+                })),
+                p99: Duration::from_secs_f64(median(
+                    runs.iter().map(|r| r.0.p99.as_secs_f64()).collect(),
+                )),
                 cpu_per_request: runs[0].1.map(|_| {
                     Duration::from_secs_f64(median(
-                        runs.iter().filter_map(|r| r.1.map(|d| d.as_secs_f64())).collect(),
+                        runs.iter()
+                            .filter_map(|r| r.1.map(|d| d.as_secs_f64()))
+                            .collect(),
                     ))
                 }),
                 cpu_vs_floor: (runs[0].1.is_some() && floor[0].1.is_some()).then(|| {
                     ratio(&|i| {
-                        runs[i].1.unwrap().as_secs_f64() / floor[i].1.unwrap().as_secs_f64().max(1e-9)
+                        runs[i].1.unwrap().as_secs_f64()
+                            / floor[i].1.unwrap().as_secs_f64().max(1e-9)
                     })
                 }),
                 errors: runs.iter().map(|r| r.0.errors).sum(),
@@ -347,16 +376,32 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         ),
     )
     .unwrap();
-    let (gw_paced, gw_paced_base, _) = procs::start_mcpgate("mcpgate (paced sse)", &paced_yaml, &env);
+    let (gw_paced, gw_paced_base, _) =
+        procs::start_mcpgate("mcpgate (paced sse)", &paced_yaml, &env);
     let modern: Vec<(String, String)> = headers(Era::Modern, None);
-    let modern: Vec<(&str, &str)> = modern.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let modern: Vec<(&str, &str)> = modern
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let requests = if opts.quick { 20 } else { 100 };
     for (name, url) in [
         ("direct (no proxy)", format!("{paced_url}/mcp")),
-        ("floor (plain hyper proxy)", format!("{floor_paced_url}/mcp")),
-        ("mcpgate, auth + rate limit + policy", format!("{gw_paced_base}/servers/sse/mcp")),
+        (
+            "floor (plain hyper proxy)",
+            format!("{floor_paced_url}/mcp"),
+        ),
+        (
+            "mcpgate, auth + rate limit + policy",
+            format!("{gw_paced_base}/servers/sse/mcp"),
+        ),
     ] {
-        let mut delays = rt.block_on(client::sse_delays(&http, &url, &modern, &body(Era::Modern), requests));
+        let mut delays = rt.block_on(client::sse_delays(
+            &http,
+            &url,
+            &modern,
+            &body(Era::Modern),
+            requests,
+        ));
         delays.sort();
         report.sse.push((name.to_string(), delays));
     }

@@ -226,8 +226,16 @@ pub async fn run(
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let app = router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop_accepting = CancellationToken::new();
+    // TCP_NODELAY on every client connection: SSE events and small JSON answers are written as
+    // they come, and with Nagle each would wait for the client's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+    });
     let serve =
         axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let mut serve = std::pin::pin!(serve.into_future());

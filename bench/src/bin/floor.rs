@@ -60,8 +60,7 @@ async fn main() {
         let _ = stream.set_nodelay(true);
         let client = client.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req| forward(client.clone(), base, req));
+            let service = hyper::service::service_fn(move |req| forward(client.clone(), base, req));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

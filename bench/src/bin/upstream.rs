@@ -67,7 +67,9 @@ async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body
     }
     if method == "initialize" {
         let n = mode.sessions.fetch_add(1, Ordering::Relaxed);
-        let version = msg["params"]["protocolVersion"].as_str().unwrap_or("2025-11-25");
+        let version = msg["params"]["protocolVersion"]
+            .as_str()
+            .unwrap_or("2025-11-25");
         let result = serde_json::json!({"jsonrpc":"2.0","id":id,"result":{
             "protocolVersion":version,"capabilities":{"tools":{}},
             "serverInfo":{"name":"bench-upstream","version":"1"}}});
@@ -86,7 +88,11 @@ async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body
         .unwrap()
     };
     if mode.sse_events == 0 {
-        return Ok(full(StatusCode::OK, Some("application/json"), result(now_us())));
+        return Ok(full(
+            StatusCode::OK,
+            Some("application/json"),
+            result(now_us()),
+        ));
     }
     // SSE: progress notifications, then the result, each written when its time comes.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
@@ -129,7 +135,10 @@ fn arg(args: &[String], name: &str) -> Option<u64> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number"))
+        })
 }
 
 #[tokio::main(flavor = "current_thread")]
