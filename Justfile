@@ -12,6 +12,10 @@ test:
 setup:
     scripts/setup.sh
 
+# The benchmark suite (BENCHMARKS.md): load benchmark against the floor, then micro-benchmarks.
+bench *args:
+    scripts/bench.sh {{args}}
+
 # Check a config file.
 validate config="config/mcpgate.example.yaml":
     cargo run -q -p mcpgate -- validate --config {{config}}

@@ -30,7 +30,7 @@ use crate::mcp::{Era, ParsedBody, jsonrpc};
 use crate::observability::{Observability, Summary};
 use crate::pipeline::{Outcome, Pipeline, RequestContext};
 use crate::proxy::relay::{self, Relay};
-use crate::proxy::{self, Peer, UpstreamClient};
+use crate::proxy::{self, Peer, UpstreamClient, X_REQUEST_ID};
 use crate::session::Sessions;
 
 /// Upper bound on a JSON response the gateway reads whole to run response hooks on it.
@@ -320,7 +320,7 @@ async fn mcp_route(
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(X_REQUEST_ID, v);
     }
     for (name, value) in extra_headers.iter() {
         response.headers_mut().insert(name.clone(), value.clone());
@@ -329,7 +329,7 @@ async fn mcp_route(
 }
 
 fn request_id(headers: &http::HeaderMap) -> Arc<str> {
-    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+    if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
         && !v.is_empty()
         && v.len() <= 128
         && v.bytes().all(|b| b.is_ascii_graphic())
@@ -401,7 +401,7 @@ async fn handle(
         if parsed.batch
             && let Some(v) = parts
                 .headers
-                .get(mcp_headers::MCP_PROTOCOL_VERSION)
+                .get(&mcp_headers::MCP_PROTOCOL_VERSION)
                 .and_then(|v| v.to_str().ok())
             && v.trim() != "2025-03-26"
         {
@@ -448,7 +448,7 @@ async fn handle(
 
     // 5. Legacy session: open the gateway's sealed id; unknown, tampered, expired, ended or
     //    someone else's → 404 from the gateway itself. Modern requests never carry one.
-    let client_session = cx.headers.get(MCP_SESSION_ID).cloned();
+    let client_session = cx.headers.get(&MCP_SESSION_ID).cloned();
     if cx.era == Era::Legacy
         && !is_initialize
         && let Some(token) = &client_session
@@ -508,7 +508,7 @@ async fn handle(
     cx.response_streamed = is_sse;
     summary.upstream_status = cx.upstream_status;
     summary.streamed = is_sse;
-    let upstream_session = resp_parts.headers.remove(MCP_SESSION_ID);
+    let upstream_session = resp_parts.headers.remove(&MCP_SESSION_ID);
     // Modern requests are stateless: an upstream's session id is dropped, never passed on.
     if cx.era == Era::Legacy
         && let Some(up) = upstream_session

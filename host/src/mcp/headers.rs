@@ -7,15 +7,16 @@
 //! are forwarded untouched for the upstream to check.
 
 use base64::Engine as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::{Era, Message, is_modern_version, jsonrpc};
 
-pub const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
-pub const MCP_METHOD: &str = "mcp-method";
-pub const MCP_NAME: &str = "mcp-name";
-pub const MCP_SESSION_ID: &str = "mcp-session-id";
-pub const LAST_EVENT_ID: &str = "last-event-id";
+// Header names as `HeaderName` constants: a lookup by `&str` parses the name every time.
+pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// A routing-header problem, answered with HTTP 400 and this JSON-RPC code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub fn decode_value(raw: &[u8]) -> Result<String, String> {
 }
 
 /// The single value of a routing header: `Ok(None)` when absent, an error when repeated.
-fn single(headers: &HeaderMap, name: &str) -> Result<Option<String>, HeaderError> {
+fn single(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, HeaderError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -73,7 +74,7 @@ fn single(headers: &HeaderMap, name: &str) -> Result<Option<String>, HeaderError
 ///   one, and is absent where it has none. Duplicates are rejected.
 /// - Legacy: a header naming a modern version over a body without `_meta` is -32602.
 pub fn validate(headers: &HeaderMap, msg: &Message) -> Result<(), HeaderError> {
-    let version = single(headers, MCP_PROTOCOL_VERSION)?;
+    let version = single(headers, &MCP_PROTOCOL_VERSION)?;
     if msg.era == Era::Legacy {
         return match version {
             Some(v) if is_modern_version(&v) => Err(HeaderError {
@@ -98,7 +99,7 @@ pub fn validate(headers: &HeaderMap, msg: &Message) -> Result<(), HeaderError> {
     if msg.kind == super::MessageKind::Response {
         return Ok(());
     }
-    match single(headers, MCP_METHOD)? {
+    match single(headers, &MCP_METHOD)? {
         None => return Err(mismatch("header `Mcp-Method` is missing".into())),
         Some(m) if m != msg.method() => {
             return Err(mismatch(format!(
@@ -112,7 +113,7 @@ pub fn validate(headers: &HeaderMap, msg: &Message) -> Result<(), HeaderError> {
         msg.method(),
         "tools/call" | "prompts/get" | "resources/read"
     );
-    match (single(headers, MCP_NAME)?, msg.target.as_deref()) {
+    match (single(headers, &MCP_NAME)?, msg.target.as_deref()) {
         (None, None) if !needs_name => Ok(()),
         (None, _) => Err(mismatch(format!(
             "header `Mcp-Name` is missing for {}",

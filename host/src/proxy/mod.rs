@@ -161,16 +161,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -182,7 +188,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP {
+    if named.is_empty() && HOP_BY_HOP.iter().all(|n| !headers.contains_key(n)) {
+        return;
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     for name in named {
@@ -249,7 +258,7 @@ pub fn upstream_request(
     for name in strip {
         headers.remove(name);
     }
-    headers.remove(MCP_SESSION_ID);
+    headers.remove(&MCP_SESSION_ID);
     if let Some(session) = &cx.session {
         let value = HeaderValue::from_str(&session.upstream_session)
             .map_err(|_| GatewayError::SessionNotFound)?;
@@ -266,24 +275,24 @@ pub fn upstream_request(
         headers.insert(name.clone(), value.clone());
     }
 
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", peer.addr.ip()),
         None => peer.addr.ip().to_string(),
     };
     headers.insert(
-        "x-forwarded-for",
+        X_FORWARDED_FOR,
         HeaderValue::from_str(&forwarded_for).map_err(|e| GatewayError::Internal(e.to_string()))?,
     );
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if let Some(host) = original_host
-        && !headers.contains_key("x-forwarded-host")
+        && !headers.contains_key(&X_FORWARDED_HOST)
     {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
     if let Ok(id) = HeaderValue::from_str(&cx.request_id) {
-        headers.insert("x-request-id", id);
+        headers.insert(X_REQUEST_ID, id);
     }
 
     let mut request = Request::builder()
@@ -308,7 +317,7 @@ pub fn clean_response_headers(headers: &mut HeaderMap) -> bool {
                 .starts_with("text/event-stream")
         });
     if is_sse {
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
         headers
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-cache"));

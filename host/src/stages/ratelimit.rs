@@ -445,20 +445,18 @@ fn secs_ceil(d: Duration) -> u64 {
     }
 }
 
+const LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: http::HeaderName = http::HeaderName::from_static("x-ratelimit-remaining");
+const RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+
 fn set_headers(cx: &mut RequestContext, snap: &Snapshot) {
     let h = &mut cx.response_headers;
+    h.insert(LIMIT, HeaderValue::from(snap.limit.floor() as u64));
     h.insert(
-        "x-ratelimit-limit",
-        HeaderValue::from(snap.limit.floor() as u64),
-    );
-    h.insert(
-        "x-ratelimit-remaining",
+        REMAINING,
         HeaderValue::from(snap.remaining.max(0.0).floor() as u64),
     );
-    h.insert(
-        "x-ratelimit-reset",
-        HeaderValue::from(secs_ceil(snap.reset)),
-    );
+    h.insert(RESET, HeaderValue::from(secs_ceil(snap.reset)));
 }
 
 impl Stage for RateLimit {
