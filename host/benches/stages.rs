@@ -88,6 +88,36 @@ fn run(p: &Pipeline, upstream: &Arc<mcpgate::config::Upstream>, headers: &Header
     black_box(cx);
 }
 
+/// The envelope alone: parsing a legacy call, and a 2026-07-28 call with its routing headers
+/// checked against the body.
+fn envelope(c: &mut Criterion) {
+    let modern = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_code","arguments":{"query":"fn main","repo":"mcpgate/mcpgate","limit":20},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let mut h = headers();
+    h.insert(
+        "mcp-protocol-version",
+        HeaderValue::from_static("2026-07-28"),
+    );
+    h.insert("mcp-method", HeaderValue::from_static("tools/call"));
+    h.insert("mcp-name", HeaderValue::from_static("search_code"));
+    let mut g = c.benchmark_group("envelope");
+    g.bench_function("parse a legacy tools/call", |b| {
+        b.iter(|| black_box(ParsedBody::parse(black_box(BODY)).unwrap()))
+    });
+    g.bench_function(
+        "parse a 2026-07-28 tools/call + validate its routing headers",
+        |b| {
+            b.iter(|| {
+                let body = ParsedBody::parse(black_box(modern)).unwrap();
+                for msg in &body.messages {
+                    mcpgate::mcp::headers::validate(black_box(&h), msg).unwrap();
+                }
+                black_box(body)
+            })
+        },
+    );
+    g.finish();
+}
+
 fn stages(c: &mut Criterion) {
     let headers = headers();
     let mut g = c.benchmark_group("stages per request");
@@ -135,5 +165,5 @@ fn stages(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, stages);
+criterion_group!(benches, envelope, stages);
 criterion_main!(benches);

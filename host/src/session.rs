@@ -63,13 +63,28 @@ struct Entry {
     caller: Option<String>,
     last_seen: Instant,
     expires_at: u64,
+    issued_at: u64,
+    upstream_session: String,
+    /// The token this replica opened (or minted) for it.
+    token: String,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     active: HashMap<String, Entry>,
+    /// Token → session id for the tracked sessions: a token this replica has already opened is
+    /// answered from the table, without decrypting it again.
+    tokens: HashMap<String, String>,
     /// Ended sessions, until their tokens would have expired anyway.
     ended: HashMap<String, u64>,
+}
+
+impl Table {
+    fn remove(&mut self, id: &str) {
+        if let Some(e) = self.active.remove(id) {
+            self.tokens.remove(&e.token);
+        }
+    }
 }
 
 /// Seals and opens session ids, and tracks the ones this replica has seen.
@@ -134,7 +149,7 @@ impl Sessions {
             expires_at: issued_at.saturating_add(self.ttl.as_secs().max(1)),
         };
         let token = self.seal(upstream, &claims);
-        self.track(upstream, &claims);
+        self.track(upstream, &claims, &token);
         token
     }
 
@@ -217,23 +232,65 @@ impl Sessions {
         token: &str,
         caller: Option<&str>,
     ) -> Result<SessionClaims, SessionError> {
+        if let Some(known) = self.open_known(upstream, token) {
+            return Self::check(known, caller);
+        }
         let claims = self.unseal(upstream, token).ok_or(SessionError::Unknown)?;
+        let claims = Self::check(Ok(claims), caller)?;
+        if self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ended
+            .contains_key(&claims.id)
+        {
+            return Err(SessionError::Ended);
+        }
+        self.track(upstream, &claims, token);
+        Ok(claims)
+    }
+
+    /// A token this replica already opened for `upstream`: its claims from the table (marked as
+    /// seen), `Err(Ended)` if it ended here, `None` if it is not known.
+    fn open_known(
+        &self,
+        upstream: &str,
+        token: &str,
+    ) -> Option<Result<SessionClaims, SessionError>> {
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = table.tokens.get(token)?.clone();
+        if table.ended.contains_key(&id) {
+            return Some(Err(SessionError::Ended));
+        }
+        let e = table
+            .active
+            .get_mut(&id)
+            .filter(|e| e.upstream == upstream)?;
+        e.last_seen = Instant::now();
+        Some(Ok(SessionClaims {
+            upstream_session: e.upstream_session.clone(),
+            id,
+            caller: e.caller.clone(),
+            issued_at: e.issued_at,
+            expires_at: e.expires_at,
+        }))
+    }
+
+    /// The checks every open makes: not expired, presented by its caller.
+    fn check(
+        claims: Result<SessionClaims, SessionError>,
+        caller: Option<&str>,
+    ) -> Result<SessionClaims, SessionError> {
+        let claims = claims?;
         if claims.expires_at <= now_unix() {
             return Err(SessionError::Expired);
         }
         if claims.caller.as_deref() != caller {
             return Err(SessionError::WrongCaller);
         }
-        if self
-            .table
-            .lock()
-            .expect("session table lock")
-            .ended
-            .contains_key(&claims.id)
-        {
-            return Err(SessionError::Ended);
-        }
-        self.track(upstream, &claims);
         Ok(claims)
     }
 
@@ -243,7 +300,7 @@ impl Sessions {
             .table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        table.active.remove(&claims.id);
+        table.remove(&claims.id);
         if table.ended.len() >= self.max_active {
             let now = now_unix();
             table.ended.retain(|_, exp| *exp > now);
@@ -253,7 +310,7 @@ impl Sessions {
         }
     }
 
-    fn track(&self, upstream: &str, claims: &SessionClaims) {
+    fn track(&self, upstream: &str, claims: &SessionClaims, token: &str) {
         let now = Instant::now();
         let mut table = self
             .table
@@ -275,9 +332,10 @@ impl Sessions {
                 .min_by_key(|(_, e)| e.last_seen)
                 .map(|(k, _)| k.clone())
             {
-                table.active.remove(&oldest);
+                table.remove(&oldest);
             }
         }
+        table.tokens.insert(token.to_string(), claims.id.clone());
         table.active.insert(
             claims.id.clone(),
             Entry {
@@ -285,6 +343,9 @@ impl Sessions {
                 caller: claims.caller.clone(),
                 last_seen: now,
                 expires_at: claims.expires_at,
+                issued_at: claims.issued_at,
+                upstream_session: claims.upstream_session.clone(),
+                token: token.to_string(),
             },
         );
     }
@@ -294,6 +355,8 @@ impl Sessions {
         table
             .active
             .retain(|_, e| now.duration_since(e.last_seen) < idle && e.expires_at > unix);
+        let Table { active, tokens, .. } = table;
+        tokens.retain(|_, id| active.contains_key(id));
         table.ended.retain(|_, exp| *exp > unix);
     }
 
@@ -426,6 +489,31 @@ mod tests {
         };
         let token = s.seal("r", &expired);
         assert_eq!(s.open("r", &token, None), Err(SessionError::Expired));
+    }
+
+    #[test]
+    fn a_token_opened_once_is_answered_from_the_table_alike() {
+        let (a, _) = Sessions::new(&config(Some([9; 32])));
+        let (b, _) = Sessions::new(&config(Some([9; 32])));
+        let token = a.mint("r", "up-1", Some("alice"));
+        let first = b.open("r", &token, Some("alice")).unwrap(); // decrypted
+        let again = b.open("r", &token, Some("alice")).unwrap(); // from the table
+        assert_eq!(first, again);
+        assert_eq!(first, a.open("r", &token, Some("alice")).unwrap());
+        // The checks still apply on the known path.
+        assert_eq!(b.open("r", &token, None), Err(SessionError::WrongCaller));
+        assert_eq!(
+            b.open("other", &token, Some("alice")),
+            Err(SessionError::Unknown)
+        );
+        b.end(&again);
+        assert_eq!(b.open("r", &token, Some("alice")), Err(SessionError::Ended));
+        // The token index never outgrows the tracked sessions.
+        for i in 0..10 {
+            b.mint("r", &format!("u{i}"), None);
+        }
+        let t = b.table.lock().unwrap();
+        assert!(t.active.len() <= 3 && t.tokens.len() == t.active.len());
     }
 
     #[test]
