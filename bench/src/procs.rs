@@ -1,10 +1,8 @@
 //! Processes under test and the load generator: spawning them on loopback, their CPU time and
 //! memory from /proc, and `wrk` runs.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Re-executes this program inside a new network namespace (loopback only, so nothing else on
@@ -65,84 +63,29 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A child process, killed when dropped.
-pub struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+pub use mcpgate_e2e::Proc;
+
+/// Starts `cmd` and waits for a line containing `needle`; returns the process and that line.
+pub fn start(name: &str, cmd: &mut Command, needle: &str) -> (Proc, String) {
+    let mut p = Proc::spawn(name, cmd);
+    let line = p.wait_for(needle, Duration::from_secs(60));
+    (p, line)
 }
 
-impl Proc {
-    /// Starts `cmd` and waits for a line containing `needle`; returns the process and that line.
-    pub fn start(name: &str, cmd: &mut Command, needle: &str) -> (Proc, String) {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let p = Proc { child, lines: rx };
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match p
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) if line.contains(needle) => return (p, line),
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "{name} did not print {needle:?}; output:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// User + system CPU time so far.
-    pub fn cpu(&self) -> Duration {
-        cpu_time(self.pid())
-    }
-
-    /// Resident set size in bytes.
-    pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    }
-
-    /// Drops whatever the process printed so far (so its pipes never fill).
-    pub fn drain(&self) {
-        while self.lines.try_recv().is_ok() {}
-    }
+/// User + system CPU time of a process so far.
+pub fn cpu(p: &Proc) -> Duration {
+    cpu_time(p.pid())
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Resident set size in bytes.
+pub fn rss(p: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
 
 fn clock_ticks() -> f64 {
@@ -173,7 +116,7 @@ pub fn cpu_time(pid: u32) -> Duration {
 
 /// Starts a process that prints `PORT <n>`; returns it and `http://127.0.0.1:<n>`.
 pub fn start_ported(name: &str, cmd: &mut Command) -> (Proc, String) {
-    let (p, line) = Proc::start(name, cmd, "PORT ");
+    let (p, line) = start(name, cmd, "PORT ");
     let port = line.trim().trim_start_matches("PORT ").to_string();
     (p, format!("http://127.0.0.1:{port}"))
 }
@@ -189,7 +132,7 @@ pub fn start_mcpgate(name: &str, config: &Path, env: &[(&str, &str)]) -> (Proc, 
         cmd.env(k, v);
     }
     let started = Instant::now();
-    let (p, line) = Proc::start(name, &mut cmd, "mcpgate listening on ");
+    let (p, line) = start(name, &mut cmd, "mcpgate listening on ");
     let took = started.elapsed();
     let base = line
         .rsplit("listening on ")

@@ -16,31 +16,7 @@ const TOOL_ARGS: &str = r#"{"query":"fn main","repo":"mcpgate/mcpgate","limit":2
 
 /// Auth (API key), rate limit (three bucket levels, never empty) and policy (ten rules).
 fn builtins() -> String {
-    r#"auth:
-  type: api-key
-  keys:
-    - {{id: bench, key_env: BENCH_API_KEY}}
-    - {{id: other, key: "sha256:0000000000000000000000000000000000000000000000000000000000000000"}}
-rate_limit:
-  per_client: {{capacity: 1000000000, refill_rate: 1000000000}}
-  per_server: {{capacity: 1000000000, refill_rate: 1000000000}}
-  per_tool: {{capacity: 1000000000, refill_rate: 1000000000}}
-policy:
-  default: allow
-  rules:
-    - {{clients: [ci-*], tools: ["create_*", "delete_*"], decision: deny}}
-    - {{servers: [billing], decision: deny}}
-    - {{tools: ["admin_*"], decision: deny}}
-    - {{tools: ["{{drop,truncate}}_*"], decision: deny}}
-    - {{clients: [intern-*], tools: ["write_*"], decision: deny}}
-    - {{methods: [logging/setLevel], decision: deny}}
-    - {{prompts: ["secret_*"], decision: deny}}
-    - {{resources: ["file:///etc/*"], decision: deny}}
-    - {{tools: [exec, shell, eval], decision: deny}}
-    - {{clients: [bench], tools: ["search_*"], decision: allow}}
-"#
-    .replace("{{", "{")
-    .replace("}}", "}")
+    include_str!("../builtins.yaml").to_string()
 }
 
 /// One WebAssembly stage: arg-guard validating the call's three arguments, reused instances.
@@ -172,7 +148,7 @@ fn start_redis(dir: &Path) -> Option<(Proc, String)> {
         eprintln!("note: redis-server is not installed; the redis row is skipped");
         return None;
     }
-    let (p, _) = Proc::start("redis-server", &mut cmd, "Ready to accept connections");
+    let (p, _) = procs::start("redis-server", &mut cmd, "Ready to accept connections");
     Some((p, format!("redis://127.0.0.1:{port}/0")))
 }
 
@@ -290,10 +266,10 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     for round in 0..opts.rounds {
         eprintln!("round {}/{}", round + 1, opts.rounds);
         for (s, (era, kind, c)) in scenarios.iter().enumerate() {
-            for (t, target) in targets.iter().enumerate() {
+            for (t, target) in targets.iter_mut().enumerate() {
                 let cpu_of = |target: &Target| match (&target.proc, t) {
-                    (Some(p), _) => Some(p.cpu()),
-                    (None, 1) => Some(floors[*kind].cpu()),
+                    (Some(p), _) => Some(procs::cpu(p)),
+                    (None, 1) => Some(procs::cpu(&floors[*kind])),
                     (None, _) => None,
                 };
                 let before = cpu_of(target);
@@ -305,7 +281,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
                 );
                 let cpu = before.zip(cpu_of(target)).map(|(b, a)| a.saturating_sub(b));
                 let per_request = cpu.map(|d| d.div_f64(load.requests.max(1) as f64));
-                if let Some(p) = &target.proc {
+                if let Some(p) = target.proc.as_mut() {
                     p.drain();
                 }
                 samples[s][t].push((load, per_request));
@@ -419,7 +395,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     .unwrap();
     let (gw, base, _) = procs::start_mcpgate("mcpgate (memory)", &builtins_yaml, &env);
     std::thread::sleep(Duration::from_millis(500));
-    report.rss_idle = gw.rss();
+    report.rss_idle = procs::rss(&gw);
     let sessions = if opts.quick { 1_000 } else { 10_000 };
     rt.block_on(client::open_sessions(
         &http,
@@ -428,7 +404,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         sessions,
         32,
     ));
-    report.rss_sessions = (sessions, gw.rss());
+    report.rss_sessions = (sessions, procs::rss(&gw));
     drop(gw);
     let wasm_yaml = dir.join("startup.yaml");
     let cold_cache = dir.join("wasm-cache");

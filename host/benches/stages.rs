@@ -15,39 +15,15 @@ use mcpgate::proxy::UpstreamClient;
 
 const BODY: &[u8] = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_code","arguments":{"query":"fn main","repo":"mcpgate/mcpgate","limit":20}}}"#;
 
+/// The built-in stages as every benchmark configures them (`bench/builtins.yaml`).
+const BUILTINS: &str = include_str!("../../bench/builtins.yaml");
+
 fn config(pipeline: &str) -> Config {
     let yaml = format!(
-        r#"
-auth:
-  type: api-key
-  keys:
-    - {{id: alice, key_env: BENCH_KEY}}
-    - {{id: bob, key: "sha256:0000000000000000000000000000000000000000000000000000000000000000"}}
-rate_limit:
-  per_client: {{capacity: 1000000000, refill_rate: 1000000000}}
-  per_server: {{capacity: 1000000000, refill_rate: 1000000000}}
-  per_tool: {{capacity: 1000000000, refill_rate: 1000000000}}
-policy:
-  default: allow
-  rules:
-    - {{clients: [ci-*], tools: ["create_*", "delete_*"], decision: deny}}
-    - {{servers: [billing], decision: deny}}
-    - {{tools: ["admin_*"], decision: deny}}
-    - {{tools: ["{{drop,truncate}}_*"], decision: deny}}
-    - {{clients: [intern-*], tools: ["write_*"], decision: deny}}
-    - {{methods: [logging/setLevel], decision: deny}}
-    - {{prompts: ["secret_*"], decision: deny}}
-    - {{resources: ["file:///etc/*"], decision: deny}}
-    - {{tools: [exec, shell, eval], decision: deny}}
-    - {{clients: [alice], tools: ["search_*"], decision: allow}}
-pipeline: {pipeline}
-upstreams:
-  github:
-    url: http://127.0.0.1:1/mcp
-"#
+        "{BUILTINS}pipeline: {pipeline}\nupstreams:\n  github:\n    url: http://127.0.0.1:1/mcp\n"
     );
     Config::parse(&yaml, "bench.yaml", &|k| {
-        (k == "BENCH_KEY").then(|| "bench-secret".to_string())
+        (k == "BENCH_API_KEY").then(|| "bench-secret".to_string())
     })
     .unwrap()
 }

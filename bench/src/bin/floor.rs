@@ -14,8 +14,7 @@ use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioExecutor;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -51,19 +50,5 @@ async fn main() {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).build(http);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("PORT {}", listener.local_addr().unwrap().port());
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let client = client.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| forward(client.clone(), base, req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    mcpgate_bench::serve(move |req| forward(client.clone(), base, req)).await;
 }

@@ -19,8 +19,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 
 struct Mode {
     sse_events: usize,
@@ -149,19 +147,5 @@ async fn main() {
         interval: Duration::from_micros(arg(&args, "--interval-us").unwrap_or(0)),
         sessions: AtomicU64::new(0),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("PORT {}", listener.local_addr().unwrap().port());
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let mode = mode.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(mode.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    mcpgate_bench::serve(move |req| handle(mode.clone(), req)).await;
 }
