@@ -117,7 +117,14 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Failure kinds, as the `kind` label of `mcpgate_redis_errors_total`.
+/// Failure kinds, as the `kind` label of `mcpgate_redis_errors_total` (indexes into `KINDS`).
+#[derive(Clone, Copy)]
+enum Kind {
+    Timeout,
+    Connection,
+    BreakerOpen,
+    Rejected,
+}
 const KINDS: [&str; 4] = ["timeout", "connection", "breaker_open", "rejected"];
 const USES: [Use; 2] = [Use::RateLimit, Use::Kv];
 
@@ -164,9 +171,8 @@ impl Metrics {
         })
     }
 
-    fn error(&self, what: Use, kind: &str) {
-        let k = KINDS.iter().position(|x| *x == kind).unwrap_or(1);
-        self.errors[what as usize][k].inc();
+    fn error(&self, what: Use, kind: Kind) {
+        self.errors[what as usize][kind as usize].inc();
     }
 }
 
@@ -286,44 +292,44 @@ impl Redis {
     {
         let inner = &*self.0;
         if !inner.breaker.admit() {
-            inner.metrics.error(what, "breaker_open");
+            inner.metrics.error(what, Kind::BreakerOpen);
             return Err(Failure::Unavailable(format!(
                 "redis at {} is unreachable (reconnecting)",
                 inner.target
             )));
         }
         let started = Instant::now();
-        let failure = match tokio::time::timeout(inner.timeout, op(inner.conn.clone())).await {
-            Ok(Ok(value)) => {
-                inner.metrics.duration[what as usize].observe(started.elapsed().as_secs_f64());
-                if inner.breaker.reset() {
-                    inner.metrics.up.set(1);
-                    tracing::info!(redis = %inner.target, "redis reachable again");
+        let (kind, message) =
+            match tokio::time::timeout(inner.timeout, op(inner.conn.clone())).await {
+                Ok(Ok(value)) => {
+                    inner.metrics.duration[what as usize].observe(started.elapsed().as_secs_f64());
+                    if inner.breaker.reset() {
+                        inner.metrics.up.set(1);
+                        tracing::info!(redis = %inner.target, "redis reachable again");
+                    }
+                    return Ok(value);
                 }
-                return Ok(value);
-            }
-            Ok(Err(e)) if is_rejection(&e) => {
-                inner.metrics.error(what, "rejected");
-                return Err(Failure::Rejected(e.to_string()));
-            }
-            Ok(Err(e)) => {
-                let kind = if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "connection"
-                };
-                (kind, format!("redis at {}: {e}", inner.target))
-            }
-            Err(_) => (
-                "timeout",
-                format!(
-                    "redis at {} did not answer within {} ms",
-                    inner.target,
-                    inner.timeout.as_millis()
+                Ok(Err(e)) if is_rejection(&e) => {
+                    inner.metrics.error(what, Kind::Rejected);
+                    return Err(Failure::Rejected(e.to_string()));
+                }
+                Ok(Err(e)) => {
+                    let kind = if e.is_timeout() {
+                        Kind::Timeout
+                    } else {
+                        Kind::Connection
+                    };
+                    (kind, format!("redis at {}: {e}", inner.target))
+                }
+                Err(_) => (
+                    Kind::Timeout,
+                    format!(
+                        "redis at {} did not answer within {} ms",
+                        inner.target,
+                        inner.timeout.as_millis()
+                    ),
                 ),
-            ),
-        };
-        let (kind, message) = failure;
+            };
         inner.metrics.error(what, kind);
         if inner.breaker.trip() {
             inner.metrics.up.set(0);

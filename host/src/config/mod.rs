@@ -27,9 +27,9 @@ pub use observability::{
     AuditConfig, AuditSink, MetricsConfig, ObservabilityConfig, TracingConfig,
 };
 pub use plugins::{
-    Grants, InstanceMode, KvBackend, KvConfig, OnError, PluginLines, PluginRuntimeConfig,
-    PluginSpec,
+    Grants, InstanceMode, KvConfig, OnError, PluginLines, PluginRuntimeConfig, PluginSpec,
 };
+pub use redis::StateBackend;
 use yaml::Sink;
 pub use yaml::{ConfigError, ConfigErrors};
 
@@ -371,13 +371,13 @@ impl Validator<'_> {
         let rate_limit = raw.rate_limit.and_then(|r| self.rate_limit(r));
         if rate_limit
             .as_ref()
-            .is_some_and(|r| r.backend == crate::stages::ratelimit::BackendKind::Redis)
+            .is_some_and(|r| r.backend == StateBackend::Redis)
         {
             self.needs_redis("rate_limit.backend", redis_present);
         }
         let policy = raw.policy.and_then(|p| self.policy(p));
         let plugin_runtime = self.plugin_runtime(raw.plugin_runtime);
-        if plugin_runtime.kv.backend == KvBackend::Redis {
+        if plugin_runtime.kv.backend == StateBackend::Redis {
             self.needs_redis("plugin_runtime.kv.backend", redis_present);
         }
         let observability = self.observability(raw.observability);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::Deserialize;
 
-use super::{StageName, Validator};
+use super::{StageName, StateBackend, Validator};
 
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins";
 pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 50;
@@ -61,7 +61,7 @@ pub(super) struct RawKv {
 /// `plugin_runtime.kv`: where the plugins' `kv` keeps its keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvConfig {
-    pub backend: KvBackend,
+    pub backend: StateBackend,
     /// With Redis unavailable: `fail_closed` hands plugins `unavailable` (they decide);
     /// `fail_open` answers as an empty store that drops writes.
     pub on_redis_error: OnError,
@@ -72,19 +72,11 @@ pub struct KvConfig {
 impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {
-            backend: KvBackend::Memory,
+            backend: StateBackend::Memory,
             on_redis_error: OnError::FailClosed,
             max_entries: crate::plugins::kv::DEFAULT_MAX_ENTRIES,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvBackend {
-    /// Per process (the default).
-    Memory,
-    /// In Redis (`redis:`), shared by every replica.
-    Redis,
 }
 
 /// What a plugin failure does to the request.
@@ -211,29 +203,18 @@ impl Validator<'_> {
     }
 
     fn kv(&mut self, raw: RawKv) -> KvConfig {
-        let backend = match raw.backend.as_deref() {
-            None | Some("memory") => KvBackend::Memory,
-            Some("redis") => KvBackend::Redis,
-            Some(other) => {
-                self.error(
-                    "plugin_runtime.kv.backend",
-                    format!("unknown backend `{other}` (expected `memory` or `redis`)"),
-                );
-                KvBackend::Memory
-            }
-        };
-        if raw.on_redis_error.is_some() && backend != KvBackend::Redis {
-            self.error(
-                "plugin_runtime.kv.on_redis_error",
-                "only applies to `backend: redis`",
-            );
-        }
+        let (backend, on_redis_error) = self.state_backend(
+            "plugin_runtime.kv",
+            raw.backend.as_deref(),
+            raw.on_redis_error.as_deref(),
+            OnError::FailClosed,
+        );
         let max_entries = raw
             .max_entries
             .unwrap_or(crate::plugins::kv::DEFAULT_MAX_ENTRIES);
         if max_entries == 0 {
             self.error("plugin_runtime.kv.max_entries", "must be greater than 0");
-        } else if raw.max_entries.is_some() && backend == KvBackend::Redis {
+        } else if raw.max_entries.is_some() && backend == StateBackend::Redis {
             self.error(
                 "plugin_runtime.kv.max_entries",
                 "only applies to `backend: memory` (bound Redis with its maxmemory)",
@@ -241,11 +222,7 @@ impl Validator<'_> {
         }
         KvConfig {
             backend,
-            on_redis_error: self.on_error(
-                "plugin_runtime.kv.on_redis_error",
-                raw.on_redis_error.as_deref(),
-                OnError::FailClosed,
-            ),
+            on_redis_error,
             max_entries: max_entries.max(1),
         }
     }

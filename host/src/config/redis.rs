@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Validator;
+use super::{OnError, Validator};
 use crate::redis::{
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT_MS, RedisConfig, check_url,
 };
@@ -19,7 +19,43 @@ pub(super) struct RawRedis {
     connect_timeout: Option<u64>,
 }
 
+/// Where a section keeps its state (`rate_limit.backend`, `plugin_runtime.kv.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// In process memory: per replica (the default).
+    Memory,
+    /// In Redis (`redis:`): shared by every replica.
+    Redis,
+}
+
 impl Validator<'_> {
+    /// `<path>.backend` and `<path>.on_redis_error` (which only a Redis backend takes), with
+    /// `default` when the latter is absent.
+    pub(super) fn state_backend(
+        &mut self,
+        path: &str,
+        backend: Option<&str>,
+        on_redis_error: Option<&str>,
+        default: OnError,
+    ) -> (StateBackend, OnError) {
+        let backend = match backend {
+            None | Some("memory") => StateBackend::Memory,
+            Some("redis") => StateBackend::Redis,
+            Some(other) => {
+                self.error(
+                    &format!("{path}.backend"),
+                    format!("unknown backend `{other}` (expected `memory` or `redis`)"),
+                );
+                StateBackend::Memory
+            }
+        };
+        let key = format!("{path}.on_redis_error");
+        if on_redis_error.is_some() && backend != StateBackend::Redis {
+            self.error(&key, "only applies to `backend: redis`");
+        }
+        (backend, self.on_error(&key, on_redis_error, default))
+    }
+
     pub(super) fn redis(&mut self, raw: RawRedis) -> Option<RedisConfig> {
         let url = match raw.url.map(|u| u.trim().to_string()) {
             None => {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{StageName, Validator};
 use crate::stages::auth::{ApiKey, AuthConfig, JwtConfig, KeySource};
 use crate::stages::policy::{Effect, Pattern, PolicyConfig, Rule};
-use crate::stages::ratelimit::{BackendKind, LevelLimits, Limit, RateLimitConfig};
+use crate::stages::ratelimit::{LevelLimits, Limit, RateLimitConfig};
 
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
@@ -287,26 +287,10 @@ impl Validator<'_> {
     }
 
     pub(super) fn rate_limit(&mut self, raw: RawRateLimit) -> Option<RateLimitConfig> {
-        let backend = match raw.backend.as_deref() {
-            None | Some("memory") => BackendKind::Memory,
-            Some("redis") => BackendKind::Redis,
-            Some(other) => {
-                self.error(
-                    "rate_limit.backend",
-                    format!("unknown backend `{other}` (expected `memory` or `redis`)"),
-                );
-                BackendKind::Memory
-            }
-        };
-        if raw.on_redis_error.is_some() && backend != BackendKind::Redis {
-            self.error(
-                "rate_limit.on_redis_error",
-                "only applies to `backend: redis`",
-            );
-        }
         // Open by default, as gateways usually are: a Redis outage should not refuse everyone.
-        let on_redis_error = self.on_error(
-            "rate_limit.on_redis_error",
+        let (backend, on_redis_error) = self.state_backend(
+            "rate_limit",
+            raw.backend.as_deref(),
             raw.on_redis_error.as_deref(),
             crate::config::OnError::FailOpen,
         );

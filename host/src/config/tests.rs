@@ -215,8 +215,7 @@ fn display_names_file_line_and_key() {
 
 #[test]
 fn redis_backed_sections_compile() {
-    use crate::config::{KvBackend, OnError};
-    use crate::stages::ratelimit::BackendKind;
+    use crate::config::{OnError, StateBackend};
     let cfg = Config::parse(
         "redis:\n  url: redis://:pw@cache.internal:6380/2\n  key_prefix: \"prod:\"\n  timeout: 100\n\
          rate_limit:\n  backend: redis\n  per_client: {capacity: 10, refill_rate: 1}\n\
@@ -235,13 +234,13 @@ fn redis_backed_sections_compile() {
         "the password is not in Debug output"
     );
     let rl = cfg.rate_limit.as_ref().unwrap();
-    assert_eq!(rl.backend, BackendKind::Redis);
+    assert_eq!(rl.backend, StateBackend::Redis);
     assert_eq!(
         rl.on_redis_error,
         OnError::FailOpen,
         "rate limits fail open by default"
     );
-    assert_eq!(cfg.plugin_runtime.kv.backend, KvBackend::Redis);
+    assert_eq!(cfg.plugin_runtime.kv.backend, StateBackend::Redis);
     assert_eq!(cfg.plugin_runtime.kv.on_redis_error, OnError::FailOpen);
     let memory = Config::parse(
         "rate_limit:\n  per_client: {capacity: 10, refill_rate: 1}\nupstreams:\n  a:\n    url: http://x/mcp\n",
@@ -249,8 +248,8 @@ fn redis_backed_sections_compile() {
         &env,
     )
     .unwrap();
-    assert_eq!(memory.rate_limit.unwrap().backend, BackendKind::Memory);
-    assert_eq!(memory.plugin_runtime.kv.backend, KvBackend::Memory);
+    assert_eq!(memory.rate_limit.unwrap().backend, StateBackend::Memory);
+    assert_eq!(memory.plugin_runtime.kv.backend, StateBackend::Memory);
     assert!(memory.redis.is_none());
 }
 

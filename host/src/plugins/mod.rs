@@ -30,7 +30,7 @@ use wasmtime::{
     Trap, UpdateDeadline,
 };
 
-use crate::config::KvBackend;
+use crate::config::StateBackend;
 use crate::config::{
     Config, ConfigError, ConfigErrors, InstanceMode, PluginRuntimeConfig, PluginSpec,
 };
@@ -123,14 +123,14 @@ impl PluginDeps {
             .transpose()?;
         let kv_config = &config.plugin_runtime.kv;
         let kv: Arc<dyn KvStore> = match (&redis, kv_config.backend) {
-            (Some(redis), KvBackend::Redis) => Arc::new(kv::redis::RedisKv::new(
+            (Some(redis), StateBackend::Redis) => Arc::new(kv::redis::RedisKv::new(
                 redis.clone(),
                 kv_config.on_redis_error,
             )),
-            (None, KvBackend::Redis) => {
+            (None, StateBackend::Redis) => {
                 return Err("plugin_runtime.kv.backend: redis needs the `redis:` section".into());
             }
-            (_, KvBackend::Memory) => Arc::new(MemoryKv::new(kv_config.max_entries)),
+            (_, StateBackend::Memory) => Arc::new(MemoryKv::new(kv_config.max_entries)),
         };
         Ok(PluginDeps {
             client: UpstreamClient::new(),

@@ -50,16 +50,16 @@ pub fn build(
     let buckets = config
         .rate_limit
         .as_ref()
-        .filter(|r| r.backend == ratelimit::BackendKind::Memory)
+        .filter(|r| r.backend == crate::config::StateBackend::Memory)
         .map(|r| Arc::new(ratelimit::MemoryBackend::new(r.max_buckets)));
     let rate_limit: Option<Arc<dyn Stage>> = config.rate_limit.clone().map(|r| {
         let backend: Arc<dyn ratelimit::Backend> = match &buckets {
             Some(memory) => memory.clone(),
-            None => ratelimit::redis::backend(
+            None => Arc::new(ratelimit::redis::RedisBackend::new(
                 redis
                     .expect("rate_limit.backend: redis without a Redis connection")
                     .clone(),
-            ),
+            )),
         };
         Arc::new(ratelimit::RateLimit::new(r, backend)) as Arc<dyn Stage>
     });

@@ -23,7 +23,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use crate::config::OnError;
+use crate::config::{OnError, StateBackend};
 use crate::error::GatewayError;
 use crate::mcp::jsonrpc;
 use crate::pipeline::{BoxFuture, RequestContext, Stage, Verdict};
@@ -377,18 +377,9 @@ pub struct RateLimitConfig {
     pub per_tool: LevelLimits,
     pub max_buckets: usize,
     /// Where buckets live.
-    pub backend: BackendKind,
+    pub backend: StateBackend,
     /// What a failing backend (Redis unreachable) does to the request.
     pub on_redis_error: OnError,
-}
-
-/// `rate_limit.backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// In process memory: per replica.
-    Memory,
-    /// In Redis (`redis:`): shared by every replica.
-    Redis,
 }
 
 /// The rate-limit stage.

@@ -57,6 +57,24 @@ fn millis(ttl: Option<Duration>) -> String {
         .unwrap_or_default()
 }
 
+impl RedisKv {
+    /// Runs one command; with Redis unavailable and `fail_open`, answers `when_open` instead.
+    async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        cmd: ::redis::Cmd,
+        when_open: T,
+    ) -> Result<T, KvError> {
+        let got = self
+            .redis
+            .run(
+                Use::Kv,
+                |mut c| async move { cmd.query_async(&mut c).await },
+            )
+            .await;
+        got.or_else(|f| self.failed(f).map_or(Ok(when_open), Err))
+    }
+}
+
 impl KvStore for RedisKv {
     fn get<'a>(
         &'a self,
@@ -65,14 +83,9 @@ impl KvStore for RedisKv {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, KvError>> {
         Box::pin(async move {
             check(key, None)?;
-            let k = self.key(namespace, key);
-            let got = self
-                .redis
-                .run(Use::Kv, |mut c| async move {
-                    ::redis::cmd("GET").arg(&k).query_async(&mut c).await
-                })
-                .await;
-            got.or_else(|f| self.failed(f).map_or(Ok(None), Err))
+            let mut cmd = ::redis::cmd("GET");
+            cmd.arg(self.key(namespace, key));
+            self.query(cmd, None).await
         })
     }
 
@@ -85,35 +98,17 @@ impl KvStore for RedisKv {
     ) -> BoxFuture<'a, Result<(), KvError>> {
         Box::pin(async move {
             check(key, Some(&value))?;
-            let k = self.key(namespace, key);
-            let done: Result<(), Failure> = self
-                .redis
-                .run(Use::Kv, |mut c| async move {
-                    match ttl {
-                        // An expiry of zero: gone at once, as in the memory store.
-                        Some(t) if t.is_zero() => {
-                            ::redis::cmd("DEL").arg(&k).query_async(&mut c).await
-                        }
-                        Some(_) => {
-                            ::redis::cmd("SET")
-                                .arg(&k)
-                                .arg(value)
-                                .arg("PX")
-                                .arg(millis(ttl))
-                                .query_async(&mut c)
-                                .await
-                        }
-                        None => {
-                            ::redis::cmd("SET")
-                                .arg(&k)
-                                .arg(value)
-                                .query_async(&mut c)
-                                .await
-                        }
-                    }
-                })
-                .await;
-            done.or_else(|f| self.failed(f).map_or(Ok(()), Err))
+            // An expiry of zero: gone at once, as in the memory store.
+            let gone = ttl.is_some_and(|t| t.is_zero());
+            let mut cmd = ::redis::cmd(if gone { "DEL" } else { "SET" });
+            cmd.arg(self.key(namespace, key));
+            if !gone {
+                cmd.arg(value);
+                if ttl.is_some() {
+                    cmd.arg("PX").arg(millis(ttl));
+                }
+            }
+            self.query(cmd, ()).await
         })
     }
 
@@ -124,14 +119,9 @@ impl KvStore for RedisKv {
     ) -> BoxFuture<'a, Result<(), KvError>> {
         Box::pin(async move {
             check(key, None)?;
-            let k = self.key(namespace, key);
-            let done: Result<(), Failure> = self
-                .redis
-                .run(Use::Kv, |mut c| async move {
-                    ::redis::cmd("DEL").arg(&k).query_async(&mut c).await
-                })
-                .await;
-            done.or_else(|f| self.failed(f).map_or(Ok(()), Err))
+            let mut cmd = ::redis::cmd("DEL");
+            cmd.arg(self.key(namespace, key));
+            self.query(cmd, ()).await
         })
     }
 

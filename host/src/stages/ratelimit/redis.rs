@@ -8,7 +8,7 @@
 //! (keys in several slots) is not supported; a single primary (with replicas or Sentinel in
 //! front) is.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use super::{Backend, BucketKey, Decision, Limit, Snapshot};
 use crate::pipeline::BoxFuture;
@@ -95,11 +95,6 @@ fn decode(buckets: &[(BucketKey, Limit)], reply: &[String]) -> Result<Decision, 
         }
         _ => Err(bad()),
     }
-}
-
-/// The backend as the stage holds it.
-pub fn backend(redis: Redis) -> Arc<dyn Backend> {
-    Arc::new(RedisBackend::new(redis))
 }
 
 #[cfg(test)]
