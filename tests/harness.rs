@@ -182,11 +182,20 @@ impl Drop for TempDir {
 /// Starts `mcpgate start` with this config on an OS-chosen port; returns the process and its
 /// base URL (`http://127.0.0.1:<port>`).
 pub fn start_gateway(config: &Path, env: &[(&str, &str)]) -> (Proc, String) {
-    let mut cmd = Command::new(mcpgate_bin());
-    cmd.args(["start", "--port", "0", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info");
-    for (k, v) in env {
+    start_gateway_from(&mcpgate_bin(), config, &[("RUST_LOG", "info")], env)
+}
+
+/// [`start_gateway`] with another `mcpgate` binary (a release build, for benchmarks), and
+/// default environment variables that `env` may override.
+pub fn start_gateway_from(
+    bin: &Path,
+    config: &Path,
+    defaults: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> (Proc, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(["start", "--port", "0", "--config"]).arg(config);
+    for (k, v) in defaults.iter().chain(env) {
         cmd.env(k, v);
     }
     let mut gw = Proc::spawn("mcpgate", &mut cmd);
@@ -200,17 +209,24 @@ pub fn start_gateway(config: &Path, env: &[(&str, &str)]) -> (Proc, String) {
     (gw, base)
 }
 
+/// Starts a peer that prints `PORT <n>` once it listens on 127.0.0.1; returns it and
+/// `http://127.0.0.1:<n>`.
+pub fn start_ported(name: &str, cmd: &mut Command) -> (Proc, String) {
+    let mut p = Proc::spawn(name, cmd);
+    let line = p.wait_for("PORT ", Duration::from_secs(60));
+    let port = line.trim().trim_start_matches("PORT ").to_string();
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
 /// Starts the repository's demo MCP server (Python SDK); returns it and its /mcp URL.
 pub fn start_demo_server() -> (Proc, String) {
-    let mut server = Proc::spawn(
+    let (server, base) = start_ported(
         "demo_server.py",
         Command::new(python())
             .arg(repo().join("examples/demo_server.py"))
             .env("PYTHONUNBUFFERED", "1"),
     );
-    let line = server.wait_for("PORT ", Duration::from_secs(60));
-    let port = line.trim().trim_start_matches("PORT ").to_string();
-    (server, format!("http://127.0.0.1:{port}/mcp"))
+    (server, format!("{base}/mcp"))
 }
 
 /// Runs a client to completion and parses the one JSON object it prints last.

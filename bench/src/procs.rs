@@ -65,13 +65,6 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub use mcpgate_e2e::Proc;
 
-/// Starts `cmd` and waits for a line containing `needle`; returns the process and that line.
-pub fn start(name: &str, cmd: &mut Command, needle: &str) -> (Proc, String) {
-    let mut p = Proc::spawn(name, cmd);
-    let line = p.wait_for(needle, Duration::from_secs(60));
-    (p, line)
-}
-
 /// User + system CPU time of a process so far.
 pub fn cpu(p: &Proc) -> Duration {
     cpu_time(p.pid())
@@ -114,33 +107,15 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks / clock_ticks())
 }
 
-/// Starts a process that prints `PORT <n>`; returns it and `http://127.0.0.1:<n>`.
-pub fn start_ported(name: &str, cmd: &mut Command) -> (Proc, String) {
-    let (p, line) = start(name, cmd, "PORT ");
-    let port = line.trim().trim_start_matches("PORT ").to_string();
-    (p, format!("http://127.0.0.1:{port}"))
-}
+pub use mcpgate_e2e::start_ported;
 
-/// Starts `mcpgate start` with this config on a free port; returns it, its base URL and how
-/// long it took until it listened.
-pub fn start_mcpgate(name: &str, config: &Path, env: &[(&str, &str)]) -> (Proc, String, Duration) {
-    let mut cmd = Command::new(bin("mcpgate"));
-    cmd.args(["start", "--port", "0", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+/// Starts the release `mcpgate` with this config on a free port; returns it, its base URL and
+/// how long it took until it listened.
+pub fn start_mcpgate(config: &Path, env: &[(&str, &str)]) -> (Proc, String, Duration) {
     let started = Instant::now();
-    let (p, line) = start(name, &mut cmd, "mcpgate listening on ");
-    let took = started.elapsed();
-    let base = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    (p, base, took)
+    let (p, base) =
+        mcpgate_e2e::start_gateway_from(&bin("mcpgate"), config, &[("RUST_LOG", "warn")], env);
+    (p, base, started.elapsed())
 }
 
 /// What one wrk run measured.

@@ -10,6 +10,7 @@ use crate::Options;
 use crate::client;
 use crate::procs::{self, Load, Proc};
 use crate::report::{Report, Row};
+use mcpgate_e2e::services::RedisServer;
 
 pub const API_KEY: &str = "bench-secret-key-0123456789";
 const TOOL_ARGS: &str = r#"{"query":"fn main","repo":"mcpgate/mcpgate","limit":20}"#;
@@ -130,16 +131,8 @@ fn lua(dir: &Path, name: &str, era: Era, session: Option<&str>) -> PathBuf {
     path
 }
 
-fn start_redis(dir: &Path) -> Option<(Proc, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir);
+/// A `redis-server` for the Redis row, when one is installed (scripts/bench.sh installs it).
+fn start_redis() -> Option<RedisServer> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -148,8 +141,18 @@ fn start_redis(dir: &Path) -> Option<(Proc, String)> {
         eprintln!("note: redis-server is not installed; the redis row is skipped");
         return None;
     }
-    let (p, _) = procs::start("redis-server", &mut cmd, "Ready to accept connections");
-    Some((p, format!("redis://127.0.0.1:{port}/0")))
+    Some(RedisServer::start())
+}
+
+/// Writes a gateway config: `section`, then `routes` as `(name, upstream base URL)`.
+fn write_config(dir: &Path, file: &str, section: &str, routes: &[(&str, &str)]) -> PathBuf {
+    let mut yaml = format!("{section}upstreams:\n");
+    for (name, url) in routes {
+        yaml.push_str(&format!("  {name}:\n    url: {url}/mcp\n"));
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, yaml).unwrap();
+    path
 }
 
 type Sample = (Load, Option<Duration>);
@@ -181,7 +184,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         "bench-upstream (sse)",
         Command::new(procs::bin("bench-upstream")).args(["--sse", "5"]),
     );
-    let redis = start_redis(&dir);
+    let redis = start_redis();
     let audit = dir.join("audit.jsonl");
 
     let mut targets = vec![Target {
@@ -208,13 +211,15 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     });
     let floors = [floor_json, floor_sse];
     let env = [("BENCH_API_KEY", API_KEY)];
-    for (name, section) in configs(&plugins, redis.as_ref().map(|r| r.1.as_str()), &audit) {
-        let yaml = format!(
-            "sessions:\n  key: 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n{section}upstreams:\n  json:\n    url: {json_url}/mcp\n  sse:\n    url: {sse_url}/mcp\n"
+    let redis_url = redis.as_ref().map(RedisServer::url);
+    for (name, section) in configs(&plugins, redis_url.as_deref(), &audit) {
+        let path = write_config(
+            &dir,
+            &format!("{}.yaml", name.replace([' ', ',', '+'], "_")),
+            &format!("sessions:\n  key: 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n{section}"),
+            &[("json", &json_url), ("sse", &sse_url)],
         );
-        let path = dir.join(format!("{}.yaml", name.replace([' ', ',', '+'], "_")));
-        std::fs::write(&path, yaml).unwrap();
-        let (p, base, _) = procs::start_mcpgate(name, &path, &env);
+        let (p, base, _) = procs::start_mcpgate(&path, &env);
         targets.push(Target {
             name: name.into(),
             urls: [
@@ -343,17 +348,8 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         "floor (paced sse)",
         Command::new(procs::bin("floor-proxy")).arg(&paced_url),
     );
-    let paced_yaml = dir.join("paced.yaml");
-    std::fs::write(
-        &paced_yaml,
-        format!(
-            "{}upstreams:\n  sse:\n    url: {paced_url}/mcp\n",
-            builtins()
-        ),
-    )
-    .unwrap();
-    let (gw_paced, gw_paced_base, _) =
-        procs::start_mcpgate("mcpgate (paced sse)", &paced_yaml, &env);
+    let paced_yaml = write_config(&dir, "paced.yaml", &builtins(), &[("sse", &paced_url)]);
+    let (gw_paced, gw_paced_base, _) = procs::start_mcpgate(&paced_yaml, &env);
     let modern: Vec<(String, String)> = headers(Era::Modern, None);
     let modern: Vec<(&str, &str)> = modern
         .iter()
@@ -384,16 +380,8 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     drop((up_paced, floor_paced, gw_paced));
 
     // Memory: idle, then with 10,000 live legacy sessions; and start-up time with a plugin.
-    let builtins_yaml = dir.join("memory.yaml");
-    std::fs::write(
-        &builtins_yaml,
-        format!(
-            "{}upstreams:\n  json:\n    url: {json_url}/mcp\n",
-            builtins()
-        ),
-    )
-    .unwrap();
-    let (gw, base, _) = procs::start_mcpgate("mcpgate (memory)", &builtins_yaml, &env);
+    let builtins_yaml = write_config(&dir, "memory.yaml", &builtins(), &[("json", &json_url)]);
+    let (gw, base, _) = procs::start_mcpgate(&builtins_yaml, &env);
     std::thread::sleep(Duration::from_millis(500));
     report.rss_idle = procs::rss(&gw);
     let sessions = if opts.quick { 1_000 } else { 10_000 };
@@ -406,22 +394,22 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     ));
     report.rss_sessions = (sessions, procs::rss(&gw));
     drop(gw);
-    let wasm_yaml = dir.join("startup.yaml");
     let cold_cache = dir.join("wasm-cache");
-    std::fs::write(
-        &wasm_yaml,
-        format!(
-            "{}{}pipeline: [auth, rate_limit, policy, guard]\nupstreams:\n  json:\n    url: {json_url}/mcp\n",
+    let wasm_yaml = write_config(
+        &dir,
+        "startup.yaml",
+        &format!(
+            "{}{}pipeline: [auth, rate_limit, policy, guard]\n",
             builtins(),
             wasm(&plugins, Some(&cold_cache))
         ),
-    )
-    .unwrap();
+        &[("json", &json_url)],
+    );
     for label in ["cold compile cache", "warm compile cache"] {
-        let (_gw, _, took) = procs::start_mcpgate("mcpgate (start-up)", &wasm_yaml, &env);
+        let (_gw, _, took) = procs::start_mcpgate(&wasm_yaml, &env);
         report.startup.push((label.to_string(), took));
     }
-    let (_gw, _, took) = procs::start_mcpgate("mcpgate (start-up)", &builtins_yaml, &env);
+    let (_gw, _, took) = procs::start_mcpgate(&builtins_yaml, &env);
     report.startup.push(("no plugins".to_string(), took));
 
     drop((up_json, up_sse, floors, targets, redis));
