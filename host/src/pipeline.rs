@@ -41,7 +41,8 @@ pub struct RequestContext {
     pub request_id: Arc<str>,
     pub upstream: Arc<Upstream>,
     pub http_method: http::Method,
-    /// The client's request headers (before any forwarding rewrite).
+    /// The client's request headers (before any forwarding rewrite). Kept for response hooks;
+    /// when no stage asked for the response they move into the upstream request.
     pub headers: HeaderMap,
     /// The parsed POST body (`None` for GET and DELETE).
     pub body: Option<ParsedBody>,

@@ -221,24 +221,22 @@ async fn protected_resource_metadata(
 /// Serves on an already-bound listener until `shutdown` resolves, then drains: stops accepting,
 /// ends GET streams (clients resume elsewhere), lets in-flight requests finish for up to
 /// `server.shutdown_timeout`.
+///
+/// Connections are served by hyper directly: the MCP route (`/servers/<name>/mcp`) is matched
+/// here and handled without the router's extractor chain (the hot path); every other path
+/// (health, readiness, metrics, OAuth metadata, 404s) goes to [`router`].
 pub async fn run(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let app = router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let stop_accepting = CancellationToken::new();
-    // TCP_NODELAY on every client connection: SSE events and small JSON answers are written as
-    // they come, and with Nagle each would wait for the client's delayed ACK (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
-        }
-    });
-    let serve =
-        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-    let mut serve = std::pin::pin!(serve.into_future());
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let app = router(gateway.clone());
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
 
     // Reap idle session bookkeeping in the background.
     let reaper = {
@@ -255,32 +253,105 @@ pub async fn run(
         })
     };
 
-    let result = tokio::select! {
-        r = &mut serve => r,
-        () = shutdown => {
-            tracing::info!("shutting down: draining in-flight requests");
-            gateway.draining.store(true, Ordering::Relaxed);
-            stop_accepting.cancel();
-            gateway.shutdown.cancel();
-            match tokio::time::timeout(gateway.config.server.shutdown_timeout, serve).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!("drain timeout reached; closing remaining connections");
-                    Ok(())
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-            }
+            },
+            () = &mut shutdown => break,
+        };
+        // TCP_NODELAY on every client connection: SSE events and small JSON answers are written
+        // as they come, and with Nagle each would wait for the client's delayed ACK (~40 ms).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
-    };
+        let gw = gateway.clone();
+        let app = app.clone();
+        let peer = Peer::new(peer);
+        let service =
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                dispatch(gw.clone(), app.clone(), peer.clone(), request)
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    tracing::info!("shutting down: draining in-flight requests");
+    gateway.draining.store(true, Ordering::Relaxed);
+    gateway.shutdown.cancel();
+    drop(listener);
+    if tokio::time::timeout(gateway.config.server.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
     reaper.abort();
-    result
+    Ok(())
 }
 
+/// One request on a client connection: the MCP route directly, everything else through the router.
+async fn dispatch(
+    gw: Arc<Gateway>,
+    app: Router,
+    peer: Peer,
+    request: http::Request<hyper::body::Incoming>,
+) -> Result<Response, std::convert::Infallible> {
+    match mcp_route_name(request.uri().path()) {
+        Some(name) => {
+            let name = name.to_owned();
+            Ok(serve_mcp(gw, name, peer, request).await)
+        }
+        None => {
+            use tower::ServiceExt as _;
+            app.oneshot(request).await
+        }
+    }
+}
+
+/// `/servers/<name>/mcp` → `name`, for names that need no percent-decoding (those go through the
+/// router, whose `Path` extractor decodes them).
+fn mcp_route_name(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/servers/")?.strip_suffix("/mcp")?;
+    (!name.is_empty() && !name.contains(['/', '%'])).then_some(name)
+}
+
+/// The MCP route in the router (for embedders serving [`router`] themselves; [`run`] calls
+/// [`serve_mcp`] directly).
 async fn mcp_route(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    serve_mcp(gw, name, Peer::new(peer), request).await
+}
+
+/// Handles one request on an MCP route and turns any error into its response.
+async fn serve_mcp<B>(
+    gw: Arc<Gateway>,
+    name: String,
+    peer: Peer,
+    request: http::Request<B>,
+) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<relay::BoxError>,
+{
     use tracing::Instrument as _;
     let request_id = request_id(request.headers());
     let span = gw.obs.span(&request_id, &name, request.headers());
@@ -290,14 +361,14 @@ async fn mcp_route(
         request.method().clone(),
         span.clone(),
     );
-    summary.peer = Some(peer.ip());
+    summary.peer = Some(peer.addr.ip());
     let mut error_id = None;
     // Headers stages want on the response, whatever it turns out to be (rate-limit headers).
     let mut extra_headers = http::HeaderMap::new();
     let result = handle(
         &gw,
         &name,
-        Peer { addr: peer },
+        &peer,
         request,
         &mut error_id,
         &mut extra_headers,
@@ -340,15 +411,19 @@ fn request_id(headers: &http::HeaderMap) -> Arc<str> {
     Arc::from(format!("{n:032x}"))
 }
 
-async fn handle(
+async fn handle<B>(
     gw: &Gateway,
     name: &str,
-    peer: Peer,
-    request: Request,
+    peer: &Peer,
+    request: http::Request<B>,
     error_id: &mut Option<Box<serde_json::value::RawValue>>,
     extra_headers: &mut http::HeaderMap,
     summary: &mut Summary,
-) -> Result<Response, GatewayError> {
+) -> Result<Response, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<relay::BoxError>,
+{
     // 1. Edge: route, method, Origin (DNS-rebinding defence for browsers), body limit.
     let (parts, body) = request.into_parts();
     let Some(upstream) = gw.config.upstream(name).cloned() else {
@@ -472,9 +547,22 @@ async fn handle(
         Some(b) if cx.body_modified() => Bytes::from(b.to_bytes()),
         _ => body_bytes,
     };
-    let mut upstream_req =
-        proxy::upstream_request(&cx, &parts.uri, peer, &gw.strip_headers, body_bytes)?;
     let hooks = pipeline.response_interest(&cx);
+    // Response hooks may read the client's headers; without hooks nothing does after this, so
+    // they move into the upstream request instead of being copied.
+    let client_headers = if hooks.is_empty() {
+        std::mem::take(&mut cx.headers)
+    } else {
+        cx.headers.clone()
+    };
+    let mut upstream_req = proxy::upstream_request(
+        &cx,
+        client_headers,
+        &parts.uri,
+        peer,
+        &gw.strip_headers,
+        body_bytes,
+    )?;
     summary.forwarded(&cx);
     let upstream_span = if gw.obs.export {
         let span = tracing::info_span!(
@@ -579,11 +667,15 @@ fn secrets(cx: &RequestContext, credential_headers: &[HeaderName]) -> Vec<String
 }
 
 /// Reads a request body up to `limit` bytes; larger → 413 (early from `Content-Length`).
-async fn read_body(
-    body: Body,
+async fn read_body<B>(
+    body: B,
     limit: usize,
     headers: &http::HeaderMap,
-) -> Result<Bytes, GatewayError> {
+) -> Result<Bytes, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<relay::BoxError>,
+{
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

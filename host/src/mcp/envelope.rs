@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::{META_PROTOCOL_VERSION, jsonrpc};
@@ -79,6 +80,27 @@ impl PartialEq for Message {
 }
 impl Eq for Message {}
 
+/// Visitor methods that answer `$default` for every JSON scalar (the lenient visitors below).
+macro_rules! ignore_scalars {
+    ($t:ty, $default:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$t, E> {
+            Ok($default)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$t, E> {
+            Ok($default)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$t, E> {
+            Ok($default)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$t, E> {
+            Ok($default)
+        }
+        fn visit_unit<E>(self) -> Result<$t, E> {
+            Ok($default)
+        }
+    };
+}
+
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(default, borrow)]
@@ -88,49 +110,150 @@ struct Wire<'a> {
     #[serde(default, borrow)]
     method: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    params: Option<&'a RawValue>,
+    params: Option<Params<'a>>,
     #[serde(default, borrow)]
     result: Option<&'a RawValue>,
     #[serde(default, borrow)]
     error: Option<&'a RawValue>,
 }
 
-/// The parts of `params` the gateway reads. Lenient: a field of an unexpected type is treated as
-/// absent, and the upstream (which owns the method's semantics) answers the client.
-#[derive(Deserialize, Default)]
+/// The parts of `params` the gateway reads, in the same pass as the message. Lenient: `params`
+/// that is not an object, or a field of an unexpected type, counts as absent, and the upstream
+/// (which owns the method's semantics) answers the client.
+#[derive(Default)]
 struct Params<'a> {
-    #[serde(default, borrow, deserialize_with = "lenient_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "lenient_str")]
     uri: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     arguments: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "_meta")]
-    meta: Option<&'a RawValue>,
-}
-
-fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum MaybeStr<'a> {
-        Str(#[serde(borrow)] Cow<'a, str>),
-        Other(serde::de::IgnoredAny),
-    }
-    Ok(match MaybeStr::deserialize(d)? {
-        MaybeStr::Str(s) => Some(s),
-        MaybeStr::Other(_) => None,
-    })
-}
-
-#[derive(Deserialize)]
-struct Meta<'a> {
-    #[serde(default, borrow, rename = "io.modelcontextprotocol/protocolVersion")]
+    /// `_meta["io.modelcontextprotocol/protocolVersion"]`, whatever its type (checked by the caller).
     protocol_version: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Params<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Params<'de>, A::Error> {
+                let mut p = Params::default();
+                while let Some(LenientStr(key)) = map.next_key::<LenientStr<'de>>()? {
+                    match key.as_deref().unwrap_or_default() {
+                        "name" => p.name = map.next_value::<LenientStr<'de>>()?.0,
+                        "uri" => p.uri = map.next_value::<LenientStr<'de>>()?.0,
+                        "arguments" => p.arguments = Some(map.next_value()?),
+                        "_meta" => p.protocol_version = map.next_value::<Meta<'de>>()?.0,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(p)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Params<'de>, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| Params::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Params<'de>, E> {
+                Ok(Params::default())
+            }
+            ignore_scalars!(Params<'de>, Params::default());
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// A string, or `None` for a value of any other type.
+struct LenientStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for LenientStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = LenientStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<LenientStr<'de>, E> {
+                Ok(LenientStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<LenientStr<'de>, E> {
+                Ok(LenientStr(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LenientStr<'de>, A::Error> {
+                IgnoredAny.visit_map(map).map(|_| LenientStr(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<LenientStr<'de>, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| LenientStr(None))
+            }
+            ignore_scalars!(LenientStr<'de>, LenientStr(None));
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// `params._meta`: only the protocol version key is kept (raw); `_meta` that is not an object
+/// counts as absent.
+struct Meta<'a>(Option<&'a RawValue>);
+
+impl<'de> Deserialize<'de> for Meta<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Meta<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Meta<'de>, A::Error> {
+                let mut version = None;
+                while let Some(LenientStr(key)) = map.next_key::<LenientStr<'de>>()? {
+                    if key.as_deref() == Some(META_PROTOCOL_VERSION) {
+                        version = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Meta(version))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Meta<'de>, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| Meta(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Meta<'de>, E> {
+                Ok(Meta(None))
+            }
+            ignore_scalars!(Meta<'de>, Meta(None));
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl Message {
     /// Parses one JSON-RPC message from its raw JSON.
     pub fn parse(raw: &RawValue) -> Result<Message, EnvelopeError> {
+        Message::parse_cow(Cow::Borrowed(raw))
+    }
+
+    /// [`Message::parse`], keeping `raw` without a copy when it is already owned.
+    fn parse_cow(raw: Cow<'_, RawValue>) -> Result<Message, EnvelopeError> {
         let wire: Wire<'_> = serde_json::from_str(raw.get()).map_err(|e| EnvelopeError {
             code: jsonrpc::INVALID_REQUEST,
             message: format!("not a JSON-RPC message object: {e}"),
@@ -159,29 +282,17 @@ impl Message {
                 ));
             }
         };
-        let params: Params<'_> = match wire.params {
-            Some(p) if p.get().trim_start().starts_with('{') => {
-                serde_json::from_str(p.get()).unwrap_or_default()
-            }
-            _ => Params::default(),
-        };
-        let protocol_version = match params.meta {
-            Some(meta) => match serde_json::from_str::<Meta<'_>>(meta.get()) {
-                Ok(Meta {
-                    protocol_version: Some(v),
-                }) => Some(
-                    serde_json::from_str::<Cow<'_, str>>(v.get())
-                        .map_err(|_| EnvelopeError {
-                            code: jsonrpc::INVALID_PARAMS,
-                            message: format!(
-                                "`_meta[\"{META_PROTOCOL_VERSION}\"]` must be a string"
-                            ),
-                            id: id.clone(),
-                        })?
-                        .into(),
-                ),
-                _ => None,
-            },
+        let params = wire.params.unwrap_or_default();
+        let protocol_version = match params.protocol_version {
+            Some(v) => Some(
+                serde_json::from_str::<Cow<'_, str>>(v.get())
+                    .map_err(|_| EnvelopeError {
+                        code: jsonrpc::INVALID_PARAMS,
+                        message: format!("`_meta[\"{META_PROTOCOL_VERSION}\"]` must be a string"),
+                        id: id.clone(),
+                    })?
+                    .into(),
+            ),
             None => None,
         };
         let method: Option<Arc<str>> = wire.method.map(|m| Arc::from(m.as_ref()));
@@ -196,7 +307,7 @@ impl Message {
             _ => None,
         };
         Ok(Message {
-            raw: raw.to_owned(),
+            raw: raw.into_owned(),
             kind,
             era: if protocol_version.is_some() {
                 Era::Modern
@@ -269,9 +380,9 @@ impl ParsedBody {
                 batch: true,
             })
         } else {
-            let raw: &RawValue = serde_json::from_slice(body).map_err(parse_error)?;
+            let raw: Box<RawValue> = serde_json::from_slice(body).map_err(parse_error)?;
             Ok(ParsedBody {
-                messages: vec![Message::parse(raw)?],
+                messages: vec![Message::parse_cow(Cow::Owned(raw))?],
                 batch: false,
             })
         }
@@ -383,9 +494,26 @@ mod tests {
                 MessageKind::Request,
                 None,
             ),
+            (
+                r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":"call"}"#,
+                MessageKind::Request,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":{"x":[1]},"uri":null}}"#,
+                MessageKind::Request,
+                None,
+            ),
+            // Escaped keys and values; `_meta` that is not an object is no version.
+            (
+                r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"_meta":[1],"n\u0061me":"e\u0063ho","extra":{"a":[{}]}}}"#,
+                MessageKind::Request,
+                Some("echo"),
+            ),
         ];
         for (body, kind, target) in cases {
             let m = one(body);
+            assert_eq!(m.era, Era::Legacy, "{body}");
             assert_eq!(m.kind, kind, "{body}");
             assert_eq!(m.target.as_deref(), target, "{body}");
         }

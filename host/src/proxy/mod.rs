@@ -199,13 +199,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Where the request came from, for `X-Forwarded-*`.
-#[derive(Debug, Clone, Copy)]
+/// Where the request came from, for `X-Forwarded-*`: made once per client connection.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The peer's IP as a header value (formatting an address is a measurable share of a request).
+    ip_header: HeaderValue,
 }
 
-/// Builds the upstream request from the client's: the rules every forwarded request follows.
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip_header = HeaderValue::from_str(&addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Peer { addr, ip_header }
+    }
+}
+
+/// Builds the upstream request from the client's headers (`headers`: `cx.headers` or its copy)
+/// and the context: the rules every forwarded request follows.
 ///
 /// - the URL is the upstream's, with the client's query string appended;
 /// - `Host` becomes the upstream's authority (SDK servers check it against DNS rebinding);
@@ -219,8 +230,9 @@ pub struct Peer {
 ///   `Mcp-Param-*`, `Last-Event-ID`, `Content-Type`, `traceparent`) passes untouched.
 pub fn upstream_request(
     cx: &RequestContext,
+    mut headers: HeaderMap,
     client_uri: &Uri,
-    peer: Peer,
+    peer: &Peer,
     strip: &[HeaderName],
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, GatewayError> {
@@ -243,7 +255,6 @@ pub fn upstream_request(
         _ => base.clone(),
     };
 
-    let mut headers = cx.headers.clone();
     let original_host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut headers);
     for name in [
@@ -276,13 +287,11 @@ pub fn upstream_request(
     }
 
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.addr.ip()),
-        None => peer.addr.ip().to_string(),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.addr.ip()))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?,
+        None => peer.ip_header.clone(),
     };
-    headers.insert(
-        X_FORWARDED_FOR,
-        HeaderValue::from_str(&forwarded_for).map_err(|e| GatewayError::Internal(e.to_string()))?,
-    );
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }

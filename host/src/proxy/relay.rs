@@ -37,7 +37,11 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         idle: Option<Duration>,
+        // Armed only when the upstream makes us wait: a body that is already there (most JSON
+        // answers) never touches the timer wheel.
         sleep: Option<Pin<Box<Sleep>>>,
+        // A frame arrived since the timer was last set: restart the idle clock at the next wait.
+        rearm: bool,
         shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
         ended: bool,
     }
@@ -50,7 +54,8 @@ impl<B> Relay<B> {
         Relay {
             inner,
             idle,
-            sleep: idle.map(|d| Box::pin(tokio::time::sleep(d))),
+            sleep: None,
+            rearm: true,
             shutdown: shutdown.map(|t| Box::pin(t.cancelled_owned())),
             ended: false,
         }
@@ -81,9 +86,7 @@ where
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(sleep), Some(idle)) = (this.sleep.as_mut(), *this.idle) {
-                    sleep.as_mut().reset(Instant::now() + idle);
-                }
+                *this.rearm = true;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -95,7 +98,17 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if let (Some(sleep), Some(idle)) = (this.sleep.as_mut(), *this.idle)
+                let Some(idle) = *this.idle else {
+                    return Poll::Pending;
+                };
+                if std::mem::take(this.rearm) {
+                    let deadline = Instant::now() + idle;
+                    match this.sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if let Some(sleep) = this.sleep.as_mut()
                     && sleep.as_mut().poll(cx).is_ready()
                 {
                     *this.ended = true;

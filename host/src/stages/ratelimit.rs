@@ -261,7 +261,12 @@ impl MemoryBackend {
             .shard(key)
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !shard.contains_key(key) && shard.len() >= self.max_per_shard {
+        // The common case: the bucket exists (one lookup, no key copy).
+        if let Some(entry) = shard.get_mut(key) {
+            entry.1 = *limit;
+            return f(&mut entry.0);
+        }
+        if shard.len() >= self.max_per_shard {
             // Full: forget refilled buckets first; if that frees nothing, forget the fullest
             // bucket (the one closest to a fresh one), so memory stays bounded.
             shard.retain(|_, (b, l)| !b.is_full(l, now));
@@ -281,7 +286,6 @@ impl MemoryBackend {
         let entry = shard
             .entry(key.clone())
             .or_insert_with(|| (Bucket::new(limit, now), *limit));
-        entry.1 = *limit;
         f(&mut entry.0)
     }
 
