@@ -55,6 +55,13 @@ impl Pattern {
         self.matcher.as_ref().is_none_or(|m| m.is_match(name))
     }
 
+    /// [`Pattern::matches`] for a name that many patterns are tried on (see [`Name`]).
+    fn matches_name(&self, name: &Name<'_>) -> bool {
+        self.matcher
+            .as_ref()
+            .is_none_or(|m| m.is_match_candidate(name.candidate()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -81,10 +88,39 @@ pub struct Rule {
     pub reason: Option<String>,
 }
 
-fn any(patterns: &Option<Vec<Pattern>>, name: &str) -> bool {
+fn any(patterns: &Option<Vec<Pattern>>, name: &Name<'_>) -> bool {
     patterns
         .as_ref()
-        .is_none_or(|ps| ps.iter().any(|p| p.matches(name)))
+        .is_none_or(|ps| ps.iter().any(|p| p.matches_name(name)))
+}
+
+/// A name the rules are matched against, prepared for globset once (on first use) rather than
+/// once per pattern.
+struct Name<'a> {
+    text: &'a str,
+    candidate: std::cell::OnceCell<globset::Candidate<'a>>,
+}
+
+impl<'a> Name<'a> {
+    fn new(text: &'a str) -> Self {
+        Name {
+            text,
+            candidate: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn candidate(&self) -> &globset::Candidate<'a> {
+        self.candidate
+            .get_or_init(|| globset::Candidate::new(self.text))
+    }
+}
+
+/// A [`Subject`]'s names, prepared for matching.
+struct Names<'a> {
+    client: Name<'a>,
+    server: Name<'a>,
+    method: Name<'a>,
+    target: Name<'a>,
 }
 
 /// What a rule is asked about.
@@ -97,17 +133,16 @@ pub struct Subject<'a> {
 }
 
 impl Rule {
-    fn matches(&self, s: &Subject<'_>) -> bool {
-        if !(any(&self.clients, s.client)
-            && any(&self.servers, s.server)
-            && any(&self.methods, s.method))
+    fn matches(&self, s: &Subject<'_>, n: &Names<'_>) -> bool {
+        if !(any(&self.clients, &n.client)
+            && any(&self.servers, &n.server)
+            && any(&self.methods, &n.method))
         {
             return false;
         }
         // Name fields only match calls on that kind of thing.
-        let target = s.target.unwrap_or("");
         let by_kind = |kind: &Option<Vec<Pattern>>, method: &str| {
-            kind.is_none() || (s.method == method && any(kind, target))
+            kind.is_none() || (s.method == method && any(kind, &n.target))
         };
         by_kind(&self.tools, "tools/call")
             && by_kind(&self.prompts, "prompts/get")
@@ -137,9 +172,15 @@ fn is_call(method: &str) -> bool {
 impl PolicyConfig {
     /// First match wins; calls fall back to `default`, other methods to allow.
     pub fn judge(&self, s: &Subject<'_>) -> Judgement {
+        let names = Names {
+            client: Name::new(s.client),
+            server: Name::new(s.server),
+            method: Name::new(s.method),
+            target: Name::new(s.target.unwrap_or("")),
+        };
         for rule in &self.rules {
             let names_method = rule.methods.is_some();
-            if (is_call(s.method) || names_method) && rule.matches(s) {
+            if (is_call(s.method) || names_method) && rule.matches(s, &names) {
                 return Judgement {
                     effect: rule.effect,
                     rule: Some(rule.label.clone()),
