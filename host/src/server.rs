@@ -318,6 +318,10 @@ async fn dispatch(
         }
         None => {
             use tower::ServiceExt as _;
+            // What `into_make_service_with_connect_info` would add: the router's MCP route
+            // (names that need percent-decoding) extracts the peer from it.
+            let mut request = request;
+            request.extensions_mut().insert(ConnectInfo(peer.addr));
             app.oneshot(request).await
         }
     }

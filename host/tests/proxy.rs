@@ -41,6 +41,30 @@ async fn routes_by_name_and_answers_unknown_names_with_a_json_rpc_404() {
     assert_eq!(body["id"], 9);
     assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
 
+    // A percent-encoded name is decoded by the router's path extractor and reaches the same
+    // route; a path that only looks like a route is a JSON-RPC 404 (an empty name is an unknown
+    // server, other shapes the router's fallback).
+    let resp = post(
+        &format!("{}/servers/%61lpha/mcp", gw.base()),
+        &legacy_call(2, "t"),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], 2);
+    assert_eq!(a.requests().len(), 2);
+    for (path, code) in [
+        ("/servers/alpha/mcp/", -32601),
+        ("/servers/alpha/x/mcp", -32601),
+        ("/servers//mcp", -32002),
+    ] {
+        let resp = post(&format!("{}{path}", gw.base()), &legacy_call(3, "t"), None).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path}");
+    }
+
     let resp = c.put(gw.url("alpha")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET, POST, DELETE");
@@ -54,7 +78,7 @@ async fn routes_by_name_and_answers_unknown_names_with_a_json_rpc_404() {
     let ready = get_json(&format!("{}/readyz", gw.base())).await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["upstreams"], json!(["alpha"]));
-    assert_eq!(a.requests().len(), 1, "errors never reach the upstream");
+    assert_eq!(a.requests().len(), 2, "errors never reach the upstream");
 }
 
 #[tokio::test]
