@@ -80,9 +80,16 @@ impl PartialEq for Message {
 }
 impl Eq for Message {}
 
-/// Visitor methods that answer `$default` for every JSON scalar (the lenient visitors below).
-macro_rules! ignore_scalars {
+/// What the lenient visitors below share: any JSON value is expected, and arrays and scalars
+/// other than strings answer `$default`.
+macro_rules! lenient_visitor {
     ($t:ty, $default:expr) => {
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<$t, A::Error> {
+            IgnoredAny.visit_seq(seq).map(|_| $default)
+        }
         fn visit_bool<E>(self, _: bool) -> Result<$t, E> {
             Ok($default)
         }
@@ -134,9 +141,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = Params<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
@@ -155,16 +159,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                 }
                 Ok(p)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                seq: A,
-            ) -> Result<Params<'de>, A::Error> {
-                IgnoredAny.visit_seq(seq).map(|_| Params::default())
-            }
             fn visit_str<E>(self, _: &str) -> Result<Params<'de>, E> {
                 Ok(Params::default())
             }
-            ignore_scalars!(Params<'de>, Params::default());
+            lenient_visitor!(Params<'de>, Params::default());
         }
         d.deserialize_any(Visit)
     }
@@ -178,9 +176,6 @@ impl<'de> Deserialize<'de> for LenientStr<'de> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = LenientStr<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<LenientStr<'de>, E> {
                 Ok(LenientStr(Some(Cow::Borrowed(v))))
             }
@@ -193,13 +188,7 @@ impl<'de> Deserialize<'de> for LenientStr<'de> {
             ) -> Result<LenientStr<'de>, A::Error> {
                 IgnoredAny.visit_map(map).map(|_| LenientStr(None))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                seq: A,
-            ) -> Result<LenientStr<'de>, A::Error> {
-                IgnoredAny.visit_seq(seq).map(|_| LenientStr(None))
-            }
-            ignore_scalars!(LenientStr<'de>, LenientStr(None));
+            lenient_visitor!(LenientStr<'de>, LenientStr(None));
         }
         d.deserialize_any(Visit)
     }
@@ -214,9 +203,6 @@ impl<'de> Deserialize<'de> for Meta<'de> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = Meta<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
@@ -231,16 +217,10 @@ impl<'de> Deserialize<'de> for Meta<'de> {
                 }
                 Ok(Meta(version))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                seq: A,
-            ) -> Result<Meta<'de>, A::Error> {
-                IgnoredAny.visit_seq(seq).map(|_| Meta(None))
-            }
             fn visit_str<E>(self, _: &str) -> Result<Meta<'de>, E> {
                 Ok(Meta(None))
             }
-            ignore_scalars!(Meta<'de>, Meta(None));
+            lenient_visitor!(Meta<'de>, Meta(None));
         }
         d.deserialize_any(Visit)
     }

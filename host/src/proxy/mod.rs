@@ -160,13 +160,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
