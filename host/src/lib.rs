@@ -31,4 +31,4 @@ pub mod session;
 pub mod stages;
 
 pub use config::Config;
-pub use server::{Gateway, router, run};
+pub use server::{Gateway, router, run, run_workers};

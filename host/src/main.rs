@@ -80,11 +80,18 @@ async fn load_plugins(
     })
 }
 
+/// The control runtime: config and plugin loading, signals, background sweeps, exporters, the
+/// Redis connection. Requests are served on `server.workers` threads of their own
+/// ([`mcpgate::run_workers`]), so one thread is enough here.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Runtime::new().map_err(|e| {
-        eprintln!("cannot start the async runtime: {e}");
-        ExitCode::FAILURE
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn main() -> ExitCode {
@@ -221,7 +228,8 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     if let Some(m) = &gateway.obs.metrics_path {
         tracing::info!(url = %format!("http://{local}{m}"), "metrics");
     }
-    let result = mcpgate::run(listener, gateway.clone(), shutdown_signal()).await;
+    let workers = gateway.config.server.workers;
+    let result = mcpgate::run_workers(listener, gateway.clone(), workers, shutdown_signal()).await;
     if let Some(audit) = &gateway.obs.audit {
         let audit_flushed = std::time::Duration::from_secs(5);
         let _ = tokio::task::block_in_place(|| audit.flush(audit_flushed));

@@ -220,7 +220,8 @@ async fn protected_resource_metadata(
 
 /// Serves on an already-bound listener until `shutdown` resolves, then drains: stops accepting,
 /// ends GET streams (clients resume elsewhere), lets in-flight requests finish for up to
-/// `server.shutdown_timeout`.
+/// `server.shutdown_timeout`. Runs on the caller's runtime (tests, embedders); `mcpgate start`
+/// uses [`run_workers`].
 ///
 /// Connections are served by hyper directly: the MCP route (`/servers/<name>/mcp`) is matched
 /// here and handled without the router's extractor chain (the hot path); every other path
@@ -230,6 +231,119 @@ pub async fn run(
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let reaper = spawn_reaper(&gateway);
+    let shutdown = async {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+    };
+    serve(listener, gateway, shutdown).await;
+    reaper.abort();
+    Ok(())
+}
+
+/// [`run`] on `workers` threads (`server.workers`), each with a single-threaded runtime of its
+/// own and its own upstream connection pool, all accepting on the same listener. A connection
+/// stays on the thread that accepted it, so the request path never wakes another thread (the
+/// work-stealing runtime woke a sibling worker on every request: a futex and two context
+/// switches, measured in BENCHMARKS.md). The caller's runtime keeps the background work
+/// (session and bucket sweeps, signals, exporters).
+///
+/// Returns when every worker has drained; a worker that cannot start stops the others and is
+/// the error returned.
+pub async fn run_workers(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    workers: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let stop = CancellationToken::new();
+    let mut threads = Vec::with_capacity(workers);
+    let mut failed = None;
+    for i in 0..workers.max(1) {
+        let spawned = listener.try_clone().and_then(|listener| {
+            let gateway = gateway.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("mcpgate-worker-{i}"))
+                .spawn(move || worker(listener, gateway, stop))
+        });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(listener);
+    let reaper = spawn_reaper(&gateway);
+    if failed.is_none() {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.cancelled() => {}
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+    }
+    stop.cancel();
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a worker thread panicked")))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    reaper.abort();
+    match failed {
+        Some(e) => Err(e),
+        None => joined.into_iter().collect(),
+    }
+}
+
+/// One serving thread of [`run_workers`]: serves until `stop`, and stops the others if it ends
+/// first (it could not start, or it panicked).
+fn worker(
+    listener: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let _stop_others = stop.clone().drop_guard();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    UpstreamClient::use_thread_pool();
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        serve(listener, gateway, stop.cancelled_owned()).await;
+        Ok(())
+    })
+}
+
+/// Reaps idle session bookkeeping and rate-limit buckets in the background.
+fn spawn_reaper(gateway: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    let gw = gateway.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            gw.sessions.reap();
+            if let Some(b) = &gw.buckets {
+                b.sweep();
+            }
+        }
+    })
+}
+
+/// The accept loop of [`run`] and of each worker of [`run_workers`], then the drain.
+async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
     use hyper_util::server::graceful::GracefulShutdown;
@@ -237,21 +351,6 @@ pub async fn run(
     let app = router(gateway.clone());
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-
-    // Reap idle session bookkeeping in the background.
-    let reaper = {
-        let gw = gateway.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tick.tick().await;
-                gw.sessions.reap();
-                if let Some(b) = &gw.buckets {
-                    b.sweep();
-                }
-            }
-        })
-    };
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -290,7 +389,6 @@ pub async fn run(
         });
     }
 
-    tracing::info!("shutting down: draining in-flight requests");
     gateway.draining.store(true, Ordering::Relaxed);
     gateway.shutdown.cancel();
     drop(listener);
@@ -300,8 +398,6 @@ pub async fn run(
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
-    reaper.abort();
-    Ok(())
 }
 
 /// One request on a client connection: the MCP route directly, everything else through the router.

@@ -539,9 +539,9 @@ async fn a_silent_stream_is_ended_by_the_idle_timeout() {
     assert!(matches!(end, Some(Err(_)) | None));
 }
 
-#[tokio::test]
-async fn shutdown_drains_in_flight_streams_and_ends_get_streams() {
-    let up = upstream(|s: Seen| async move {
+/// An upstream whose POST streams answer after 500 ms and whose GET streams stay open.
+async fn draining_upstream() -> Upstream {
+    upstream(|s: Seen| async move {
         let (tx, resp) = sse_channel();
         let is_get = s.method == http::Method::GET;
         tokio::spawn(async move {
@@ -561,8 +561,53 @@ async fn shutdown_drains_in_flight_streams_and_ends_get_streams() {
         });
         resp
     })
-    .await;
-    let mut gw = gateway_for("u", &up, "").await;
+    .await
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_streams_and_ends_get_streams() {
+    let up = draining_upstream().await;
+    let gw = gateway_for("u", &up, "").await;
+    drains_on_shutdown(gw).await;
+}
+
+#[tokio::test]
+async fn worker_threads_serve_many_connections_and_drain_on_shutdown() {
+    let up = echo_upstream().await;
+    let gw = gateway_on_workers(&format!("upstreams:\n  u:\n    url: {}\n", up.url()), 2).await;
+    // Sixteen clients, each on connections of its own, so both workers accept some; every
+    // request reaches the upstream through the pool of the worker that serves it.
+    let calls = (0..16u64).map(|i| {
+        let url = gw.url("u");
+        async move {
+            let c = client();
+            for j in 0..4 {
+                let id = i * 10 + j;
+                let resp = c
+                    .post(&url)
+                    .json(&legacy_call(id, "t"))
+                    .header("accept", "application/json, text/event-stream")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["id"], id);
+                assert_eq!(body["result"]["content"][0]["text"], "ok");
+            }
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    assert_eq!(up.requests().len(), 64);
+    drop(up);
+
+    let up = draining_upstream().await;
+    let gw = gateway_on_workers(&format!("upstreams:\n  u:\n    url: {}\n", up.url()), 2).await;
+    drains_on_shutdown(gw).await;
+}
+
+/// Shutdown lets an in-flight POST stream finish, ends a GET stream, and closes the listener.
+async fn drains_on_shutdown(mut gw: Gw) {
     let c = client();
     let post = post(&gw.url("u"), &legacy_call(1, "t"), None).await;
     let get = c

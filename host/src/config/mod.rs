@@ -42,6 +42,8 @@ pub const DEFAULT_SESSION_TTL_MS: u64 = 24 * 3600 * 1000;
 pub const DEFAULT_SESSION_IDLE_MS: u64 = 3600 * 1000;
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+/// Upper bound on `server.workers`.
+pub const MAX_WORKERS: u64 = 1024;
 /// Env var read for the session key when `sessions.key` is not set.
 pub const SESSION_KEY_ENV: &str = "MCPGATE_SESSION_KEY";
 
@@ -72,6 +74,7 @@ struct RawServer {
     allowed_origins: Option<Vec<String>>,
     shutdown_timeout: Option<u64>,
     public_url: Option<String>,
+    workers: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +162,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub allowed_origins: OriginAllowList,
     pub shutdown_timeout: Duration,
+    /// Serving threads, each with its own single-threaded runtime and upstream pool (see
+    /// [`crate::server::run_workers`]). Default: the number of CPUs.
+    pub workers: usize,
     /// The URL clients reach the gateway at (scheme://host[:port], no trailing slash), for
     /// OAuth resource metadata. `None`: derived from each request's `Host`.
     pub public_url: Option<String>,
@@ -468,6 +474,21 @@ impl Validator<'_> {
                 raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             ),
             public_url: raw.public_url.and_then(|u| self.public_url(&u)),
+            workers: self.workers(raw.workers),
+        }
+    }
+
+    fn workers(&mut self, raw: Option<u64>) -> usize {
+        match raw {
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+            Some(n @ 1..=MAX_WORKERS) => usize::try_from(n).unwrap_or(1),
+            Some(n) => {
+                self.error(
+                    "server.workers",
+                    format!("{n} is out of range: 1 to {MAX_WORKERS} serving threads"),
+                );
+                1
+            }
         }
     }
 

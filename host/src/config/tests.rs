@@ -27,7 +27,7 @@ fn errors(text: &str) -> Vec<(String, Option<usize>, String)> {
 #[test]
 fn a_full_config_compiles() {
     let cfg = parse(
-        "server:\n  port: ${PORT}\n  bind: 0.0.0.0\n  max_body_bytes: 1024\n  allowed_origins: [\"https://app.example.com\", \"http://localhost:*\"]\n\
+        "server:\n  port: ${PORT}\n  bind: 0.0.0.0\n  max_body_bytes: 1024\n  workers: 3\n  allowed_origins: [\"https://app.example.com\", \"http://localhost:*\"]\n\
          sessions:\n  key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n  ttl: 1000\n\
          upstreams:\n  github:\n    url: http://${UPSTREAM_HOST}/mcp\n    timeout: 5000\n    auth: {type: bearer, token_env: GH_TOKEN}\n\
          \x20 other:\n    url: https://example.com/mcp?x=1\n    stream_idle_timeout: 0\n    auth:\n      type: header\n      header: X-API-Key\n      value_env: API_VALUE\n",
@@ -36,6 +36,7 @@ fn a_full_config_compiles() {
     assert_eq!(cfg.server.port, 9090);
     assert_eq!(cfg.server.bind.to_string(), "0.0.0.0");
     assert_eq!(cfg.server.max_body_bytes, 1024);
+    assert_eq!(cfg.server.workers, 3);
     assert!(cfg.server.allowed_origins.allows("https://app.example.com"));
     assert!(cfg.server.allowed_origins.allows("http://localhost:5173"));
     assert!(!cfg.server.allowed_origins.allows("https://evil.example"));
@@ -59,6 +60,10 @@ fn defaults() {
     assert_eq!(cfg.server.port, DEFAULT_PORT);
     assert_eq!(cfg.server.bind.to_string(), "127.0.0.1");
     assert_eq!(cfg.server.max_body_bytes, 4 * 1024 * 1024);
+    assert_eq!(
+        cfg.server.workers,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
     assert!(cfg.server.allowed_origins.allows("http://127.0.0.1:3000"));
     assert!(
         !cfg.server
@@ -184,6 +189,16 @@ fn single_errors() {
             "server:\n  port: 70000\nupstreams:\n  a:\n    url: http://x/mcp\n",
             "server.port",
             "",
+        ),
+        (
+            "server:\n  workers: 0\nupstreams:\n  a:\n    url: http://x/mcp\n",
+            "server.workers",
+            "1 to 1024",
+        ),
+        (
+            "server:\n  workers: 5000\nupstreams:\n  a:\n    url: http://x/mcp\n",
+            "server.workers",
+            "out of range",
         ),
         (
             "upstreams:\n  a:\n    url: http://x/mcp\n  a:\n    url: http://y/mcp\n",

@@ -14,8 +14,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::GatewayError;
@@ -24,10 +24,23 @@ use crate::pipeline::RequestContext;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The shared upstream client: pooled connections, HTTP/1.1 and HTTP/2 (over TLS by ALPN).
+type Pool = Client<Connector, Full<Bytes>>;
+
+/// The upstream client: pooled connections, HTTP/1.1 and HTTP/2 (over TLS by ALPN).
+///
+/// Every `UpstreamClient` has the same settings, so a serving worker thread
+/// ([`crate::server::run_workers`]) gets a pool of its own ([`UpstreamClient::use_thread_pool`]):
+/// a connection's task then lives on the runtime of the requests that use it, and no request
+/// wakes another thread. Elsewhere (tests, embedders, side fetches from the control runtime) the
+/// pool shared by the clones of this value serves.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<Connector, Full<Bytes>>,
+    client: Pool,
+}
+
+thread_local! {
+    /// This thread's own pool, on serving worker threads.
+    static THREAD_POOL: std::cell::OnceCell<Pool> = const { std::cell::OnceCell::new() };
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -44,6 +57,24 @@ impl Default for UpstreamClient {
 
 impl UpstreamClient {
     pub fn new() -> Self {
+        UpstreamClient {
+            client: Self::pool(),
+        }
+    }
+
+    /// Gives the calling thread a pool of its own, used by every `UpstreamClient` on it from now
+    /// on. For threads that run one single-threaded runtime for their whole life.
+    pub fn use_thread_pool() {
+        THREAD_POOL.with(|p| {
+            let _ = p.set(Self::pool());
+        });
+    }
+
+    fn request(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        THREAD_POOL.with(|p| p.get().unwrap_or(&self.client).request(request))
+    }
+
+    fn pool() -> Pool {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -53,10 +84,9 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(https);
-        UpstreamClient { client }
+            .build(https)
     }
 
     /// Sends the request and waits for the response to begin, bounded by the route's timeout.
@@ -69,7 +99,7 @@ impl UpstreamClient {
     ) -> Result<http::Response<Incoming>, GatewayError> {
         let upstream = &cx.upstream;
         let started = Instant::now();
-        let result = tokio::time::timeout(upstream.timeout, self.client.request(request)).await;
+        let result = tokio::time::timeout(upstream.timeout, self.request(request)).await;
         cx.timings.upstream_headers = Some(started.elapsed());
         match result {
             Err(_) => Err(GatewayError::UpstreamTimeout {
@@ -107,7 +137,6 @@ impl UpstreamClient {
         let url = request.uri().to_string();
         let fetch = async {
             let response = self
-                .client
                 .request(request)
                 .await
                 .map_err(|e| FetchError::Failed(format!("{url}: {}", error_chain(&e))))?;

@@ -273,13 +273,27 @@ pub async fn gateway_plugins(yaml: &str) -> (Gw, Arc<mcpgate::plugins::Plugins>)
 }
 
 async fn gateway_built(gw: Gateway) -> Gw {
+    serve_on(gw, None).await
+}
+
+/// A gateway served as `mcpgate start` serves it: on `workers` threads of their own
+/// ([`mcpgate::run_workers`]).
+pub async fn gateway_on_workers(yaml: &str, workers: usize) -> Gw {
+    serve_on(Gateway::new(config(yaml)), Some(workers)).await
+}
+
+async fn serve_on(gw: Gateway, workers: Option<usize>) -> Gw {
     let gateway = Arc::new(gw);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(mcpgate::run(listener, gateway.clone(), async {
+    let stop = async {
         let _ = rx.await;
-    }));
+    };
+    let task = match workers {
+        None => tokio::spawn(mcpgate::run(listener, gateway.clone(), stop)),
+        Some(n) => tokio::spawn(mcpgate::run_workers(listener, gateway.clone(), n, stop)),
+    };
     Gw {
         addr,
         gateway,
