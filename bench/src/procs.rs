@@ -65,11 +65,6 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub use mcpgate_e2e::Proc;
 
-/// User + system CPU time of a process so far.
-pub fn cpu(p: &Proc) -> Duration {
-    cpu_time(p.pid())
-}
-
 /// Resident set size in bytes.
 pub fn rss(p: &Proc) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap_or_default();

@@ -79,8 +79,11 @@ pub struct Target {
     pub name: String,
     /// URL of the `json` and the `sse` route.
     pub urls: [String; 2],
-    /// The process whose CPU time is charged to it (none for "direct").
+    /// The mcpgate process (drained between runs).
     pub proc: Option<Proc>,
+    /// The process whose CPU time is charged to it, for the `json` and the `sse` route (none
+    /// for "direct").
+    pub pids: [Option<u32>; 2],
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -191,25 +194,42 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         name: "direct (no proxy)".into(),
         urls: [format!("{json_url}/mcp"), format!("{sse_url}/mcp")],
         proc: None,
+        pids: [None, None],
     }];
-    let (floor_json, floor_json_url) = procs::start_ported(
-        "floor (json)",
-        Command::new(procs::bin("floor-proxy")).arg(&json_url),
-    );
-    let (floor_sse, floor_sse_url) = procs::start_ported(
-        "floor (sse)",
-        Command::new(procs::bin("floor-proxy")).arg(&sse_url),
-    );
-    // The floor's CPU is both floor processes' (each scenario loads only one of them).
-    targets.push(Target {
-        name: "floor (plain hyper proxy)".into(),
-        urls: [
-            format!("{floor_json_url}/mcp"),
-            format!("{floor_sse_url}/mcp"),
-        ],
-        proc: None,
-    });
-    let floors = [floor_json, floor_sse];
+    // The floor at index 1 (ratios are to it), then the floor on mcpgate's runtime layout. Each
+    // is a process per upstream, charged for the scenarios on its route.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .to_string();
+    let mut floors = Vec::new();
+    for (name, extra) in [
+        ("floor (plain hyper proxy)", &[][..]),
+        (
+            "floor, thread per core (as mcpgate runs)",
+            &["--workers", workers.as_str()][..],
+        ),
+    ] {
+        let (json, json_floor) = procs::start_ported(
+            &format!("{name} (json)"),
+            Command::new(procs::bin("floor-proxy"))
+                .arg(&json_url)
+                .args(extra),
+        );
+        let (sse, sse_floor) = procs::start_ported(
+            &format!("{name} (sse)"),
+            Command::new(procs::bin("floor-proxy"))
+                .arg(&sse_url)
+                .args(extra),
+        );
+        targets.push(Target {
+            name: name.into(),
+            urls: [format!("{json_floor}/mcp"), format!("{sse_floor}/mcp")],
+            proc: None,
+            pids: [Some(json.pid()), Some(sse.pid())],
+        });
+        floors.push(json);
+        floors.push(sse);
+    }
     let env = [("BENCH_API_KEY", API_KEY)];
     let redis_url = redis.as_ref().map(RedisServer::url);
     for (name, section) in configs(&plugins, redis_url.as_deref(), &audit) {
@@ -226,6 +246,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
                 format!("{base}/servers/json/mcp"),
                 format!("{base}/servers/sse/mcp"),
             ],
+            pids: [Some(p.pid()), Some(p.pid())],
             proc: Some(p),
         });
     }
@@ -272,11 +293,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         eprintln!("round {}/{}", round + 1, opts.rounds);
         for (s, (era, kind, c)) in scenarios.iter().enumerate() {
             for (t, target) in targets.iter_mut().enumerate() {
-                let cpu_of = |target: &Target| match (&target.proc, t) {
-                    (Some(p), _) => Some(procs::cpu(p)),
-                    (None, 1) => Some(procs::cpu(&floors[*kind])),
-                    (None, _) => None,
-                };
+                let cpu_of = |target: &Target| target.pids[*kind].map(procs::cpu_time);
                 let before = cpu_of(target);
                 let load = procs::wrk(
                     &target.urls[*kind],
