@@ -42,7 +42,7 @@ serde = { version = "1", features = ["derive"] }
 [workspace]
 
 [profile.release]
-opt-level = "s"
+opt-level = 3
 lto = true
 codegen-units = 1
 strip = true
