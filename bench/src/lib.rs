@@ -21,6 +21,17 @@ where
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("PORT {}", listener.local_addr().unwrap().port());
+    accept_loop(listener, handle).await
+}
+
+/// Serves `handle` on every connection `listener` accepts, forever.
+async fn accept_loop<H, F, B>(listener: tokio::net::TcpListener, handle: H) -> !
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -62,20 +73,7 @@ where
                     .unwrap();
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let handle = make();
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let handle = handle.clone();
-                        tokio::spawn(async move {
-                            let service = hyper::service::service_fn(handle);
-                            let _ = auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
+                    accept_loop(listener, make()).await
                 })
             })
         })
