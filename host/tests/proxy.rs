@@ -574,7 +574,7 @@ async fn shutdown_drains_in_flight_streams_and_ends_get_streams() {
 #[tokio::test]
 async fn worker_threads_serve_many_connections_and_drain_on_shutdown() {
     let up = echo_upstream().await;
-    let gw = gateway_on_workers(&format!("upstreams:\n  u:\n    url: {}\n", up.url()), 2).await;
+    let gw = gateway_on_workers("u", &up, 2).await;
     // Sixteen clients, each on connections of its own, so both workers accept some; every
     // request reaches the upstream through the pool of the worker that serves it.
     let calls = (0..16u64).map(|i| {
@@ -602,7 +602,7 @@ async fn worker_threads_serve_many_connections_and_drain_on_shutdown() {
     drop(up);
 
     let up = draining_upstream().await;
-    let gw = gateway_on_workers(&format!("upstreams:\n  u:\n    url: {}\n", up.url()), 2).await;
+    let gw = gateway_on_workers("u", &up, 2).await;
     drains_on_shutdown(gw).await;
 }
 

@@ -169,11 +169,12 @@ pub async fn gateway_with(config: Config, setup: impl FnOnce(&mut Gateway)) -> G
 
 /// A gateway in front of one upstream named `name`.
 pub async fn gateway_for(name: &str, up: &Upstream, extra: &str) -> Gw {
-    gateway(&format!(
-        "upstreams:\n  {name}:\n    url: {}\n{extra}",
-        up.url()
-    ))
-    .await
+    gateway(&route_yaml(name, up, extra)).await
+}
+
+/// A config with one route, `name`, to `up`, then `extra`.
+fn route_yaml(name: &str, up: &Upstream, extra: &str) -> String {
+    format!("upstreams:\n  {name}:\n    url: {}\n{extra}", up.url())
 }
 
 pub fn client() -> reqwest::Client {
@@ -276,10 +277,14 @@ async fn gateway_built(gw: Gateway) -> Gw {
     serve_on(gw, None).await
 }
 
-/// A gateway served as `mcpgate start` serves it: on `workers` threads of their own
+/// [`gateway_for`] served as `mcpgate start` serves it: on `workers` threads of their own
 /// ([`mcpgate::run_workers`]).
-pub async fn gateway_on_workers(yaml: &str, workers: usize) -> Gw {
-    serve_on(Gateway::new(config(yaml)), Some(workers)).await
+pub async fn gateway_on_workers(name: &str, up: &Upstream, workers: usize) -> Gw {
+    serve_on(
+        Gateway::new(config(&route_yaml(name, up, ""))),
+        Some(workers),
+    )
+    .await
 }
 
 async fn serve_on(gw: Gateway, workers: Option<usize>) -> Gw {
