@@ -60,21 +60,26 @@ def whoami(ctx: Context) -> str:
     return json.dumps({k: headers.get(k) for k in keep})
 
 
+async def serve(server: MCPServer, port: int = 0) -> None:
+    """Serve `server` over Streamable HTTP at /mcp on 127.0.0.1:`port` (0: a free port), printing
+    `PORT <n>` once it listens."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    # Listen before announcing the port: connections made before uvicorn is up wait in the
+    # backlog instead of being refused.
+    sock.listen(128)
+    app = server.streamable_http_app(host="127.0.0.1")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", args.port))
-    # Listen before announcing the port: connections made before uvicorn is up wait in the
-    # backlog instead of being refused.
-    sock.listen(128)
-    app = mcp.streamable_http_app(host="127.0.0.1")
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    print(f"PORT {sock.getsockname()[1]}", flush=True)
-    await server.serve(sockets=[sock])
+    await serve(mcp, args.port)
 
 
 if __name__ == "__main__":

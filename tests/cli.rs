@@ -12,22 +12,6 @@ const EXAMPLE_ENV: &[(&str, &str)] = &[
     ("CI_BOT_KEY", "ci-bot-example-key"),
 ];
 
-fn mcpgate(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(mcpgate_bin());
-    cmd.args(args)
-        .current_dir(repo())
-        .env_remove("MCPGATE_CONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn every_shipped_config_validates() {
     let mut checked = 0;
@@ -39,7 +23,7 @@ fn every_shipped_config_validates() {
         ) {
             continue;
         }
-        let (ok, stdout, stderr) = mcpgate(
+        let (ok, stdout, stderr) = run_mcpgate(
             &["validate", "--config", path.to_str().unwrap()],
             EXAMPLE_ENV,
         );
@@ -60,7 +44,7 @@ fn validate_reports_every_error_with_key_and_line_and_exits_non_zero() {
         "bad.yaml",
         "server:\n  port: http\nupstreams:\n  a:\n    url: ftp://x/mcp\n    timeuot: 5\n  b:\n    url: http://127.0.0.1:1/mcp\n    auth: {type: bearer, token_env: MCPGATE_UNSET_TOKEN}\n",
     );
-    let (ok, _, stderr) = mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+    let (ok, _, stderr) = run_mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
     assert!(!ok);
     assert!(stderr.contains("4 errors"), "{stderr}");
     for needle in [
@@ -71,7 +55,7 @@ fn validate_reports_every_error_with_key_and_line_and_exits_non_zero() {
     ] {
         assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
     }
-    let (ok, _, stderr) = mcpgate(&["validate", "--config", "/nonexistent/mcpgate.yaml"], &[]);
+    let (ok, _, stderr) = run_mcpgate(&["validate", "--config", "/nonexistent/mcpgate.yaml"], &[]);
     assert!(!ok);
     assert!(stderr.contains("cannot read"), "{stderr}");
     assert!(
@@ -82,7 +66,7 @@ fn validate_reports_every_error_with_key_and_line_and_exits_non_zero() {
 
 #[test]
 fn list_servers_gen_key_and_help() {
-    let (ok, stdout, stderr) = mcpgate(
+    let (ok, stdout, stderr) = run_mcpgate(
         &["list-servers", "--config", "config/mcpgate.example.yaml"],
         EXAMPLE_ENV,
     );
@@ -106,16 +90,16 @@ fn list_servers_gen_key_and_help() {
         "secrets are never printed: {stdout}"
     );
 
-    let (ok, key, _) = mcpgate(&["gen-key"], &[]);
+    let (ok, key, _) = run_mcpgate(&["gen-key"], &[]);
     assert!(ok);
     assert_eq!(key.trim().len(), 44, "32 bytes in base64: {key}");
 
-    let (ok, help, _) = mcpgate(&["--help"], &[]);
+    let (ok, help, _) = run_mcpgate(&["--help"], &[]);
     assert!(ok);
     for word in ["start", "validate", "list-servers", "Quick start"] {
         assert!(help.contains(word), "--help mentions {word}:\n{help}");
     }
-    let (ok, _, _) = mcpgate(&["start", "--config", "/nonexistent.yaml"], &[]);
+    let (ok, _, _) = run_mcpgate(&["start", "--config", "/nonexistent.yaml"], &[]);
     assert!(!ok, "start refuses a config it cannot read");
 }
 
@@ -150,7 +134,7 @@ fn validate_loads_plugins_and_reports_their_three_load_errors() {
         "plugins.yaml",
         "upstreams:\n  a:\n    url: http://127.0.0.1:1/mcp\nplugins:\n  gone:\n    file: no-such-plugin.wasm\n  counter:\n    file: quota.wasm\n    config: {limits: [{tools: ['*'], calls: 3}]}\n  strict:\n    file: arg_guard.wasm\n    config:\n      tools: {t: {required: [x]}}\n",
     );
-    let (ok, _, stderr) = mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+    let (ok, _, stderr) = run_mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
     assert!(!ok, "{stderr}");
     assert!(stderr.contains("3 errors"), "{stderr}");
     for needle in [
@@ -166,7 +150,7 @@ fn validate_loads_plugins_and_reports_their_three_load_errors() {
         "plugins-ok.yaml",
         "upstreams:\n  a:\n    url: http://127.0.0.1:1/mcp\nplugins:\n  counter:\n    file: quota.wasm\n    grants: {kv: true, metrics: true}\n    config: {limits: [{tools: ['*'], calls: 3}]}\n  strict:\n    file: arg_guard.wasm\n    config:\n      tools: {t: {required: [x], arguments: {x: {type: string}}}}\n",
     );
-    let (ok, stdout, stderr) = mcpgate(&["validate", "--config", good.to_str().unwrap()], &[]);
+    let (ok, stdout, stderr) = run_mcpgate(&["validate", "--config", good.to_str().unwrap()], &[]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("OK (1 upstream, 2 plugins)"), "{stdout}");
 }
@@ -214,7 +198,107 @@ fn a_new_plugin_goes_from_template_to_loaded_in_three_commands() {
         "gw.yaml",
         &format!("upstreams:\n  demo:\n    url: http://127.0.0.1:1/mcp\n{snippet}"),
     );
-    let (ok, stdout, stderr) = mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+    let (ok, stdout, stderr) = run_mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("OK (1 upstream, 1 plugin)"), "{stdout}");
+}
+
+/// The commands a newcomer types first, read from where they read them (`mcpgate --help` and
+/// README's "Using it"), run as written on this checkout with nothing set in the environment.
+/// `start` gets `--port 0` added (tests never take a fixed port) and must come up listening.
+#[test]
+fn the_first_commands_of_help_and_readme_succeed_on_a_fresh_checkout() {
+    let (ok, help, _) = run_mcpgate(&["--help"], &[]);
+    assert!(ok);
+    let from_help: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Quick start"))
+        .filter_map(|l| l.trim().strip_prefix("mcpgate "))
+        .map(str::to_string)
+        .collect();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let using_it = readme
+        .split("## Using it")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README has a `## Using it` section with a sh block");
+    let from_readme: Vec<String> = using_it
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("target/release/mcpgate "))
+        .map(|l| l.split('#').next().unwrap().trim().to_string())
+        .collect();
+    assert!(from_help.len() >= 3, "{help}");
+    assert!(from_readme.len() >= 3, "{using_it}");
+    for line in from_help.iter().chain(&from_readme) {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        if args[0] == "start" {
+            let mut cmd = Command::new(mcpgate_bin());
+            cmd.args(&args)
+                .args(["--port", "0"])
+                .current_dir(repo())
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+            let mut gw = Proc::spawn("mcpgate start", &mut cmd);
+            gw.wait_for("mcpgate listening on ", std::time::Duration::from_secs(30));
+            continue;
+        }
+        let (ok, stdout, stderr) = run_mcpgate(&args, &[]);
+        assert!(ok, "`mcpgate {line}` failed:\n{stdout}{stderr}");
+        if args[0] == "validate" {
+            assert!(
+                stdout.contains("config/mcpgate.yaml: OK (1 upstream, 0 plugins)"),
+                "{stdout}"
+            );
+        }
+        if args[0] == "list-servers" {
+            assert!(
+                stdout.contains(
+                    "http://127.0.0.1:8080/servers/demo/mcp -> http://127.0.0.1:3001/mcp"
+                ),
+                "{stdout}"
+            );
+        }
+    }
+
+    // The annotated example reads its secrets from the environment; unset, `validate` names
+    // each and says how to set them.
+    let (ok, _, stderr) = run_mcpgate(
+        &["validate", "--config", "config/mcpgate.example.yaml"],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("export CI_BOT_KEY=... GITHUB_TOKEN=... SEARCH_API_KEY=..."),
+        "{stderr}"
+    );
+
+    // The starter's commented auth and rate-limit snippet works once uncommented.
+    let starter = std::fs::read_to_string(repo().join("config/mcpgate.yaml")).unwrap();
+    // The block that starts at `# auth:` and ends at the next blank line.
+    let mut in_block = false;
+    let uncommented: String = starter
+        .lines()
+        .map(|l| {
+            in_block = (in_block || l == "# auth:") && !l.trim().is_empty();
+            let l = if in_block {
+                l.strip_prefix("# ").unwrap_or(l)
+            } else {
+                l
+            };
+            format!("{l}\n")
+        })
+        .collect();
+    assert!(
+        uncommented.contains("\nauth:\n") && uncommented.contains("\nrate_limit:\n"),
+        "{uncommented}"
+    );
+    let dir = TempDir::new("cli-starter");
+    let cfg = dir.file("starter.yaml", &uncommented);
+    let (ok, stdout, stderr) = run_mcpgate(
+        &["list-servers", "--config", cfg.to_str().unwrap()],
+        &[("MY_API_KEY", "my-example-key")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("stages: auth → rate_limit"), "{stdout}");
 }

@@ -4,7 +4,8 @@
 
 pub mod services;
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -50,6 +51,25 @@ pub fn python() -> PathBuf {
 pub fn node_modules() -> PathBuf {
     installed(repo().join("tests/e2e/node_modules/@modelcontextprotocol/sdk"));
     repo().join("tests/e2e/node_modules")
+}
+
+/// Runs `mcpgate <args>` to completion in the repository, with a clean environment (as on a
+/// fresh machine: only PATH and HOME, plus `env`); returns (success, stdout, stderr).
+pub fn run_mcpgate(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(mcpgate_bin());
+    cmd.args(args).current_dir(repo()).env_clear();
+    for keep in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A child process killed when dropped; its output lines are collected for assertions and
@@ -256,4 +276,131 @@ pub fn finish_client(mut p: Proc, timeout: Duration) -> serde_json::Value {
                 .filter(|v| v.is_object())
         })
         .unwrap_or_else(|| panic!("{name} printed no JSON:\n{}", lines.join("\n")))
+}
+
+/// An HTTP response read off a plain connection: status, headers (names lowercase) and the body
+/// as sent (chunked bodies keep their framing).
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// POSTs a JSON body over a plain HTTP/1.1 connection (closed after the response), as a client
+/// without an SDK would.
+pub fn raw_post(base: &str, path: &str, headers: &[(&str, &str)], body: &str) -> RawResponse {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A `/metrics` scrape parsed by the Prometheus project's own parser (`prometheus_client`, run
+/// by tests/e2e/scrape_metrics.py): a malformed exposition fails the scrape.
+pub struct Scrape {
+    pub content_type: String,
+    /// Family name → type.
+    pub types: HashMap<String, String>,
+    /// (sample name, labels, value).
+    pub samples: Vec<(String, HashMap<String, String>, f64)>,
+}
+
+/// Scrapes `url` (a gateway's metrics path).
+pub fn scrape(url: &str) -> Scrape {
+    let v = run_client(
+        "scrape_metrics.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/scrape_metrics.py"))
+            .arg(url),
+        Duration::from_secs(60),
+    );
+    let mut types = HashMap::new();
+    let mut samples = Vec::new();
+    for (family, f) in v["families"].as_object().unwrap() {
+        types.insert(family.clone(), f["type"].as_str().unwrap().to_string());
+        for s in f["samples"].as_array().unwrap() {
+            let labels = s["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            samples.push((
+                s["name"].as_str().unwrap().to_string(),
+                labels,
+                s["value"].as_f64().unwrap(),
+            ));
+        }
+    }
+    Scrape {
+        content_type: v["content_type"].as_str().unwrap_or_default().to_string(),
+        types,
+        samples,
+    }
+}
+
+impl Scrape {
+    /// The sum of the samples named `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    /// The label names the samples called `name` carry (`le` of buckets left out).
+    pub fn label_names(&self, name: &str) -> HashSet<String> {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .flat_map(|(_, l, _)| l.keys().filter(|k| *k != "le").cloned())
+            .collect()
+    }
 }

@@ -5,7 +5,7 @@
 //! the spans the gateway exported reach an OTLP/HTTP receiver run by this test, children of the
 //! client's `traceparent`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,59 +101,6 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Samples of a scrape parsed by `prometheus_client`: (sample name, labels, value).
-struct Scrape {
-    types: HashMap<String, String>,
-    samples: Vec<(String, HashMap<String, String>, f64)>,
-}
-
-impl Scrape {
-    fn parse(v: &Value) -> Scrape {
-        let mut types = HashMap::new();
-        let mut samples = Vec::new();
-        for (family, f) in v["families"].as_object().unwrap() {
-            types.insert(family.clone(), f["type"].as_str().unwrap().to_string());
-            for s in f["samples"].as_array().unwrap() {
-                let labels = s["labels"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                    .collect();
-                samples.push((
-                    s["name"].as_str().unwrap().to_string(),
-                    labels,
-                    s["value"].as_f64().unwrap(),
-                ));
-            }
-        }
-        Scrape { types, samples }
-    }
-
-    /// The sum of the samples named `name` whose labels include all of `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-
-    /// The label names the samples called `name` carry (`le` of buckets left out).
-    fn label_names(&self, name: &str) -> HashSet<String> {
-        self.samples
-            .iter()
-            .filter(|(n, _, _)| n == name)
-            .flat_map(|(_, l, _)| l.keys().filter(|k| *k != "le").cloned())
-            .collect()
-    }
 }
 
 fn set(names: &[&str]) -> HashSet<String> {
@@ -267,26 +214,17 @@ observability:
         "/servers/down/mcp",
         &[("x-api-key", KEY)],
         r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-    );
+    )
+    .status;
     assert_eq!(status, 502);
 
     // ---- metrics, read by the Prometheus project's parser ---------------------------------
-    let scraped = run_client(
-        "scrape_metrics.py",
-        Command::new(python())
-            .arg(repo().join("tests/e2e/scrape_metrics.py"))
-            .arg(format!("{base}/metrics")),
-        Duration::from_secs(60),
-    );
+    let m = scrape(&format!("{base}/metrics"));
     assert!(
-        scraped["content_type"]
-            .as_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4"),
+        m.content_type.starts_with("text/plain; version=0.0.4"),
         "{}",
-        scraped["content_type"]
+        m.content_type
     );
-    let m = Scrape::parse(&scraped);
     for (family, kind, labels) in [
         (
             "mcpgate_requests",
@@ -590,34 +528,6 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-/// POSTs a JSON body over a plain HTTP/1.1 connection; returns the response status.
-fn raw_post(base: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
-    use std::io::{Read as _, Write as _};
-    let addr = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"))
-}
-
 /// Reads the audit file until `done` holds for its records (the writer flushes each batch).
 fn wait_for_records(path: &std::path::Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -647,7 +557,8 @@ fn audit_records_go_to_stdout_as_json_lines() {
         "/servers/down/mcp",
         &[("x-request-id", "audit-to-stdout-1")],
         r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
-    );
+    )
+    .status;
     assert_eq!(status, 502);
     let line = gw.wait_for(
         r#""request_id":"audit-to-stdout-1""#,

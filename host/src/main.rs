@@ -14,9 +14,13 @@ use mcpgate::plugins::{PluginDeps, Plugins};
 /// Put mcpgate between AI clients and MCP servers that speak Streamable HTTP. Each server in the
 /// config's `upstreams:` section is served at http://<bind>:<port>/servers/<name>/mcp.
 ///
-/// Quick start:
-///   mcpgate validate --config config/mcpgate.example.yaml
-///   mcpgate start --config config/mcpgate.example.yaml
+/// Quick start, in the mcpgate repository (config/mcpgate.yaml, the default config, runs as is):
+///   mcpgate validate
+///   mcpgate list-servers
+///   mcpgate start
+///
+/// config/mcpgate.example.yaml documents every key. A config file written for MCPGate (the
+/// TypeScript gateway) works unchanged, with the same commands.
 #[derive(Parser)]
 #[command(name = "mcpgate", version, about, long_about, verbatim_doc_comment)]
 struct Cli {

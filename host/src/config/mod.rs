@@ -271,13 +271,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (start from the annotated example: cp config/mcpgate.example.yaml config/mcpgate.yaml, or pass --config PATH)"
+                " (pass --config PATH; the mcpgate repository's config/mcpgate.yaml is a starter that runs as is, and config/mcpgate.example.yaml documents every key)"
             } else {
                 ""
             };
             ConfigErrors {
                 source: path.display().to_string(),
                 errors: vec![ConfigError { path: String::new(), line: None, message: format!("cannot read: {e}{hint}") }],
+                missing_env: Vec::new(),
             }
         })?;
         Config::parse(&text, &path.display().to_string(), &|k| {
@@ -298,15 +299,17 @@ impl Config {
                 return Err(ConfigErrors {
                     source: source.to_string(),
                     errors: vec![e],
+                    missing_env: Vec::new(),
                 });
             }
         };
-        yaml::interpolate(&mut root, env, &mut sink);
+        let from_env = yaml::interpolate(&mut root, env, &mut sink);
         let raw: RawConfig = yaml::deserialize_all(&mut root, &mut sink);
         let config = Validator {
             root: &root,
             sink: &mut sink,
             env,
+            from_env: &from_env,
         }
         .config(raw);
         sink.finish(source)?;
@@ -325,6 +328,8 @@ struct Validator<'a> {
     root: &'a marked_yaml::Node,
     sink: &'a mut Sink,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Paths of the values that came wholly from `${VAR}` references ([`yaml::interpolate`]).
+    from_env: &'a std::collections::BTreeSet<String>,
 }
 
 impl Validator<'_> {
@@ -334,6 +339,7 @@ impl Validator<'_> {
             Some(value) if !value.is_empty() => Some(value),
             _ => {
                 self.error(path, format!("environment variable `{var}` is not set"));
+                self.sink.missing_env.insert(var.to_string());
                 None
             }
         }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{StageName, Validator};
 use crate::stages::auth::{ApiKey, AuthConfig, JwtConfig, KeySource};
 use crate::stages::policy::{Effect, Pattern, PolicyConfig, Rule};
-use crate::stages::ratelimit::{LevelLimits, Limit, RateLimitConfig};
+use crate::stages::ratelimit::{ClientScope, LevelLimits, Limit, RateLimitConfig};
 
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
@@ -70,7 +70,10 @@ pub(super) struct RawRateLimit {
     backend: Option<String>,
     on_redis_error: Option<String>,
     max_buckets: Option<usize>,
+    /// MCPGate's spelling: a bucket for each caller on each server (see [`Validator::rate_limit`]).
+    defaults: Option<RawLimit>,
     per_client: Option<RawLimit>,
+    per_client_scope: Option<String>,
     per_server: Option<RawLimit>,
     per_tool: Option<RawLimit>,
     clients: BTreeMap<String, RawLimit>,
@@ -286,6 +289,53 @@ impl Validator<'_> {
         out
     }
 
+    /// The caller level: `per_client` and `per_client_scope`, or MCPGate's `defaults`.
+    ///
+    /// MCPGate's `defaults` is the bucket each caller gets on each server unless something more
+    /// specific applies, which is `per_client` with `per_client_scope: route` (and `clients:`
+    /// overrides, the more specific limits, are then per route too). Both spellings set the same
+    /// limit, so a config that gives both is refused rather than one silently winning.
+    fn per_client(
+        &mut self,
+        defaults: Option<RawLimit>,
+        per_client: Option<RawLimit>,
+        scope: Option<&str>,
+    ) -> (Option<Limit>, ClientScope) {
+        let scope_path = "rate_limit.per_client_scope";
+        let chosen = match scope {
+            None => None,
+            Some("gateway") => Some(ClientScope::Gateway),
+            Some("route") => Some(ClientScope::Route),
+            Some(other) => {
+                self.error(
+                    scope_path,
+                    format!("`{other}` is not `gateway` (one bucket per caller for every route) or `route` (one per caller on each route)"),
+                );
+                None
+            }
+        };
+        let Some(defaults) = defaults else {
+            let limit = per_client.and_then(|l| self.limit("rate_limit.per_client", l));
+            return (limit, chosen.unwrap_or(ClientScope::Gateway));
+        };
+        if per_client.is_some() {
+            self.error(
+                "rate_limit.defaults",
+                "`defaults` (MCPGate's spelling) and `per_client` both set the per-caller limit: keep one (`defaults` is `per_client` with `per_client_scope: route`)",
+            );
+        }
+        if chosen == Some(ClientScope::Gateway) {
+            self.error(
+                scope_path,
+                "`defaults` gives each caller a bucket on each route; for one bucket per caller across routes write `per_client` instead of `defaults`",
+            );
+        }
+        (
+            self.limit("rate_limit.defaults", defaults),
+            ClientScope::Route,
+        )
+    }
+
     pub(super) fn rate_limit(&mut self, raw: RawRateLimit) -> Option<RateLimitConfig> {
         // Open by default, as gateways usually are: a Redis outage should not refuse everyone.
         let (backend, on_redis_error) = self.state_backend(
@@ -294,9 +344,11 @@ impl Validator<'_> {
             raw.on_redis_error.as_deref(),
             crate::config::OnError::FailOpen,
         );
-        let per_client = raw
-            .per_client
-            .and_then(|l| self.limit("rate_limit.per_client", l));
+        let (per_client, per_client_scope) = self.per_client(
+            raw.defaults,
+            raw.per_client,
+            raw.per_client_scope.as_deref(),
+        );
         let per_server = raw
             .per_server
             .and_then(|l| self.limit("rate_limit.per_server", l));
@@ -308,6 +360,7 @@ impl Validator<'_> {
                 default: per_client,
                 overrides: self.overrides("rate_limit.clients", raw.clients),
             },
+            per_client_scope,
             per_server: LevelLimits {
                 default: per_server,
                 overrides: self.overrides("rate_limit.servers", raw.servers),
@@ -326,7 +379,7 @@ impl Validator<'_> {
             .all(|l| l.default.is_none() && l.overrides.is_empty())
             && !self.sink.has_error_at("rate_limit")
         {
-            self.error("rate_limit", "no limit configured: set per_client, per_server or per_tool (or remove the section)");
+            self.error("rate_limit", "no limit configured: set per_client, per_server or per_tool (or MCPGate's `defaults`), or remove the section");
         }
         Some(config)
     }
@@ -383,11 +436,13 @@ impl Validator<'_> {
         let Some(keys) = raw.keys.filter(|k| !k.is_empty()) else {
             self.missing(
                 "auth.keys",
-                "required: a list of keys, each with an `id` and `key_env` or `key: sha256:<hex>`",
+                "required: a list of keys, each with an `id` and `key_env: VAR`, `key: ${VAR}` or `key: sha256:<hex>`",
             );
             return None;
         };
         let mut out: Vec<ApiKey> = Vec::with_capacity(keys.len());
+        // Where each accepted key came from, to name both places when two keys are the same.
+        let mut sources: Vec<String> = Vec::with_capacity(keys.len());
         for (i, k) in keys.into_iter().enumerate() {
             let path = format!("auth.keys[{i}]");
             let Some(id) = k.id.filter(|id| !id.trim().is_empty()) else {
@@ -403,43 +458,93 @@ impl Validator<'_> {
                     format!("id `{id}` is used by another key"),
                 );
             }
-            let digest = match (k.key_env, k.key) {
-                (Some(var), None) => self
-                    .env_secret(&format!("{path}.key_env"), &var)
-                    .map(|v| Sha256::digest(v.as_bytes()).into()),
-                (None, Some(text)) => match parse_sha256(&text) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        self.error(&format!("{path}.key"), e);
-                        None
-                    }
-                },
+            let (source, digest) = match (k.key_env, k.key) {
+                (Some(var), None) => {
+                    let source = format!("{path}.key_env");
+                    let digest = self
+                        .env_secret(&source, &var)
+                        .and_then(|v| self.key_digest(&source, &v));
+                    (source, digest)
+                }
+                (None, Some(text)) => {
+                    let source = format!("{path}.key");
+                    let digest = self.file_key(&source, &text);
+                    (source, digest)
+                }
                 (Some(_), Some(_)) => {
                     self.error(
                         &format!("{path}.key"),
                         "give either `key_env` or `key`, not both",
                     );
-                    None
+                    continue;
                 }
+                // A `key: ${VAR}` whose variable is unset was reported (and removed) already.
+                (None, None) if self.sink.has_error_at(&format!("{path}.key")) => continue,
                 (None, None) => {
                     self.missing(
                         &format!("{path}.key_env"),
-                        "required: `key_env: VAR` or `key: sha256:<hex>`",
+                        "required: `key_env: VAR`, `key: ${VAR}` or `key: sha256:<hex>`",
                     );
-                    None
+                    continue;
                 }
             };
-            if let Some(digest) = digest {
-                out.push(ApiKey {
-                    id: Arc::from(id),
-                    digest,
-                });
+            let Some(digest) = digest else { continue };
+            if let Some(j) = out.iter().position(|o| o.digest == digest) {
+                self.error(
+                    &source,
+                    format!(
+                        "the same key as {} (id `{}`): every caller needs a key of its own, or the gateway cannot tell them apart",
+                        sources[j], out[j].id
+                    ),
+                );
+                continue;
             }
+            sources.push(source);
+            out.push(ApiKey {
+                id: Arc::from(id),
+                digest,
+            });
         }
         Some(AuthConfig::ApiKey {
             header: header?,
             keys: out,
         })
+    }
+
+    /// `auth.keys[].key`: a `sha256:` digest (written in the file or not), or a key that came
+    /// wholly from the environment (`key: ${VAR}`, MCPGate's spelling), hashed here like a
+    /// `key_env` one. A plain-text key written in the file is refused: the file would hold the
+    /// secret.
+    fn file_key(&mut self, path: &str, text: &str) -> Option<[u8; 32]> {
+        let result = if text.trim().starts_with("sha256:") || !self.from_env.contains(path) {
+            parse_sha256(text)
+        } else {
+            return self.key_digest(path, text);
+        };
+        result.map_err(|e| self.error(path, e)).ok()
+    }
+
+    /// The stored digest of a plain key (from the environment). Clients' keys are compared
+    /// trimmed (a header value cannot carry surrounding whitespace), so the stored one is too:
+    /// a trailing newline from `$(cat keyfile)` must not make a key unusable.
+    fn key_digest(&mut self, path: &str, key: &str) -> Option<[u8; 32]> {
+        let key = key.trim();
+        if key.is_empty() {
+            self.error(
+                path,
+                "the environment variable holds only whitespace, which no client can send as a key",
+            );
+            return None;
+        }
+        if key.bytes().any(|b| b.is_ascii_control()) {
+            // Never echo the value: it is a secret.
+            self.error(
+                path,
+                "the key holds control characters, which no client can send in a header",
+            );
+            return None;
+        }
+        Some(Sha256::digest(key.as_bytes()).into())
     }
 
     fn jwt(&mut self, oidc: bool, raw: RawAuth) -> Option<AuthConfig> {
@@ -528,7 +633,7 @@ impl Validator<'_> {
 
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let hex = text.trim().strip_prefix("sha256:").ok_or_else(|| {
-        "keys in the file must be hashes, `sha256:<64 hex digits>` (printf %s KEY | sha256sum); or use `key_env`".to_string()
+        "keys written in the file must be hashes, `sha256:<64 hex digits>` (printf %s KEY | sha256sum); or take the key from the environment with `key: ${VAR}` or `key_env: VAR`".to_string()
     })?;
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("`sha256:` must be followed by 64 hex digits".into());

@@ -6,6 +6,14 @@ fn env(name: &str) -> Option<String> {
         "API_VALUE" => Some("v-123".into()),
         "PORT" => Some("9090".into()),
         "UPSTREAM_HOST" => Some("127.0.0.1:3001".into()),
+        "EMPTY" => Some(String::new()),
+        "BLANK" => Some("  \t ".into()),
+        "WITH_NEWLINE" => Some("eng-key-1\n".into()),
+        "ENG_API_KEY" => Some("eng-key-1".into()),
+        "CONTRACTOR_API_KEY" => Some("contractor-key-2".into()),
+        "GITHUB_MCP_TOKEN" => Some("ghp_migrated".into()),
+        "DB_MCP_KEY" => Some("db-key".into()),
+        "KEY_HASH" => Some(format!("sha256:{}", "ab".repeat(32))),
         _ => None,
     }
 }
@@ -538,4 +546,334 @@ fn observability_section() {
     );
     assert!(got[0].2.contains("collides"), "{}", got[0].2);
     assert!(got[1].2.contains("needs `path`"), "{}", got[1].2);
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+fn api_keys(cfg: &Config) -> Vec<(String, [u8; 32])> {
+    match cfg.auth.as_ref().unwrap() {
+        crate::stages::auth::AuthConfig::ApiKey { keys, .. } => {
+            keys.iter().map(|k| (k.id.to_string(), k.digest)).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The config MCPGate's README teaches (tests/fixtures/mcpgate-readme.yaml, a verbatim copy of
+/// ../shared/seed/mcpgate-readme.yaml), unchanged: every key means what it meant there.
+#[test]
+fn the_mcpgate_readme_config_runs_unchanged() {
+    use crate::stages::policy::{Effect, Subject};
+    use crate::stages::ratelimit::ClientScope;
+    let text = include_str!("../../../tests/fixtures/mcpgate-readme.yaml");
+    let cfg = Config::parse(text, "mcpgate-readme.yaml", &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.server.port, 3000);
+    let github = cfg.upstream("github").unwrap();
+    assert_eq!(
+        github.timeout,
+        Duration::from_millis(30_000),
+        "ms, as in MCPGate"
+    );
+    let (name, value) = github.credential.as_ref().unwrap();
+    assert_eq!(
+        (name.as_str(), value.to_str().unwrap()),
+        ("authorization", "Bearer ghp_migrated")
+    );
+    let postgres = cfg.upstream("postgres").unwrap();
+    assert_eq!(postgres.timeout, Duration::from_millis(15_000));
+    let (name, value) = postgres.credential.as_ref().unwrap();
+    assert_eq!(
+        (name.as_str(), value.to_str().unwrap()),
+        ("x-db-key", "db-key")
+    );
+
+    // `key: "${VAR}"`: the keys came from the environment and are stored hashed.
+    assert_eq!(
+        api_keys(&cfg),
+        [
+            ("engineering".to_string(), sha256("eng-key-1")),
+            ("contractors".to_string(), sha256("contractor-key-2")),
+        ]
+    );
+    assert_eq!(cfg.auth.as_ref().unwrap().credential_header(), "x-api-key");
+
+    // `defaults`: a bucket for each caller on each server.
+    let rl = cfg.rate_limit.as_ref().unwrap();
+    assert_eq!(rl.backend, StateBackend::Memory);
+    assert_eq!(
+        rl.per_client.for_name("engineering"),
+        Some(crate::stages::ratelimit::Limit {
+            capacity: 100.0,
+            refill_rate: 10.0
+        })
+    );
+    assert_eq!(rl.per_client_scope, ClientScope::Route);
+    assert!(rl.per_server.default.is_none() && rl.per_tool.default.is_none());
+
+    // First match wins; what no rule matches gets `default: allow`.
+    let policy = cfg.policy.as_ref().unwrap();
+    let judge = |client, server, tool| {
+        policy
+            .judge(&Subject {
+                client,
+                server,
+                method: "tools/call",
+                target: Some(tool),
+            })
+            .effect
+    };
+    assert_eq!(judge("engineering", "postgres", "query"), Effect::Allow);
+    assert_eq!(judge("contractors", "github", "search_code"), Effect::Allow);
+    assert_eq!(judge("contractors", "github", "get_issue"), Effect::Allow);
+    assert_eq!(judge("contractors", "postgres", "query"), Effect::Deny);
+    assert_eq!(
+        judge("contractors", "postgres", "search_rows"),
+        Effect::Deny
+    );
+
+    let obs = &cfg.observability;
+    assert_eq!(obs.metrics.as_ref().unwrap().path, "/metrics");
+    let audit = obs.audit.as_ref().unwrap();
+    assert_eq!((&audit.sink, audit.log_bodies), (&AuditSink::Stdout, false));
+
+    // Without its variables, every one is named with how to set it, and nothing else is wrong.
+    let errors = Config::parse(text, "mcpgate-readme.yaml", &|_| None).unwrap_err();
+    let paths: Vec<&str> = errors.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "upstreams.github.auth.token_env",
+            "upstreams.postgres.auth.value_env",
+            "auth.keys[0].key",
+            "auth.keys[1].key",
+        ],
+        "{errors}"
+    );
+    assert!(
+        errors.to_string().contains(
+            "export CONTRACTOR_API_KEY=... DB_MCP_KEY=... ENG_API_KEY=... GITHUB_MCP_TOKEN=..."
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn api_keys_from_the_environment_are_accepted_and_literal_ones_refused() {
+    let cfg = |keys: &str| {
+        format!("auth:\n  type: api-key\n  keys:\n{keys}upstreams:\n  a:\n    url: http://x/mcp\n")
+    };
+    // Accepted: keys that are wholly variables, and hashes wherever they come from.
+    let cfg_ok = parse(&cfg("    - {id: a, key: \"${ENG_API_KEY}\"}\n\
+         \x20   - {id: b, key: \"${GH_TOKEN}${API_VALUE}\"}\n\
+         \x20   - {id: c, key: \"${KEY_HASH}\"}\n\
+         \x20   - {id: d, key_env: CONTRACTOR_API_KEY}\n"))
+    .unwrap();
+    assert_eq!(
+        api_keys(&cfg_ok),
+        [
+            ("a".to_string(), sha256("eng-key-1")),
+            ("b".to_string(), sha256("ghp_secretv-123")),
+            ("c".to_string(), [0xab; 32]),
+            ("d".to_string(), sha256("contractor-key-2")),
+        ]
+    );
+    // A trailing newline (as `$(cat keyfile)` leaves) is not part of the key a client can send.
+    let trimmed = parse(&cfg("    - {id: a, key: \"${WITH_NEWLINE}\"}\n")).unwrap();
+    assert_eq!(api_keys(&trimmed), [("a".to_string(), sha256("eng-key-1"))]);
+
+    // Refused, each with the reason at the key's line. Values from the environment are secrets
+    // and never appear in a message.
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "    - {id: a, key: eng-key-1}\n",
+            "auth.keys[0].key",
+            "must be hashes",
+        ),
+        (
+            "    - {id: a, key: \"x${ENG_API_KEY}\"}\n",
+            "auth.keys[0].key",
+            "must be hashes",
+        ),
+        (
+            "    - {id: a, key: \"${NOPE:-devkey}\"}\n",
+            "auth.keys[0].key",
+            "must be hashes",
+        ),
+        (
+            "    - {id: a, key: \"$${ENG_API_KEY}\"}\n",
+            "auth.keys[0].key",
+            "must be hashes",
+        ),
+        // Not nested interpolation: the default is the literal text `${ENG_API_KEY`.
+        (
+            "    - {id: a, key: \"${NOPE:-${ENG_API_KEY}}\"}\n",
+            "auth.keys[0].key",
+            "must be hashes",
+        ),
+        (
+            "    - {id: a, key: \"${ENG_API_KEY}x\"}\n",
+            "auth.keys[0].key",
+            "must be hashes",
+        ),
+        (
+            "    - {id: a, key: \"${EMPTY}\"}\n",
+            "auth.keys[0].key",
+            "only whitespace",
+        ),
+        (
+            "    - {id: a, key: \"${BLANK}\"}\n",
+            "auth.keys[0].key",
+            "only whitespace",
+        ),
+        (
+            "    - {id: a, key_env: BLANK}\n",
+            "auth.keys[0].key_env",
+            "only whitespace",
+        ),
+        (
+            "    - {id: a, key: \"${NOPE}\"}\n",
+            "auth.keys[0].key",
+            "`NOPE` is not set",
+        ),
+        (
+            "    - {id: a, key: \"${ENG_API_KEY}\"}\n    - {id: b, key_env: WITH_NEWLINE}\n",
+            "auth.keys[1].key_env",
+            "the same key as auth.keys[0].key (id `a`)",
+        ),
+        (
+            "    - {id: a, key: \"${ENG_API_KEY}\"}\n    - {id: b, key: \"${ENG_API_KEY}\"}\n",
+            "auth.keys[1].key",
+            "every caller needs a key of its own",
+        ),
+    ];
+    for (keys, path, needle) in cases {
+        let got = errors(&cfg(keys));
+        assert!(
+            got.iter()
+                .any(|(p, line, m)| p == path && line.is_some() && m.contains(needle)),
+            "{keys:?}: want {path} ~ {needle:?}, got {got:#?}"
+        );
+        for (_, _, m) in &got {
+            assert!(!m.contains("eng-key-1"), "a secret in a message: {m}");
+        }
+    }
+}
+
+#[test]
+fn rate_limit_defaults_is_a_bucket_per_caller_on_each_route() {
+    use crate::stages::ratelimit::{BucketKey, ClientScope, MemoryBackend, RateLimit};
+    let up = "upstreams:\n  a:\n    url: http://x/mcp\n";
+    let compile = |section: &str| {
+        parse(&format!("rate_limit:\n{section}{up}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .rate_limit
+            .unwrap()
+    };
+    let migrated = compile("  defaults: {capacity: 5, refill_rate: 1}\n");
+    let native =
+        compile("  per_client: {capacity: 5, refill_rate: 1}\n  per_client_scope: route\n");
+    let gateway = compile("  per_client: {capacity: 5, refill_rate: 1}\n");
+    assert_eq!(
+        gateway.per_client_scope,
+        ClientScope::Gateway,
+        "the default scope"
+    );
+    for rl in [&migrated, &native] {
+        assert_eq!(rl.per_client_scope, ClientScope::Route);
+        assert_eq!(rl.per_client.default.map(|l| l.capacity), Some(5.0));
+    }
+    // More specific limits still apply: a `clients:` override, per route like the default.
+    let with_override = compile(
+        "  defaults: {capacity: 5, refill_rate: 1}\n  clients:\n    ci-*: {capacity: 50, refill_rate: 5}\n",
+    );
+    let stage = RateLimit::new(with_override, std::sync::Arc::new(MemoryBackend::new(100)));
+    let buckets = stage.buckets(&"ci-bot".into(), &"github".into(), None);
+    assert_eq!(buckets.len(), 1);
+    assert_eq!(
+        buckets[0].0,
+        BucketKey::ClientOnServer {
+            client: "ci-bot".into(),
+            server: "github".into()
+        }
+    );
+    assert_eq!(buckets[0].1.capacity, 50.0);
+    let stage = RateLimit::new(gateway, std::sync::Arc::new(MemoryBackend::new(100)));
+    assert_eq!(
+        stage.buckets(&"ci-bot".into(), &"github".into(), None)[0].0,
+        BucketKey::Client("ci-bot".into())
+    );
+
+    // Both spellings of one limit, or a scope that contradicts `defaults`: refused, not a
+    // silent winner.
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "  defaults: {capacity: 5, refill_rate: 1}\n  per_client: {capacity: 9, refill_rate: 1}\n",
+            "rate_limit.defaults",
+            "both set the per-caller limit",
+        ),
+        (
+            "  defaults: {capacity: 5, refill_rate: 1}\n  per_client_scope: gateway\n",
+            "rate_limit.per_client_scope",
+            "write `per_client` instead of `defaults`",
+        ),
+        (
+            "  per_client: {capacity: 5, refill_rate: 1}\n  per_client_scope: server\n",
+            "rate_limit.per_client_scope",
+            "is not `gateway`",
+        ),
+        (
+            "  defaults: {capacity: 0, refill_rate: 1}\n",
+            "rate_limit.defaults.capacity",
+            "at least 1",
+        ),
+        (
+            "  defaults: {capacity: 5}\n",
+            "rate_limit.defaults.refill_rate",
+            "required",
+        ),
+        (
+            "  defaults: {capacity: 5, refill: 1}\n",
+            "rate_limit.defaults.refill",
+            "unknown key",
+        ),
+    ];
+    for (section, path, needle) in cases {
+        let got = errors(&format!("rate_limit:\n{section}{up}"));
+        assert!(
+            got.iter()
+                .any(|(p, line, m)| p == path && line.is_some() && m.contains(needle)),
+            "{section:?}: want {path} ~ {needle:?}, got {got:#?}"
+        );
+    }
+}
+
+/// The other examples of MCPGate's README, as written there: the minimal config, JWT, OIDC.
+#[test]
+fn the_other_mcpgate_readme_examples_keep_working() {
+    let minimal = parse(
+        "server:\n  port: 3000\nupstreams:\n  github:\n    url: \"https://your-github-mcp-server.example.com/mcp\"\n    timeout: 30000\n",
+    )
+    .unwrap();
+    assert_eq!(minimal.server.port, 3000);
+    let up = "upstreams:\n  github:\n    url: \"https://github-mcp.example.com/mcp\"\n";
+    let jwt = parse(&format!(
+        "{up}auth:\n  type: jwt\n  jwks_uri: \"https://auth.example.com/.well-known/jwks.json\"\n  issuer: \"https://auth.example.com\"\n  audience: \"mcpgate\"\n  algorithms: [\"RS256\"]\n  client_id_claim: sub\n"
+    ))
+    .unwrap();
+    let j = jwt.auth.as_ref().unwrap().jwt().unwrap();
+    assert_eq!(
+        (j.audience.as_slice(), j.client_id_claim.as_str()),
+        (&["mcpgate".to_string()][..], "sub")
+    );
+    let oidc = parse(&format!(
+        "{up}auth:\n  type: oidc\n  issuer: \"https://accounts.google.com\"\n  audience: \"your-client-id\"\n  client_id_claim: sub\n"
+    ))
+    .unwrap();
+    assert!(matches!(
+        &oidc.auth.as_ref().unwrap().jwt().unwrap().source,
+        crate::stages::auth::KeySource::Oidc(issuer) if issuer == "https://accounts.google.com"
+    ));
 }

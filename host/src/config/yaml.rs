@@ -36,6 +36,9 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors {
     pub source: String,
     pub errors: Vec<ConfigError>,
+    /// Environment variables the file uses (`${VAR}`, `*_env` keys) that are not set: named once
+    /// more at the end with how to set them, since that is the usual first-run error.
+    pub missing_env: Vec<String>,
 }
 
 impl fmt::Display for ConfigErrors {
@@ -56,6 +59,21 @@ impl fmt::Display for ConfigErrors {
             };
             writeln!(f, "  {}{at}:{key} {}", self.source, e.message)?;
         }
+        if !self.missing_env.is_empty() {
+            let n = self.missing_env.len();
+            let assignments: Vec<String> = self
+                .missing_env
+                .iter()
+                .map(|v| format!("{v}=..."))
+                .collect();
+            writeln!(
+                f,
+                "hint: {n} environment variable{} not set; set {} before running mcpgate, e.g.\n  export {}",
+                if n == 1 { " is" } else { "s are" },
+                if n == 1 { "it" } else { "them" },
+                assignments.join(" ")
+            )?;
+        }
         Ok(())
     }
 }
@@ -68,6 +86,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Sink {
     pub errors: Vec<ConfigError>,
     reported: BTreeSet<String>,
+    /// Environment variables the file needs that are not set (for one hint at the end).
+    pub missing_env: BTreeSet<String>,
 }
 
 impl Sink {
@@ -101,6 +121,7 @@ impl Sink {
         Err(ConfigErrors {
             source: source.to_string(),
             errors: self.errors,
+            missing_env: self.missing_env.into_iter().collect(),
         })
     }
 }
@@ -287,33 +308,53 @@ fn remove_at(root: &mut Node, path: &str) -> bool {
 
 /// Replaces `${VAR}` (and `${VAR:-default}`) in every scalar value; `$${` stays a literal `${`.
 /// A missing variable is an error at its key, and its value is removed so no second error follows.
-pub fn interpolate(root: &mut Node, env: &dyn Fn(&str) -> Option<String>, sink: &mut Sink) {
+///
+/// Returns the paths of the values that came wholly from the environment (see
+/// [`Substituted::from_env`]): a secret there is not written in the file, which the validator
+/// needs to know (`auth.keys[].key: ${VAR}` is accepted, a literal key is not).
+pub fn interpolate(
+    root: &mut Node,
+    env: &dyn Fn(&str) -> Option<String>,
+    sink: &mut Sink,
+) -> BTreeSet<String> {
     let mut missing = Vec::new();
+    let mut from_env = BTreeSet::new();
     walk_scalars(root, String::new(), &mut |path, scalar| {
         let text = scalar.as_str();
         if !text.contains("${") {
             return;
         }
         match substitute(text, env) {
-            Ok(value) => {
+            Ok(done) => {
+                if done.from_env {
+                    from_env.insert(path.to_string());
+                }
                 let span = *scalar.span();
-                *scalar = marked_yaml::types::MarkedScalarNode::new(span, value);
+                *scalar = marked_yaml::types::MarkedScalarNode::new(span, done.value);
             }
-            Err(var) => missing.push((
+            Err(vars) => missing.push((
                 path.to_string(),
-                var,
+                vars,
                 scalar.span().start().map(|m| m.line()),
             )),
         }
     });
-    for (path, var, line) in missing {
-        sink.push(
-            &path,
-            line,
-            format!("environment variable `{var}` is not set (used as `${{{var}}}`)"),
-        );
+    for (path, vars, line) in missing {
+        let message = match vars.as_slice() {
+            [var] => format!("environment variable `{var}` is not set (used as `${{{var}}}`)"),
+            _ => format!(
+                "environment variables {} are not set",
+                vars.iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        sink.push(&path, line, message);
+        sink.missing_env.extend(vars);
         remove_at(root, &path);
     }
+    from_env
 }
 
 fn walk_scalars(
@@ -341,15 +382,34 @@ fn walk_scalars(
     }
 }
 
-/// `${VAR}` substitution; returns the name of the first unset variable as the error.
-pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// The result of [`substitute`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Substituted {
+    pub value: String,
+    /// Every character of `value` came from environment variables: the text was only `${VAR}`
+    /// references (at least one), none of which fell back to its `:-default`. A secret written
+    /// this way is not stored in the file.
+    pub from_env: bool,
+}
+
+/// `${VAR}` substitution; returns the names of the unset variables as the error.
+pub fn substitute(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Substituted, Vec<String>> {
+    let mut unset = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    // Whether anything but a variable's value went into `out`, and whether a variable did.
+    let mut literal = false;
+    let mut variables = false;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
+        literal |= i > 0;
         let after = &rest[i..];
         if let Some(escaped) = after.strip_prefix("$${") {
             out.push_str("${");
+            literal = true;
             rest = escaped;
         } else if let Some(body) = after.strip_prefix("${")
             && let Some(end) = body.find('}')
@@ -361,18 +421,31 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             };
             match (env(name), default) {
                 (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
-                (_, Some(d)) => out.push_str(d),
-                (None, None) => return Err(name.to_string()),
+                (_, Some(d)) => {
+                    out.push_str(d);
+                    literal = true;
+                }
+                (None, None) if !unset.iter().any(|u| u == name) => unset.push(name.to_string()),
+                (None, None) => {}
                 (Some(_), None) => unreachable!("handled by the first arm"),
             }
+            variables = true;
             rest = &body[end + 1..];
         } else {
             out.push('$');
+            literal = true;
             rest = &after[1..];
         }
     }
     out.push_str(rest);
-    Ok(out)
+    literal |= !rest.is_empty();
+    if !unset.is_empty() {
+        return Err(unset);
+    }
+    Ok(Substituted {
+        value: out,
+        from_env: variables && !literal,
+    })
 }
 
 /// Deserializes `T` from the tree, recording every error (key path + line) in `sink` and
@@ -427,25 +500,82 @@ mod tests {
 
     #[test]
     fn substitution_table() {
-        let cases: &[(&str, Result<&str, &str>)] = &[
-            ("plain", Ok("plain")),
-            ("${HOME_DIR}/a", Ok("/home/x/a")),
-            ("a${HOME_DIR}b${HOME_DIR}", Ok("a/home/xb/home/x")),
-            ("$${HOME_DIR}", Ok("${HOME_DIR}")),
-            ("${NOPE:-fallback}", Ok("fallback")),
-            ("${EMPTY:-fallback}", Ok("fallback")),
-            ("${EMPTY}", Ok("")),
-            ("${NOPE}", Err("NOPE")),
-            ("cost $5", Ok("cost $5")),
-            ("${unterminated", Ok("${unterminated")),
+        /// The value, or the unset variables.
+        type Want<'a> = Result<&'a str, &'a [&'a str]>;
+        // (input, want, whether the value came wholly from the environment)
+        let cases: &[(&str, Want, bool)] = &[
+            ("plain", Ok("plain"), false),
+            ("${HOME_DIR}", Ok("/home/x"), true),
+            ("${HOME_DIR}${HOME_DIR}", Ok("/home/x/home/x"), true),
+            ("${HOME_DIR}/a", Ok("/home/x/a"), false),
+            (" ${HOME_DIR}", Ok(" /home/x"), false),
+            ("a${HOME_DIR}b${HOME_DIR}", Ok("a/home/xb/home/x"), false),
+            ("$${HOME_DIR}", Ok("${HOME_DIR}"), false),
+            ("${NOPE:-fallback}", Ok("fallback"), false),
+            ("${HOME_DIR:-fallback}", Ok("/home/x"), true),
+            ("${EMPTY:-fallback}", Ok("fallback"), false),
+            ("${EMPTY}", Ok(""), true),
+            ("${NOPE}", Err(&["NOPE"][..]), false),
+            (
+                "${NOPE}${HOME_DIR}${ALSO}",
+                Err(&["NOPE", "ALSO"][..]),
+                false,
+            ),
+            ("cost $5", Ok("cost $5"), false),
+            ("${HOME_DIR}$", Ok("/home/x$"), false),
+            ("${unterminated", Ok("${unterminated"), false),
         ];
-        for (input, want) in cases {
+        for (input, want, from_env) in cases {
             let got = substitute(input, &env);
             match want {
-                Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{input}"),
-                Err(v) => assert_eq!(got, Err(v.to_string()), "{input}"),
+                Ok(w) => assert_eq!(
+                    got,
+                    Ok(Substituted {
+                        value: w.to_string(),
+                        from_env: *from_env
+                    }),
+                    "{input}"
+                ),
+                Err(v) => assert_eq!(
+                    got,
+                    Err(v.iter().map(|v| v.to_string()).collect()),
+                    "{input}"
+                ),
             }
         }
+    }
+
+    #[test]
+    fn interpolation_remembers_values_from_the_environment_and_the_unset_variables() {
+        let mut root = parse("a: ${HOME_DIR}\nb: x${HOME_DIR}\nc:\n  - ${HOME_DIR}\n  - plain\nd: ${NOPE}\ne: ${NOPE}${ALSO_NOPE}\n").unwrap();
+        let mut sink = Sink::default();
+        let from_env = interpolate(&mut root, &env, &mut sink);
+        assert_eq!(
+            from_env.into_iter().collect::<Vec<_>>(),
+            ["a", "c[0]"],
+            "only values made of variables alone"
+        );
+        assert_eq!(
+            sink.missing_env
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["ALSO_NOPE", "NOPE"],
+            "each unset variable once"
+        );
+        let errors = sink.finish("f.yaml").unwrap_err();
+        let text = errors.to_string();
+        assert_eq!(errors.errors.len(), 2, "{text}");
+        assert!(
+            text.contains("f.yaml:7: e: environment variables `NOPE`, `ALSO_NOPE` are not set"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "hint: 2 environment variables are not set; set them before running mcpgate, e.g.\n  export ALSO_NOPE=... NOPE=...\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl Plugins {
         let fail = |errors| ConfigErrors {
             source: "plugins".into(),
             errors,
+            missing_env: Vec::new(),
         };
         let runtime = Runtime::new(
             &config.plugin_runtime,

@@ -1,8 +1,9 @@
 //! Rate limiting: token buckets per client, per server and per tool.
 //!
 //! Each JSON-RPC request takes one token from every bucket that applies to it: the caller's
-//! (`per_client`), the route's, shared by all callers (`per_server`), and for `tools/call` the
-//! (caller, server, tool) bucket (`per_tool`). If any bucket is empty the request is refused with
+//! (`per_client`: one for every route, or one on each route with `per_client_scope: route`, which
+//! is what MCPGate's `defaults` meant), the route's, shared by all callers (`per_server`), and for
+//! `tools/call` the (caller, server, tool) bucket (`per_tool`). If any bucket is empty the request is refused with
 //! 429, `Retry-After` and a JSON-RPC error carrying its id, and no bucket is charged. Every response
 //! on a limited route carries `X-RateLimit-Limit/Remaining/Reset` for the tightest bucket.
 //! Notifications and the client's responses are not charged; a modern MRTR retry is a new
@@ -123,6 +124,11 @@ impl Bucket {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BucketKey {
     Client(Arc<str>),
+    /// The caller's bucket on one route (`per_client_scope: route`).
+    ClientOnServer {
+        client: Arc<str>,
+        server: Arc<str>,
+    },
     Server(Arc<str>),
     Tool {
         client: Arc<str>,
@@ -134,7 +140,7 @@ pub enum BucketKey {
 impl BucketKey {
     pub fn level(&self) -> &'static str {
         match self {
-            BucketKey::Client(_) => "client",
+            BucketKey::Client(_) | BucketKey::ClientOnServer { .. } => "client",
             BucketKey::Server(_) => "server",
             BucketKey::Tool { .. } => "tool",
         }
@@ -373,10 +379,21 @@ impl LevelLimits {
     }
 }
 
+/// Which requests of a caller share its `per_client` bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientScope {
+    /// One bucket per caller, whatever the route (the default).
+    Gateway,
+    /// One bucket per caller on each route (MCPGate's `defaults`).
+    Route,
+}
+
 /// The compiled `rate_limit:` section.
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
     pub per_client: LevelLimits,
+    /// Whether `per_client` buckets (and `clients:` overrides) are per route.
+    pub per_client_scope: ClientScope,
     pub per_server: LevelLimits,
     pub per_tool: LevelLimits,
     pub max_buckets: usize,
@@ -406,7 +423,14 @@ impl RateLimit {
     ) -> Vec<(BucketKey, Limit)> {
         let mut out = Vec::with_capacity(3);
         if let Some(l) = self.config.per_client.for_name(client) {
-            out.push((BucketKey::Client(client.clone()), l));
+            let key = match self.config.per_client_scope {
+                ClientScope::Gateway => BucketKey::Client(client.clone()),
+                ClientScope::Route => BucketKey::ClientOnServer {
+                    client: client.clone(),
+                    server: server.clone(),
+                },
+            };
+            out.push((key, l));
         }
         if let Some(l) = self.config.per_server.for_name(server) {
             out.push((BucketKey::Server(server.clone()), l));

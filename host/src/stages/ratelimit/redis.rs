@@ -32,6 +32,8 @@ impl RedisBackend {
 fn redis_key(prefix: &str, key: &BucketKey) -> String {
     match key {
         BucketKey::Client(c) => format!("{prefix}rl:c:{c}"),
+        // Route names are letters, digits, `-` and `_`: the first `:` ends the server.
+        BucketKey::ClientOnServer { client, server } => format!("{prefix}rl:cs:{server}:{client}"),
         BucketKey::Server(s) => format!("{prefix}rl:s:{s}"),
         BucketKey::Tool {
             client,
@@ -169,6 +171,20 @@ mod tests {
             redis_key("p:", &tool("a", "b:c")),
             redis_key("p:", &BucketKey::Client("a".into())),
             redis_key("p:", &BucketKey::Server("a".into())),
+            redis_key(
+                "p:",
+                &BucketKey::ClientOnServer {
+                    client: "a".into(),
+                    server: "s".into(),
+                },
+            ),
+            redis_key(
+                "p:",
+                &BucketKey::ClientOnServer {
+                    client: "s:a".into(),
+                    server: "s".into(),
+                },
+            ),
         ];
         assert_eq!(keys[0], "p:rl:t:s:3:a:b:c");
         let distinct: std::collections::HashSet<_> = keys.iter().collect();
