@@ -229,13 +229,14 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     for u in &gateway.config.upstreams {
         tracing::info!(upstream = %u.name, route = %format!("http://{local}/servers/{}/mcp", u.name), target = %u.url, "route");
     }
+    let shutdown = shutdown_signal();
     // A line for scripts (tests, the demo) that start on port 0 and need the port.
     println!("mcpgate listening on http://{local}");
     if let Some(m) = &gateway.obs.metrics_path {
         tracing::info!(url = %format!("http://{local}{m}"), "metrics");
     }
     let workers = gateway.config.server.workers;
-    let result = mcpgate::run_workers(listener, gateway.clone(), workers, shutdown_signal()).await;
+    let result = mcpgate::run_workers(listener, gateway.clone(), workers, shutdown).await;
     if let Some(audit) = &gateway.obs.audit {
         let audit_flushed = std::time::Duration::from_secs(5);
         let _ = tokio::task::block_in_place(|| audit.flush(audit_flushed));
@@ -249,17 +250,24 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C / SIGTERM. The handlers are installed when this is called, not when the future is first
+/// polled: a signal that arrives as soon as the "listening" line is out (a supervisor stopping the
+/// gateway at once) must start a drain, not kill the process with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -32,6 +32,18 @@ fn errors(text: &str) -> Vec<(String, Option<usize>, String)> {
         .collect()
 }
 
+/// Asserts that `text` has an error at `path`, with a line, whose message contains `needle`;
+/// returns every error.
+fn assert_error_at(text: &str, path: &str, needle: &str) -> Vec<(String, Option<usize>, String)> {
+    let got = errors(text);
+    assert!(
+        got.iter()
+            .any(|(p, line, m)| p == path && line.is_some() && m.contains(needle)),
+        "{text:?}: want {path} ~ {needle:?} with a line, got {got:#?}"
+    );
+    got
+}
+
 #[test]
 fn a_full_config_compiles() {
     let cfg = parse(
@@ -493,13 +505,7 @@ fn stage_section_errors() {
         ),
     ];
     for (section, path, needle) in cases {
-        let text = format!("{section}{up}");
-        let got = errors(&text);
-        assert!(
-            got.iter()
-                .any(|(p, line, m)| p == path && line.is_some() && m.contains(needle)),
-            "{section:?}: want {path} ~ {needle:?} with a line, got {got:#?}"
-        );
+        assert_error_at(&format!("{section}{up}"), path, needle);
     }
 }
 
@@ -750,12 +756,7 @@ fn api_keys_from_the_environment_are_accepted_and_literal_ones_refused() {
         ),
     ];
     for (keys, path, needle) in cases {
-        let got = errors(&cfg(keys));
-        assert!(
-            got.iter()
-                .any(|(p, line, m)| p == path && line.is_some() && m.contains(needle)),
-            "{keys:?}: want {path} ~ {needle:?}, got {got:#?}"
-        );
+        let got = assert_error_at(&cfg(keys), path, needle);
         for (_, _, m) in &got {
             assert!(!m.contains("eng-key-1"), "a secret in a message: {m}");
         }
@@ -841,12 +842,7 @@ fn rate_limit_defaults_is_a_bucket_per_caller_on_each_route() {
         ),
     ];
     for (section, path, needle) in cases {
-        let got = errors(&format!("rate_limit:\n{section}{up}"));
-        assert!(
-            got.iter()
-                .any(|(p, line, m)| p == path && line.is_some() && m.contains(needle)),
-            "{section:?}: want {path} ~ {needle:?}, got {got:#?}"
-        );
+        assert_error_at(&format!("rate_limit:\n{section}{up}"), path, needle);
     }
 }
 
