@@ -103,6 +103,28 @@ async fn the_script_answers_as_the_memory_backend_does() {
     }
     assert!(seen[5].starts_with("limited at tool"), "{seen:#?}");
     assert!(seen[8].starts_with("limited at server"), "{seen:#?}");
+
+    // A caller's buckets per route (`per_client_scope: route`, MCPGate's `defaults`) are one
+    // per route in both backends.
+    let on = |server: &str| {
+        vec![(
+            BucketKey::ClientOnServer {
+                client: "alice".into(),
+                server: server.into(),
+            },
+            limit(2.0, 0.001),
+        )]
+    };
+    let (github, jira) = (on("github"), on("jira"));
+    let mut seen = Vec::new();
+    for buckets in [&github, &github, &github, &jira] {
+        let m = rounded(memory.take(buckets, true).await.unwrap());
+        let r = rounded(redis.take(buckets, true).await.unwrap());
+        assert_eq!(r, m);
+        seen.push(m);
+    }
+    assert!(seen[2].starts_with("limited at client"), "{seen:#?}");
+    assert!(seen[3].starts_with("allowed 1/2"), "{seen:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

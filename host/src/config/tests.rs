@@ -9,6 +9,7 @@ fn env(name: &str) -> Option<String> {
         "EMPTY" => Some(String::new()),
         "BLANK" => Some("  \t ".into()),
         "WITH_NEWLINE" => Some("eng-key-1\n".into()),
+        "WITH_BELL" => Some("eng\u{7}key".into()),
         "ENG_API_KEY" => Some("eng-key-1".into()),
         "CONTRACTOR_API_KEY" => Some("contractor-key-2".into()),
         "GITHUB_MCP_TOKEN" => Some("ghp_migrated".into()),
