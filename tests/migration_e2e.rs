@@ -247,6 +247,9 @@ fn the_mcpgate_readme_config_behaves_as_its_readme_says() {
     assert_eq!(r.header("retry-after"), Some("1"), "{:?}", r.headers);
     assert_eq!(header_num(&r, "x-ratelimit-limit"), 100.0);
     assert_eq!(header_num(&r, "x-ratelimit-remaining"), 0.0);
+    // Until the bucket is full again: 100 tokens at 10/s.
+    let reset = header_num(&r, "x-ratelimit-reset");
+    assert!((9.0..=10.0).contains(&reset), "{reset}");
     assert!(r.body.contains(r#""code":-32005"#), "{}", r.body);
     assert!(r.body.contains(&format!(r#""id":{id}"#)), "{}", r.body);
     // Other buckets are untouched: the same caller on the other server, and the other caller on
