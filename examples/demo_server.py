@@ -60,16 +60,16 @@ def whoami(ctx: Context) -> str:
     return json.dumps({k: headers.get(k) for k in keep})
 
 
-async def serve(server: MCPServer, port: int = 0) -> None:
+async def serve(server: MCPServer, port: int = 0, app_options: dict | None = None) -> None:
     """Serve `server` over Streamable HTTP at /mcp on 127.0.0.1:`port` (0: a free port), printing
-    `PORT <n>` once it listens."""
+    `PORT <n>` once it listens. `app_options` go to the SDK's `streamable_http_app`."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     # Listen before announcing the port: connections made before uvicorn is up wait in the
     # backlog instead of being refused.
     sock.listen(128)
-    app = server.streamable_http_app(host="127.0.0.1")
+    app = server.streamable_http_app(host="127.0.0.1", **(app_options or {}))
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     await uvicorn.Server(config).serve(sockets=[sock])

@@ -111,6 +111,18 @@ fn stages(c: &mut Criterion) {
 
     // Filtering a tools/list response for the caller.
     let (p, upstream) = pipeline("[auth, policy]");
+    let ids = Arc::new(
+        mcpgate::session::Sessions::new(
+            &Config::parse(
+                "upstreams:\n  u:\n    url: http://127.0.0.1:1/mcp\n",
+                "bench",
+                &|_| None,
+            )
+            .unwrap()
+            .sessions,
+        )
+        .0,
+    );
     let tools: Vec<serde_json::Value> = (0..50)
         .map(|i| {
             let name = match i % 5 {
@@ -132,11 +144,15 @@ fn stages(c: &mut Criterion) {
             Some(ParsedBody::parse(request).unwrap()),
         );
         p.on_request(&mut cx).now_or_never().unwrap().unwrap();
-        let hooks = p.response_interest(&cx);
+        let hooks = p.hook_requests(&mut cx, &ids).unwrap();
+        // The upstream answers under the id the request was forwarded with.
+        let forwarded = cx.body.as_ref().unwrap().messages[0].id.clone().unwrap();
+        let mut answer = list.clone();
+        answer["id"] = serde_json::from_str(forwarded.get()).unwrap();
+        let answer = serde_json::to_vec(&answer).unwrap();
         b.iter(|| {
-            let mut v = list.clone();
-            hooks.apply(&cx, &mut v).now_or_never().unwrap();
-            black_box(v);
+            let out = hooks.process(&cx, &answer).now_or_never().unwrap();
+            black_box(out);
         })
     });
 }

@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use axum::response::Response;
 use http::HeaderMap;
 
+use serde_json::value::RawValue;
+
 use crate::config::Upstream;
 use crate::error::GatewayError;
 use crate::mcp::{Era, Message, ParsedBody};
-use crate::session::SessionClaims;
+use crate::session::{HookedId, REQUEST_ID_PREFIX, SessionClaims, Sessions};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -128,6 +130,14 @@ impl RequestContext {
         self.body.as_mut().and_then(|b| b.messages.get_mut(current))
     }
 
+    /// Replaces message `index` (the gateway's own rewrite, such as a hooked request's id) and
+    /// marks the body for re-serialisation; returns the message it replaced.
+    pub fn replace_message(&mut self, index: usize, message: Message) -> Option<Message> {
+        let slot = self.body.as_mut()?.messages.get_mut(index)?;
+        self.modified = true;
+        Some(std::mem::replace(slot, message))
+    }
+
     /// Whether any stage rewrote a message (the body must then be re-serialised).
     pub fn body_modified(&self) -> bool {
         self.modified
@@ -169,6 +179,13 @@ pub trait Stage: Send + Sync + 'static {
     /// Whether this stage wants to see the response to `request` (for example `tools/list` for a
     /// stage that filters lists). Only such responses are parsed; the rest stream untouched.
     fn wants_response(&self, _cx: &RequestContext, _request: &Message) -> bool {
+        false
+    }
+
+    /// Whether [`Stage::wants_response`] can ever be true: then streams that carry responses to
+    /// other requests (legacy GET streams) are inspected for them. A stage that overrides
+    /// `wants_response` overrides this too.
+    fn hooks_responses(&self) -> bool {
         false
     }
 
@@ -252,85 +269,278 @@ impl Pipeline {
         Ok(Outcome::Forward)
     }
 
-    /// The response hooks this request needs: for each request message some stage asked about,
-    /// its id (as raw JSON text) and the stages that asked. Empty means "stream untouched".
-    pub fn response_interest(&self, cx: &RequestContext) -> ResponseHooks {
-        let mut wanted = Vec::new();
+    /// Whether any stage (or observer) may ask to see responses: then streams that answer no
+    /// request of their own (legacy GET streams, resumed streams) are inspected too.
+    pub fn hooks_responses(&self) -> bool {
+        self.observers
+            .iter()
+            .chain(self.stages.iter())
+            .any(|s| s.hooks_responses())
+    }
+
+    /// The stages (observers first) that want the response to `request`.
+    fn interested(&self, cx: &RequestContext, request: &Message) -> Vec<Arc<dyn Stage>> {
+        self.observers
+            .iter()
+            .chain(self.stages.iter())
+            .filter(|s| s.wants_response(cx, request))
+            .cloned()
+            .collect()
+    }
+
+    /// The response hooks this request needs. Each request message some stage asked about is
+    /// forwarded under an id of the gateway's own ([`HookedId`], sealed by `ids`) instead of the
+    /// client's, so its response is recognised by that id alone, whatever the server does to the
+    /// spelling of ids and on whichever stream (or replica) the response arrives; the hooks then
+    /// give the client back its exact id. Empty hooks mean "stream untouched".
+    pub fn hook_requests(
+        &self,
+        cx: &mut RequestContext,
+        ids: &Arc<Sessions>,
+    ) -> Result<ResponseHooks, GatewayError> {
+        let mut chosen = Vec::new();
         if let Some(body) = &cx.body {
             for (index, msg) in body.messages.iter().enumerate() {
-                let Some(id) = &msg.id else { continue };
-                let stages: Vec<Arc<dyn Stage>> = self
-                    .observers
-                    .iter()
-                    .chain(self.stages.iter())
-                    .filter(|s| s.wants_response(cx, msg))
-                    .cloned()
-                    .collect();
+                if !msg.is_request() {
+                    continue;
+                }
+                let stages = self.interested(cx, msg);
                 if !stages.is_empty() {
-                    wanted.push(Wanted {
-                        id: id.get().to_string(),
-                        index,
-                        stages,
-                    });
+                    chosen.push((index, stages));
                 }
             }
         }
-        ResponseHooks { wanted }
+        let caller = cx.client_key().to_string();
+        let mut wanted = Vec::with_capacity(chosen.len());
+        for (index, stages) in chosen {
+            let Some(msg) = cx.body.as_ref().and_then(|b| b.messages.get(index)) else {
+                continue;
+            };
+            let claims = HookedId {
+                caller: caller.clone(),
+                method: msg.method().to_string(),
+                target: msg.target.as_deref().map(str::to_string),
+                client_id: msg.id.as_deref().map_or("null", RawValue::get).to_string(),
+            };
+            let token = ids.seal_request_id(&cx.upstream.name, &claims);
+            let token_json = RawValue::from_string(format!("\"{token}\""))
+                .map_err(|e| GatewayError::Internal(format!("request id: {e}")))?;
+            let forwarded = msg
+                .with_id(&token_json)
+                .map_err(|e| GatewayError::bad_request(e.code, e.message))?;
+            let Some(original) = cx.replace_message(index, forwarded) else {
+                continue;
+            };
+            wanted.push(Wanted {
+                token,
+                request: original,
+                stages,
+            });
+        }
+        Ok(ResponseHooks {
+            inspect: !wanted.is_empty(),
+            wanted,
+            pipeline: self.clone(),
+            ids: ids.clone(),
+        })
+    }
+
+    /// Hooks for a stream that answers no request of its own (a legacy GET stream, or one a
+    /// client resumes with `Last-Event-ID`): a response that carries a hooked request's id
+    /// ([`HookedId`]) is hooked here too.
+    pub fn stream_hooks(&self, ids: &Arc<Sessions>) -> ResponseHooks {
+        ResponseHooks {
+            inspect: self.hooks_responses(),
+            wanted: Vec::new(),
+            pipeline: self.clone(),
+            ids: ids.clone(),
+        }
     }
 }
 
 struct Wanted {
-    id: String,
-    index: usize,
+    /// The id the request was forwarded under.
+    token: String,
+    /// The request as the stages saw it, with the client's id.
+    request: Message,
     stages: Vec<Arc<dyn Stage>>,
 }
 
-/// The response hooks of one request (see [`Pipeline::response_interest`]).
+/// The response hooks of one request or stream (see [`Pipeline::hook_requests`]).
 pub struct ResponseHooks {
     wanted: Vec<Wanted>,
+    /// Whether bodies must be inspected at all.
+    inspect: bool,
+    /// For responses to requests of other POSTs (they arrive on GET and resumed streams).
+    pipeline: Pipeline,
+    ids: Arc<Sessions>,
+}
+
+/// What [`ResponseHooks::process`] made of one message (or batch) from the upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Processed {
+    /// Answers no hooked request: the upstream's bytes go on as they are.
+    Untouched,
+    /// Answers hooked requests: the messages after the hooks, with the clients' ids restored.
+    Replaced(Vec<u8>),
+    /// Must not reach the client: it answers (or may answer) a hooked request but cannot be
+    /// inspected (unreadable, an id of ours that does not open, another caller's request).
+    Refused(String),
+}
+
+/// The members of a message from the upstream that decide whether it may answer a request.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    result: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
 }
 
 impl ResponseHooks {
-    pub fn is_empty(&self) -> bool {
-        self.wanted.is_empty()
+    /// Whether bodies must be read by [`ResponseHooks::process`] (else they stream untouched).
+    pub fn inspects(&self) -> bool {
+        self.inspect
     }
 
-    /// Runs the hooks for one JSON-RPC message from the upstream, if it answers a request a
-    /// stage asked about. Returns the re-serialised message when a stage modified it.
-    pub async fn apply(
-        &self,
-        cx: &RequestContext,
-        message: &mut serde_json::Value,
-    ) -> ResponseVerdict {
-        let is_response = message.get("result").is_some() || message.get("error").is_some();
-        let Some(id) = message.get("id").filter(|_| is_response) else {
-            return ResponseVerdict::Unchanged;
+    /// These hooks, inspecting nothing (for responses that can carry no hooked answer).
+    pub fn none(mut self) -> Self {
+        self.inspect = false;
+        self
+    }
+
+    /// Runs the hooks on one SSE event's data or one JSON body from the upstream: a message or a
+    /// batch of them. Fails closed: what may answer a hooked request but cannot be read is
+    /// [`Processed::Refused`], never passed on.
+    pub async fn process(&self, cx: &RequestContext, data: &[u8]) -> Processed {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return Processed::Refused("the upstream's message is not UTF-8".into());
         };
-        let id_text = id.to_string();
-        let Some(w) = self.wanted.iter().find(|w| w.id == id_text) else {
-            return ResponseVerdict::Unchanged;
+        let text = text.trim();
+        if text.is_empty() {
+            // An event without data (SSE priming events, keep-alives) answers nothing.
+            return Processed::Untouched;
+        }
+        if !text.starts_with('[') {
+            return match serde_json::from_str::<&RawValue>(text) {
+                Ok(raw) => self.one(cx, raw).await,
+                Err(e) => Processed::Refused(format!("the upstream's message is not JSON: {e}")),
+            };
+        }
+        let items = match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => items,
+            Err(e) => {
+                return Processed::Refused(format!("the upstream's batch is not JSON: {e}"));
+            }
         };
-        let Some(request) = cx.body.as_ref().and_then(|b| b.messages.get(w.index)) else {
-            return ResponseVerdict::Unchanged;
-        };
-        let mut verdict = ResponseVerdict::Unchanged;
-        for stage in &w.stages {
-            if stage.on_response(cx, request, message).await == ResponseVerdict::Modified {
-                verdict = ResponseVerdict::Modified;
+        let mut changed = false;
+        let mut kept: Vec<String> = Vec::with_capacity(items.len());
+        let mut refused = None;
+        for item in items {
+            match self.one(cx, item).await {
+                Processed::Untouched => kept.push(item.get().to_string()),
+                Processed::Replaced(bytes) => {
+                    changed = true;
+                    kept.push(String::from_utf8(bytes).unwrap_or_default());
+                }
+                Processed::Refused(why) => {
+                    changed = true;
+                    refused = Some(why);
+                }
             }
         }
-        verdict
+        match (changed, kept.is_empty(), refused) {
+            (false, _, _) => Processed::Untouched,
+            (true, true, Some(why)) => Processed::Refused(why),
+            _ => Processed::Replaced(format!("[{}]", kept.join(",")).into_bytes()),
+        }
     }
 
-    /// Cheap pre-check on raw SSE data: could this be a response we must hook? Avoids parsing
-    /// progress notifications.
-    pub fn may_match(&self, data: &[u8]) -> bool {
-        !self.wanted.is_empty() && (memfind(data, b"\"result\"") || memfind(data, b"\"error\""))
+    /// [`ResponseHooks::process`] for one message.
+    async fn one(&self, cx: &RequestContext, raw: &RawValue) -> Processed {
+        let Ok(probe) = serde_json::from_str::<Probe<'_>>(raw.get()) else {
+            return Processed::Refused("the upstream's message is not a JSON-RPC object".into());
+        };
+        if probe.result.is_none() && probe.error.is_none() {
+            // Requests and notifications answer nothing.
+            return Processed::Untouched;
+        }
+        // Only ids of ours are hooked: the gateway forwarded every hooked request under one.
+        let Some(token) = probe
+            .id
+            .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
+            .filter(|id| id.starts_with(REQUEST_ID_PREFIX))
+        else {
+            return Processed::Untouched;
+        };
+        let found;
+        let opened;
+        let (request, stages): (&Message, &[Arc<dyn Stage>]) =
+            match self.wanted.iter().find(|w| w.token == token) {
+                Some(w) => (&w.request, &w.stages),
+                None => {
+                    // The answer to another POST's request (a GET or resumed stream).
+                    let Some(claims) = self.ids.open_request_id(&cx.upstream.name, &token) else {
+                        return Processed::Refused(
+                            "a response under a request id the gateway cannot open".into(),
+                        );
+                    };
+                    if claims.caller != *cx.client_key() {
+                        return Processed::Refused("a response to another caller's request".into());
+                    }
+                    let Some(request) = reconstructed(&claims) else {
+                        return Processed::Refused("a request id with unusable claims".into());
+                    };
+                    opened = self.pipeline.interested(cx, &request);
+                    found = request;
+                    (&found, &opened)
+                }
+            };
+        let Ok(mut message) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+            return Processed::Refused("the upstream's message is not JSON".into());
+        };
+        for stage in stages {
+            stage.on_response(cx, request, &mut message).await;
+        }
+        let client_id = request.id.as_deref().map_or("null", RawValue::get);
+        match with_client_id(message, client_id) {
+            Some(bytes) => Processed::Replaced(bytes),
+            None => Processed::Refused("a hooked response is no longer a JSON-RPC object".into()),
+        }
     }
 }
 
-fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// The request a [`HookedId`] stands for, for hooks that see a response away from its POST:
+/// method, id and target (name or URI); the arguments are not part of it.
+fn reconstructed(claims: &HookedId) -> Option<Message> {
+    let mut params = serde_json::Map::new();
+    if let Some(target) = &claims.target {
+        let key = if claims.method.starts_with("resources/") {
+            "uri"
+        } else {
+            "name"
+        };
+        params.insert(key.into(), target.clone().into());
+    }
+    let text = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"method":{},"params":{}}}"#,
+        claims.client_id,
+        serde_json::to_string(&claims.method).ok()?,
+        serde_json::Value::Object(params)
+    );
+    Message::parse(&RawValue::from_string(text).ok()?).ok()
+}
+
+/// A response message serialised with `id` (raw JSON) in place of its own.
+fn with_client_id(message: serde_json::Value, id: &str) -> Option<Vec<u8>> {
+    let serde_json::Value::Object(mut members) = message else {
+        return None;
+    };
+    members.remove("id");
+    let rest = serde_json::to_string(&members).ok()?;
+    let rest = rest.strip_prefix('{')?;
+    let sep = if rest == "}" { "" } else { "," };
+    Some(format!("{{\"id\":{id}{sep}{rest}").into_bytes())
 }
 
 #[cfg(test)]
@@ -374,6 +584,9 @@ mod tests {
         }
         fn wants_response(&self, _cx: &RequestContext, request: &Message) -> bool {
             request.method() == "tools/list"
+        }
+        fn hooks_responses(&self) -> bool {
+            true
         }
         fn on_response<'a>(
             &'a self,
@@ -434,33 +647,136 @@ mod tests {
         assert_eq!(err.to_string(), "SECRET denied");
     }
 
-    #[tokio::test]
-    async fn response_hooks_match_by_id_only_where_asked() {
-        let p = Pipeline::new(vec![Arc::new(Upper)]);
-        let list = cx(r#"{"jsonrpc":"2.0","id":"l1","method":"tools/list"}"#);
-        let hooks = p.response_interest(&list);
-        assert!(!hooks.is_empty());
-        let mut progress =
-            serde_json::json!({"jsonrpc":"2.0","method":"notifications/progress","params":{}});
-        assert_eq!(
-            hooks.apply(&list, &mut progress).await,
-            ResponseVerdict::Unchanged
-        );
-        let mut other = serde_json::json!({"jsonrpc":"2.0","id":"l2","result":{}});
-        assert_eq!(
-            hooks.apply(&list, &mut other).await,
-            ResponseVerdict::Unchanged
-        );
-        let mut mine = serde_json::json!({"jsonrpc":"2.0","id":"l1","result":{"tools":[]}});
-        assert_eq!(
-            hooks.apply(&list, &mut mine).await,
-            ResponseVerdict::Modified
-        );
-        assert_eq!(mine["result"]["seen"], true);
-        assert!(hooks.may_match(br#"{"id":"l1","result":{}}"#));
-        assert!(!hooks.may_match(br#"{"method":"notifications/progress"}"#));
+    fn sessions() -> Arc<Sessions> {
+        Arc::new(
+            Sessions::new(&crate::config::SessionConfig {
+                key: Some([4; 32]),
+                ttl: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(60),
+                max_active: 10,
+            })
+            .0,
+        )
+    }
 
-        let call = cx(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#);
-        assert!(p.response_interest(&call).is_empty());
+    /// The id a hooked request was forwarded under.
+    fn forwarded_id(cx: &RequestContext, index: usize) -> String {
+        let id = cx.body.as_ref().unwrap().messages[index]
+            .id
+            .clone()
+            .unwrap();
+        serde_json::from_str(id.get()).unwrap()
+    }
+
+    fn replaced(p: Processed) -> serde_json::Value {
+        match p {
+            Processed::Replaced(bytes) => serde_json::from_slice(&bytes).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn hooked_requests_go_out_under_gateway_ids_and_come_back_with_the_clients() {
+        let p = Pipeline::new(vec![Arc::new(Upper)]);
+        let ids = sessions();
+        // An id spelled so that a server re-serialises it differently ("1").
+        let mut list = cx(r#"{"jsonrpc":"2.0","id":"\u0031","method":"tools/list"}"#);
+        let hooks = p.hook_requests(&mut list, &ids).unwrap();
+        assert!(hooks.inspects());
+        assert!(list.body_modified());
+        let token = forwarded_id(&list, 0);
+        assert!(token.starts_with(REQUEST_ID_PREFIX), "{token}");
+
+        // The server answers under the gateway's id: hooked, and the client's exact id is back.
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":"{token}","result":{{"tools":[]}}}}"#);
+        let out = hooks.process(&list, answer.as_bytes()).await;
+        let Processed::Replaced(bytes) = &out else {
+            panic!("{out:?}")
+        };
+        assert!(
+            String::from_utf8_lossy(bytes).starts_with(r#"{"id":"\u0031","#),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert_eq!(replaced(out)["result"]["seen"], true);
+
+        // What answers no hooked request passes untouched: notifications, server requests, other
+        // ids (the client's own spelling included: only the gateway's id is trusted), no data.
+        for untouched in [
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"1","result":{"tools":[{"name":"x"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{}}"#,
+            "",
+            "  ",
+        ] {
+            assert_eq!(
+                hooks.process(&list, untouched.as_bytes()).await,
+                Processed::Untouched,
+                "{untouched}"
+            );
+        }
+        // Fail closed: what may answer a hooked request but cannot be read never goes on.
+        let tampered = format!(r#"{{"jsonrpc":"2.0","id":"{token}x","result":{{}}}}"#);
+        for refused in [
+            "not json",
+            r#"{"jsonrpc":"2.0","id":"mg1r.AAAA","result":{}}"#,
+            tampered.as_str(),
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"result":{}}"#,
+            "[1, 2",
+            "\u{ff}",
+        ] {
+            assert!(
+                matches!(
+                    hooks.process(&list, refused.as_bytes()).await,
+                    Processed::Refused(_)
+                ),
+                "{refused}"
+            );
+        }
+        // A batch: the hooked element is rewritten, the others keep their bytes.
+        let batch = format!(
+            r#"[{{"jsonrpc":"2.0","id":9, "result":{{"a": 1.50}}}},{{"jsonrpc":"2.0","id":"{token}","result":{{"tools":[]}}}}]"#
+        );
+        let v = replaced(hooks.process(&list, batch.as_bytes()).await);
+        assert_eq!(v[1]["id"], "1");
+        assert_eq!(v[1]["result"]["seen"], true);
+        let Processed::Replaced(bytes) = hooks.process(&list, batch.as_bytes()).await else {
+            panic!()
+        };
+        assert!(
+            String::from_utf8_lossy(&bytes)
+                .starts_with(r#"[{"jsonrpc":"2.0","id":9, "result":{"a": 1.50}}"#)
+        );
+
+        // A stream that answers no request of its own (a GET stream) recognises the same id, and
+        // only for the caller the request was made by.
+        let get = cx(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        let stream = p.stream_hooks(&ids);
+        assert!(stream.inspects());
+        assert_eq!(
+            replaced(stream.process(&get, answer.as_bytes()).await)["id"],
+            "1"
+        );
+        let mut other_caller = cx(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        other_caller.caller = Some(Caller {
+            id: "mallory".into(),
+            scopes: vec![],
+        });
+        assert!(matches!(
+            stream.process(&other_caller, answer.as_bytes()).await,
+            Processed::Refused(_)
+        ));
+
+        // Requests no stage asked about keep their ids and their bytes.
+        let mut call =
+            cx(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#);
+        assert!(!p.hook_requests(&mut call, &ids).unwrap().inspects());
+        assert!(!call.body_modified());
+        assert!(
+            !Pipeline::new(vec![Arc::new(Deny("x"))])
+                .stream_hooks(&ids)
+                .inspects()
+        );
     }
 }

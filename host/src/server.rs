@@ -643,14 +643,22 @@ where
     }
 
     // 6. Forward.
+    // Requests whose responses a stage inspects go out under ids of the gateway's own; a GET
+    // stream may carry their responses too.
+    let hooks = if cx.body.is_some() {
+        pipeline.hook_requests(&mut cx, &gw.sessions)?
+    } else if cx.http_method == Method::GET && cx.era == Era::Legacy {
+        pipeline.stream_hooks(&gw.sessions)
+    } else {
+        pipeline.stream_hooks(&gw.sessions).none()
+    };
     let body_bytes = match &cx.body {
         Some(b) if cx.body_modified() => Bytes::from(b.to_bytes()),
         _ => body_bytes,
     };
-    let hooks = pipeline.response_interest(&cx);
     // Response hooks may read the client's headers; without hooks nothing does after this, so
     // they move into the upstream request instead of being copied.
-    let client_headers = if hooks.is_empty() {
+    let client_headers = if !hooks.inspects() {
         std::mem::take(&mut cx.headers)
     } else {
         cx.headers.clone()
@@ -722,17 +730,23 @@ where
 
     let idle = upstream.stream_idle_timeout;
     let shutdown = (cx.http_method == Method::GET).then(|| gw.shutdown.clone());
-    let body = if hooks.is_empty() || !resp_parts.status.is_success() {
-        Body::new(Relay::new(resp_body, idle, shutdown))
+    let relayed = Relay::new(resp_body, idle, shutdown);
+    let body = if !hooks.inspects() {
+        Body::new(relayed)
     } else if is_sse {
-        Body::new(relay::hooked_sse(resp_body, cx, hooks, idle))
+        Body::new(relay::hooked_sse(relayed, cx, hooks))
     } else {
-        let bytes = relay::hooked_json(resp_body, &cx, &hooks, HOOKED_JSON_LIMIT, idle)
-            .await
-            .map_err(|e| GatewayError::UpstreamUnavailable {
-                upstream: upstream.name.to_string(),
-                reason: e.to_string(),
-            })?;
+        let error_status = !resp_parts.status.is_success();
+        let read = relay::hooked_json(relayed, &cx, &hooks, HOOKED_JSON_LIMIT, error_status).await;
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Err(GatewayError::UpstreamUnavailable {
+                    upstream: upstream.name.to_string(),
+                    reason: format!("its answer could not be inspected: {e}"),
+                });
+            }
+        };
         resp_parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));

@@ -48,6 +48,46 @@ pub enum SessionError {
     WrongCaller,
 }
 
+/// Prefix of the ids the gateway gives hooked requests ([`Sessions::seal_request_id`]).
+pub const REQUEST_ID_PREFIX: &str = "mg1r.";
+const REQUEST_AAD_PREFIX: &[u8] = b"mcpgate/request-id/v1\0";
+
+/// What the gateway's own id for a hooked request says: enough to recognise its response on
+/// whichever stream (or replica) it arrives, run the hooks, and give the client back its exact id.
+///
+/// A request whose response a stage inspects (a filtered `tools/list`, a plugin's
+/// `on_response`) is forwarded with this sealed id in place of the client's, so matching never
+/// depends on how a server re-spells the client's id (`"\u0031"` vs `"1"`, `-0` vs `0`), and a
+/// response that shows up on a GET stream or a resumed stream is still recognised as hooked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookedId {
+    /// The caller's identity (`RequestContext::client_key`): a response is hooked only for them.
+    pub caller: String,
+    pub method: String,
+    /// The tool or prompt name, or resource URI.
+    pub target: Option<String>,
+    /// The client's id as the client spelled it (JSON text).
+    pub client_id: String,
+}
+
+fn request_aad(upstream: &str) -> Vec<u8> {
+    [REQUEST_AAD_PREFIX, upstream.as_bytes()].concat()
+}
+
+/// A length-prefixed (u32) field.
+fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&bytes[..len as usize]);
+}
+
+fn take_field<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let field = rest.get(4..4 + len)?;
+    *rest = &rest[4 + len..];
+    Some(field)
+}
+
 /// One tracked session, for the gauge and the admin view.
 #[derive(Debug, Clone)]
 pub struct ActiveSession {
@@ -165,45 +205,39 @@ impl Sessions {
         plain.extend_from_slice(&caller_len.to_be_bytes());
         plain.extend_from_slice(&caller[..usize::from(caller_len)]);
         plain.extend_from_slice(c.upstream_session.as_bytes());
+        format!("{TOKEN_PREFIX}{}", self.seal_bytes(&aad(upstream), &plain))
+    }
+
+    /// base64url(nonce ‖ XChaCha20-Poly1305(plain, aad)), with a random 192-bit nonce.
+    fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> String {
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &aad(upstream),
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(24 + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
-        )
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
     }
 
-    fn unseal(&self, upstream: &str, token: &str) -> Option<SessionClaims> {
+    /// The plaintext of [`Sessions::seal_bytes`]' output, if it is authentic for `aad`.
+    fn open_bytes(&self, aad: &[u8], text: &str) -> Option<Vec<u8>> {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.strip_prefix(TOKEN_PREFIX)?)
+            .decode(text)
             .ok()?;
         if raw.len() < 24 {
             return None;
         }
         let (nonce, sealed) = raw.split_at(24);
-        let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad(upstream),
-                },
-            )
-            .ok()?;
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+            .ok()
+    }
+
+    fn unseal(&self, upstream: &str, token: &str) -> Option<SessionClaims> {
+        let plain = self.open_bytes(&aad(upstream), token.strip_prefix(TOKEN_PREFIX)?)?;
         let (&version, rest) = plain.split_first()?;
         if version != FORMAT_VERSION || rest.len() < 8 + 8 + 32 + 2 {
             return None;
@@ -222,6 +256,52 @@ impl Sessions {
             caller: (!caller.is_empty()).then(|| String::from_utf8_lossy(caller).into_owned()),
             issued_at,
             expires_at,
+        })
+    }
+
+    /// The id the gateway gives a request whose response a stage will inspect (see
+    /// [`HookedId`]): `mg1r.` + the sealed claims, a plain ASCII string every JSON-RPC peer echoes
+    /// as it is. Bound to the route like session ids.
+    pub fn seal_request_id(&self, upstream: &str, claims: &HookedId) -> String {
+        let mut plain = Vec::with_capacity(
+            16 + claims.method.len() + claims.client_id.len() + claims.caller.len(),
+        );
+        plain.push(FORMAT_VERSION);
+        put_field(&mut plain, claims.caller.as_bytes());
+        put_field(&mut plain, claims.method.as_bytes());
+        put_field(
+            &mut plain,
+            claims.target.as_deref().unwrap_or("").as_bytes(),
+        );
+        plain.push(u8::from(claims.target.is_some()));
+        plain.extend_from_slice(claims.client_id.as_bytes());
+        format!(
+            "{REQUEST_ID_PREFIX}{}",
+            self.seal_bytes(&request_aad(upstream), &plain)
+        )
+    }
+
+    /// The claims of an id [`Sessions::seal_request_id`] made for `upstream`; `None` when it is
+    /// not ours, tampered with, for another route or sealed with another key.
+    pub fn open_request_id(&self, upstream: &str, id: &str) -> Option<HookedId> {
+        let plain = self.open_bytes(&request_aad(upstream), id.strip_prefix(REQUEST_ID_PREFIX)?)?;
+        let (&version, mut rest) = plain.split_first()?;
+        if version != FORMAT_VERSION {
+            return None;
+        }
+        let caller = take_field(&mut rest)?;
+        let method = take_field(&mut rest)?;
+        let target = take_field(&mut rest)?;
+        let (&has_target, client_id) = rest.split_first()?;
+        let client_id = String::from_utf8(client_id.to_vec()).ok()?;
+        serde_json::from_str::<&serde_json::value::RawValue>(&client_id).ok()?;
+        Some(HookedId {
+            caller: String::from_utf8(caller.to_vec()).ok()?,
+            method: String::from_utf8(method.to_vec()).ok()?,
+            target: (has_target == 1)
+                .then(|| String::from_utf8(target.to_vec()).ok())
+                .flatten(),
+            client_id,
         })
     }
 
@@ -514,6 +594,60 @@ mod tests {
         }
         let t = b.table.lock().unwrap();
         assert!(t.active.len() <= 3 && t.tokens.len() == t.active.len());
+    }
+
+    #[test]
+    fn request_ids_round_trip_and_resist_tampering() {
+        let (a, _) = Sessions::new(&config(Some([5; 32])));
+        let (b, _) = Sessions::new(&config(Some([5; 32])));
+        let (c, _) = Sessions::new(&config(Some([6; 32])));
+        let claims = HookedId {
+            caller: "alice".into(),
+            method: "tools/list".into(),
+            target: None,
+            client_id: r#""\u0031""#.into(),
+        };
+        let id = a.seal_request_id("r", &claims);
+        assert!(id.starts_with(REQUEST_ID_PREFIX));
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            "an id every JSON serialiser writes as it is: {id}"
+        );
+        assert!(!id.contains("alice"));
+        assert_eq!(
+            b.open_request_id("r", &id),
+            Some(claims.clone()),
+            "another replica"
+        );
+        assert_eq!(b.open_request_id("other", &id), None, "another route");
+        assert_eq!(c.open_request_id("r", &id), None, "another key");
+        let with_target = HookedId {
+            target: Some(String::new()),
+            ..claims.clone()
+        };
+        let id2 = a.seal_request_id("r", &with_target);
+        assert_eq!(a.open_request_id("r", &id2), Some(with_target));
+        // Every truncation and every single-bit flip is refused, never a panic.
+        for cut in 0..id.len() {
+            assert_eq!(a.open_request_id("r", &id[..cut]), None, "cut at {cut}");
+        }
+        let bytes = id.as_bytes();
+        for i in REQUEST_ID_PREFIX.len()..bytes.len() {
+            for bit in 0..8 {
+                let mut flipped = bytes.to_vec();
+                flipped[i] ^= 1 << bit;
+                if let Ok(text) = std::str::from_utf8(&flipped)
+                    && text != id
+                {
+                    assert_eq!(a.open_request_id("r", text), None, "byte {i} bit {bit}");
+                }
+            }
+        }
+        // A session id is not a request id, nor the other way round.
+        let session = a.mint("r", "u", Some("alice"));
+        assert_eq!(a.open_request_id("r", &session), None);
+        assert_eq!(a.open("r", &id, Some("alice")), Err(SessionError::Unknown));
     }
 
     #[test]

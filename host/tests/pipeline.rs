@@ -52,6 +52,9 @@ impl Stage for TestStage {
     fn wants_response(&self, _cx: &RequestContext, request: &mcpgate::mcp::Message) -> bool {
         request.method() == "tools/list"
     }
+    fn hooks_responses(&self) -> bool {
+        true
+    }
     fn on_response<'a>(
         &'a self,
         _cx: &'a RequestContext,

@@ -226,6 +226,38 @@ impl<'de> Deserialize<'de> for Meta<'de> {
     }
 }
 
+/// A JSON object's members in order, each value as raw JSON.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    fn of(text: &'a str) -> serde_json::Result<Members<'a>> {
+        serde_json::from_str(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    out.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 impl Message {
     /// Parses one JSON-RPC message from its raw JSON.
     pub fn parse(raw: &RawValue) -> Result<Message, EnvelopeError> {
@@ -319,6 +351,33 @@ impl Message {
         Ok(())
     }
 
+    /// The message with its `id` replaced by `id` (raw JSON), every other member kept byte for
+    /// byte and in its place. Used to forward a hooked request under the gateway's own id.
+    pub fn with_id(&self, id: &RawValue) -> Result<Message, EnvelopeError> {
+        let members = Members::of(self.raw.get()).map_err(|e| EnvelopeError {
+            code: jsonrpc::INVALID_REQUEST,
+            message: format!("not a JSON-RPC message object: {e}"),
+            id: self.id.clone(),
+        })?;
+        let mut out = String::with_capacity(self.raw.get().len() + id.get().len());
+        out.push('{');
+        for (i, (key, value)) in members.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            out.push(':');
+            out.push_str(if key == "id" { id.get() } else { value.get() });
+        }
+        out.push('}');
+        let raw = RawValue::from_string(out).map_err(|e| EnvelopeError {
+            code: jsonrpc::INTERNAL_ERROR,
+            message: format!("message with a new id does not serialise: {e}"),
+            id: self.id.clone(),
+        })?;
+        Message::parse_cow(Cow::Owned(raw))
+    }
+
     /// The message as a `serde_json::Value`, for stages that inspect or rewrite it.
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::from_str(self.raw.get()).expect("a parsed message is valid JSON")
@@ -406,6 +465,28 @@ mod tests {
         let mut p = ParsedBody::parse(body.as_bytes()).unwrap();
         assert!(!p.batch);
         p.messages.remove(0)
+    }
+
+    #[test]
+    fn with_id_replaces_only_the_id() {
+        let original = one(
+            r#"{"method" : "tools/list","jsonrpc":"2.0", "id":"\u0031","params":{"cursor":"c", "n":1.50, "big":123456789012345678901234567890},"x-extra":[ 1 ,2]}"#,
+        );
+        let id = RawValue::from_string(r#""mg1r.abc""#.into()).unwrap();
+        let forwarded = original.with_id(&id).unwrap();
+        assert_eq!(
+            forwarded.raw().get(),
+            r#"{"method":"tools/list","jsonrpc":"2.0","id":"mg1r.abc","params":{"cursor":"c", "n":1.50, "big":123456789012345678901234567890},"x-extra":[ 1 ,2]}"#
+        );
+        assert_eq!(forwarded.id.as_ref().unwrap().get(), r#""mg1r.abc""#);
+        assert_eq!(forwarded.method(), "tools/list");
+        assert_eq!(forwarded.kind, original.kind);
+        // A key spelled with escapes is still the same key.
+        let escaped = one(r#"{"jsonrpc":"2.0","\u0069d":7,"method":"ping"}"#);
+        assert_eq!(
+            escaped.with_id(&id).unwrap().raw().get(),
+            r#"{"jsonrpc":"2.0","id":"mg1r.abc","method":"ping"}"#
+        );
     }
 
     #[test]

@@ -690,6 +690,10 @@ impl Stage for ToolCatalog {
         request.method() == "tools/list"
     }
 
+    fn hooks_responses(&self) -> bool {
+        true
+    }
+
     fn on_response<'a>(
         &'a self,
         _cx: &'a RequestContext,

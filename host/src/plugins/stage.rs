@@ -341,6 +341,10 @@ impl Stage for PluginStage {
                 .is_some_and(|set| set.is_match(request.method()))
     }
 
+    fn hooks_responses(&self) -> bool {
+        self.responses.is_some()
+    }
+
     fn on_response<'a>(
         &'a self,
         cx: &'a RequestContext,

@@ -6,7 +6,7 @@
 //! streams cleanly so clients reconnect elsewhere with `Last-Event-ID`.
 //!
 //! Only when a stage asked to see a response does a body get read more closely:
-//! [`hooked_sse`] splits the stream into events and parses just the candidates, and
+//! [`hooked_sse`] splits the stream into events and runs the hooks on each message, and
 //! [`hooked_json`] reads the one JSON response (bounded) to run the hooks on it.
 
 use std::collections::VecDeque;
@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::mcp::sse::{EventSplitter, event_data, replace_data};
-use crate::pipeline::{RequestContext, ResponseHooks, ResponseVerdict};
+use crate::pipeline::{Processed, RequestContext, ResponseHooks};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -128,31 +128,14 @@ where
     }
 }
 
-async fn next_frame<B>(
-    body: &mut B,
-    idle: Option<Duration>,
-) -> Option<Result<Frame<Bytes>, BoxError>>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    let frame = match idle {
-        Some(d) => match tokio::time::timeout(d, body.frame()).await {
-            Ok(f) => f,
-            Err(_) => return Some(Err(Box::new(IdleTimeout(d)))),
-        },
-        None => body.frame().await,
-    };
-    frame.map(|r| r.map_err(Into::into))
-}
-
 /// An SSE body whose response messages pass through the hooks; every other event (progress,
 /// logs, priming events, keep-alive comments) is forwarded byte for byte as soon as it is complete.
+/// `body` is the upstream's, already wrapped in a [`Relay`] (idle timeout, shutdown). A message
+/// the hooks refuse ([`Processed::Refused`]) is dropped from the stream and logged.
 pub fn hooked_sse<B>(
     body: B,
     cx: Box<RequestContext>,
     hooks: ResponseHooks,
-    idle: Option<Duration>,
 ) -> impl Body<Data = Bytes, Error = BoxError> + Send + 'static
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -182,7 +165,9 @@ where
             if s.done {
                 return None;
             }
-            match next_frame(&mut s.body, idle).await {
+            let frame: Option<Result<Frame<Bytes>, BoxError>> =
+                s.body.frame().await.map(|r| r.map_err(Into::into));
+            match frame {
                 None => {
                     s.done = true;
                     let rest = s.splitter.take_rest();
@@ -200,8 +185,9 @@ where
                     };
                     s.splitter.push(&data);
                     while let Some(event) = s.splitter.next_event() {
-                        let event = hook_event(&s.cx, &s.hooks, event).await;
-                        s.out.push_back(event);
+                        if let Some(event) = hook_event(&s.cx, &s.hooks, event).await {
+                            s.out.push_back(event);
+                        }
                     }
                 }
             }
@@ -210,62 +196,50 @@ where
     http_body_util::StreamBody::new(stream)
 }
 
-async fn hook_event(cx: &RequestContext, hooks: &ResponseHooks, event: Bytes) -> Bytes {
+/// One event through the hooks: as it was, rewritten, or `None` when refused.
+async fn hook_event(cx: &RequestContext, hooks: &ResponseHooks, event: Bytes) -> Option<Bytes> {
     let Some(data) = event_data(&event) else {
-        return event;
+        return Some(event);
     };
-    if !hooks.may_match(&data) {
-        return event;
-    }
-    let Ok(mut message) = serde_json::from_slice::<serde_json::Value>(&data) else {
-        return event;
-    };
-    match hooks.apply(cx, &mut message).await {
-        ResponseVerdict::Unchanged => event,
-        ResponseVerdict::Modified => replace_data(
-            &event,
-            &serde_json::to_vec(&message).expect("a JSON value serialises"),
-        ),
+    match hooks.process(cx, &data).await {
+        Processed::Untouched => Some(event),
+        Processed::Replaced(message) => Some(replace_data(&event, &message)),
+        Processed::Refused(why) => {
+            tracing::warn!(
+                request_id = %cx.request_id,
+                upstream = %cx.upstream.name,
+                reason = %why,
+                "dropped a message from the upstream's stream that the gateway cannot inspect"
+            );
+            None
+        }
     }
 }
 
-/// Reads one JSON response (up to `limit` bytes), runs the hooks on it (or on each element of a
-/// batch response), and returns the bytes to send: the upstream's own when nothing changed.
+/// Reads one JSON response (up to `limit` bytes) and runs the hooks on it (a message or a batch
+/// of them); returns the bytes to send: the upstream's own when it answers no hooked request.
+/// `body` is the upstream's, already wrapped in a [`Relay`] (idle timeout). A body over `limit`
+/// is an error, and so is one the hooks refuse, except on an HTTP error (`error_status`), whose
+/// body need not be JSON-RPC at all and then passes as it is.
 pub async fn hooked_json<B>(
     body: B,
     cx: &RequestContext,
     hooks: &ResponseHooks,
     limit: usize,
-    idle: Option<Duration>,
+    error_status: bool,
 ) -> Result<Bytes, BoxError>
 where
     B: Body<Data = Bytes> + Send,
     B::Error: Into<BoxError>,
 {
-    let limited = http_body_util::Limited::new(body, limit);
-    let collect = limited.collect();
-    let bytes = match idle {
-        Some(d) => tokio::time::timeout(d, collect)
-            .await
-            .map_err(|_| Box::new(IdleTimeout(d)) as BoxError)??,
-        None => collect.await?,
-    }
-    .to_bytes();
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Ok(bytes);
-    };
-    let mut modified = false;
-    match &mut value {
-        serde_json::Value::Array(items) => {
-            for item in items {
-                modified |= hooks.apply(cx, item).await == ResponseVerdict::Modified;
-            }
-        }
-        single => modified = hooks.apply(cx, single).await == ResponseVerdict::Modified,
-    }
-    if modified {
-        Ok(Bytes::from(serde_json::to_vec(&value)?))
-    } else {
-        Ok(bytes)
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await?
+        .to_bytes();
+    match hooks.process(cx, &bytes).await {
+        Processed::Untouched => Ok(bytes),
+        Processed::Replaced(message) => Ok(Bytes::from(message)),
+        Processed::Refused(_) if error_status => Ok(bytes),
+        Processed::Refused(why) => Err(why.into()),
     }
 }

@@ -281,6 +281,12 @@ impl Stage for Policy {
         self.config.filters(request.method())
     }
 
+    fn hooks_responses(&self) -> bool {
+        ["tools/list", "prompts/list", "resources/list"]
+            .iter()
+            .any(|m| self.config.filters(m))
+    }
+
     fn on_response<'a>(
         &'a self,
         cx: &'a RequestContext,

@@ -1,0 +1,103 @@
+"""An MCP server (Python SDK) for mcpgate's hostile-input tests: the behaviours a gateway must not
+be fooled by, on demand.
+
+    hostile_server.py [--json] [--resumable]
+
+Served like the demo server (both protocol eras at /mcp, `PORT <n>` printed once it listens).
+  --json        answer POSTs with JSON bodies instead of SSE streams
+  --resumable   keep every event in memory (an event store) with `retry: 50`, so a client can
+                resume a stream with GET + Last-Event-ID, as 2025-11-25 servers may ask it to
+
+Tools:
+  echo(text)          returns the text
+  add(a, b)           returns a + b (the tests' policy denies it, and hides it from lists)
+  leak()              returns text holding an e-mail address (the redact plugin must hide it)
+  leak_later()        closes its POST stream first (with --resumable), then returns the same
+                      text: the answer reaches the client only on the resumed GET stream
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+
+from demo_server import serve  # noqa: E402
+from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
+from mcp.server.streamable_http import EventMessage, EventStore  # noqa: E402
+
+SECRET = "mail alice@example.com for the key"
+
+
+class MemoryEventStore(EventStore):
+    """Every event of every stream, in order, for replays after a Last-Event-ID."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, object]] = []
+        self.ids = itertools.count(1)
+
+    async def store_event(self, stream_id, message):
+        event_id = str(next(self.ids))
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id, send_callback):
+        stream = next((s for e, s, _ in self.events if e == last_event_id), None)
+        if stream is None:
+            return None
+        after = False
+        for event_id, stream_id, message in self.events:
+            if after and stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+            after = after or event_id == last_event_id
+        return stream
+
+
+def build() -> MCPServer:
+    server = MCPServer("hostile")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @server.tool()
+    def leak() -> str:
+        """Text with an e-mail address in it."""
+        return SECRET
+
+    @server.tool()
+    async def leak_later(ctx: Context) -> str:
+        """Close this call's stream, then answer (the client resumes to get the answer)."""
+        await ctx.close_sse_stream()
+        await asyncio.sleep(0.3)
+        return SECRET
+
+    return server
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--resumable", action="store_true")
+    args = parser.parse_args()
+    options = {"json_response": args.json}
+    if args.resumable:
+        options.update(event_store=MemoryEventStore(), retry_interval=50)
+    await serve(build(), app_options=options)
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,227 @@
+//! Hostile callers through the real binary: every way a request or its answer could slip past
+//! the stages, each against real MCP SDK servers (Python) and the real plugins.
+//!
+//! Each test names the item of the edge-security issue it holds the gateway to.
+
+use std::process::Command;
+use std::time::Duration;
+
+use mcpgate_e2e::*;
+use serde_json::{Value, json};
+
+const MODERN: &str = "2026-07-28";
+const LEGACY: &str = "2025-11-25";
+
+fn hostile_server(flags: &[&str]) -> (Proc, String) {
+    let (p, base) = start_ported(
+        "hostile_server.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/hostile_server.py"))
+            .args(flags)
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    (p, format!("{base}/mcp"))
+}
+
+/// A gateway in front of `routes` (name, upstream URL): the policy hides and denies `add`, the
+/// redact plugin hides e-mail addresses in tool results.
+fn gateway(routes: &[(&str, &str)]) -> (Proc, String, TempDir) {
+    let plugins = repo().join("plugins");
+    assert!(
+        plugins.join("redact.wasm").exists(),
+        "plugins/redact.wasm is missing: run scripts/build-plugins.sh (scripts/test.sh does)"
+    );
+    let dir = TempDir::new("hostile");
+    let mut upstreams = String::new();
+    for (name, url) in routes {
+        upstreams.push_str(&format!("  {name}:\n    url: {url}\n"));
+    }
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "\
+policy:
+  rules:
+    - name: no-arithmetic
+      tools: [add]
+      decision: deny
+plugin_runtime:
+  dir: {plugins}
+plugins:
+  redact:
+    file: redact.wasm
+    config: {{detectors: [email], arguments: false, results: true}}
+upstreams:
+{upstreams}",
+            plugins = plugins.display()
+        ),
+    );
+    let (gw, base) = start_gateway(&cfg, &[]);
+    (gw, base, dir)
+}
+
+/// A client speaking raw HTTP, so that ids can be spelled any way JSON allows.
+struct Client {
+    base: String,
+    path: String,
+    era: &'static str,
+    session: Option<String>,
+}
+
+impl Client {
+    fn new(base: &str, route: &str, era: &'static str) -> Client {
+        let mut c = Client {
+            base: base.to_string(),
+            path: format!("/servers/{route}/mcp"),
+            era,
+            session: None,
+        };
+        if era == LEGACY {
+            let init = c.send(
+                "0",
+                "initialize",
+                json!({"protocolVersion": LEGACY, "capabilities": {},
+                       "clientInfo": {"name": "hostile", "version": "1"}}),
+            );
+            assert_eq!(init.status, 200, "{}", init.body);
+            c.session = init.header("mcp-session-id").map(str::to_string);
+            assert!(c.session.is_some(), "{:?}", init.headers);
+            let done = c.post(
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                &[],
+            );
+            assert_eq!(done.status, 202, "{}", done.body);
+        }
+        c
+    }
+
+    fn post(&self, body: &str, extra: &[(&str, &str)]) -> RawResponse {
+        let mut headers: Vec<(&str, &str)> = vec![("mcp-protocol-version", self.era)];
+        if let Some(s) = &self.session {
+            headers.push(("mcp-session-id", s));
+        }
+        headers.extend_from_slice(extra);
+        raw_post(&self.base, &self.path, &headers, body)
+    }
+
+    /// Sends a request whose id is the raw JSON text `id`.
+    fn send(&self, id: &str, method: &str, mut params: Value) -> RawResponse {
+        let mut extra = vec![("mcp-method", method.to_string())];
+        if self.era == MODERN {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {}
+            });
+            if let Some(name) = params["name"].as_str() {
+                extra.push(("mcp-name", name.to_string()));
+            }
+        }
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let extra = if self.era == MODERN {
+            &extra[..]
+        } else {
+            &[][..]
+        };
+        self.post(&body, extra)
+    }
+
+    /// The answer to a request: the one message of the response that carries `result` or
+    /// `error`, as raw text.
+    fn answer(&self, id: &str, method: &str, params: Value) -> String {
+        let r = self.send(id, method, params);
+        assert_eq!(r.status, 200, "{id} {method}: {}", r.body);
+        let answers: Vec<String> = r
+            .messages()
+            .into_iter()
+            .filter(|m| {
+                serde_json::from_str::<Value>(m)
+                    .is_ok_and(|v| v.get("result").is_some() || v.get("error").is_some())
+            })
+            .collect();
+        assert_eq!(answers.len(), 1, "{id} {method}: {:?}", r.messages());
+        answers.into_iter().next().unwrap()
+    }
+}
+
+/// Issue item 1: response hooks must not depend on how the client spells its id. Ids that a
+/// server re-serialises differently (`"\u0031"` → `"1"`, `-0` → `0`, `"\u0061b"` → `"ab"`,
+/// `1.0`, `1e0`) still get their lists filtered and their results redacted, in both eras, from a
+/// server answering with SSE and one answering with JSON; and the client gets its id back exactly
+/// as it spelled it.
+#[test]
+fn hooks_hold_however_the_id_is_spelled() {
+    let (_sse, sse_url) = hostile_server(&[]);
+    let (_json, json_url) = hostile_server(&["--json"]);
+    let (_gw, base, _dir) = gateway(&[("sse", &sse_url), ("json", &json_url)]);
+    for route in ["sse", "json"] {
+        for era in [LEGACY, MODERN] {
+            let client = Client::new(&base, route, era);
+            for id in [
+                r#""\u0031""#,
+                "-0",
+                r#""\u0061b""#,
+                "1.0",
+                "1e0",
+                r#""x\/y""#,
+            ] {
+                let what = format!("{route} {era} id {id}");
+                let list = client.answer(id, "tools/list", json!({}));
+                assert!(
+                    list.starts_with(&format!(r#"{{"id":{id},"#))
+                        || list.contains(&format!(r#""id":{id}"#)),
+                    "{what}: the client's exact id comes back: {list}"
+                );
+                let v: Value = serde_json::from_str(&list).unwrap();
+                let names: Vec<&str> = v["result"]["tools"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{what}: {list}"))
+                    .iter()
+                    .map(|t| t["name"].as_str().unwrap())
+                    .collect();
+                assert!(
+                    !names.contains(&"add"),
+                    "{what}: `add` is hidden: {names:?}"
+                );
+                assert!(names.contains(&"leak"), "{what}: {names:?}");
+
+                let call =
+                    client.answer(id, "tools/call", json!({"name": "leak", "arguments": {}}));
+                assert!(
+                    call.contains(&format!(r#""id":{id}"#)),
+                    "{what}: the client's exact id comes back: {call}"
+                );
+                assert!(!call.contains("alice@example.com"), "{what}: {call}");
+                assert!(call.contains("[REDACTED:email]"), "{what}: {call}");
+            }
+        }
+    }
+}
+
+/// Issue item 2: a response that reaches the client on another stream than its POST's (a
+/// 2025-11-25 server closes the POST stream; the SDK client resumes with GET + Last-Event-ID and
+/// the server replays the answer there) is hooked all the same.
+#[test]
+fn hooks_follow_an_answer_onto_the_resumed_stream() {
+    let (_server, url) = hostile_server(&["--resumable"]);
+    let (_gw, base, _dir) = gateway(&[("resumable", &url)]);
+    let out = run_client(
+        "py_resume_client.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/py_resume_client.py"))
+            .arg(format!("{base}/servers/resumable/mcp")),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out["protocol_version"], LEGACY, "{out}");
+    assert!(
+        !out["tools"].as_array().unwrap().contains(&json!("add")),
+        "{out}"
+    );
+    let redacted = "mail [REDACTED:email] for the key";
+    assert_eq!(out["leak"], redacted, "{out}");
+    assert_eq!(
+        out["leak_later"], redacted,
+        "the answer replayed on the resumed GET stream is redacted too: {out}"
+    );
+}
