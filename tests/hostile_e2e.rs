@@ -70,9 +70,14 @@ struct Client {
 
 impl Client {
     fn new(base: &str, route: &str, era: &'static str) -> Client {
+        Client::at(base, &format!("/servers/{route}/mcp"), era)
+    }
+
+    /// A client of the MCP endpoint at `path` (which may carry a query string).
+    fn at(base: &str, path: &str, era: &'static str) -> Client {
         let mut c = Client {
             base: base.to_string(),
-            path: format!("/servers/{route}/mcp"),
+            path: path.to_string(),
             era,
             session: None,
         };
@@ -224,4 +229,27 @@ fn hooks_follow_an_answer_onto_the_resumed_stream() {
         out["leak_later"], redacted,
         "the answer replayed on the resumed GET stream is redacted too: {out}"
     );
+}
+
+/// Issue item 3: the upstream URL is the configured one. Its query (a tenant, a credential) can be
+/// neither added to nor overridden by a client's query string.
+#[test]
+fn a_client_query_string_never_reaches_the_upstream() {
+    let (_server, url) = hostile_server(&[]);
+    let (_gw, base, _dir) = gateway(&[("tenant", &format!("{url}?tenant=t1"))]);
+    for era in [LEGACY, MODERN] {
+        for query in ["tenant=t2", "tenant=t1&tenant=t2", "x=%26tenant%3Dt2", ""] {
+            let client = Client::at(&base, &format!("/servers/tenant/mcp?{query}"), era);
+            let answer = client.answer(
+                "1",
+                "tools/call",
+                json!({"name": "request_query", "arguments": {}}),
+            );
+            let v: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(
+                v["result"]["content"][0]["text"], "tenant=t1",
+                "{era} ?{query}: {answer}"
+            );
+        }
+    }
 }

@@ -310,7 +310,7 @@ impl Pipeline {
                 }
             }
         }
-        let caller = cx.client_key().to_string();
+        let caller = hooked_caller(cx).to_string();
         let mut wanted = Vec::with_capacity(chosen.len());
         for (index, stages) in chosen {
             let Some(msg) = cx.body.as_ref().and_then(|b| b.messages.get(index)) else {
@@ -485,7 +485,7 @@ impl ResponseHooks {
                             "a response under a request id the gateway cannot open".into(),
                         );
                     };
-                    if claims.caller != *cx.client_key() {
+                    if claims.caller != hooked_caller(cx) {
                         return Processed::Refused("a response to another caller's request".into());
                     }
                     let Some(request) = reconstructed(&claims) else {
@@ -508,6 +508,12 @@ impl ResponseHooks {
             None => Processed::Refused("a hooked response is no longer a JSON-RPC object".into()),
         }
     }
+}
+
+/// Whose hooked request an id is: the authenticated caller, empty without authentication (as
+/// legacy sessions are bound).
+fn hooked_caller(cx: &RequestContext) -> &str {
+    cx.caller.as_ref().map_or("", |c| c.id.as_ref())
 }
 
 /// The request a [`HookedId`] stands for, for hooks that see a response away from its POST:

@@ -663,14 +663,8 @@ where
     } else {
         cx.headers.clone()
     };
-    let mut upstream_req = proxy::upstream_request(
-        &cx,
-        client_headers,
-        &parts.uri,
-        peer,
-        &gw.strip_headers,
-        body_bytes,
-    )?;
+    let mut upstream_req =
+        proxy::upstream_request(&cx, client_headers, peer, &gw.strip_headers, body_bytes)?;
     summary.forwarded(&cx);
     let upstream_span = if gw.obs.export {
         let span = tracing::info_span!(

@@ -61,7 +61,8 @@ const REQUEST_AAD_PREFIX: &[u8] = b"mcpgate/request-id/v1\0";
 /// response that shows up on a GET stream or a resumed stream is still recognised as hooked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookedId {
-    /// The caller's identity (`RequestContext::client_key`): a response is hooked only for them.
+    /// The authenticated caller's id (empty without authentication): a response is hooked
+    /// only for them.
     pub caller: String,
     pub method: String,
     /// The tool or prompt name, or resource URI.

@@ -121,7 +121,11 @@ async fn request_header_rules() {
     assert_eq!(resp.status(), 200);
     let seen = a.last();
     assert_eq!(seen.uri.path(), "/mcp");
-    assert_eq!(seen.uri.query(), Some("trace=1"));
+    assert_eq!(
+        seen.uri.query(),
+        None,
+        "the client's query string is not forwarded"
+    );
     assert_eq!(
         seen.header("host"),
         Some(a.addr.to_string().as_str()),
@@ -155,14 +159,18 @@ async fn request_header_rules() {
     }
     assert!(seen.header("x-request-id").is_some());
 
-    c.post(gw.url("header"))
+    c.post(format!("{}?tenant=t2&x=1", gw.url("header")))
         .header("authorization", "Bearer leak")
         .json(&legacy_call(2, "t"))
         .send()
         .await
         .unwrap();
     let seen = b.last();
-    assert_eq!(seen.uri.query(), Some("tenant=t1"));
+    assert_eq!(
+        seen.uri.query(),
+        Some("tenant=t1"),
+        "the configured query, with nothing added by the client"
+    );
     assert_eq!(seen.header("x-api-key"), Some("k-123"));
     assert!(
         seen.header("authorization").is_none(),

@@ -14,6 +14,7 @@ Tools:
   leak()              returns text holding an e-mail address (the redact plugin must hide it)
   leak_later()        closes its POST stream first (with --resumable), then returns the same
                       text: the answer reaches the client only on the resumed GET stream
+  request_query()     the query string of the HTTP request that carried the call
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def build() -> MCPServer:
         await ctx.close_sse_stream()
         await asyncio.sleep(0.3)
         return SECRET
+
+    @server.tool()
+    def request_query(ctx: Context) -> str:
+        """The query string this call arrived with."""
+        request = ctx.request_context.request
+        return request.url.query if request is not None else ""
 
     return server
 

@@ -247,7 +247,7 @@ impl Peer {
 /// Builds the upstream request from the client's headers (`headers`: `cx.headers` or its copy)
 /// and the context: the rules every forwarded request follows.
 ///
-/// - the URL is the upstream's, with the client's query string appended;
+/// - the URL is the upstream's as configured: the client's query string is dropped;
 /// - `Host` becomes the upstream's authority (SDK servers check it against DNS rebinding);
 /// - hop-by-hop headers are dropped; so are the client's `Authorization` (the upstream gets its
 ///   own credentials, never the caller's token), any header in `strip` (the gateway's own
@@ -260,29 +260,15 @@ impl Peer {
 pub fn upstream_request(
     cx: &RequestContext,
     mut headers: HeaderMap,
-    client_uri: &Uri,
     peer: &Peer,
     strip: &[HeaderName],
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, GatewayError> {
+    // The configured URL exactly: its query may carry the gateway's credentials or a tenant,
+    // which a client must not add to or override (`?tenant=t2`). MCP has no use for a client's
+    // query string on the endpoint, so it is dropped.
     let base = &cx.upstream.url;
-    let uri = match client_uri.query() {
-        Some(q) if !q.is_empty() => {
-            let joined = match base.query() {
-                Some(bq) => format!("{}?{bq}&{q}", base.path()),
-                None => format!("{}?{q}", base.path()),
-            };
-            let mut parts = base.clone().into_parts();
-            parts.path_and_query = Some(joined.parse().map_err(|e| {
-                GatewayError::bad_request(
-                    crate::mcp::jsonrpc::INVALID_REQUEST,
-                    format!("bad query string: {e}"),
-                )
-            })?);
-            Uri::from_parts(parts).map_err(|e| GatewayError::Internal(e.to_string()))?
-        }
-        _ => base.clone(),
-    };
+    let uri = base.clone();
 
     let original_host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut headers);
