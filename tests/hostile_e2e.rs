@@ -23,8 +23,9 @@ fn hostile_server(flags: &[&str]) -> (Proc, String) {
     (p, format!("{base}/mcp"))
 }
 
-/// A gateway in front of `routes` (name, upstream URL): the policy hides and denies `add`, the
-/// redact plugin hides e-mail addresses in tool results.
+/// A gateway in front of `routes` (name, upstream URL): the policy hides and denies `add` and
+/// every resource but those under `file:///docs/`, the redact plugin hides e-mail addresses in
+/// tool results.
 fn gateway(routes: &[(&str, &str)]) -> (Proc, String, TempDir) {
     let plugins = repo().join("plugins");
     assert!(
@@ -44,6 +45,12 @@ policy:
   rules:
     - name: no-arithmetic
       tools: [add]
+      decision: deny
+    - name: docs-only
+      resources: [\"file:///docs/*\"]
+      decision: allow
+    - name: no-other-files
+      resources: [\"*\"]
       decision: deny
 plugin_runtime:
   dir: {plugins}
@@ -117,7 +124,7 @@ impl Client {
                 "io.modelcontextprotocol/protocolVersion": MODERN,
                 "io.modelcontextprotocol/clientCapabilities": {}
             });
-            if let Some(name) = params["name"].as_str() {
+            if let Some(name) = params["name"].as_str().or(params["uri"].as_str()) {
                 extra.push(("mcp-name", name.to_string()));
             }
         }
@@ -250,6 +257,53 @@ fn a_client_query_string_never_reaches_the_upstream() {
                 v["result"]["content"][0]["text"], "tenant=t1",
                 "{era} ?{query}: {answer}"
             );
+        }
+    }
+}
+
+/// Issue item 4: resource rules judge the URI a server would resolve, not its spelling. With
+/// `file:///docs/*` allowed and every other resource denied, no spelling of a path out of
+/// `/docs` (dot segments, their encodings, case, double encoding, an encoded slash) is read or
+/// subscribed to, and the list shows only what may be read.
+#[test]
+fn resource_rules_judge_the_uri_not_its_spelling() {
+    let (_server, url) = hostile_server(&[]);
+    let (_gw, base, _dir) = gateway(&[("files", &url)]);
+    for era in [LEGACY, MODERN] {
+        let client = Client::new(&base, "files", era);
+        let list: Value =
+            serde_json::from_str(&client.answer("1", "resources/list", json!({}))).unwrap();
+        let uris: Vec<&str> = list["result"]["resources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{era}: {list}"))
+            .iter()
+            .map(|r| r["uri"].as_str().unwrap())
+            .collect();
+        assert_eq!(uris, ["file:///docs/readme.md"], "{era}");
+        let read = client.answer(
+            "2",
+            "resources/read",
+            json!({"uri": "file:///docs/readme.md"}),
+        );
+        assert!(read.contains("the docs"), "{era}: {read}");
+        for uri in [
+            "file:///etc/passwd",
+            "file:///docs/../etc/passwd",
+            "file:///docs/./../etc/passwd",
+            "file:///docs/%2e%2e/etc/passwd",
+            "file:///docs/.%2E/etc/passwd",
+            "FILE:///docs/../etc/passwd",
+            "file:///docs/..%2Fetc/passwd",
+            "file:///docs/%252e%252e/etc/passwd",
+            "file:///docs/..\\etc/passwd",
+            "file:/docs/../etc/passwd",
+        ] {
+            for method in ["resources/read", "resources/subscribe"] {
+                let answer = client.answer("3", method, json!({"uri": uri}));
+                let v: Value = serde_json::from_str(&answer).unwrap();
+                assert_eq!(v["error"]["code"], -32007, "{era} {method} {uri}: {answer}");
+                assert!(!answer.contains("root:x"), "{era} {method} {uri}: {answer}");
+            }
         }
     }
 }

@@ -15,6 +15,9 @@ Tools:
   leak_later()        closes its POST stream first (with --resumable), then returns the same
                       text: the answer reaches the client only on the resumed GET stream
   request_query()     the query string of the HTTP request that carried the call
+
+Resources: file:///docs/readme.md ("the docs") and file:///etc/passwd ("root:x:0:0"); the tests'
+policy allows only the first.
 """
 
 from __future__ import annotations
@@ -82,6 +85,16 @@ def build() -> MCPServer:
         await ctx.close_sse_stream()
         await asyncio.sleep(0.3)
         return SECRET
+
+    @server.resource("file:///docs/readme.md")
+    def readme() -> str:
+        """Public docs."""
+        return "the docs"
+
+    @server.resource("file:///etc/passwd")
+    def passwd() -> str:
+        """Not for clients."""
+        return "root:x:0:0"
 
     @server.tool()
     def request_query(ctx: Context) -> str:

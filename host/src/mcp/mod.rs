@@ -4,6 +4,7 @@
 //! - [`headers`]: the 2026-07-28 routing headers and their validation against the body.
 //! - [`jsonrpc`]: JSON-RPC error codes and error bodies.
 //! - [`sse`]: splitting a `text/event-stream` into raw events without changing a byte.
+//! - [`uri`]: resource URIs in the one normal form policies judge them in.
 //!
 //! No I/O happens here; everything is a pure function over bytes, so it is unit-tested in place.
 
@@ -11,6 +12,7 @@ pub mod envelope;
 pub mod headers;
 pub mod jsonrpc;
 pub mod sse;
+pub mod uri;
 
 pub use envelope::{Era, Message, MessageKind, ParsedBody};
 

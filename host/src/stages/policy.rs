@@ -141,12 +141,12 @@ impl Rule {
             return false;
         }
         // Name fields only match calls on that kind of thing.
-        let by_kind = |kind: &Option<Vec<Pattern>>, method: &str| {
-            kind.is_none() || (s.method == method && any(kind, &n.target))
+        let by_kind = |kind: &Option<Vec<Pattern>>, methods: &[&str]| {
+            kind.is_none() || (methods.contains(&s.method) && any(kind, &n.target))
         };
-        by_kind(&self.tools, "tools/call")
-            && by_kind(&self.prompts, "prompts/get")
-            && by_kind(&self.resources, "resources/read")
+        by_kind(&self.tools, &["tools/call"])
+            && by_kind(&self.prompts, &["prompts/get"])
+            && by_kind(&self.resources, &["resources/read", "resources/subscribe"])
     }
 }
 
@@ -165,8 +165,13 @@ pub struct Judgement {
     pub reason: Option<String>,
 }
 
+/// Calls on a named thing: judged by the rules and `default`. Subscribing to a resource's
+/// updates is judged like reading it.
 fn is_call(method: &str) -> bool {
-    matches!(method, "tools/call" | "prompts/get" | "resources/read")
+    matches!(
+        method,
+        "tools/call" | "prompts/get" | "resources/read" | "resources/subscribe"
+    )
 }
 
 impl PolicyConfig {
@@ -200,6 +205,12 @@ impl PolicyConfig {
         }
     }
 
+    /// Whether a resource URI can change a decision: a rule names resources, or calls are
+    /// denied by default. Only then are URIs normalised (and refused when they cannot be).
+    pub fn judges_resources(&self) -> bool {
+        self.default == Effect::Deny || self.rules.iter().any(|r| r.resources.is_some())
+    }
+
     /// Whether lists of this kind can differ per caller (so they must be filtered).
     fn filters(&self, list_method: &str) -> bool {
         let names = |r: &Rule| match list_method {
@@ -226,6 +237,26 @@ impl Policy {
     }
 }
 
+/// The methods whose target is a resource URI.
+fn is_resource_method(method: &str) -> bool {
+    matches!(
+        method,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe"
+    )
+}
+
+/// A policy refusal: HTTP 200 with JSON-RPC error -32007, whose message SDK clients show.
+fn denied(message: String, rule: Option<String>, reason: Option<String>) -> GatewayError {
+    GatewayError::Rejected {
+        stage: "policy".into(),
+        status: StatusCode::OK,
+        code: jsonrpc::POLICY_DENIED,
+        message,
+        data: Some(serde_json::json!({"rule": rule, "reason": reason})),
+        headers: vec![],
+    }
+}
+
 impl Stage for Policy {
     fn name(&self) -> &str {
         "policy"
@@ -240,11 +271,28 @@ impl Stage for Policy {
                 return Verdict::Continue;
             }
             let client = cx.client_key();
+            // Resource URIs are judged in their normal form; one that has none is refused
+            // whenever a rule could judge it.
+            let normalised = match (is_resource_method(msg.method()), msg.target.as_deref()) {
+                (true, Some(uri)) if self.config.judges_resources() => {
+                    match crate::mcp::uri::normalize(uri) {
+                        Ok(n) => Some(n),
+                        Err(why) => {
+                            return Verdict::Reject(denied(
+                                format!("resource `{uri}` is refused: {why}"),
+                                None,
+                                None,
+                            ));
+                        }
+                    }
+                }
+                _ => None,
+            };
             let subject = Subject {
                 client: &client,
                 server: &cx.upstream.name,
                 method: msg.method(),
-                target: msg.target.as_deref(),
+                target: normalised.as_deref().or(msg.target.as_deref()),
             };
             let j = self.config.judge(&subject);
             if j.effect == Effect::Allow {
@@ -253,7 +301,7 @@ impl Stage for Policy {
             let what = match (msg.method(), msg.target.as_deref()) {
                 ("tools/call", Some(t)) => format!("tool `{t}`"),
                 ("prompts/get", Some(t)) => format!("prompt `{t}`"),
-                ("resources/read", Some(t)) => format!("resource `{t}`"),
+                ("resources/read" | "resources/subscribe", Some(t)) => format!("resource `{t}`"),
                 (m, _) => format!("method `{m}`"),
             };
             let by = j
@@ -266,14 +314,7 @@ impl Stage for Policy {
                 Some(reason) => format!("{what} is denied by {by}: {reason}"),
                 None => format!("{what} is denied by {by}"),
             };
-            Verdict::Reject(GatewayError::Rejected {
-                stage: "policy".into(),
-                status: StatusCode::OK,
-                code: jsonrpc::POLICY_DENIED,
-                message,
-                data: Some(serde_json::json!({"rule": j.rule, "reason": j.reason})),
-                headers: vec![],
-            })
+            Verdict::Reject(denied(message, j.rule, j.reason))
         })
     }
 
@@ -305,13 +346,23 @@ impl Stage for Policy {
             };
             let client = cx.client_key();
             if let Some(items) = result.get_mut(field).and_then(Value::as_array_mut) {
+                let normalise = field == "resources" && self.config.judges_resources();
                 items.retain(|item| {
                     let name = item.get(key).and_then(Value::as_str).unwrap_or("");
+                    let normalised = if normalise {
+                        match crate::mcp::uri::normalize(name) {
+                            Ok(n) => Some(n),
+                            // What could not be read is not listed either.
+                            Err(_) => return false,
+                        }
+                    } else {
+                        None
+                    };
                     let s = Subject {
                         client: &client,
                         server: &cx.upstream.name,
                         method: call,
-                        target: Some(name),
+                        target: Some(normalised.as_deref().unwrap_or(name)),
                     };
                     self.config.judge(&s).effect == Effect::Allow
                 });

@@ -1,0 +1,151 @@
+//! Resource URIs in the one form policies judge them in.
+//!
+//! A rule allowing `file:///docs/*` must not allow `file:///docs/../../etc/passwd`, and one
+//! denying `file:///secret/*` must not be dodged by `FILE:///%73ecret/x` or
+//! `file:///public/%2e%2e/secret/x`. So before any pattern sees a resource URI it is normalised
+//! as RFC 3986 (section 6) and the WHATWG URL standard agree: scheme and host in lower case, dot
+//! segments (`.`, `..`, and their percent-encoded spellings) resolved, default ports dropped,
+//! percent-encoded characters that need no encoding decoded. What cannot be brought to one form
+//! safely is refused, never guessed: relative references, an encoded `/`, `\` or NUL in the path
+//! (a server that decodes them would see other segments than the policy did), double encoding
+//! (`%252e`), control characters, and dot segments in opaque URIs (`mcp:a/../b`).
+
+/// `uri` normalised, or why it cannot be.
+pub fn normalize(uri: &str) -> Result<String, String> {
+    if uri.bytes().any(|b| b.is_ascii_control()) {
+        return Err("it contains control characters".into());
+    }
+    let url = url::Url::parse(uri).map_err(|e| format!("it is not an absolute URI ({e})"))?;
+    if url.cannot_be_a_base() && url.path().split('/').any(is_dot_segment) {
+        return Err("it has dot segments in an opaque path".into());
+    }
+    let text = url.as_str();
+    let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(octet) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            match octet {
+                b'/' | b'\\' | 0 => {
+                    return Err(format!(
+                        "it encodes `{}` as {}",
+                        (octet as char).escape_default(),
+                        &text[i..i + 3]
+                    ));
+                }
+                b'%' if bytes
+                    .get(i + 3..i + 5)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                {
+                    return Err(format!("it is percent-encoded twice ({})", &text[i..i + 5]));
+                }
+                // RFC 3986 unreserved characters mean the same encoded or not.
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    out.push(octet as char);
+                }
+                _ => out.push_str(&text[i..i + 3].to_ascii_uppercase()),
+            }
+            i += 3;
+            continue;
+        }
+        let ch = text[i..].chars().next().unwrap_or_default();
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    // Decoding can only have produced a dot segment from a spelling the URL parser resolves
+    // itself; check anyway rather than trust that.
+    let path_start = out.find("://").map_or(0, |p| p + 3);
+    if out[path_start..]
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .any(|s| s == "..")
+    {
+        return Err("it still has `..` segments after decoding".into());
+    }
+    Ok(out)
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let s = segment.to_ascii_lowercase().replace("%2e", ".");
+    s == "." || s == ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_forms() {
+        let cases: &[(&str, &str)] = &[
+            ("file:///docs/a.md", "file:///docs/a.md"),
+            ("file:///docs/../../etc/passwd", "file:///etc/passwd"),
+            ("file:///docs/./a/../b.md", "file:///docs/b.md"),
+            ("file:///docs/%2e%2e/etc/passwd", "file:///etc/passwd"),
+            ("file:///docs/.%2E/etc/passwd", "file:///etc/passwd"),
+            ("FILE:///%73ecret/x", "file:///secret/x"),
+            (
+                "HTTPS://Example.COM:443/a/%7euser",
+                "https://example.com/a/~user",
+            ),
+            ("https://example.com/a%20b", "https://example.com/a%20b"),
+            ("https://example.com/a%c3%a9", "https://example.com/a%C3%A9"),
+            ("file:///docs/a..b", "file:///docs/a..b"),
+            ("custom://host/x/../y", "custom://host/y"),
+            ("urn:isbn:0451450523", "urn:isbn:0451450523"),
+            ("postgres://db/users?limit=1", "postgres://db/users?limit=1"),
+            ("https://example.com/100%25", "https://example.com/100%25"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize(input).as_deref(), Ok(*want), "{input}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_normalised_is_refused() {
+        for bad in [
+            "docs/a.md",
+            "../etc/passwd",
+            "",
+            "file:///docs%2F..%2Fetc/passwd",
+            "file:///docs/%5c..%5cetc",
+            "file:///docs/%252e%252e/etc/passwd",
+            "file:///docs/a%00.md",
+            "file:///docs/a\n.md",
+            "mcp:docs/../secret",
+            "mcp:docs/%2E%2E/secret",
+        ] {
+            assert!(normalize(bad).is_err(), "{bad:?} -> {:?}", normalize(bad));
+        }
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let samples = [
+            "%",
+            "%z",
+            "%e9",
+            "a:%",
+            "file:///%",
+            "file:///é%",
+            "x:/%2",
+            "\u{10ffff}:x",
+        ];
+        for s in samples {
+            let _ = normalize(s);
+        }
+        // Every prefix of a tricky URI.
+        let tricky = "HTTPS://Ex%41mple.com:443/a/%2e%2E/b%c3%a9/%7E?q=%25#f";
+        for end in 0..=tricky.len() {
+            if tricky.is_char_boundary(end) {
+                let _ = normalize(&tricky[..end]);
+            }
+        }
+    }
+}
