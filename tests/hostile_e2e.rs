@@ -25,8 +25,13 @@ fn hostile_server(flags: &[&str]) -> (Proc, String) {
 
 /// A gateway in front of `routes` (name, upstream URL): the policy hides and denies `add` and
 /// every resource but those under `file:///docs/`, the redact plugin hides e-mail addresses in
-/// tool results.
+/// tool results, the arg-guard plugin refuses an `echo` of more than 40 characters.
 fn gateway(routes: &[(&str, &str)]) -> (Proc, String, TempDir) {
+    gateway_with(routes, "")
+}
+
+/// [`gateway`] with more top-level sections (`rate_limit:`, ...).
+fn gateway_with(routes: &[(&str, &str)], sections: &str) -> (Proc, String, TempDir) {
     let plugins = repo().join("plugins");
     assert!(
         plugins.join("redact.wasm").exists(),
@@ -58,7 +63,14 @@ plugins:
   redact:
     file: redact.wasm
     config: {{detectors: [email], arguments: false, results: true}}
-upstreams:
+  guard:
+    file: arg_guard.wasm
+    config:
+      tools:
+        echo:
+          arguments:
+            text: {{type: string, max_length: 40}}
+{sections}upstreams:
 {upstreams}",
             plugins = plugins.display()
         ),
@@ -305,5 +317,86 @@ fn resource_rules_judge_the_uri_not_its_spelling() {
                 assert!(!answer.contains("root:x"), "{era} {method} {uri}: {answer}");
             }
         }
+    }
+}
+
+/// Issue item 5: a request that is not forwarded is not charged. Calls the policy denies, calls a
+/// plugin refuses, batches one element of which is refused, and calls under an unknown session
+/// take no token; the bucket's three tokens are all there for the calls that go through.
+#[test]
+fn refused_requests_are_not_charged() {
+    let (_server, url) = hostile_server(&[]);
+    for era in [LEGACY, MODERN] {
+        // A gateway per era: the bucket is the caller's (here, the loopback address).
+        let (_gw, base, _dir) = gateway_with(
+            &[("limited", &url)],
+            "rate_limit:\n  per_client: {capacity: 3, refill_rate: 0.001}\n",
+        );
+        let client = Client::new(&base, "limited", era);
+        let call = |tool: &str, arguments: Value| {
+            let answer = client.answer(
+                "1",
+                "tools/call",
+                json!({"name": tool, "arguments": arguments}),
+            );
+            serde_json::from_str::<Value>(&answer).unwrap()
+        };
+        for i in 0..5 {
+            let denied = call("add", json!({"a": 1, "b": 2}));
+            assert_eq!(
+                denied["error"]["code"], -32007,
+                "{era} denied call {i}: {denied}"
+            );
+            let refused = call("echo", json!({"text": "x".repeat(60)}));
+            assert_eq!(
+                refused["error"]["code"], -32602,
+                "{era} plugin-refused call {i}: {refused}"
+            );
+        }
+        if era == LEGACY {
+            let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"}}},
+                            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}]"#;
+            for i in 0..3 {
+                let r = raw_post(
+                    &base,
+                    "/servers/limited/mcp",
+                    &[("mcp-protocol-version", "2025-03-26")],
+                    batch,
+                );
+                assert!(
+                    r.body.contains("-32007"),
+                    "batch {i}: {} {}",
+                    r.status,
+                    r.body
+                );
+            }
+            for i in 0..3 {
+                let r = raw_post(
+                    &base,
+                    "/servers/limited/mcp",
+                    &[
+                        ("mcp-protocol-version", LEGACY),
+                        ("mcp-session-id", "mg1.unknown"),
+                    ],
+                    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"}}}"#,
+                );
+                assert_eq!(r.status, 404, "unknown session {i}: {}", r.body);
+            }
+        }
+        // The legacy client's initialize was forwarded, and took one of the three.
+        let left = if era == LEGACY { 2 } else { 3 };
+        for i in 0..left {
+            let ok = call("echo", json!({"text": "fits"}));
+            assert_eq!(
+                ok["result"]["content"][0]["text"], "fits",
+                "{era} call {i}: {ok}"
+            );
+        }
+        let limited = client.send(
+            "1",
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "one more"}}),
+        );
+        assert_eq!(limited.status, 429, "{era}: {}", limited.body);
     }
 }

@@ -64,6 +64,9 @@ pub struct RequestContext {
     pub response_streamed: bool,
     /// The stage that answered the request locally ([`Verdict::Respond`]), for the audit log.
     pub responded_by: Option<String>,
+    /// What stages keep about this request for later phases (the rate limit's charges, which
+    /// [`Stage::refund`] gives back when the request is not forwarded after all).
+    pub extensions: http::Extensions,
     current: usize,
     modified: bool,
 }
@@ -101,6 +104,7 @@ impl RequestContext {
             upstream_status: None,
             response_streamed: false,
             responded_by: None,
+            extensions: http::Extensions::new(),
             current: 0,
             modified: false,
         }
@@ -182,6 +186,13 @@ pub trait Stage: Send + Sync + 'static {
         false
     }
 
+    /// Undoes what [`Stage::on_request`] did to shared state for a request that is not forwarded
+    /// after all (a later stage refused it or answered it, its session was unknown): the rate
+    /// limit gives its tokens back. Called at most once per request, for every stage that ran.
+    fn refund<'a>(&'a self, _cx: &'a mut RequestContext) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
     /// Whether [`Stage::wants_response`] can ever be true: then streams that carry responses to
     /// other requests (legacy GET streams) are inspected for them. A stage that overrides
     /// `wants_response` overrides this too.
@@ -247,26 +258,43 @@ impl Pipeline {
         self.stages.iter().map(|s| s.name().to_string()).collect()
     }
 
-    /// Runs every stage over every message, in order; the first Reject or Respond ends the run.
+    /// Runs every stage over every message, in order; the first Reject or Respond ends the run,
+    /// and what the stages that ran charged is given back (nothing is charged for a request that
+    /// is not forwarded; a batch is forwarded whole or not at all).
     pub async fn on_request(&self, cx: &mut RequestContext) -> Result<Outcome, GatewayError> {
         let started = Instant::now();
         let messages = cx.body.as_ref().map_or(1, |b| b.messages.len());
-        for stage in self.stages.iter() {
+        for (ran, stage) in self.stages.iter().enumerate() {
             for i in 0..messages {
                 cx.current = i;
-                match stage.on_request(cx).await {
-                    Verdict::Continue => {}
-                    Verdict::Reject(e) => return Err(e),
+                let ended = match stage.on_request(cx).await {
+                    Verdict::Continue => continue,
+                    Verdict::Reject(e) => Err(e),
                     Verdict::Respond(r) => {
                         cx.responded_by = Some(stage.name().to_string());
-                        return Ok(Outcome::Respond(r));
+                        Ok(Outcome::Respond(r))
                     }
-                }
+                };
+                cx.current = 0;
+                self.refund_stages(cx, ran + 1).await;
+                return ended;
             }
         }
         cx.current = 0;
         cx.timings.stages = started.elapsed();
         Ok(Outcome::Forward)
+    }
+
+    /// Gives back what the stages charged for a request that passed them but is not forwarded
+    /// after all (its session is unknown, it could not be built).
+    pub async fn refund(&self, cx: &mut RequestContext) {
+        self.refund_stages(cx, self.stages.len()).await;
+    }
+
+    async fn refund_stages(&self, cx: &mut RequestContext, ran: usize) {
+        for stage in self.stages.iter().take(ran) {
+            stage.refund(cx).await;
+        }
     }
 
     /// Whether any stage (or observer) may ask to see responses: then streams that answer no

@@ -623,30 +623,17 @@ where
 
     // 5. Legacy session: open the gateway's sealed id; unknown, tampered, expired, ended or
     //    someone else's → 404 from the gateway itself. Modern requests never carry one.
+    //    From here until the request is sent, a failure gives back what the stages charged.
     let client_session = cx.headers.get(&MCP_SESSION_ID).cloned();
-    if cx.era == Era::Legacy
-        && !is_initialize
-        && let Some(token) = &client_session
-    {
-        let token = token.to_str().map_err(|_| GatewayError::SessionNotFound)?;
-        let caller = cx.caller.as_ref().map(|c| c.id.as_ref());
-        match gw.sessions.open(&upstream.name, token, caller) {
-            Ok(claims) => {
-                summary.session = Some(claims.id.clone());
-                cx.session = Some(claims);
-            }
-            Err(e) => {
-                tracing::debug!(request_id = %cx.request_id, reason = ?e, "session rejected");
-                return Err(GatewayError::SessionNotFound);
-            }
-        }
-    }
+    let opened = open_session(gw, &mut cx, client_session.as_ref(), is_initialize, summary);
+    refunding(&pipeline, &mut cx, opened).await?;
 
     // 6. Forward.
     // Requests whose responses a stage inspects go out under ids of the gateway's own; a GET
     // stream may carry their responses too.
     let hooks = if cx.body.is_some() {
-        pipeline.hook_requests(&mut cx, &gw.sessions)?
+        let hooked = pipeline.hook_requests(&mut cx, &gw.sessions);
+        refunding(&pipeline, &mut cx, hooked).await?
     } else if cx.http_method == Method::GET && cx.era == Era::Legacy {
         pipeline.stream_hooks(&gw.sessions)
     } else {
@@ -663,8 +650,8 @@ where
     } else {
         cx.headers.clone()
     };
-    let mut upstream_req =
-        proxy::upstream_request(&cx, client_headers, peer, &gw.strip_headers, body_bytes)?;
+    let built = proxy::upstream_request(&cx, client_headers, peer, &gw.strip_headers, body_bytes);
+    let mut upstream_req = refunding(&pipeline, &mut cx, built).await?;
     summary.forwarded(&cx);
     let upstream_span = if gw.obs.export {
         let span = tracing::info_span!(
@@ -747,6 +734,45 @@ where
         Body::from(bytes)
     };
     Ok(Response::from_parts(resp_parts, body))
+}
+
+/// Opens the legacy session a request carries (step 5 of [`handle`]) into `cx.session`.
+fn open_session(
+    gw: &Gateway,
+    cx: &mut RequestContext,
+    client_session: Option<&HeaderValue>,
+    is_initialize: bool,
+    summary: &mut Summary,
+) -> Result<(), GatewayError> {
+    let Some(token) = client_session.filter(|_| cx.era == Era::Legacy && !is_initialize) else {
+        return Ok(());
+    };
+    let token = token.to_str().map_err(|_| GatewayError::SessionNotFound)?;
+    let caller = cx.caller.as_ref().map(|c| c.id.as_ref());
+    match gw.sessions.open(&cx.upstream.name, token, caller) {
+        Ok(claims) => {
+            summary.session = Some(claims.id.clone());
+            cx.session = Some(claims);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::debug!(request_id = %cx.request_id, reason = ?e, "session rejected");
+            Err(GatewayError::SessionNotFound)
+        }
+    }
+}
+
+/// `result`, after giving back what the stages charged when it is an error: a request that is
+/// not forwarded is not charged.
+async fn refunding<T>(
+    pipeline: &Pipeline,
+    cx: &mut RequestContext,
+    result: Result<T, GatewayError>,
+) -> Result<T, GatewayError> {
+    if result.is_err() {
+        pipeline.refund(cx).await;
+    }
+    result
 }
 
 /// The strings the audit log must never write for this request: the caller's credential (a

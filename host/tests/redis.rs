@@ -125,6 +125,18 @@ async fn the_script_answers_as_the_memory_backend_does() {
     }
     assert!(seen[2].starts_with("limited at client"), "{seen:#?}");
     assert!(seen[3].starts_with("allowed 1/2"), "{seen:#?}");
+
+    // Refunds (a request refused by a later stage) give tokens back, a listed bucket once per
+    // listing, never beyond capacity, alike in both backends.
+    let twice = vec![github[0].clone(), github[0].clone(), jira[0].clone()];
+    memory.refund(&twice).await.unwrap();
+    redis.refund(&twice).await.unwrap();
+    for buckets in [&github, &jira] {
+        let m = rounded(memory.take(buckets, false).await.unwrap());
+        let r = rounded(redis.take(buckets, false).await.unwrap());
+        assert_eq!(r, m);
+        assert!(m.starts_with("allowed 2/2"), "{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

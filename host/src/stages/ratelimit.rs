@@ -206,7 +206,16 @@ pub trait Backend: Send + Sync + 'static {
         buckets: &'a [(BucketKey, Limit)],
         charge: bool,
     ) -> BoxFuture<'a, Result<Decision, String>>;
+
+    /// Gives one token back to every bucket listed (a bucket listed twice gets two), never
+    /// beyond its capacity: the charge of a request that was not forwarded after all.
+    fn refund<'a>(&'a self, buckets: &'a [(BucketKey, Limit)])
+    -> BoxFuture<'a, Result<(), String>>;
 }
+
+/// The tokens one request took, kept in its context until it is forwarded (or refunded).
+#[derive(Debug, Clone, Default)]
+struct Charged(Vec<(BucketKey, Limit)>);
 
 const SHARDS: usize = 16;
 
@@ -310,6 +319,20 @@ impl MemoryBackend {
         }))
     }
 
+    /// The synchronous core of [`Backend::refund`]. A bucket forgotten meanwhile (it refilled
+    /// and was swept) is already full.
+    pub fn refund_now(&self, buckets: &[(BucketKey, Limit)]) {
+        for (key, limit) in buckets {
+            let mut shard = self
+                .shard(key)
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((bucket, _)) = shard.get_mut(key) {
+                bucket.give_back(limit);
+            }
+        }
+    }
+
     /// The synchronous core of [`Backend::take`].
     pub fn take_now(&self, buckets: &[(BucketKey, Limit)]) -> Decision {
         let now = Instant::now();
@@ -352,6 +375,16 @@ impl Backend for MemoryBackend {
             } else {
                 Decision::Allowed(self.peek_now(buckets))
             })
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        buckets: &'a [(BucketKey, Limit)],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.refund_now(buckets);
+            Ok(())
         })
     }
 }
@@ -504,6 +537,14 @@ impl Stage for RateLimit {
             match self.backend.take(&buckets, charge).await {
                 Ok(Decision::Allowed(snap)) => {
                     set_headers(cx, &snap);
+                    if charge {
+                        match cx.extensions.get_mut::<Charged>() {
+                            Some(charged) => charged.0.extend(buckets),
+                            None => {
+                                cx.extensions.insert(Charged(buckets));
+                            }
+                        }
+                    }
                     Verdict::Continue
                 }
                 Ok(Decision::Limited {
@@ -532,6 +573,18 @@ impl Stage for RateLimit {
                     data: None,
                     headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u32))],
                 }),
+            }
+        })
+    }
+
+    fn refund<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(Charged(buckets)) = cx.extensions.remove::<Charged>() else {
+                return;
+            };
+            if let Err(e) = self.backend.refund(&buckets).await {
+                // Logged and counted where it failed (crate::redis); the tokens refill anyway.
+                tracing::debug!(error = %e, "rate limit refund failed");
             }
         })
     }
@@ -604,6 +657,26 @@ mod tests {
         // The refused request charged nothing: the client bucket still has 8.
         let only_client = vec![(client, limit(10.0, 0.0))];
         assert!(matches!(m.take_now(&only_client), Decision::Allowed(s) if s.remaining == 7.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refunds_give_tokens_back_up_to_capacity() {
+        let m = MemoryBackend::new(1000);
+        let b = vec![(BucketKey::Client("c".into()), limit(3.0, 0.0))];
+        for _ in 0..3 {
+            assert!(matches!(m.take_now(&b), Decision::Allowed(_)));
+        }
+        assert!(matches!(m.take_now(&b), Decision::Limited { .. }));
+        m.refund_now(&[b[0].clone(), b[0].clone()]);
+        assert!(matches!(m.take_now(&b), Decision::Allowed(s) if s.remaining == 1.0));
+        m.refund_now(&[b[0].clone(), b[0].clone(), b[0].clone(), b[0].clone()]);
+        assert!(
+            matches!(m.take_now(&b), Decision::Allowed(s) if s.remaining == 2.0),
+            "capped"
+        );
+        // A bucket never charged (or forgotten) is full: nothing to give back.
+        m.refund_now(&[(BucketKey::Client("new".into()), limit(3.0, 0.0))]);
+        assert_eq!(m.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,8 @@ use crate::redis::{Redis, Use};
 
 static SCRIPT: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(include_str!("buckets.lua")));
+static REFUND: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(include_str!("refund.lua")));
 
 /// The Redis backend of the rate limiter.
 pub struct RedisBackend {
@@ -67,6 +69,27 @@ impl Backend for RedisBackend {
                 .await
                 .map_err(|e| e.to_string())?;
             decode(buckets, &reply)
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        buckets: &'a [(BucketKey, Limit)],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut call = REFUND.prepare_invoke();
+            for (key, limit) in buckets {
+                call.key(redis_key(self.redis.prefix(), key));
+                call.arg(limit.capacity.to_string());
+            }
+            let _: i64 = self
+                .redis
+                .run(Use::RateLimit, |mut conn| async move {
+                    call.invoke_async(&mut conn).await
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
         })
     }
 }
