@@ -400,3 +400,159 @@ fn refused_requests_are_not_charged() {
         assert_eq!(limited.status, 429, "{era}: {}", limited.body);
     }
 }
+
+/// A raw TCP connection to the gateway, for clients that misbehave at the byte level.
+fn connect(base: &str) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Reads until the gateway closes the connection (or 20 s pass: a failure); returns what came.
+fn read_until_closed(s: &mut std::net::TcpStream) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&out).into_owned()),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            Err(e) => return Err(format!("still open after 20 s ({e}); got {out:?}")),
+        }
+    }
+}
+
+/// Issue item 6: slow and idle clients are cut off, and the number of connections is capped.
+/// A client trickling its request head, an idle keep-alive connection and a body that never
+/// completes are closed within their timeouts (the body with 408 and a JSON-RPC error); a client
+/// that stops reading a large answer is disconnected; connections over `max_connections` get 503
+/// and a JSON-RPC error at once; the gateway serves normally throughout and counts each.
+#[test]
+fn slow_idle_and_numerous_clients_are_bounded() {
+    use std::io::Write as _;
+    let (_server, url) = hostile_server(&[]);
+    // `plain` runs no stages, so its answers stream through without being read (the redact
+    // plugin would refuse a 32 MiB result as too large for its memory).
+    let plain = format!("{url}\n    pipeline: []");
+    let (mut gw, base, _dir) = gateway_with(
+        &[("slow", &url), ("plain", &plain)],
+        "server:\n  max_connections: 8\n  header_timeout: 500\n  body_timeout: 500\n  write_timeout: 1000\nobservability:\n  metrics: {path: /metrics}\n",
+    );
+    // Slowloris: a head that never ends, one header line at a time.
+    let mut trickle = connect(&base);
+    trickle
+        .write_all(b"POST /servers/slow/mcp HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = trickle.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes());
+    }
+    assert_eq!(
+        read_until_closed(&mut trickle).unwrap(),
+        "",
+        "closed without an answer"
+    );
+
+    // An idle keep-alive connection, after one answered request.
+    let mut idle = connect(&base);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answered = read_until_closed(&mut idle).unwrap();
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    // A body that never completes: 408 with a JSON-RPC error, then the connection closes.
+    let mut slow_body = connect(&base);
+    slow_body
+        .write_all(b"POST /servers/slow/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\":")
+        .unwrap();
+    let answer = read_until_closed(&mut slow_body).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#""code":-32600"#) && answer.contains("server.body_timeout"),
+        "{answer}"
+    );
+
+    // Twelve connections at once against a cap of eight: four are refused at once with 503.
+    let mut crowd: Vec<std::net::TcpStream> = (0..12).map(|_| connect(&base)).collect();
+    let answers: Vec<String> = crowd
+        .iter_mut()
+        .map(|s| read_until_closed(s).unwrap())
+        .collect();
+    let refused: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503"))
+        .collect();
+    assert_eq!(refused.len(), 4, "{answers:#?}");
+    assert!(
+        refused[0].contains("server.max_connections"),
+        "{}",
+        refused[0]
+    );
+    drop(crowd);
+
+    // A client that asks for 64 MiB (32 Mi characters, twice in the result) and reads none of it
+    // is disconnected.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"big","arguments":{"mib":32},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let mut stalled = connect(&base);
+    stalled
+        .write_all(
+            format!(
+                "POST /servers/plain/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: big\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let closed = |text: &str, reason: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "mcpgate_client_connections_closed_total{{reason=\"{reason}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = loop {
+        let text = get(&base, "/metrics");
+        if closed(&text, "write_timeout") >= 1.0 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        closed(&metrics, "write_timeout"),
+        1.0,
+        "{metrics}\n{}",
+        gw.drain().join("\n")
+    );
+    assert_eq!(closed(&metrics, "limit"), 4.0, "{metrics}");
+    assert_eq!(closed(&metrics, "body_timeout"), 1.0, "{metrics}");
+    assert!(closed(&metrics, "header_timeout") >= 2.0, "{metrics}");
+    // After all that, the gateway serves as before.
+    let client = Client::new(&base, "slow", MODERN);
+    let answer = client.answer(
+        "1",
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "still here"}}),
+    );
+    assert!(answer.contains("still here"), "{answer}");
+    drop(stalled);
+}
+
+/// GETs `path` on its own connection; returns the body.
+fn get(base: &str, path: &str) -> String {
+    use std::io::Write as _;
+    let mut s = connect(base);
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let text = read_until_closed(&mut s).unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text)
+}

@@ -129,7 +129,7 @@ auth:
     - {{id: alice, key_env: OBS_ALICE_KEY}}
 rate_limit:
   tools:
-    echo: {{capacity: 4, refill_rate: 0.001}}
+    echo: {{capacity: 3, refill_rate: 0.001}}
 policy:
   rules:
     - name: no-arithmetic

@@ -37,6 +37,11 @@ pub enum GatewayError {
     OriginForbidden(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    #[error(
+        "the request body did not arrive within {}ms (server.body_timeout)",
+        .0.as_millis()
+    )]
+    BodyTimeout(Duration),
     #[error("upstream `{upstream}` is unavailable: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
     #[error("upstream `{upstream}` did not begin its response within {}ms", timeout.as_millis())]
@@ -74,6 +79,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::OriginForbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Rejected { status, .. } => *status,
@@ -89,6 +95,7 @@ impl GatewayError {
             GatewayError::BadRequest { code, .. } | GatewayError::Rejected { code, .. } => *code,
             GatewayError::OriginForbidden(_) => jsonrpc::FORBIDDEN,
             GatewayError::PayloadTooLarge(_) => jsonrpc::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout(_) => jsonrpc::INVALID_REQUEST,
             GatewayError::UpstreamUnavailable { .. } => jsonrpc::UPSTREAM_UNAVAILABLE,
             GatewayError::UpstreamTimeout { .. } => jsonrpc::UPSTREAM_TIMEOUT,
             GatewayError::Internal(_) => jsonrpc::INTERNAL_ERROR,
@@ -107,6 +114,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => "bad_request",
             GatewayError::OriginForbidden(_) => "origin_forbidden",
             GatewayError::PayloadTooLarge(_) => "payload_too_large",
+            GatewayError::BodyTimeout(_) => "body_timeout",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Rejected { .. } => "rejected",
@@ -135,6 +143,11 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => (
                 None,
                 vec![(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"))],
+            ),
+            // The rest of the body may still come: the connection cannot carry another request.
+            GatewayError::BodyTimeout(_) => (
+                None,
+                vec![(header::CONNECTION, HeaderValue::from_static("close"))],
             ),
             _ => (None, Vec::new()),
         };
@@ -189,6 +202,11 @@ mod tests {
                 GatewayError::PayloadTooLarge(4),
                 413,
                 jsonrpc::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                GatewayError::BodyTimeout(Duration::from_secs(1)),
+                408,
+                jsonrpc::INVALID_REQUEST,
             ),
             (
                 GatewayError::UpstreamUnavailable {

@@ -7,6 +7,7 @@
 //!
 //! Modules, in the order a request meets them:
 //! - [`server`]: listeners, routes, the MCP handler, graceful shutdown.
+//! - [`conn`]: client connections' limits (count, slow heads and bodies, clients that stop reading).
 //! - [`mcp`]: protocol knowledge only: envelope, era, routing headers, JSON-RPC errors, SSE framing.
 //! - [`pipeline`]: the [`pipeline::Stage`] abstraction, the per-request context, the runner.
 //! - [`session`]: sealed legacy session ids and local bookkeeping.
@@ -19,6 +20,7 @@
 //! - [`config`]: YAML → validated, immutable runtime config.
 
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod mcp;
 pub mod observability;

@@ -48,6 +48,8 @@ pub struct Gateway {
     strip_headers: Vec<HeaderName>,
     /// In-memory rate-limit buckets, swept in the background.
     buckets: Option<Arc<crate::stages::ratelimit::MemoryBackend>>,
+    /// Client connection limits, shared by the serving threads.
+    pub connections: Arc<crate::conn::Connections>,
     shutdown: CancellationToken,
     draining: AtomicBool,
 }
@@ -101,7 +103,9 @@ impl Gateway {
                 *pipeline = std::mem::take(pipeline).with_observer(catalog);
             }
         }
+        let connections = Arc::new(crate::conn::Connections::new(&config.server, &obs.registry));
         Ok(Gateway {
+            connections,
             config: Arc::new(config),
             sessions,
             obs: Arc::new(obs),
@@ -344,12 +348,24 @@ async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     use hyper_util::server::graceful::GracefulShutdown;
 
     let app = router(gateway.clone());
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let server = &gateway.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // With a timer, hyper bounds the wait for a request head (which also ends idle keep-alive
+    // connections); HTTP/2 peers are pinged and dropped when they stop answering.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -366,11 +382,21 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = gateway.connections.admit() else {
+            let connections = gateway.connections.clone();
+            tokio::spawn(async move { connections.refuse(tcp).await });
+            continue;
+        };
         // TCP_NODELAY on every client connection: SSE events and small JSON answers are written
         // as they come, and with Nagle each would wait for the client's delayed ACK (~40 ms).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
+        let tcp = crate::conn::StallGuard::new(
+            tcp,
+            gateway.connections.write_timeout,
+            server.header_timeout,
+        );
         let gw = gateway.clone();
         let app = app.clone();
         let peer = Peer::new(peer);
@@ -382,8 +408,13 @@ async fn serve(
             .serve_connection(TokioIo::new(tcp), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let connections = gateway.connections.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
+                if let Some(why) = crate::conn::closed_by(e.as_ref()) {
+                    connections.closed(why);
+                }
                 tracing::trace!(error = %e, "connection ended with an error");
             }
         });
@@ -529,8 +560,7 @@ where
     let Some(upstream) = gw.config.upstream(name).cloned() else {
         // Best effort: answer with the request's id so the client can match the error.
         if parts.method == Method::POST
-            && let Ok(bytes) =
-                read_body(body, gw.config.server.max_body_bytes, &parts.headers).await
+            && let Ok(bytes) = read_body(gw, body, &parts.headers).await
         {
             *error_id = ParsedBody::parse(&bytes)
                 .ok()
@@ -550,7 +580,7 @@ where
 
     // 2. Envelope: read the body once (bounded), parse it once.
     let (body_bytes, parsed) = if parts.method == Method::POST {
-        let bytes = read_body(body, gw.config.server.max_body_bytes, &parts.headers).await?;
+        let bytes = read_body(gw, body, &parts.headers).await?;
         let parsed = ParsedBody::parse(&bytes).map_err(|e| {
             *error_id = e.id.clone();
             GatewayError::bad_request(e.code, e.message)
@@ -800,8 +830,33 @@ fn secrets(cx: &RequestContext, credential_headers: &[HeaderName]) -> Vec<String
     out
 }
 
-/// Reads a request body up to `limit` bytes; larger → 413 (early from `Content-Length`).
+/// Reads a request body up to `server.max_body_bytes`; larger → 413 (early from
+/// `Content-Length`); not all there within `server.body_timeout` → 408.
 async fn read_body<B>(
+    gw: &Gateway,
+    body: B,
+    headers: &http::HeaderMap,
+) -> Result<Bytes, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<relay::BoxError>,
+{
+    let timeout = gw.config.server.body_timeout;
+    match tokio::time::timeout(
+        timeout,
+        read_bounded(body, gw.config.server.max_body_bytes, headers),
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(_) => {
+            gw.connections.closed(crate::conn::Closed::BodyTimeout);
+            Err(GatewayError::BodyTimeout(timeout))
+        }
+    }
+}
+
+async fn read_bounded<B>(
     body: B,
     limit: usize,
     headers: &http::HeaderMap,

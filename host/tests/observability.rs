@@ -145,10 +145,12 @@ async fn rejected_and_limited_callers_are_counted_per_bounded_client() {
     let url = gw.url("u");
     for (_, key) in &keys {
         let h = [("x-api-key", key.as_str())];
-        // First call denied by policy (charged), second limited.
+        // Denied by policy (not charged), then the bucket's one token, then limited.
         let denied = post_with(&url, &legacy_call(1, "listed_b"), &h).await;
         assert_eq!(denied.status(), 200);
-        let limited = post_with(&url, &legacy_call(2, "listed_a"), &h).await;
+        let allowed = post_with(&url, &legacy_call(2, "listed_a"), &h).await;
+        assert_eq!(allowed.status(), 200);
+        let limited = post_with(&url, &legacy_call(3, "listed_a"), &h).await;
         assert_eq!(limited.status(), 429);
     }
     let text = scrape(&gw).await;

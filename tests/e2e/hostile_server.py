@@ -15,6 +15,7 @@ Tools:
   leak_later()        closes its POST stream first (with --resumable), then returns the same
                       text: the answer reaches the client only on the resumed GET stream
   request_query()     the query string of the HTTP request that carried the call
+  big(mib)            returns `mib` MiB of text
 
 Resources: file:///docs/readme.md ("the docs") and file:///etc/passwd ("root:x:0:0"); the tests'
 policy allows only the first.
@@ -85,6 +86,11 @@ def build() -> MCPServer:
         await ctx.close_sse_stream()
         await asyncio.sleep(0.3)
         return SECRET
+
+    @server.tool()
+    def big(mib: int) -> str:
+        """A large result."""
+        return "x" * (mib * 1024 * 1024)
 
     @server.resource("file:///docs/readme.md")
     def readme() -> str:

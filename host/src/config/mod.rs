@@ -42,6 +42,10 @@ pub const DEFAULT_SESSION_TTL_MS: u64 = 24 * 3600 * 1000;
 pub const DEFAULT_SESSION_IDLE_MS: u64 = 3600 * 1000;
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
 /// Upper bound on `server.workers`.
 pub const MAX_WORKERS: u64 = 1024;
 /// Env var read for the session key when `sessions.key` is not set.
@@ -75,6 +79,10 @@ struct RawServer {
     shutdown_timeout: Option<u64>,
     public_url: Option<String>,
     workers: Option<u64>,
+    max_connections: Option<usize>,
+    header_timeout: Option<u64>,
+    body_timeout: Option<u64>,
+    write_timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +176,17 @@ pub struct ServerConfig {
     /// The URL clients reach the gateway at (scheme://host[:port], no trailing slash), for
     /// OAuth resource metadata. `None`: derived from each request's `Host`.
     pub public_url: Option<String>,
+    /// Client connections open at once, across all serving threads; one more is answered 503
+    /// and closed.
+    pub max_connections: usize,
+    /// Bound on receiving a request's head (HTTP/1), which is also the longest a keep-alive
+    /// connection may wait idle for its next request.
+    pub header_timeout: Duration,
+    /// Bound on receiving a request's whole body, once its head has arrived (408 past it).
+    pub body_timeout: Duration,
+    /// Bound on a client that accepts no bytes of its response (it stopped reading): past it
+    /// the connection is closed.
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -481,6 +500,41 @@ impl Validator<'_> {
             ),
             public_url: raw.public_url.and_then(|u| self.public_url(&u)),
             workers: self.workers(raw.workers),
+            max_connections: match raw.max_connections {
+                Some(0) => {
+                    self.error("server.max_connections", "must be at least 1");
+                    DEFAULT_MAX_CONNECTIONS
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_CONNECTIONS,
+            },
+            header_timeout: self.positive_ms(
+                "server.header_timeout",
+                raw.header_timeout,
+                DEFAULT_HEADER_TIMEOUT_MS,
+            ),
+            body_timeout: self.positive_ms(
+                "server.body_timeout",
+                raw.body_timeout,
+                DEFAULT_BODY_TIMEOUT_MS,
+            ),
+            write_timeout: self.positive_ms(
+                "server.write_timeout",
+                raw.write_timeout,
+                DEFAULT_WRITE_TIMEOUT_MS,
+            ),
+        }
+    }
+
+    /// A duration in milliseconds at `path` that must be greater than 0.
+    fn positive_ms(&mut self, path: &str, raw: Option<u64>, default: u64) -> Duration {
+        match raw {
+            Some(0) => {
+                self.error(path, "must be greater than 0 (milliseconds)");
+                Duration::from_millis(default)
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => Duration::from_millis(default),
         }
     }
 
