@@ -556,3 +556,73 @@ fn get(base: &str, path: &str) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or(text)
 }
+
+/// Issue item 7: what the gateway reads whole to inspect is bounded. An SSE event that never
+/// ends (on a hooked `tools/list`) ends the stream once it passes `server.max_inspected_bytes`,
+/// with a JSON-RPC error for the request instead of its answer; a hooked JSON answer over the
+/// bound is a 502 with a JSON-RPC error; a large event nothing inspects passes byte for byte.
+#[test]
+fn what_is_read_to_be_inspected_is_bounded() {
+    let (_upstream, base_url) = start_ported(
+        "raw_upstream.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/raw_upstream.py"))
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    let dir = TempDir::new("hostile-bounds");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  max_inspected_bytes: 65536\npolicy:\n  rules:\n    - {{tools: [hidden], decision: deny}}\n    - {{resources: [\"file:///secret/*\"], decision: deny}}\n    - {{prompts: [hidden], decision: deny}}\nupstreams:\n  raw:\n    url: {base_url}/mcp\n"
+        ),
+    );
+    let (mut gw, base) = start_gateway(&cfg, &[]);
+    let client = Client::new(&base, "raw", MODERN);
+
+    let started = std::time::Instant::now();
+    let endless = client.send(r#""list-1""#, "tools/list", json!({}));
+    assert_eq!(endless.status, 200, "{}", endless.body);
+    let messages = endless.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let error: Value = serde_json::from_str(&messages[0]).unwrap();
+    assert_eq!(error["id"], "list-1", "{error}");
+    assert_eq!(error["error"]["code"], -32015, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("server.max_inspected_bytes"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let huge = client.send("7", "resources/list", json!({}));
+    assert_eq!(
+        huge.status,
+        502,
+        "{}",
+        &huge.body[..huge.body.len().min(300)]
+    );
+    let error: Value = serde_json::from_str(&huge.body).unwrap();
+    assert_eq!(
+        (&error["id"], &error["error"]["code"]),
+        (&json!(7), &json!(-32015))
+    );
+
+    let small = client.answer("8", "prompts/list", json!({}));
+    assert!(small.contains(r#""name":"p""#), "{small}");
+
+    // Not inspected: a 1 MiB event streams through whole, whatever the bound.
+    let big = client.answer(
+        "9",
+        "tools/call",
+        json!({"name": "big_event", "arguments": {}}),
+    );
+    let v: Value = serde_json::from_str(&big).unwrap();
+    assert_eq!(
+        v["result"]["content"][0]["text"].as_str().unwrap().len(),
+        1024 * 1024
+    );
+    let log = gw.drain().join("\n");
+    assert!(log.contains("exceeds server.max_inspected_bytes"), "{log}");
+}

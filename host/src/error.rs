@@ -44,6 +44,8 @@ pub enum GatewayError {
     BodyTimeout(Duration),
     #[error("upstream `{upstream}` is unavailable: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
+    #[error("the answer of upstream `{upstream}` cannot be inspected: {reason}")]
+    Uninspectable { upstream: String, reason: String },
     #[error("upstream `{upstream}` did not begin its response within {}ms", timeout.as_millis())]
     UpstreamTimeout { upstream: String, timeout: Duration },
     /// A stage refused the request. `stage` names it for the audit log.
@@ -80,7 +82,9 @@ impl GatewayError {
             GatewayError::OriginForbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnavailable { .. } | GatewayError::Uninspectable { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Rejected { status, .. } => *status,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,6 +101,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge(_) => jsonrpc::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout(_) => jsonrpc::INVALID_REQUEST,
             GatewayError::UpstreamUnavailable { .. } => jsonrpc::UPSTREAM_UNAVAILABLE,
+            GatewayError::Uninspectable { .. } => jsonrpc::UPSTREAM_UNINSPECTABLE,
             GatewayError::UpstreamTimeout { .. } => jsonrpc::UPSTREAM_TIMEOUT,
             GatewayError::Internal(_) => jsonrpc::INTERNAL_ERROR,
         }
@@ -116,6 +121,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge(_) => "payload_too_large",
             GatewayError::BodyTimeout(_) => "body_timeout",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            GatewayError::Uninspectable { .. } => "upstream_uninspectable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Rejected { .. } => "rejected",
             GatewayError::Internal(_) => "internal",
@@ -124,9 +130,9 @@ impl GatewayError {
 
     pub fn blame(&self) -> Blame {
         match self {
-            GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
-                Blame::Upstream
-            }
+            GatewayError::UpstreamUnavailable { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::Uninspectable { .. } => Blame::Upstream,
             GatewayError::Internal(_) => Blame::Gateway,
             GatewayError::Rejected { .. } => Blame::Stage,
             _ => Blame::Client,

@@ -363,6 +363,7 @@ impl Pipeline {
                 token,
                 request: original,
                 stages,
+                answered: std::sync::atomic::AtomicBool::new(false),
             });
         }
         Ok(ResponseHooks {
@@ -392,6 +393,8 @@ struct Wanted {
     /// The request as the stages saw it, with the client's id.
     request: Message,
     stages: Vec<Arc<dyn Stage>>,
+    /// Whether its answer has gone through the hooks.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 /// The response hooks of one request or stream (see [`Pipeline::hook_requests`]).
@@ -429,6 +432,17 @@ impl ResponseHooks {
     /// Whether bodies must be read by [`ResponseHooks::process`] (else they stream untouched).
     pub fn inspects(&self) -> bool {
         self.inspect
+    }
+
+    /// JSON-RPC error responses, with `message`, for this request's hooked messages whose answers
+    /// have not come through yet: what a stream that must end early sends so that the client's
+    /// calls fail instead of waiting forever.
+    pub fn unanswered_errors(&self, code: i32, message: &str) -> Vec<Vec<u8>> {
+        self.wanted
+            .iter()
+            .filter(|w| !w.answered.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|w| crate::mcp::jsonrpc::error_body(w.request.id.as_deref(), code, message, None))
+            .collect()
     }
 
     /// These hooks, inspecting nothing (for responses that can carry no hooked answer).
@@ -505,7 +519,10 @@ impl ResponseHooks {
         let opened;
         let (request, stages): (&Message, &[Arc<dyn Stage>]) =
             match self.wanted.iter().find(|w| w.token == token) {
-                Some(w) => (&w.request, &w.stages),
+                Some(w) => {
+                    w.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                    (&w.request, &w.stages)
+                }
                 None => {
                     // The answer to another POST's request (a GET or resumed stream).
                     let Some(claims) = self.ids.open_request_id(&cx.upstream.name, &token) else {

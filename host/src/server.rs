@@ -33,9 +33,6 @@ use crate::proxy::relay::{self, Relay};
 use crate::proxy::{self, Peer, UpstreamClient, X_REQUEST_ID};
 use crate::session::Sessions;
 
-/// Upper bound on a JSON response the gateway reads whole to run response hooks on it.
-const HOOKED_JSON_LIMIT: usize = 64 * 1024 * 1024;
-
 /// Everything the request path shares: immutable config, sessions, client, pipelines.
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -745,16 +742,27 @@ where
     let body = if !hooks.inspects() {
         Body::new(relayed)
     } else if is_sse {
-        Body::new(relay::hooked_sse(relayed, cx, hooks))
+        Body::new(relay::hooked_sse(
+            relayed,
+            cx,
+            hooks,
+            gw.config.server.max_inspected_bytes,
+        ))
     } else {
         let error_status = !resp_parts.status.is_success();
-        let read = relay::hooked_json(relayed, &cx, &hooks, HOOKED_JSON_LIMIT, error_status).await;
+        let limit = gw.config.server.max_inspected_bytes;
+        let read = relay::hooked_json(relayed, &cx, &hooks, limit, error_status).await;
         let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) => {
-                return Err(GatewayError::UpstreamUnavailable {
+                let reason = if e.is::<http_body_util::LengthLimitError>() {
+                    format!("it is larger than server.max_inspected_bytes ({limit} bytes)")
+                } else {
+                    e.to_string()
+                };
+                return Err(GatewayError::Uninspectable {
                     upstream: upstream.name.to_string(),
-                    reason: format!("its answer could not be inspected: {e}"),
+                    reason,
                 });
             }
         };

@@ -46,6 +46,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_MAX_INSPECTED_BYTES: u64 = 16 * 1024 * 1024;
 /// Upper bound on `server.workers`.
 pub const MAX_WORKERS: u64 = 1024;
 /// Env var read for the session key when `sessions.key` is not set.
@@ -83,6 +84,7 @@ struct RawServer {
     header_timeout: Option<u64>,
     body_timeout: Option<u64>,
     write_timeout: Option<u64>,
+    max_inspected_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +189,9 @@ pub struct ServerConfig {
     /// Bound on a client that accepts no bytes of its response (it stopped reading): past it
     /// the connection is closed.
     pub write_timeout: Duration,
+    /// The largest upstream message the gateway reads whole to run response hooks on it (one
+    /// SSE event, or one JSON response). Streams that no stage inspects are not bounded by it.
+    pub max_inspected_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -523,6 +528,14 @@ impl Validator<'_> {
                 raw.write_timeout,
                 DEFAULT_WRITE_TIMEOUT_MS,
             ),
+            max_inspected_bytes: match raw.max_inspected_bytes {
+                Some(0) => {
+                    self.error("server.max_inspected_bytes", "must be greater than 0");
+                    DEFAULT_MAX_INSPECTED_BYTES as usize
+                }
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => DEFAULT_MAX_INSPECTED_BYTES as usize,
+            },
         }
     }
 

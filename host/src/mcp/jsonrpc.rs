@@ -40,6 +40,9 @@ pub const REJECTED: i32 = -32012;
 /// A plugin stage failed (trapped, ran out of time or memory, answered garbage) under
 /// `on_error: fail_closed`.
 pub const PLUGIN_FAILED: i32 = -32013;
+/// The upstream's answer could not be inspected by the response hooks a stage asked for: a
+/// message over `server.max_inspected_bytes`, or one that is not readable JSON-RPC (HTTP 502).
+pub const UPSTREAM_UNINSPECTABLE: i32 = -32015;
 /// The shared state a stage needs (Redis) is unavailable and the stage is set to
 /// `on_redis_error: fail_closed` (HTTP 503 with Retry-After).
 pub const STATE_UNAVAILABLE: i32 = -32014;

@@ -98,15 +98,18 @@ pub enum UpstreamErrorKind {
     StreamIdle,
     /// A started response broke off.
     StreamBroken,
+    /// An answer a stage asked to inspect could not be (too large, unreadable).
+    Uninspectable,
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 5] = [
+    const ALL: [UpstreamErrorKind; 6] = [
         UpstreamErrorKind::Unavailable,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Status5xx,
         UpstreamErrorKind::StreamIdle,
         UpstreamErrorKind::StreamBroken,
+        UpstreamErrorKind::Uninspectable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +119,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Status5xx => "status_5xx",
             UpstreamErrorKind::StreamIdle => "stream_idle",
             UpstreamErrorKind::StreamBroken => "stream_broken",
+            UpstreamErrorKind::Uninspectable => "uninspectable",
         }
     }
 }
@@ -489,7 +493,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "mcpgate_upstream_errors_total",
-                        "Failed upstream exchanges by server and kind (unavailable, timeout, status_5xx, stream_idle, stream_broken)",
+                        "Failed upstream exchanges by server and kind (unavailable, timeout, status_5xx, stream_idle, stream_broken, uninspectable)",
                     ),
                     &["server", "kind"],
                 )?,

@@ -457,6 +457,10 @@ impl Summary {
                 self.upstream_error = Some(UpstreamErrorKind::Timeout);
                 Decision::UpstreamTimeout
             }
+            GatewayError::Uninspectable { .. } => {
+                self.upstream_error = Some(UpstreamErrorKind::Uninspectable);
+                Decision::UpstreamUnavailable
+            }
             GatewayError::Internal(_) => Decision::Error,
             _ => {
                 self.stage = Some("gateway".into());

@@ -21,6 +21,7 @@ use http_body_util::BodyExt as _;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::mcp::jsonrpc;
 use crate::mcp::sse::{EventSplitter, event_data, replace_data};
 use crate::pipeline::{Processed, RequestContext, ResponseHooks};
 
@@ -131,11 +132,14 @@ where
 /// An SSE body whose response messages pass through the hooks; every other event (progress,
 /// logs, priming events, keep-alive comments) is forwarded byte for byte as soon as it is complete.
 /// `body` is the upstream's, already wrapped in a [`Relay`] (idle timeout, shutdown). A message
-/// the hooks refuse ([`Processed::Refused`]) is dropped from the stream and logged.
+/// the hooks refuse ([`Processed::Refused`]) is dropped from the stream and logged. An event that
+/// grows past `limit` bytes without ending ends the stream: the hooked requests it may have
+/// answered get a JSON-RPC error instead (-32015), and the upstream's stream is dropped.
 pub fn hooked_sse<B>(
     body: B,
     cx: Box<RequestContext>,
     hooks: ResponseHooks,
+    limit: usize,
 ) -> impl Body<Data = Bytes, Error = BoxError> + Send + 'static
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -189,11 +193,39 @@ where
                             s.out.push_back(event);
                         }
                     }
+                    if s.splitter.pending() > limit {
+                        s.done = true;
+                        let held = s.splitter.take_rest().len();
+                        tracing::warn!(
+                            request_id = %s.cx.request_id,
+                            upstream = %s.cx.upstream.name,
+                            bytes = held,
+                            "the upstream's SSE event exceeds server.max_inspected_bytes; ending the stream"
+                        );
+                        let message = format!(
+                            "the upstream sent a message larger than server.max_inspected_bytes ({limit} bytes), which the gateway cannot inspect"
+                        );
+                        for error in s
+                            .hooks
+                            .unanswered_errors(jsonrpc::UPSTREAM_UNINSPECTABLE, &message)
+                        {
+                            s.out.push_back(sse_event(&error));
+                        }
+                    }
                 }
             }
         }
     });
     http_body_util::StreamBody::new(stream)
+}
+
+/// A JSON message as one SSE event.
+fn sse_event(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// One event through the hooks: as it was, rewritten, or `None` when refused.
