@@ -626,3 +626,58 @@ fn what_is_read_to_be_inspected_is_bounded() {
     let log = gw.drain().join("\n");
     assert!(log.contains("exceeds server.max_inspected_bytes"), "{log}");
 }
+
+/// Issue item 8: one request cannot drive unbounded work. A batch over `max_batch_messages` is
+/// refused before any stage runs; a batch whose plugin calls use up `request_budget` is refused,
+/// even with a `fail_open` plugin that would otherwise be skipped message after message.
+#[test]
+fn one_request_cannot_drive_unbounded_work() {
+    let (_server, url) = hostile_server(&[]);
+    let dir = TempDir::new("hostile-work");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  max_batch_messages: 10\nplugin_runtime:\n  dir: {}\n  request_budget: 200\nplugins:\n  misbehave:\n    file: misbehave.wasm\n    on_error: fail_open\n    timeout: 50\nupstreams:\n  work:\n    url: {url}\n",
+            repo().join("plugins").display()
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let batch = |n: usize, tool: &str| {
+        let items: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#))
+            .collect();
+        raw_post(
+            &base,
+            "/servers/work/mcp",
+            &[("mcp-protocol-version", "2025-03-26")],
+            &format!("[{}]", items.join(",")),
+        )
+    };
+    let too_many = batch(11, "echo");
+    assert_eq!(too_many.status, 400, "{}", too_many.body);
+    assert!(
+        too_many.body.contains("server.max_batch_messages") && too_many.body.contains("-32600"),
+        "{}",
+        too_many.body
+    );
+    // Ten plugin calls that each run to the plugin's 50 ms deadline: the 200 ms budget runs
+    // out on the way, and the batch is refused (not forwarded with the plugin skipped).
+    let spinning = batch(10, "spin");
+    assert_eq!(spinning.status, 400, "{}", spinning.body);
+    assert!(
+        spinning.body.contains("plugin_runtime.request_budget") && spinning.body.contains("-32012"),
+        "{}",
+        spinning.body
+    );
+    // One such call stays within the budget: fail_open skips the plugin, as configured.
+    let client = Client::new(&base, "work", MODERN);
+    let one = client.answer(
+        "1",
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "ok"}}),
+    );
+    assert!(one.contains(r#""text":"ok""#), "{one}");
+    let spin = client.send("2", "tools/call", json!({"name": "spin", "arguments": {}}));
+    assert_eq!(spin.status, 200, "{}", spin.body);
+    assert!(!spin.body.contains("request_budget"), "{}", spin.body);
+}

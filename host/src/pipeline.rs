@@ -67,6 +67,9 @@ pub struct RequestContext {
     /// What stages keep about this request for later phases (the rate limit's charges, which
     /// [`Stage::refund`] gives back when the request is not forwarded after all).
     pub extensions: http::Extensions,
+    /// Plugin time this request has used (nanoseconds), request and response hooks together,
+    /// against `plugin_runtime.request_budget`.
+    pub plugin_time: std::sync::atomic::AtomicU64,
     current: usize,
     modified: bool,
 }
@@ -105,6 +108,7 @@ impl RequestContext {
             response_streamed: false,
             responded_by: None,
             extensions: http::Extensions::new(),
+            plugin_time: std::sync::atomic::AtomicU64::new(0),
             current: 0,
             modified: false,
         }

@@ -594,6 +594,16 @@ where
 
     // 3. Era rules: batches are legacy-only; routing headers must mirror the body.
     if let Some(parsed) = &parsed {
+        let max_batch = gw.config.server.max_batch_messages;
+        if parsed.batch && parsed.messages.len() > max_batch {
+            return Err(GatewayError::bad_request(
+                jsonrpc::INVALID_REQUEST,
+                format!(
+                    "a batch may hold at most {max_batch} messages (server.max_batch_messages); this one holds {}",
+                    parsed.messages.len()
+                ),
+            ));
+        }
         if parsed.batch && parsed.era() == Era::Modern {
             return Err(GatewayError::bad_request(
                 jsonrpc::INVALID_REQUEST,

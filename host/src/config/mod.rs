@@ -47,6 +47,7 @@ pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_INSPECTED_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 100;
 /// Upper bound on `server.workers`.
 pub const MAX_WORKERS: u64 = 1024;
 /// Env var read for the session key when `sessions.key` is not set.
@@ -85,6 +86,7 @@ struct RawServer {
     body_timeout: Option<u64>,
     write_timeout: Option<u64>,
     max_inspected_bytes: Option<u64>,
+    max_batch_messages: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +194,8 @@ pub struct ServerConfig {
     /// The largest upstream message the gateway reads whole to run response hooks on it (one
     /// SSE event, or one JSON response). Streams that no stage inspects are not bounded by it.
     pub max_inspected_bytes: usize,
+    /// Messages one JSON-RPC batch (2025-03-26) may hold; each runs every stage.
+    pub max_batch_messages: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -535,6 +539,14 @@ impl Validator<'_> {
                 }
                 Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
                 None => DEFAULT_MAX_INSPECTED_BYTES as usize,
+            },
+            max_batch_messages: match raw.max_batch_messages {
+                Some(0) => {
+                    self.error("server.max_batch_messages", "must be at least 1");
+                    DEFAULT_MAX_BATCH_MESSAGES
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_BATCH_MESSAGES,
             },
         }
     }

@@ -17,6 +17,8 @@ pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 50;
 pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 16;
 pub const MAX_PLUGIN_MEMORY_MB: u64 = 1024;
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// Total plugin time one request may use, all hooks of all plugins and messages together.
+pub const DEFAULT_REQUEST_BUDGET_MS: u64 = 1_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +50,7 @@ pub(super) struct RawPluginRuntime {
     cache: Option<bool>,
     cache_dir: Option<String>,
     kv: Option<RawKv>,
+    request_budget: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +149,9 @@ pub struct PluginRuntimeConfig {
     /// Compilation cache directory; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
     pub kv: KvConfig,
+    /// Total plugin time one request may use (every hook of every plugin, every message of a
+    /// batch, its response hooks): past it the request is refused, whatever `on_error` says.
+    pub request_budget: Duration,
 }
 
 impl Default for PluginRuntimeConfig {
@@ -155,6 +161,7 @@ impl Default for PluginRuntimeConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             cache_dir: default_cache_dir(),
             kv: KvConfig::default(),
+            request_budget: Duration::from_millis(DEFAULT_REQUEST_BUDGET_MS),
         }
     }
 }
@@ -198,6 +205,14 @@ impl Validator<'_> {
         }
         if let Some(kv) = raw.kv {
             out.kv = self.kv(kv);
+        }
+        match raw.request_budget {
+            Some(ms @ 1..=600_000) => out.request_budget = Duration::from_millis(ms),
+            Some(_) => self.error(
+                "plugin_runtime.request_budget",
+                "must be between 1 and 600000 (milliseconds)",
+            ),
+            None => {}
         }
         out
     }

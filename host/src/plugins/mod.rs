@@ -243,6 +243,8 @@ pub(crate) struct Runtime {
     /// instead of failing when every slot is busy.
     slots: Arc<Semaphore>,
     pub(crate) stats: Stats,
+    /// `plugin_runtime.request_budget`: plugin time one request may use in all.
+    pub(crate) request_budget: Duration,
     _ticker: Ticker,
 }
 
@@ -405,6 +407,7 @@ impl Runtime {
             linker,
             slots: Arc::new(Semaphore::new(slots as usize)),
             stats,
+            request_budget: cfg.request_budget,
             _ticker: ticker,
         }))
     }
@@ -780,10 +783,12 @@ impl Loaded {
         }
     }
 
-    /// Runs one hook on an instance under the plugin's deadline. Any failure drops the instance.
+    /// Runs one hook on an instance under the plugin's deadline, or `limit` when that is sooner
+    /// (what is left of the request's plugin budget). Any failure drops the instance.
     async fn call<R>(
         &self,
         request_id: Arc<str>,
+        limit: Duration,
         hook: impl for<'a> FnOnce(
             &'a mut Store<State>,
             &'a bindings::Plugin,
@@ -792,7 +797,7 @@ impl Loaded {
     where
         R: Send,
     {
-        let timeout = self.spec.timeout;
+        let timeout = self.spec.timeout.min(limit);
         let deadline = Instant::now() + timeout;
         let run = async {
             let mut live = self.acquire(request_id, deadline).await?;

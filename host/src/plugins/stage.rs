@@ -1,6 +1,7 @@
 //! A loaded plugin as a pipeline [`Stage`]: what it is shown, and what its answers do.
 
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -120,6 +121,43 @@ impl PluginStage {
     /// Counts one call of `hook` that ended with `outcome`.
     fn record(&self, hook: &str, outcome: &str, started: Instant) {
         self.series.record(hook, outcome, started.elapsed());
+    }
+
+    /// What is left of the request's plugin budget, or the refusal when nothing is.
+    fn budget_left(&self, cx: &RequestContext) -> Result<Duration, GatewayError> {
+        let used = Duration::from_nanos(cx.plugin_time.load(Ordering::Relaxed));
+        let left = self.loaded.runtime.request_budget.saturating_sub(used);
+        if left.is_zero() {
+            return Err(self.over_budget());
+        }
+        Ok(left)
+    }
+
+    /// Adds a call's time to the request's plugin time.
+    fn spend(cx: &RequestContext, started: Instant) {
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        cx.plugin_time.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The refusal of a request whose plugin time ran out: never skipped, even under
+    /// `fail_open`, or a client could make a guard plugin skip its later messages.
+    fn over_budget(&self) -> GatewayError {
+        let budget = self.loaded.runtime.request_budget.as_millis();
+        GatewayError::Rejected {
+            stage: self.label.clone(),
+            status: StatusCode::BAD_REQUEST,
+            code: jsonrpc::REJECTED,
+            message: format!(
+                "the request used up its plugin time ({budget}ms, plugin_runtime.request_budget): send fewer messages at once"
+            ),
+            data: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A failure under a deadline the budget cut short is the budget's, not the plugin's.
+    fn budget_failure(&self, f: &Failure, limit: Duration) -> bool {
+        f.kind == FailureKind::Timeout && limit < self.loaded.spec.timeout
     }
 
     /// Logs and counts a failure, and decides what the request gets.
@@ -285,11 +323,15 @@ impl Stage for PluginStage {
             {
                 return Verdict::Continue;
             }
+            let limit = match self.budget_left(cx) {
+                Ok(left) => left,
+                Err(e) => return Verdict::Reject(e),
+            };
             let view = self.view(cx, msg);
             let started = Instant::now();
             let action = self
                 .loaded
-                .call(cx.request_id.clone(), |store, plugin| {
+                .call(cx.request_id.clone(), limit, |store, plugin| {
                     Box::pin(async move {
                         plugin
                             .mcpgate_plugin_hooks()
@@ -298,7 +340,12 @@ impl Stage for PluginStage {
                     })
                 })
                 .await;
+            Self::spend(cx, started);
             let (outcome, result) = match action {
+                Err(f) if self.budget_failure(&f, limit) => {
+                    self.record("request", f.kind.as_str(), started);
+                    return Verdict::Reject(self.over_budget());
+                }
                 Err(f) => {
                     return match self.failed(cx, "request", &f, started) {
                         Some(e) => Verdict::Reject(e),
@@ -358,10 +405,14 @@ impl Stage for PluginStage {
                 streamed: cx.response_streamed,
                 message: response.to_string(),
             };
+            let limit = match self.budget_left(cx) {
+                Ok(left) => left,
+                Err(e) => return replace_with_error(response, &e),
+            };
             let started = Instant::now();
             let action = self
                 .loaded
-                .call(cx.request_id.clone(), |store, plugin| {
+                .call(cx.request_id.clone(), limit, |store, plugin| {
                     Box::pin(async move {
                         plugin
                             .mcpgate_plugin_hooks()
@@ -370,6 +421,13 @@ impl Stage for PluginStage {
                     })
                 })
                 .await;
+            Self::spend(cx, started);
+            if let Err(f) = &action
+                && self.budget_failure(f, limit)
+            {
+                self.record("response", f.kind.as_str(), started);
+                return replace_with_error(response, &self.over_budget());
+            }
             let replaced = match action {
                 Ok(wit::ResponseAction::Continue) => {
                     self.record("response", "continue", started);
@@ -428,4 +486,16 @@ impl Stage for PluginStage {
             ResponseVerdict::Modified
         })
     }
+}
+
+/// A response message whose result becomes the JSON-RPC error of `e`.
+fn replace_with_error(response: &mut Value, e: &GatewayError) -> ResponseVerdict {
+    if let Some(obj) = response.as_object_mut() {
+        obj.remove("result");
+        obj.insert(
+            "error".into(),
+            serde_json::json!({"code": e.jsonrpc_code(), "message": e.to_string()}),
+        );
+    }
+    ResponseVerdict::Modified
 }
