@@ -681,3 +681,81 @@ fn one_request_cannot_drive_unbounded_work() {
     assert_eq!(spin.status, 200, "{}", spin.body);
     assert!(!spin.body.contains("request_budget"), "{}", spin.body);
 }
+
+/// Issue item 9: an identity provider that hangs does not serialise JWT traffic. With the keys
+/// fetched once and the provider then answering nothing (it accepts connections and stays
+/// silent), tokens with a known key keep being served at once although the key set is stale,
+/// and tokens naming an unknown key are refused after one bounded wait each, concurrently,
+/// instead of queueing behind one fetch after another.
+#[test]
+fn a_hanging_identity_provider_costs_each_request_a_bounded_wait() {
+    let (_server, url) = hostile_server(&[]);
+    let mut idp = Proc::spawn(
+        "idp.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/idp.py"))
+            .args(["--audience", "hostile", "alice"]),
+    );
+    let port: u16 = idp
+        .wait_for("PORT ", Duration::from_secs(60))
+        .trim()
+        .trim_start_matches("PORT ")
+        .parse()
+        .unwrap();
+    let token_line = idp.wait_for("TOKEN alice ", Duration::from_secs(10));
+    let token = token_line.rsplit(' ').next().unwrap().trim().to_string();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let dir = TempDir::new("hostile-idp");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "auth:\n  type: jwt\n  jwks_uri: {issuer}/jwks\n  issuer: {issuer}\n  audience: hostile\n  algorithms: [ES256]\n  jwks_ttl: 300\n  jwks_min_refetch: 300\n  jwks_fetch_timeout: 1000\nupstreams:\n  idp:\n    url: {url}\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let call = |bearer: &str| {
+        raw_post(
+            &base,
+            "/servers/idp/mcp",
+            &[
+                ("authorization", &format!("Bearer {bearer}")),
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+            ],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+        )
+        .status
+    };
+    assert_eq!(call(&token), 200, "the keys are fetched once");
+
+    // The provider hangs: same port, connections accepted by the kernel, never answered.
+    drop(idp);
+    std::thread::sleep(Duration::from_millis(200));
+    let _hanging = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the IdP's port");
+    std::thread::sleep(Duration::from_millis(500)); // past jwks_ttl: the set is stale
+
+    let rotated = format!(
+        "{}.{}.c2ln",
+        "eyJhbGciOiJFUzI1NiIsImtpZCI6InJvdGF0ZWQiLCJ0eXAiOiJKV1QifQ", // {"alg":"ES256","kid":"rotated","typ":"JWT"}
+        "eyJzdWIiOiJhbGljZSJ9"                                        // {"sub":"alice"}
+    );
+    for (what, bearer, want) in [
+        ("known key", token.as_str(), 200),
+        ("unknown key", &rotated, 401),
+    ] {
+        let started = std::time::Instant::now();
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..10).map(|_| s.spawn(|| call(bearer))).collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert!(statuses.iter().all(|s| *s == want), "{what}: {statuses:?}");
+        // One bounded wait (jwks_fetch_timeout, 1 s) at most, not ten 1-second fetches in a row
+        // (and before the fix, ten 10-second ones).
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{what}: ten concurrent requests took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -552,7 +552,7 @@ impl Validator<'_> {
     }
 
     /// A duration in milliseconds at `path` that must be greater than 0.
-    fn positive_ms(&mut self, path: &str, raw: Option<u64>, default: u64) -> Duration {
+    pub(super) fn positive_ms(&mut self, path: &str, raw: Option<u64>, default: u64) -> Duration {
         match raw {
             Some(0) => {
                 self.error(path, "must be greater than 0 (milliseconds)");

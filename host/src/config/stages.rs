@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
 pub const DEFAULT_LEEWAY_MS: u64 = 30_000;
 pub const DEFAULT_JWKS_MIN_REFETCH_MS: u64 = 30_000;
 pub const DEFAULT_JWKS_TTL_MS: u64 = 3_600_000;
+pub const DEFAULT_JWKS_FETCH_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -54,6 +55,7 @@ pub(super) struct RawAuth {
     authorization_servers: Option<Vec<String>>,
     jwks_min_refetch: Option<u64>,
     jwks_ttl: Option<u64>,
+    jwks_fetch_timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -627,6 +629,11 @@ impl Validator<'_> {
                 raw.jwks_min_refetch.unwrap_or(DEFAULT_JWKS_MIN_REFETCH_MS),
             ),
             jwks_ttl: Duration::from_millis(raw.jwks_ttl.unwrap_or(DEFAULT_JWKS_TTL_MS)),
+            jwks_fetch_timeout: self.positive_ms(
+                "auth.jwks_fetch_timeout",
+                raw.jwks_fetch_timeout,
+                DEFAULT_JWKS_FETCH_TIMEOUT_MS,
+            ),
         })))
     }
 }

@@ -15,6 +15,7 @@
 //! malformed credential is a 401, never a 500.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode, header};
@@ -23,7 +24,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::RwLock;
 use tokio::time::Instant;
 
 use crate::error::GatewayError;
@@ -68,6 +69,9 @@ pub struct JwtConfig {
     pub authorization_servers: Vec<String>,
     pub jwks_min_refetch: Duration,
     pub jwks_ttl: Duration,
+    /// Bound on one fetch of the discovery document or the JWKS, and so on any request's wait
+    /// for keys.
+    pub jwks_fetch_timeout: Duration,
 }
 
 /// The compiled `auth:` section.
@@ -131,19 +135,44 @@ struct KeyState {
     /// Parsed keys of the last JWKS fetched, with their decoding keys (shared, not copied, per
     /// request).
     keys: Vec<Arc<(Jwk, DecodingKey)>>,
+    /// When the keys were last fetched successfully.
     fetched: Option<Instant>,
     jwks_uri: Option<String>,
+    /// When a fetch last started, and how many have failed in a row since the last success.
+    attempted: Option<Instant>,
+    failures: u32,
+}
+
+impl KeyState {
+    /// Whether a new fetch may start: not before `jwks_min_refetch` after the last attempt, and,
+    /// while the provider keeps failing, not before a backoff doubling from 1 s up to a minute.
+    fn fetch_allowed(&self, min_refetch: Duration) -> bool {
+        let wait = if self.failures == 0 {
+            min_refetch
+        } else {
+            Duration::from_secs(1 << self.failures.saturating_sub(1).min(6)).min(MAX_BACKOFF)
+        };
+        self.attempted.is_none_or(|t| t.elapsed() >= wait)
+    }
 }
 
 /// The JWKS cache of one `jwt`/`oidc` configuration.
+///
+/// Requests never wait on the identity provider for longer than `jwks_fetch_timeout`, and never
+/// one after another: one fetch at a time runs in the background (single flight), with backoff
+/// while the provider fails. Keys already known keep serving while a newer set is fetched or
+/// while the provider is down; only a token naming a key not known yet waits, bounded, for the
+/// fetch in flight.
 pub struct KeyStore {
     config: JwtConfig,
     client: UpstreamClient,
     state: RwLock<KeyState>,
-    refetch: Mutex<()>,
+    fetching: AtomicBool,
+    fetched: tokio::sync::Notify,
 }
 
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest backoff between fetches while the identity provider keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl KeyStore {
     pub fn new(config: JwtConfig, client: UpstreamClient) -> Self {
@@ -158,8 +187,11 @@ impl KeyStore {
                 keys: Vec::new(),
                 fetched: None,
                 jwks_uri,
+                attempted: None,
+                failures: 0,
             }),
-            refetch: Mutex::new(()),
+            fetching: AtomicBool::new(false),
+            fetched: tokio::sync::Notify::new(),
         }
     }
 
@@ -180,50 +212,71 @@ impl KeyStore {
             .cloned()
     }
 
-    /// The key a token names, fetching (or refetching) the JWKS when needed.
+    /// The key a token names. A known key answers at once (a stale set is refreshed in the
+    /// background); a key not known yet waits for a fetch, at most `jwks_fetch_timeout`.
     pub async fn key_for(
-        &self,
+        self: &Arc<Self>,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Arc<(Jwk, DecodingKey)>, AuthError> {
-        {
+        let (found, stale, allowed) = {
             let state = self.state.read().await;
-            let fresh = state
-                .fetched
-                .is_some_and(|t| t.elapsed() < self.config.jwks_ttl);
-            if fresh && let Some(found) = Self::find(&state.keys, kid, alg) {
-                return Ok(found);
-            }
-        }
-        // Unknown kid or stale set: refetch, single-flight and rate-limited.
-        let _guard = self.refetch.lock().await;
-        let due = {
-            let state = self.state.read().await;
-            if let Some(found) = Self::find(&state.keys, kid, alg)
-                && state
+            (
+                Self::find(&state.keys, kid, alg),
+                state
                     .fetched
-                    .is_some_and(|t| t.elapsed() < self.config.jwks_ttl)
-            {
-                return Ok(found);
-            }
-            state
-                .fetched
-                .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refetch)
+                    .is_none_or(|t| t.elapsed() >= self.config.jwks_ttl),
+                state.fetch_allowed(self.config.jwks_min_refetch),
+            )
         };
-        if due && let Err(e) = self.fetch().await {
-            tracing::warn!(error = %e, "cannot fetch the JWKS");
-            let state = self.state.read().await;
-            // Keep serving with the keys we have if the provider is briefly unreachable.
-            return Self::find(&state.keys, kid, alg)
-                .ok_or(AuthError::Invalid("signing keys are unavailable".into()));
+        if let Some(found) = found {
+            if stale && allowed {
+                self.start_fetch();
+            }
+            return Ok(found);
+        }
+        // Unknown kid, or no keys yet: a fetch may bring it; wait for it, bounded.
+        let done = self.fetched.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if allowed {
+            self.start_fetch();
+        }
+        if self.fetching.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(self.config.jwks_fetch_timeout, done).await;
         }
         let state = self.state.read().await;
         Self::find(&state.keys, kid, alg).ok_or_else(|| {
             AuthError::Invalid(match kid {
+                _ if state.keys.is_empty() => "signing keys are unavailable".to_string(),
                 Some(k) => format!("unknown signing key `{k}`"),
                 None => "no signing key matches the token".into(),
             })
         })
+    }
+
+    /// Starts a fetch in the background unless one is running (single flight).
+    fn start_fetch(self: &Arc<Self>) {
+        if self.fetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            store.state.write().await.attempted = Some(Instant::now());
+            let result = store.fetch().await;
+            {
+                let mut state = store.state.write().await;
+                match &result {
+                    Ok(()) => state.failures = 0,
+                    Err(_) => state.failures = state.failures.saturating_add(1),
+                }
+            }
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot fetch the JWKS; the keys known so far keep serving");
+            }
+            store.fetching.store(false, Ordering::Release);
+            store.fetched.notify_waiters();
+        });
     }
 
     async fn fetch(&self) -> Result<(), String> {
@@ -236,7 +289,10 @@ impl KeyStore {
                     "{}/.well-known/openid-configuration",
                     issuer.trim_end_matches('/')
                 );
-                let doc = self.client.get_json(&url, FETCH_TIMEOUT).await?;
+                let doc = self
+                    .client
+                    .get_json(&url, self.config.jwks_fetch_timeout)
+                    .await?;
                 if doc
                     .get("issuer")
                     .and_then(Value::as_str)
@@ -255,7 +311,10 @@ impl KeyStore {
             }
             (KeySource::Jwks(u), None) => u.clone(),
         };
-        let body = self.client.get_json(&jwks_uri, FETCH_TIMEOUT).await?;
+        let body = self
+            .client
+            .get_json(&jwks_uri, self.config.jwks_fetch_timeout)
+            .await?;
         let set: JwkSet =
             serde_json::from_value(body).map_err(|e| format!("{jwks_uri} is not a JWKS: {e}"))?;
         let keys: Vec<Arc<(Jwk, DecodingKey)>> = set
@@ -276,7 +335,7 @@ impl KeyStore {
     }
 
     /// Verifies a bearer token; returns the caller.
-    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<Caller, AuthError> {
         let cfg = &self.config;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
@@ -348,13 +407,15 @@ impl KeyStore {
 /// The authentication stage.
 pub struct Auth {
     config: AuthConfig,
-    keys: Option<KeyStore>,
+    keys: Option<Arc<KeyStore>>,
     public_url: Option<String>,
 }
 
 impl Auth {
     pub fn new(config: AuthConfig, client: UpstreamClient, public_url: Option<String>) -> Self {
-        let keys = config.jwt().map(|j| KeyStore::new(j.clone(), client));
+        let keys = config
+            .jwt()
+            .map(|j| Arc::new(KeyStore::new(j.clone(), client)));
         Auth {
             config,
             keys,
