@@ -1,6 +1,7 @@
 //! What the built-in stages cost per request: envelope parse alone, then auth (API key), rate
 //! limit (three bucket levels), policy (ten rules with globs), and all three; plus filtering a
-//! 50-tool `tools/list` response. Run with `cargo bench -p mcpgate --bench stages`.
+//! 50-tool `tools/list` response; and a new session in a full session table. Run with
+//! `cargo bench -p mcpgate --bench stages`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -157,5 +158,28 @@ fn stages(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, envelope, stages);
+/// A new legacy session when the table already tracks `sessions.max_active` (100,000): making
+/// room must not scan the table (it did, twice, under the table's one lock).
+fn sessions(c: &mut Criterion) {
+    let cfg = Config::parse(
+        "sessions:\n  key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n  max_active: 100000\nupstreams:\n  u:\n    url: http://127.0.0.1:1/mcp\n",
+        "bench",
+        &|_| None,
+    )
+    .unwrap();
+    let (sessions, _) = mcpgate::session::Sessions::new(&cfg.sessions);
+    for i in 0..100_000 {
+        sessions.mint("u", &format!("up-{i}"), Some("alice"));
+    }
+    assert_eq!(sessions.active_count(), 100_000);
+    let mut n = 0u64;
+    c.bench_function("sessions: mint into a full table of 100,000", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(sessions.mint("u", &format!("new-{n}"), Some("alice")))
+        })
+    });
+}
+
+criterion_group!(benches, envelope, stages, sessions);
 criterion_main!(benches);

@@ -10,12 +10,14 @@
 //! and the one place a DELETE is remembered so this replica answers 404 for an ended session.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use lru::LruCache;
 use rand::RngCore as _;
 
 use crate::config::SessionConfig;
@@ -110,19 +112,29 @@ struct Entry {
     token: String,
 }
 
-#[derive(Debug, Default)]
+/// The local bookkeeping, in least-recently-used order so that making room at `max_active` is
+/// O(1) (a full table is where a client opening sessions in a loop would push it).
 struct Table {
-    active: HashMap<String, Entry>,
+    active: LruCache<String, Entry>,
     /// Token → session id for the tracked sessions: a token this replica has already opened is
     /// answered from the table, without decrypting it again.
     tokens: HashMap<String, String>,
-    /// Ended sessions, until their tokens would have expired anyway.
-    ended: HashMap<String, u64>,
+    /// Ended sessions (id → when their tokens expire anyway), oldest first out when full.
+    ended: LruCache<String, u64>,
 }
 
 impl Table {
+    fn new(max_active: usize) -> Table {
+        let cap = NonZeroUsize::new(max_active).unwrap_or(NonZeroUsize::MIN);
+        Table {
+            active: LruCache::new(cap),
+            tokens: HashMap::new(),
+            ended: LruCache::new(cap),
+        }
+    }
+
     fn remove(&mut self, id: &str) {
-        if let Some(e) = self.active.remove(id) {
+        if let Some(e) = self.active.pop(id) {
             self.tokens.remove(&e.token);
         }
     }
@@ -133,7 +145,6 @@ pub struct Sessions {
     cipher: XChaCha20Poly1305,
     ttl: Duration,
     idle_timeout: Duration,
-    max_active: usize,
     table: Mutex<Table>,
 }
 
@@ -171,8 +182,7 @@ impl Sessions {
             cipher: XChaCha20Poly1305::new(&key.into()),
             ttl: config.ttl,
             idle_timeout: config.idle_timeout,
-            max_active: config.max_active,
-            table: Mutex::new(Table::default()),
+            table: Mutex::new(Table::new(config.max_active)),
         };
         (sessions, generated)
     }
@@ -323,7 +333,7 @@ impl Sessions {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .ended
-            .contains_key(&claims.id)
+            .contains(&claims.id)
         {
             return Err(SessionError::Ended);
         }
@@ -343,7 +353,7 @@ impl Sessions {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = table.tokens.get(token)?.clone();
-        if table.ended.contains_key(&id) {
+        if table.ended.contains(&id) {
             return Some(Err(SessionError::Ended));
         }
         let e = table
@@ -375,20 +385,15 @@ impl Sessions {
         Ok(claims)
     }
 
-    /// Remembers that a session ended (DELETE), so this replica answers 404 for it from now on.
+    /// Remembers that a session ended (DELETE), so this replica answers 404 for it from now on
+    /// (the oldest ended sessions are forgotten first when `max_active` are remembered).
     pub fn end(&self, claims: &SessionClaims) {
         let mut table = self
             .table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         table.remove(&claims.id);
-        if table.ended.len() >= self.max_active {
-            let now = now_unix();
-            table.ended.retain(|_, exp| *exp > now);
-        }
-        if table.ended.len() < self.max_active {
-            table.ended.insert(claims.id.clone(), claims.expires_at);
-        }
+        table.ended.push(claims.id.clone(), claims.expires_at);
     }
 
     fn track(&self, upstream: &str, claims: &SessionClaims, token: &str) {
@@ -401,23 +406,8 @@ impl Sessions {
             e.last_seen = now;
             return;
         }
-        if table.active.len() >= self.max_active {
-            Self::reap_locked(&mut table, now, self.idle_timeout);
-        }
-        if table.active.len() >= self.max_active {
-            // Still full: forget the least recently used. Bookkeeping only: the session itself
-            // lives on in its token, and is tracked again when it is next used.
-            if let Some(oldest) = table
-                .active
-                .iter()
-                .min_by_key(|(_, e)| e.last_seen)
-                .map(|(k, _)| k.clone())
-            {
-                table.remove(&oldest);
-            }
-        }
         table.tokens.insert(token.to_string(), claims.id.clone());
-        table.active.insert(
+        let evicted = table.active.push(
             claims.id.clone(),
             Entry {
                 upstream: upstream.to_string(),
@@ -429,16 +419,30 @@ impl Sessions {
                 token: token.to_string(),
             },
         );
+        // Full: the least recently used session was forgotten. Bookkeeping only: the session
+        // itself lives on in its token, and is tracked again when it is next used.
+        if let Some((id, old)) = evicted
+            && id != claims.id
+        {
+            table.tokens.remove(&old.token);
+        }
     }
 
+    /// Forgets what was idle longer than `idle` (from the least recently used end: O(what is
+    /// forgotten)), then expired ended sessions.
     fn reap_locked(table: &mut Table, now: Instant, idle: Duration) {
         let unix = now_unix();
-        table
-            .active
-            .retain(|_, e| now.duration_since(e.last_seen) < idle && e.expires_at > unix);
-        let Table { active, tokens, .. } = table;
-        tokens.retain(|_, id| active.contains_key(id));
-        table.ended.retain(|_, exp| *exp > unix);
+        while let Some((_, e)) = table.active.peek_lru() {
+            if now.duration_since(e.last_seen) < idle && e.expires_at > unix {
+                break;
+            }
+            if let Some((_, e)) = table.active.pop_lru() {
+                table.tokens.remove(&e.token);
+            }
+        }
+        while table.ended.peek_lru().is_some_and(|(_, exp)| *exp <= unix) {
+            table.ended.pop_lru();
+        }
     }
 
     /// Forgets idle and expired sessions; run periodically.
@@ -477,7 +481,7 @@ impl Sessions {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut counts = HashMap::new();
-        for e in table.active.values() {
+        for (_, e) in table.active.iter() {
             *counts.entry(e.upstream.clone()).or_default() += 1;
         }
         counts
@@ -649,6 +653,34 @@ mod tests {
         let session = a.mint("r", "u", Some("alice"));
         assert_eq!(a.open_request_id("r", &session), None);
         assert_eq!(a.open("r", &id, Some("alice")), Err(SessionError::Unknown));
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_least_recently_used_and_stays_bounded() {
+        let (s, _) = Sessions::new(&config(Some([2; 32])));
+        let a = s.mint("r", "a", None);
+        let b = s.mint("r", "b", None);
+        let _c = s.mint("r", "c", None);
+        // `a` used again: `b` is now the least recently used, and the one a new session evicts.
+        s.open("r", &a, None).unwrap();
+        s.mint("r", "d", None);
+        let tracked: Vec<String> = s.active(Some("r")).into_iter().map(|e| e.id).collect();
+        assert_eq!(tracked.len(), 3);
+        let b_id = s.open("r", &b, None).unwrap().id; // reopened: tracked again
+        assert!(
+            tracked.iter().all(|id| *id != b_id),
+            "b was the one forgotten"
+        );
+        // Many more sessions than the table holds, and as many ended: all bounded.
+        for i in 0..10_000 {
+            let t = s.mint("r", &format!("u{i}"), None);
+            if i % 2 == 0 {
+                s.end(&s.open("r", &t, None).unwrap());
+            }
+        }
+        let t = s.table.lock().unwrap();
+        assert!(t.active.len() <= 3 && t.tokens.len() == t.active.len());
+        assert!(t.ended.len() <= 3);
     }
 
     #[test]
