@@ -759,3 +759,50 @@ fn a_hanging_identity_provider_costs_each_request_a_bounded_wait() {
         );
     }
 }
+
+/// Issue item 11: the in-memory plugin kv store is bounded in bytes for each plugin. A plugin
+/// writing 64 KiB values without end fills its own 1 MiB and no more, and the quota plugin beside
+/// it keeps counting in its own share.
+#[test]
+fn one_plugin_cannot_fill_the_kv_store_for_all() {
+    let (_server, url) = hostile_server(&[]);
+    let dir = TempDir::new("hostile-kv");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "plugin_runtime:\n  dir: {}\n  kv: {{max_bytes: 1048576}}\nplugins:\n  hoarder:\n    file: kv_hoarder.wasm\n    grants: {{kv: true}}\n  counter:\n    file: quota.wasm\n    grants: {{kv: true, metrics: true}}\n    config: {{limits: [{{tools: [echo], calls: 3}}]}}\nupstreams:\n  kv:\n    url: {url}\n",
+            repo().join("plugins").display()
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let client = Client::new(&base, "kv", MODERN);
+    let hoard: Value = serde_json::from_str(&client.answer(
+        "1",
+        "tools/call",
+        json!({"name": "hoard", "arguments": {"count": 200}}),
+    ))
+    .unwrap();
+    let stored = hoard["result"]["stored"].as_u64().unwrap();
+    assert!(
+        (10..=16).contains(&stored),
+        "1 MiB holds 15 values of 64 KiB and their keys: {hoard}"
+    );
+    assert!(
+        hoard["result"]["error"].as_str().unwrap().contains("full"),
+        "{hoard}"
+    );
+    for i in 0..3 {
+        let ok = client.answer(
+            "2",
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "counted"}}),
+        );
+        assert!(ok.contains("counted"), "call {i}: {ok}");
+    }
+    let over = client.send(
+        "3",
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "one too many"}}),
+    );
+    assert_eq!(over.status, 429, "the quota still counts: {}", over.body);
+}

@@ -345,7 +345,7 @@ async fn plugin_kv_in_redis_behaves_as_the_memory_store() {
         redis_at(&server.url(), &prefix("kv")),
         mcpgate::config::OnError::FailClosed,
     );
-    let memory = MemoryKv::new(1000);
+    let memory = MemoryKv::new(1000, 1 << 20);
     let stores: [(&str, &dyn KvStore); 2] = [("memory", &memory), ("redis", &redis)];
     for (name, kv) in stores {
         let ttl = Some(Duration::from_secs(30));

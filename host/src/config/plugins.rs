@@ -59,6 +59,7 @@ pub(super) struct RawKv {
     backend: Option<String>,
     on_redis_error: Option<String>,
     max_entries: Option<usize>,
+    max_bytes: Option<usize>,
 }
 
 /// `plugin_runtime.kv`: where the plugins' `kv` keeps its keys.
@@ -68,8 +69,10 @@ pub struct KvConfig {
     /// With Redis unavailable: `fail_closed` hands plugins `unavailable` (they decide);
     /// `fail_open` answers as an empty store that drops writes.
     pub on_redis_error: OnError,
-    /// Bound on the memory store's keys.
+    /// Bound on the keys one plugin holds in the memory store.
     pub max_entries: usize,
+    /// Bound on the bytes (keys and values) one plugin holds in the memory store.
+    pub max_bytes: usize,
 }
 
 impl Default for KvConfig {
@@ -78,6 +81,7 @@ impl Default for KvConfig {
             backend: StateBackend::Memory,
             on_redis_error: OnError::FailClosed,
             max_entries: crate::plugins::kv::DEFAULT_MAX_ENTRIES,
+            max_bytes: crate::plugins::kv::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -224,21 +228,33 @@ impl Validator<'_> {
             raw.on_redis_error.as_deref(),
             OnError::FailClosed,
         );
-        let max_entries = raw
-            .max_entries
-            .unwrap_or(crate::plugins::kv::DEFAULT_MAX_ENTRIES);
-        if max_entries == 0 {
-            self.error("plugin_runtime.kv.max_entries", "must be greater than 0");
-        } else if raw.max_entries.is_some() && backend == StateBackend::Redis {
-            self.error(
-                "plugin_runtime.kv.max_entries",
-                "only applies to `backend: memory` (bound Redis with its maxmemory)",
-            );
-        }
+        let mut bound = |key: &str, raw: Option<usize>, default: usize| {
+            let path = format!("plugin_runtime.kv.{key}");
+            match raw {
+                Some(0) => self.error(&path, "must be greater than 0"),
+                Some(_) if backend == StateBackend::Redis => self.error(
+                    &path,
+                    "only applies to `backend: memory` (bound Redis with its maxmemory)",
+                ),
+                _ => {}
+            }
+            raw.unwrap_or(default).max(1)
+        };
+        let max_entries = bound(
+            "max_entries",
+            raw.max_entries,
+            crate::plugins::kv::DEFAULT_MAX_ENTRIES,
+        );
+        let max_bytes = bound(
+            "max_bytes",
+            raw.max_bytes,
+            crate::plugins::kv::DEFAULT_MAX_BYTES,
+        );
         KvConfig {
             backend,
             on_redis_error,
-            max_entries: max_entries.max(1),
+            max_entries,
+            max_bytes,
         }
     }
 

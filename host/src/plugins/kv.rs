@@ -1,19 +1,22 @@
 //! The plugins' key/value store: the [`KvStore`] seam, and the in-memory store every replica has
 //! by default ([`redis::RedisKv`] shares one across replicas). Counters are kept as decimal
 //! text, as Redis keeps them, so both stores agree on what `get` returns for a key that `incr`
-//! made.
+//! made. The in-memory store is bounded per plugin, in keys and in bytes.
 
 pub mod redis;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::BoxFuture;
 
 pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Keys one plugin may hold in the in-memory store.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+/// Bytes of keys and values one plugin may hold in the in-memory store.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvError {
@@ -74,52 +77,104 @@ impl Entry {
     }
 }
 
-/// (namespace, key) → entry.
-type Entries = HashMap<(Box<str>, Box<str>), Entry>;
+/// What an entry costs against its plugin's `max_bytes`: its key and its value.
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len()
+}
 
-/// A bounded in-process store. When full, expired entries are swept; if it is still full, writes
-/// of new keys fail with `Unavailable` rather than evicting someone's quota counter.
+/// One plugin's keys, and what they cost.
+#[derive(Default)]
+struct Space {
+    entries: HashMap<Box<str>, Entry>,
+    bytes: usize,
+}
+
+impl Space {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        self.bytes -= cost(key, &e.value);
+        Some(e)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let Space { entries, bytes } = self;
+        entries.retain(|k, e| {
+            let live = e.live(now);
+            if !live {
+                *bytes -= cost(k, &e.value);
+            }
+            live
+        });
+    }
+}
+
+/// A bounded in-process store: each plugin (namespace) holds at most `max_entries` keys and
+/// `max_bytes` of keys and values, so one plugin can fill only its own share. A write that would
+/// go past either first sweeps that plugin's expired keys; if it still does not fit it fails
+/// with `Unavailable` rather than evicting someone's quota counter. Each plugin's keys have
+/// their own lock.
 pub struct MemoryKv {
-    entries: Mutex<Entries>,
+    spaces: Mutex<HashMap<Box<str>, Arc<Mutex<Space>>>>,
     max_entries: usize,
+    max_bytes: usize,
 }
 
 impl MemoryKv {
-    pub fn new(max_entries: usize) -> Self {
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         MemoryKv {
-            entries: Mutex::new(HashMap::new()),
+            spaces: Mutex::new(HashMap::new()),
             max_entries,
+            max_bytes,
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Entries) -> R) -> R {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut map)
+    fn with<R>(&self, namespace: &str, f: impl FnOnce(&mut Space) -> R) -> R {
+        let space = {
+            let mut spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
+            match spaces.get(namespace) {
+                Some(s) => s.clone(),
+                None => spaces.entry(namespace.into()).or_default().clone(),
+            }
+        };
+        let mut space = space.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut space)
     }
 
-    fn make_room(&self, map: &mut Entries, now: Instant) -> Result<(), KvError> {
-        if map.len() < self.max_entries {
-            return Ok(());
+    /// Stores `value` under `key`, within the plugin's limits.
+    fn put(
+        &self,
+        space: &mut Space,
+        key: &str,
+        value: Vec<u8>,
+        expires: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), KvError> {
+        let old = space.entries.get(key).map(|e| cost(key, &e.value));
+        let new = cost(key, &value);
+        let fits = |s: &Space| {
+            let entries = s.entries.len() + usize::from(old.is_none());
+            entries <= self.max_entries && s.bytes - old.unwrap_or(0) + new <= self.max_bytes
+        };
+        if !fits(space) {
+            space.sweep(now);
         }
-        map.retain(|_, e| e.live(now));
-        if map.len() < self.max_entries {
-            Ok(())
-        } else {
-            Err(KvError::Unavailable(format!(
-                "the plugin store is full ({} keys)",
-                self.max_entries
-            )))
+        let old = space.entries.get(key).map(|e| cost(key, &e.value));
+        let entries = space.entries.len() + usize::from(old.is_none());
+        if entries > self.max_entries || space.bytes - old.unwrap_or(0) + new > self.max_bytes {
+            return Err(KvError::Unavailable(format!(
+                "the plugin's store is full ({} keys, {} bytes at most)",
+                self.max_entries, self.max_bytes
+            )));
         }
-    }
-
-    fn key(namespace: &str, key: &str) -> (Box<str>, Box<str>) {
-        (namespace.into(), key.into())
+        space.bytes = space.bytes - old.unwrap_or(0) + new;
+        space.entries.insert(key.into(), Entry { value, expires });
+        Ok(())
     }
 }
 
 impl Default for MemoryKv {
     fn default() -> Self {
-        MemoryKv::new(DEFAULT_MAX_ENTRIES)
+        MemoryKv::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)
     }
 }
 
@@ -131,8 +186,10 @@ impl KvStore for MemoryKv {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, KvError>> {
         let result = check(key, None).map(|()| {
             let now = Instant::now();
-            self.with(|map| {
-                map.get(&Self::key(namespace, key))
+            self.with(namespace, |space| {
+                space
+                    .entries
+                    .get(key)
                     .filter(|e| e.live(now))
                     .map(|e| e.value.clone())
             })
@@ -149,19 +206,8 @@ impl KvStore for MemoryKv {
     ) -> BoxFuture<'a, Result<(), KvError>> {
         let result = check(key, Some(&value)).and_then(|()| {
             let now = Instant::now();
-            self.with(|map| {
-                let k = Self::key(namespace, key);
-                if !map.contains_key(&k) {
-                    self.make_room(map, now)?;
-                }
-                map.insert(
-                    k,
-                    Entry {
-                        value,
-                        expires: ttl.map(|t| now + t),
-                    },
-                );
-                Ok(())
+            self.with(namespace, |space| {
+                self.put(space, key, value, ttl.map(|t| now + t), now)
             })
         });
         Box::pin(std::future::ready(result))
@@ -173,7 +219,7 @@ impl KvStore for MemoryKv {
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), KvError>> {
         let result = check(key, None).map(|()| {
-            self.with(|map| map.remove(&Self::key(namespace, key)));
+            self.with(namespace, |space| space.remove(key));
         });
         Box::pin(std::future::ready(result))
     }
@@ -187,29 +233,19 @@ impl KvStore for MemoryKv {
     ) -> BoxFuture<'a, Result<i64, KvError>> {
         let result = check(key, None).and_then(|()| {
             let now = Instant::now();
-            self.with(|map| {
-                let k = Self::key(namespace, key);
-                let current = match map.get(&k).filter(|e| e.live(now)) {
-                    Some(e) => Some(parse_counter(&e.value)?),
-                    None => None,
+            self.with(namespace, |space| {
+                let live = space.entries.get(key).filter(|e| e.live(now));
+                let current = live.map(|e| parse_counter(&e.value)).transpose()?;
+                // A live counter keeps the expiry of the call that created it.
+                let expires = match live {
+                    Some(e) => e.expires,
+                    None => ttl.map(|t| now + t),
                 };
                 let next = current
                     .unwrap_or(0)
                     .checked_add(delta)
                     .ok_or_else(|| KvError::Invalid("counter overflow".into()))?;
-                match map.get_mut(&k).filter(|_| current.is_some()) {
-                    Some(e) => e.value = next.to_string().into_bytes(),
-                    None => {
-                        self.make_room(map, now)?;
-                        map.insert(
-                            k,
-                            Entry {
-                                value: next.to_string().into_bytes(),
-                                expires: ttl.map(|t| now + t),
-                            },
-                        );
-                    }
-                }
+                self.put(space, key, next.to_string().into_bytes(), expires, now)?;
                 Ok(next)
             })
         });
@@ -230,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn counters_namespaces_and_expiry() {
-        let kv = MemoryKv::new(3);
+        let kv = MemoryKv::new(2, 1 << 20);
         assert_eq!(
             kv.incr("a", "n", 2, Some(Duration::from_secs(10))).await,
             Ok(2)
@@ -247,14 +283,15 @@ mod tests {
             kv.incr("a", "s", 1, None).await,
             Err(KvError::Invalid(_))
         ));
-        // Full: a new key is refused, an existing one still updates.
+        // Full (two keys per plugin): a new key is refused, an existing one still updates, and
+        // another plugin has its own room.
+        assert!(matches!(
+            kv.set("a", "y", vec![], None).await,
+            Err(KvError::Unavailable(_))
+        ));
         kv.set("b", "x", b"1".to_vec(), Some(Duration::from_secs(60)))
             .await
             .unwrap();
-        assert!(matches!(
-            kv.set("b", "y", vec![], None).await,
-            Err(KvError::Unavailable(_))
-        ));
         kv.set("a", "s", b"other".to_vec(), None).await.unwrap();
         kv.delete("a", "s").await.unwrap();
         assert_eq!(kv.get("a", "s").await, Ok(None));
@@ -265,9 +302,39 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn one_plugin_fills_only_its_own_bytes() {
+        let kv = MemoryKv::new(1000, 1024);
+        // 4 entries of 1 + 255 bytes fill plugin `greedy`'s 1024 bytes exactly.
+        for k in ["a", "b", "c", "d"] {
+            kv.set("greedy", k, vec![0; 255], None).await.unwrap();
+        }
+        assert!(matches!(
+            kv.set("greedy", "e", vec![], None).await,
+            Err(KvError::Unavailable(_))
+        ));
+        // Growing a value past the budget fails; shrinking one makes room.
+        assert!(matches!(
+            kv.set("greedy", "a", vec![0; 256], None).await,
+            Err(KvError::Unavailable(_))
+        ));
+        kv.set("greedy", "a", vec![0; 100], None).await.unwrap();
+        kv.set("greedy", "e", vec![0; 150], None).await.unwrap();
+        // Another plugin is untouched by all that.
+        kv.set("quota", "n", vec![0; 1000], None).await.unwrap();
+        assert_eq!(kv.incr("quota2", "calls", 1, None).await, Ok(1));
+        // Deleting and expiring give the bytes back.
+        kv.delete("greedy", "b").await.unwrap();
+        kv.set("greedy", "f", vec![0; 255], Some(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        kv.set("greedy", "g", vec![0; 255], None).await.unwrap();
+    }
+
     #[test]
     fn expiry_uses_the_ttl_of_the_creating_call() {
-        let kv = MemoryKv::new(10);
+        let kv = MemoryKv::new(10, 1 << 20);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -130,7 +130,9 @@ impl PluginDeps {
             (None, StateBackend::Redis) => {
                 return Err("plugin_runtime.kv.backend: redis needs the `redis:` section".into());
             }
-            (_, StateBackend::Memory) => Arc::new(MemoryKv::new(kv_config.max_entries)),
+            (_, StateBackend::Memory) => {
+                Arc::new(MemoryKv::new(kv_config.max_entries, kv_config.max_bytes))
+            }
         };
         Ok(PluginDeps {
             client: UpstreamClient::new(),
