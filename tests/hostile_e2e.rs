@@ -806,3 +806,34 @@ fn one_plugin_cannot_fill_the_kv_store_for_all() {
     );
     assert_eq!(over.status, 429, "the quota still counts: {}", over.body);
 }
+
+/// Issue item 12: a body over `max_body_bytes` from an ordinary client gets the 413 and its
+/// JSON-RPC error, not a broken pipe: the gateway reads (and drops) what the client is still
+/// sending, up to a bound, before it answers.
+#[test]
+fn an_oversized_body_gets_its_413_in_plain_clients() {
+    let (_server, url) = hostile_server(&[]);
+    let (_gw, base, _dir) = gateway_with(&[("big", &url)], "server:\n  max_body_bytes: 1048576\n");
+    for size in ["1500000", "40000000"] {
+        let out = run_client(
+            "py_big_body.py",
+            Command::new(python())
+                .arg(repo().join("tests/e2e/py_big_body.py"))
+                .args([&format!("{base}/servers/big/mcp"), size]),
+            Duration::from_secs(120),
+        );
+        for client in ["urllib", "httpx"] {
+            let got = &out[client];
+            assert_eq!(got["status"], 413, "{size} bytes with {client}: {got}");
+            let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], -32004, "{client}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("1048576"),
+                "{client}: {body}"
+            );
+        }
+    }
+}

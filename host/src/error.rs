@@ -151,7 +151,7 @@ impl GatewayError {
                 vec![(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"))],
             ),
             // The rest of the body may still come: the connection cannot carry another request.
-            GatewayError::BodyTimeout(_) => (
+            GatewayError::BodyTimeout(_) | GatewayError::PayloadTooLarge(_) => (
                 None,
                 vec![(header::CONNECTION, HeaderValue::from_static("close"))],
             ),

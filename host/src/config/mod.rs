@@ -48,6 +48,7 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_INSPECTED_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 100;
+pub const DEFAULT_DISCARD_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Upper bound on `server.workers`.
 pub const MAX_WORKERS: u64 = 1024;
 /// Env var read for the session key when `sessions.key` is not set.
@@ -87,6 +88,7 @@ struct RawServer {
     write_timeout: Option<u64>,
     max_inspected_bytes: Option<u64>,
     max_batch_messages: Option<usize>,
+    discard_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +198,9 @@ pub struct ServerConfig {
     pub max_inspected_bytes: usize,
     /// Messages one JSON-RPC batch (2025-03-26) may hold; each runs every stage.
     pub max_batch_messages: usize,
+    /// How much of a body over `max_body_bytes` is read and dropped so that a client still
+    /// sending receives the 413 (0: none; the connection is then reset under the client).
+    pub discard_body_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -548,6 +553,10 @@ impl Validator<'_> {
                 Some(n) => n,
                 None => DEFAULT_MAX_BATCH_MESSAGES,
             },
+            discard_body_bytes: usize::try_from(
+                raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
+            )
+            .unwrap_or(usize::MAX),
         }
     }
 
