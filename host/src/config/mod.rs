@@ -421,13 +421,19 @@ impl Validator<'_> {
             self.needs_redis("rate_limit.backend", redis_present);
         }
         let policy = raw.policy.and_then(|p| self.policy(p));
-        let plugin_runtime = self.plugin_runtime(raw.plugin_runtime);
+        let explicit_budget = raw
+            .plugin_runtime
+            .as_ref()
+            .is_some_and(|r| r.request_budget().is_some());
+        let mut plugin_runtime = self.plugin_runtime(raw.plugin_runtime);
         if plugin_runtime.kv.backend == StateBackend::Redis {
             self.needs_redis("plugin_runtime.kv.backend", redis_present);
         }
         let observability = self.observability(raw.observability);
         let plugin_names: Vec<String> = raw.plugins.keys().cloned().collect();
         let plugins = self.plugins(raw.plugins, &plugin_runtime);
+        plugin_runtime.request_budget =
+            self.request_budget(plugin_runtime.request_budget, explicit_budget, &plugins);
         let configured = |s: &StageName| match s {
             StageName::Auth => auth.is_some(),
             StageName::RateLimit => rate_limit.is_some(),

@@ -53,6 +53,12 @@ pub(super) struct RawPluginRuntime {
     request_budget: Option<u64>,
 }
 
+impl RawPluginRuntime {
+    pub(super) fn request_budget(&self) -> Option<u64> {
+        self.request_budget
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawKv {
@@ -256,6 +262,35 @@ impl Validator<'_> {
             max_entries,
             max_bytes,
         }
+    }
+
+    /// The request budget once the plugins are known: one call must fit in it, so an explicit
+    /// budget shorter than a plugin's `timeout` is an error, and the default grows to twice the
+    /// longest `timeout` when that is more than the default.
+    pub(super) fn request_budget(
+        &mut self,
+        budget: Duration,
+        explicit: bool,
+        plugins: &[PluginSpec],
+    ) -> Duration {
+        let Some(longest) = plugins.iter().max_by_key(|p| p.timeout) else {
+            return budget;
+        };
+        if !explicit {
+            return budget.max(longest.timeout.saturating_mul(2));
+        }
+        if budget < longest.timeout {
+            self.error(
+                "plugin_runtime.request_budget",
+                format!(
+                    "{}ms is shorter than plugins.{}.timeout ({}ms): one call must fit in a request's plugin time",
+                    budget.as_millis(),
+                    longest.name,
+                    longest.timeout.as_millis()
+                ),
+            );
+        }
+        budget
     }
 
     pub(super) fn plugins(

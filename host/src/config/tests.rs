@@ -874,3 +874,30 @@ fn the_other_mcpgate_readme_examples_keep_working() {
         crate::stages::auth::KeySource::Oidc(issuer) if issuer == "https://accounts.google.com"
     ));
 }
+
+#[test]
+fn the_request_budget_fits_one_call_of_every_plugin() {
+    let up = "upstreams:\n  a:\n    url: http://x/mcp\n";
+    let plugin = "plugins:\n  slow:\n    file: x.wasm\n    timeout: 3000\n";
+    let grown = parse(&format!("{up}{plugin}")).unwrap();
+    assert_eq!(
+        grown.plugin_runtime.request_budget,
+        Duration::from_millis(6000),
+        "the default grows to twice the longest timeout"
+    );
+    let plain = parse(up).unwrap();
+    assert_eq!(
+        plain.plugin_runtime.request_budget,
+        Duration::from_millis(1000)
+    );
+    assert_error_at(
+        &format!("{up}{plugin}plugin_runtime:\n  request_budget: 2000\n"),
+        "plugin_runtime.request_budget",
+        "shorter than plugins.slow.timeout (3000ms)",
+    );
+    assert_error_at(
+        &format!("{up}plugin_runtime:\n  request_budget: 0\n"),
+        "plugin_runtime.request_budget",
+        "between 1 and 600000",
+    );
+}
