@@ -128,6 +128,27 @@ impl Client {
         raw_post(&self.base, &self.path, &headers, body)
     }
 
+    /// [`Client::send`] with `params` as JSON text (an object), sent as written.
+    fn send_text(&self, id: &str, method: &str, name: Option<&str>, params: &str) -> RawResponse {
+        let mut extra = vec![("mcp-method", method)];
+        let params = if self.era == MODERN {
+            if let Some(name) = name {
+                extra.push(("mcp-name", name));
+            }
+            let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+            format!(
+                "{{{meta},{}",
+                params.trim_start().strip_prefix('{').unwrap()
+            )
+        } else {
+            extra.clear();
+            params.to_string()
+        };
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+        self.post(&body, &extra)
+    }
+
     /// Sends a request whose id is the raw JSON text `id`.
     fn send(&self, id: &str, method: &str, mut params: Value) -> RawResponse {
         let mut extra = vec![("mcp-method", method.to_string())];
@@ -475,7 +496,7 @@ fn slow_idle_and_numerous_clients_are_bounded() {
         "{answer}"
     );
 
-    // Twelve connections at once against a cap of eight: four are refused at once with 503.
+    // Twelve connections at once against a cap of eight: the rest are refused at once with 503.
     let mut crowd: Vec<std::net::TcpStream> = (0..12).map(|_| connect(&base)).collect();
     let answers: Vec<String> = crowd
         .iter_mut()
@@ -485,7 +506,15 @@ fn slow_idle_and_numerous_clients_are_bounded() {
         .iter()
         .filter(|a| a.starts_with("HTTP/1.1 503"))
         .collect();
-    assert_eq!(refused.len(), 4, "{answers:#?}");
+    // Eight slots; a connection closed just before may still hold one for a moment.
+    assert!((4..=5).contains(&refused.len()), "{answers:#?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.is_empty() || a.starts_with("HTTP/1.1 503")),
+        "the others were admitted, then closed for sending nothing: {answers:#?}"
+    );
+    let refused_count = refused.len() as f64;
     assert!(
         refused[0].contains("server.max_connections"),
         "{}",
@@ -531,7 +560,7 @@ fn slow_idle_and_numerous_clients_are_bounded() {
         "{metrics}\n{}",
         gw.drain().join("\n")
     );
-    assert_eq!(closed(&metrics, "limit"), 4.0, "{metrics}");
+    assert_eq!(closed(&metrics, "limit"), refused_count, "{metrics}");
     assert_eq!(closed(&metrics, "body_timeout"), 1.0, "{metrics}");
     assert!(closed(&metrics, "header_timeout") >= 2.0, "{metrics}");
     // After all that, the gateway serves as before.
@@ -833,6 +862,45 @@ fn an_oversized_body_gets_its_413_in_plain_clients() {
                     .unwrap()
                     .contains("1048576"),
                 "{client}: {body}"
+            );
+        }
+    }
+}
+
+/// Issue item 13: numbers survive. `1e400` and `-1e400` in arguments a plugin rewrites neither
+/// crash the connection nor hide the arguments from the plugin (the e-mail address is still
+/// redacted), and a 30-digit integer the plugin did not touch reaches the server as sent.
+#[test]
+fn numbers_survive_a_plugin_rewrite_exactly() {
+    let (_server, url) = hostile_server(&[]);
+    let dir = TempDir::new("hostile-numbers");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "plugin_runtime:\n  dir: {}\nplugins:\n  redact:\n    file: redact.wasm\n    config: {{detectors: [email], arguments: true, results: false}}\nupstreams:\n  n:\n    url: {url}\n",
+            repo().join("plugins").display()
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    for era in [LEGACY, MODERN] {
+        let client = Client::new(&base, "n", era);
+        for (huge, read) in [("1e400", "inf"), ("-1e400", "-inf"), ("2.50", "2.5")] {
+            // As text: this test's own JSON values could hold neither number.
+            let params = format!(
+                r#"{{"name":"numbers","arguments":{{"text":"mail alice@example.com","big":123456789012345678901234567890,"huge":{huge}}}}}"#
+            );
+            let r = client.send_text("4", "tools/call", Some("numbers"), &params);
+            assert_eq!(r.status, 200, "{era} huge={huge}: {}", r.body);
+            let answer = r
+                .messages()
+                .into_iter()
+                .find(|m| m.contains(r#""result""#) || m.contains(r#""error""#))
+                .unwrap_or_else(|| panic!("{era} huge={huge}: {}", r.body));
+            let v: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(
+                v["result"]["content"][0]["text"],
+                format!("mail [REDACTED:email]|123456789012345678901234567890|{read}"),
+                "{era} huge={huge}: {answer}"
             );
         }
     }

@@ -628,7 +628,7 @@ mod tests {
         fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
             Box::pin(async move {
                 if let Some(m) = cx.message_mut() {
-                    let mut v = m.to_value();
+                    let mut v = m.to_value().unwrap();
                     if let Some(name) = v["params"]["name"].as_str() {
                         v["params"]["name"] = name.to_uppercase().into();
                         m.replace(&v).unwrap();

@@ -39,7 +39,7 @@ impl Stage for TestStage {
                 )),
                 "old_name" => {
                     let m = cx.message_mut().unwrap();
-                    let mut v = m.to_value();
+                    let mut v = m.to_value().unwrap();
                     v["params"]["name"] = "new_name".into();
                     v["params"]["arguments"]["added"] = true.into();
                     m.replace(&v).unwrap();

@@ -227,14 +227,13 @@ impl Request {
     }
 
     /// `params.arguments` of tools/call and prompts/get, parsed on first use.
+    ///
+    /// Arguments that cannot be read (nested deeper than 128 levels) fail the hook: the plugin
+    /// traps and the gateway applies its `on_error` (`fail_closed` by default), so a plugin
+    /// never lets through a request it could not look at.
     pub fn arguments(&self) -> Option<&Value> {
         self.arguments
-            .get_or_init(|| {
-                self.raw
-                    .arguments
-                    .as_deref()
-                    .and_then(|a| serde_json::from_str(a).ok())
-            })
+            .get_or_init(|| self.raw.arguments.as_deref().map(unreadable_fails))
             .as_ref()
     }
 
@@ -249,10 +248,18 @@ impl Request {
         &self.raw.message
     }
 
-    /// The whole JSON-RPC message as a JSON value.
+    /// The whole JSON-RPC message as a JSON value (what cannot be read fails the hook, as
+    /// [`Request::arguments`]).
     pub fn message_value(&self) -> Value {
-        serde_json::from_str(&self.raw.message).unwrap_or(Value::Null)
+        unreadable_fails(&self.raw.message)
     }
+}
+
+/// JSON text the gateway handed over, parsed; what cannot be parsed fails the hook (a trap the
+/// gateway counts and answers by the plugin's `on_error`), never reads as absent.
+fn unreadable_fails(text: &str) -> Value {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("the plugin cannot read its input ({e}): failing the call"))
 }
 
 /// A JSON-RPC error for [`Action::Reject`] and [`ResponseAction::ReplaceError`].
@@ -429,8 +436,7 @@ impl Response {
     }
 
     fn parsed(&self) -> &Value {
-        self.parsed
-            .get_or_init(|| serde_json::from_str(&self.message).unwrap_or(Value::Null))
+        self.parsed.get_or_init(|| unreadable_fails(&self.message))
     }
 
     /// The `result`, if the upstream answered with one.
@@ -721,5 +727,13 @@ mod tests {
         assert_eq!(prompt.tool(), None);
         assert_eq!(prompt.target(), Some("greet"));
         assert!(prompt.arguments().is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "the plugin cannot read its input")]
+    fn arguments_that_cannot_be_read_fail_the_call_instead_of_reading_as_absent() {
+        let deep = format!(r#"{{"x":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let r = request("tools/call", Some("t"), Some(&deep));
+        let _ = r.arguments();
     }
 }

@@ -16,6 +16,9 @@ Tools:
                       text: the answer reaches the client only on the resumed GET stream
   request_query()     the query string of the HTTP request that carried the call
   big(mib)            returns `mib` MiB of text
+  numbers(text, big, huge)
+                      returns "<text>|<big>|<huge>" as the server read them (Python keeps big
+                      integers exact; 1e400 reads as inf)
 
 Resources: file:///docs/readme.md ("the docs") and file:///etc/passwd ("root:x:0:0"); the tests'
 policy allows only the first.
@@ -86,6 +89,11 @@ def build() -> MCPServer:
         await ctx.close_sse_stream()
         await asyncio.sleep(0.3)
         return SECRET
+
+    @server.tool()
+    def numbers(text: str, big: int, huge: float) -> str:
+        """What the server read."""
+        return f"{text}|{big}|{huge}"
 
     @server.tool()
     def big(mib: int) -> str:

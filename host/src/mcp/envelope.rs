@@ -354,33 +354,84 @@ impl Message {
     /// The message with its `id` replaced by `id` (raw JSON), every other member kept byte for
     /// byte and in its place. Used to forward a hooked request under the gateway's own id.
     pub fn with_id(&self, id: &RawValue) -> Result<Message, EnvelopeError> {
-        let members = Members::of(self.raw.get()).map_err(|e| EnvelopeError {
+        let text = self.spliced(self.raw.get(), "id", id.get())?;
+        self.reparsed(text)
+    }
+
+    /// The message with `params.arguments` replaced by `arguments` (raw JSON), every other value
+    /// kept byte for byte: a plugin's rewrite changes what it changed and nothing else (no
+    /// number passes through a float on the way).
+    pub fn with_arguments(&self, arguments: &RawValue) -> Result<Message, EnvelopeError> {
+        let members = self.members(self.raw.get())?;
+        let params = match members.0.iter().find(|(k, _)| k == "params") {
+            Some((_, p)) if p.get().trim_start().starts_with('{') => {
+                self.spliced(p.get(), "arguments", arguments.get())?
+            }
+            _ => format!(r#"{{"arguments":{}}}"#, arguments.get()),
+        };
+        let text = self.spliced(self.raw.get(), "params", &params)?;
+        self.reparsed(text)
+    }
+
+    fn members<'t>(&self, text: &'t str) -> Result<Members<'t>, EnvelopeError> {
+        Members::of(text).map_err(|e| EnvelopeError {
             code: jsonrpc::INVALID_REQUEST,
-            message: format!("not a JSON-RPC message object: {e}"),
+            message: format!("not a JSON object: {e}"),
             id: self.id.clone(),
-        })?;
-        let mut out = String::with_capacity(self.raw.get().len() + id.get().len());
+        })
+    }
+
+    /// The JSON object `text` with member `key` set to the raw JSON `value` (replaced in its
+    /// place, or added at the end), every other member kept as it was.
+    fn spliced(&self, text: &str, key: &str, value: &str) -> Result<String, EnvelopeError> {
+        let members = self.members(text)?;
+        let mut out = String::with_capacity(text.len() + value.len());
         out.push('{');
-        for (i, (key, value)) in members.0.iter().enumerate() {
+        let mut found = false;
+        for (i, (k, v)) in members.0.iter().enumerate() {
             if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).unwrap_or_default());
+            out.push(':');
+            if k == key {
+                found = true;
+                out.push_str(value);
+            } else {
+                out.push_str(v.get());
+            }
+        }
+        if !found {
+            if !members.0.is_empty() {
                 out.push(',');
             }
             out.push_str(&serde_json::to_string(key).unwrap_or_default());
             out.push(':');
-            out.push_str(if key == "id" { id.get() } else { value.get() });
+            out.push_str(value);
         }
         out.push('}');
-        let raw = RawValue::from_string(out).map_err(|e| EnvelopeError {
+        Ok(out)
+    }
+
+    fn reparsed(&self, text: String) -> Result<Message, EnvelopeError> {
+        let raw = RawValue::from_string(text).map_err(|e| EnvelopeError {
             code: jsonrpc::INTERNAL_ERROR,
-            message: format!("message with a new id does not serialise: {e}"),
+            message: format!("rewritten message does not serialise: {e}"),
             id: self.id.clone(),
         })?;
         Message::parse_cow(Cow::Owned(raw))
     }
 
-    /// The message as a `serde_json::Value`, for stages that inspect or rewrite it.
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.raw.get()).expect("a parsed message is valid JSON")
+    /// The message as a `serde_json::Value`, for stages that inspect or rewrite it. Fails for
+    /// valid JSON that a `Value` cannot hold (a number such as `1e400`, nesting past 128 levels):
+    /// a stage must then refuse, never guess. Numbers beyond `i64`/`u64` become floats in a
+    /// `Value`; rewrite arguments with [`Message::with_arguments`] to keep them exact.
+    pub fn to_value(&self) -> Result<serde_json::Value, EnvelopeError> {
+        serde_json::from_str(self.raw.get()).map_err(|e| EnvelopeError {
+            code: jsonrpc::INVALID_PARAMS,
+            message: format!("the message cannot be read as a JSON value: {e}"),
+            id: self.id.clone(),
+        })
     }
 
     pub fn method(&self) -> &str {
@@ -465,6 +516,37 @@ mod tests {
         let mut p = ParsedBody::parse(body.as_bytes()).unwrap();
         assert!(!p.batch);
         p.messages.remove(0)
+    }
+
+    #[test]
+    fn with_arguments_replaces_only_the_arguments() {
+        let original = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":1},"_meta":{"big":123456789012345678901234567890,"tiny":-1e400}}}"#,
+        );
+        let args = RawValue::from_string(
+            r#"{"note":"[REDACTED]","n":123456789012345678901234567890,"x":1e400}"#.into(),
+        )
+        .unwrap();
+        let rewritten = original.with_arguments(&args).unwrap();
+        assert_eq!(
+            rewritten.raw().get(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"note":"[REDACTED]","n":123456789012345678901234567890,"x":1e400},"_meta":{"big":123456789012345678901234567890,"tiny":-1e400}}}"#
+        );
+        assert_eq!(rewritten.arguments.as_ref().unwrap().get(), args.get());
+        // Arguments added where there were none.
+        let bare = one(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t"}}"#);
+        assert_eq!(
+            bare.with_arguments(&args).unwrap().raw().get(),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"t","arguments":{}}}}}"#,
+                args.get()
+            )
+        );
+        // A message a `Value` cannot hold is an error, never a panic.
+        let huge = one(
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t","arguments":{"x":-1e400}}}"#,
+        );
+        assert!(huge.to_value().is_err());
     }
 
     #[test]
@@ -627,7 +709,7 @@ mod tests {
         let mut m = one(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{}}}"#,
         );
-        let mut v = m.to_value();
+        let mut v = m.to_value().unwrap();
         v["params"]["name"] = "b".into();
         v["params"]["arguments"] = serde_json::json!({"k": "v"});
         m.replace(&v).unwrap();

@@ -8,6 +8,7 @@ use axum::response::Response;
 use globset::GlobSet;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::bindings::mcpgate::plugin::types as wit;
 use super::{Failure, FailureKind, Loaded};
@@ -189,39 +190,37 @@ impl PluginStage {
         })
     }
 
-    /// Applies a modification, all or nothing.
+    /// Applies a modification, all or nothing. The plugin's JSON goes in as it wrote it (never
+    /// through a `Value`), and only what it replaced changes in the forwarded message.
     fn apply(&self, cx: &mut RequestContext, m: wit::Modification) -> Result<(), String> {
         let current = cx.message().ok_or("no message to modify")?.clone();
-        let mut next: Option<Value> = None;
-        if let Some(text) = &m.message {
-            let v: Value =
-                serde_json::from_str(text).map_err(|e| format!("`message` is not JSON: {e}"))?;
-            let parsed = serde_json::value::to_raw_value(&v)
-                .map_err(|e| e.to_string())
-                .and_then(|raw| Message::parse(&raw).map_err(|e| e.message))?;
+        let mut next: Option<Message> = None;
+        if let Some(text) = m.message {
+            let raw =
+                RawValue::from_string(text).map_err(|e| format!("`message` is not JSON: {e}"))?;
+            let parsed = Message::parse(&raw).map_err(|e| e.message)?;
             if parsed.id.as_ref().map(|i| i.get()) != current.id.as_ref().map(|i| i.get())
                 || parsed.method != current.method
                 || parsed.target != current.target
             {
                 return Err("a rewritten `message` must keep its id, method and target".into());
             }
-            next = Some(v);
+            next = Some(parsed);
         }
-        if let Some(text) = &m.arguments {
+        if let Some(text) = m.arguments {
             if !matches!(current.method(), "tools/call" | "prompts/get") {
                 return Err(format!(
                     "`{}` has no arguments to rewrite",
                     current.method()
                 ));
             }
-            let args: Value =
-                serde_json::from_str(text).map_err(|e| format!("`arguments` is not JSON: {e}"))?;
-            if !args.is_object() {
+            let args =
+                RawValue::from_string(text).map_err(|e| format!("`arguments` is not JSON: {e}"))?;
+            if !args.get().trim_start().starts_with('{') {
                 return Err("`arguments` must be a JSON object".into());
             }
-            let mut v = next.take().unwrap_or_else(|| current.to_value());
-            v["params"]["arguments"] = args;
-            next = Some(v);
+            let base = next.as_ref().unwrap_or(&current);
+            next = Some(base.with_arguments(&args).map_err(|e| e.message)?);
         }
         let mut set = Vec::with_capacity(m.set_headers.len());
         for (name, value) in &m.set_headers {
@@ -243,11 +242,8 @@ impl PluginStage {
             }
             remove.push(name);
         }
-        if let Some(v) = next {
-            cx.message_mut()
-                .ok_or("no message to modify")?
-                .replace(&v)
-                .map_err(|e| e.message)?;
+        if let Some(message) = next {
+            *cx.message_mut().ok_or("no message to modify")? = message;
         }
         for name in remove {
             cx.headers.remove(name);

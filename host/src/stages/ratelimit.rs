@@ -239,13 +239,15 @@ impl MemoryBackend {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
-    /// Forgets buckets that have refilled completely (indistinguishable from new ones).
+    /// Forgets buckets that have refilled completely (indistinguishable from new ones). A shard
+    /// whose lock a panicking thread poisoned is swept all the same (its buckets are plain data),
+    /// so the background sweeper never dies of it.
     pub fn sweep(&self) {
         let now = Instant::now();
         for shard in &self.shards {
             shard
                 .lock()
-                .expect("bucket shard")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|_, (b, l)| !b.is_full(l, now));
         }
     }
