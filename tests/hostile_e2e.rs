@@ -905,3 +905,58 @@ fn numbers_survive_a_plugin_rewrite_exactly() {
         }
     }
 }
+
+/// Issue item 14: an upstream refusing the gateway's own credential (401/403, an expired token)
+/// is a 502 naming that credential, not the upstream's 401 and `WWW-Authenticate`, which would
+/// send an MCP client into an OAuth flow against the wrong server; and it is counted.
+#[test]
+fn an_upstream_refusing_the_gateways_credential_is_a_502() {
+    let (_upstream, base_url) = start_ported(
+        "raw_upstream.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/raw_upstream.py"))
+            .args(["--require-token", "fresh-token"])
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    let dir = TempDir::new("hostile-upstream-auth");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "upstreams:\n  fresh:\n    url: {base_url}/mcp\n    auth: {{type: bearer, token_env: FRESH}}\n  expired:\n    url: {base_url}/mcp\n    auth: {{type: bearer, token_env: EXPIRED}}\nobservability:\n  metrics: {{path: /metrics}}\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[("FRESH", "fresh-token"), ("EXPIRED", "old-token")]);
+    let ok = Client::new(&base, "fresh", MODERN).send("1", "prompts/list", json!({}));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let legacy = raw_post(
+        &base,
+        "/servers/expired/mcp",
+        &[("mcp-protocol-version", LEGACY)],
+        r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+    );
+    let modern = Client::new(&base, "expired", MODERN).send("2", "prompts/list", json!({}));
+    for (era, r) in [(LEGACY, legacy), (MODERN, modern)] {
+        assert_eq!(r.status, 502, "{era}: {}", r.body);
+        assert!(r.header("www-authenticate").is_none(), "{:?}", r.headers);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            (&v["id"], &v["error"]["code"]),
+            (&json!(2), &json!(-32016)),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("upstreams.expired.auth"),
+            "{v}"
+        );
+    }
+    let metrics = get(&base, "/metrics");
+    assert!(
+        metrics.contains(
+            r#"mcpgate_upstream_errors_total{kind="credential_refused",server="expired"} 2"#
+        ),
+        "{metrics}"
+    );
+}

@@ -44,6 +44,10 @@ pub enum GatewayError {
     BodyTimeout(Duration),
     #[error("upstream `{upstream}` is unavailable: {reason}")]
     UpstreamUnavailable { upstream: String, reason: String },
+    #[error(
+        "upstream `{upstream}` refused the gateway's request (HTTP {status}): its credential (upstreams.{upstream}.auth) is missing, wrong or expired"
+    )]
+    UpstreamRefused { upstream: String, status: u16 },
     #[error("the answer of upstream `{upstream}` cannot be inspected: {reason}")]
     Uninspectable { upstream: String, reason: String },
     #[error("upstream `{upstream}` did not begin its response within {}ms", timeout.as_millis())]
@@ -82,9 +86,9 @@ impl GatewayError {
             GatewayError::OriginForbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::UpstreamUnavailable { .. } | GatewayError::Uninspectable { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::UpstreamUnavailable { .. }
+            | GatewayError::Uninspectable { .. }
+            | GatewayError::UpstreamRefused { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Rejected { status, .. } => *status,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,6 +106,7 @@ impl GatewayError {
             GatewayError::BodyTimeout(_) => jsonrpc::INVALID_REQUEST,
             GatewayError::UpstreamUnavailable { .. } => jsonrpc::UPSTREAM_UNAVAILABLE,
             GatewayError::Uninspectable { .. } => jsonrpc::UPSTREAM_UNINSPECTABLE,
+            GatewayError::UpstreamRefused { .. } => jsonrpc::UPSTREAM_REFUSED,
             GatewayError::UpstreamTimeout { .. } => jsonrpc::UPSTREAM_TIMEOUT,
             GatewayError::Internal(_) => jsonrpc::INTERNAL_ERROR,
         }
@@ -122,6 +127,7 @@ impl GatewayError {
             GatewayError::BodyTimeout(_) => "body_timeout",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::Uninspectable { .. } => "upstream_uninspectable",
+            GatewayError::UpstreamRefused { .. } => "upstream_refused",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Rejected { .. } => "rejected",
             GatewayError::Internal(_) => "internal",
@@ -132,7 +138,8 @@ impl GatewayError {
         match self {
             GatewayError::UpstreamUnavailable { .. }
             | GatewayError::UpstreamTimeout { .. }
-            | GatewayError::Uninspectable { .. } => Blame::Upstream,
+            | GatewayError::Uninspectable { .. }
+            | GatewayError::UpstreamRefused { .. } => Blame::Upstream,
             GatewayError::Internal(_) => Blame::Gateway,
             GatewayError::Rejected { .. } => Blame::Stage,
             _ => Blame::Client,

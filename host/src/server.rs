@@ -717,6 +717,26 @@ where
 
     // 7. Response: headers, session id rewrite, then the body (hooked or passed through).
     let (mut resp_parts, resp_body) = upstream_resp.into_parts();
+    // The upstream refusing the gateway's own credentials is the gateway's problem to report:
+    // passed on, its 401 and `WWW-Authenticate` would send an MCP client into an OAuth flow
+    // against the wrong server.
+    if matches!(
+        resp_parts.status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        summary.upstream_status = Some(resp_parts.status.as_u16());
+        tracing::warn!(
+            request_id = %cx.request_id,
+            upstream = %upstream.name,
+            status = resp_parts.status.as_u16(),
+            challenge = ?resp_parts.headers.get(header::WWW_AUTHENTICATE),
+            "the upstream refused the gateway's request: check upstreams.<name>.auth"
+        );
+        return Err(GatewayError::UpstreamRefused {
+            upstream: upstream.name.to_string(),
+            status: resp_parts.status.as_u16(),
+        });
+    }
     let is_sse = proxy::clean_response_headers(&mut resp_parts.headers);
     cx.upstream_status = Some(resp_parts.status.as_u16());
     cx.response_streamed = is_sse;

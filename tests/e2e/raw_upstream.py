@@ -1,8 +1,11 @@
 """A hostile MCP upstream that speaks raw HTTP, for what no SDK server would send.
 
-    raw_upstream.py
+    raw_upstream.py [--require-token TOKEN]
 
-Prints `PORT <n>` once it listens on 127.0.0.1. Answers POSTs by JSON-RPC method (and tool name):
+Prints `PORT <n>` once it listens on 127.0.0.1. With --require-token, a POST without
+`Authorization: Bearer TOKEN` is answered 401 with a `WWW-Authenticate` challenge pointing at
+this server's own (made-up) authorization metadata, as an MCP server with OAuth does. Otherwise
+it answers POSTs by JSON-RPC method (and tool name):
 
   tools/list          an SSE event that never ends: `data: {...` and then 1 KiB of list items
                       every 10 ms, with no blank line, until the client goes away
@@ -30,6 +33,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
+        if REQUIRED_TOKEN and self.headers.get("authorization") != f"Bearer {REQUIRED_TOKEN}":
+            body = b'{"error":"invalid_token"}'
+            self.send_response(401)
+            self.send_header("www-authenticate", 'Bearer resource_metadata="http://upstream.example/.well-known/oauth-protected-resource"')
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         method = request.get("method")
         rid = json.dumps(request.get("id"))
         name = (request.get("params") or {}).get("name")
@@ -75,7 +87,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+REQUIRED_TOKEN: str | None = None
+
+
 def main() -> None:
+    global REQUIRED_TOKEN
+    if len(sys.argv) == 3 and sys.argv[1] == "--require-token":
+        REQUIRED_TOKEN = sys.argv[2]
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)

@@ -43,6 +43,9 @@ pub const PLUGIN_FAILED: i32 = -32013;
 /// The upstream's answer could not be inspected by the response hooks a stage asked for: a
 /// message over `server.max_inspected_bytes`, or one that is not readable JSON-RPC (HTTP 502).
 pub const UPSTREAM_UNINSPECTABLE: i32 = -32015;
+/// The upstream answered 401 or 403 to the gateway: the credential the gateway sends for the
+/// route (`upstreams.<name>.auth`) is missing, wrong or expired (HTTP 502).
+pub const UPSTREAM_REFUSED: i32 = -32016;
 /// The shared state a stage needs (Redis) is unavailable and the stage is set to
 /// `on_redis_error: fail_closed` (HTTP 503 with Retry-After).
 pub const STATE_UNAVAILABLE: i32 = -32014;

@@ -100,16 +100,19 @@ pub enum UpstreamErrorKind {
     StreamBroken,
     /// An answer a stage asked to inspect could not be (too large, unreadable).
     Uninspectable,
+    /// The upstream answered 401/403: the gateway's credential for it does not work.
+    CredentialRefused,
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 6] = [
+    const ALL: [UpstreamErrorKind; 7] = [
         UpstreamErrorKind::Unavailable,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Status5xx,
         UpstreamErrorKind::StreamIdle,
         UpstreamErrorKind::StreamBroken,
         UpstreamErrorKind::Uninspectable,
+        UpstreamErrorKind::CredentialRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +123,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::StreamIdle => "stream_idle",
             UpstreamErrorKind::StreamBroken => "stream_broken",
             UpstreamErrorKind::Uninspectable => "uninspectable",
+            UpstreamErrorKind::CredentialRefused => "credential_refused",
         }
     }
 }
@@ -493,7 +497,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "mcpgate_upstream_errors_total",
-                        "Failed upstream exchanges by server and kind (unavailable, timeout, status_5xx, stream_idle, stream_broken, uninspectable)",
+                        "Failed upstream exchanges by server and kind (unavailable, timeout, status_5xx, stream_idle, stream_broken, uninspectable, credential_refused)",
                     ),
                     &["server", "kind"],
                 )?,

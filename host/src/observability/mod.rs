@@ -461,6 +461,10 @@ impl Summary {
                 self.upstream_error = Some(UpstreamErrorKind::Uninspectable);
                 Decision::UpstreamUnavailable
             }
+            GatewayError::UpstreamRefused { .. } => {
+                self.upstream_error = Some(UpstreamErrorKind::CredentialRefused);
+                Decision::UpstreamUnavailable
+            }
             GatewayError::Internal(_) => Decision::Error,
             _ => {
                 self.stage = Some("gateway".into());
