@@ -960,3 +960,75 @@ fn an_upstream_refusing_the_gateways_credential_is_a_502() {
         "{metrics}"
     );
 }
+
+/// Issue item 15: forwarding headers are believed only from `server.trusted_proxies`. From any
+/// other client, `X-Forwarded-For/Host/Proto` and `Forwarded` are replaced by what the gateway
+/// saw, and cannot move the caller to another rate-limit bucket; from a trusted proxy they pass
+/// on, and the caller is the address the proxy names.
+#[test]
+fn forwarding_headers_count_only_from_trusted_proxies() {
+    let (_server, url) = hostile_server(&[]);
+    let spoof = |xff: &'static str| {
+        vec![
+            ("x-forwarded-for", xff),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6;host=evil.example"),
+        ]
+    };
+    let call = |base: &str, headers: &[(&str, &str)], tool: &str| {
+        let mut h: Vec<(&str, &str)> = vec![
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", tool),
+        ];
+        h.extend_from_slice(headers);
+        raw_post(
+            base,
+            "/servers/f/mcp",
+            &h,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+            ),
+        )
+    };
+    let seen = |r: &RawResponse| -> Value {
+        let v: Value = serde_json::from_str(&r.messages()[0]).unwrap();
+        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+    };
+    let limit = "rate_limit:\n  per_client: {capacity: 2, refill_rate: 0.001}\n";
+
+    // No trusted proxies: the client's claims are replaced.
+    let (_gw, base, _dir) = gateway_with(&[("f", &url)], limit);
+    let host = base.trim_start_matches("http://").to_string();
+    let r = call(&base, &spoof("6.6.6.6"), "forwarded");
+    assert_eq!(
+        seen(&r),
+        json!({"x-forwarded-for": "127.0.0.1", "x-forwarded-host": host, "x-forwarded-proto": "http", "forwarded": null})
+    );
+    // Another made-up address is the same caller: the bucket of two is spent.
+    assert_eq!(call(&base, &spoof("7.7.7.7"), "echo").status, 200);
+    assert_eq!(call(&base, &spoof("8.8.8.8"), "echo").status, 429);
+
+    // 127.0.0.1 trusted: the proxy's headers pass, and the caller is who it names.
+    let (_gw2, base2, _dir2) = gateway_with(
+        &[("f", &url)],
+        &format!("server:\n  trusted_proxies: [127.0.0.1/32]\n{limit}"),
+    );
+    let r = call(&base2, &spoof("6.6.6.6"), "forwarded");
+    assert_eq!(
+        seen(&r),
+        json!({"x-forwarded-for": "6.6.6.6, 127.0.0.1", "x-forwarded-host": "evil.example", "x-forwarded-proto": "https", "forwarded": "for=6.6.6.6;host=evil.example"})
+    );
+    assert_eq!(call(&base2, &spoof("6.6.6.6"), "echo").status, 200);
+    assert_eq!(
+        call(&base2, &spoof("6.6.6.6"), "echo").status,
+        429,
+        "6.6.6.6 spent its two"
+    );
+    assert_eq!(
+        call(&base2, &spoof("7.7.7.7"), "echo").status,
+        200,
+        "7.7.7.7 has its own"
+    );
+}

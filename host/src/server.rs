@@ -396,7 +396,7 @@ async fn serve(
         );
         let gw = gateway.clone();
         let app = app.clone();
-        let peer = Peer::new(peer);
+        let peer = Peer::new(peer, &gateway.config.server.trusted_proxies);
         let service =
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 dispatch(gw.clone(), app.clone(), peer.clone(), request)
@@ -466,7 +466,8 @@ async fn mcp_route(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    serve_mcp(gw, name, Peer::new(peer), request).await
+    let peer = Peer::new(peer, &gw.config.server.trusted_proxies);
+    serve_mcp(gw, name, peer, request).await
 }
 
 /// Handles one request on an MCP route and turns any error into its response.
@@ -489,7 +490,7 @@ where
         request.method().clone(),
         span.clone(),
     );
-    summary.peer = Some(peer.addr.ip());
+    summary.peer = Some(peer.client_ip(request.headers(), &gw.config.server.trusted_proxies));
     let mut error_id = None;
     // Headers stages want on the response, whatever it turns out to be (rate-limit headers).
     let mut extra_headers = http::HeaderMap::new();
@@ -635,7 +636,7 @@ where
         parts.headers,
         parsed,
     ));
-    cx.peer = Some(peer.addr.ip());
+    cx.peer = summary.peer;
     let is_initialize = cx
         .body
         .as_ref()

@@ -16,6 +16,8 @@ Tools:
                       text: the answer reaches the client only on the resumed GET stream
   request_query()     the query string of the HTTP request that carried the call
   big(mib)            returns `mib` MiB of text
+  forwarded()         the X-Forwarded-For/Host/Proto and Forwarded headers the server received,
+                      as JSON
   numbers(text, big, huge)
                       returns "<text>|<big>|<huge>" as the server read them (Python keeps big
                       integers exact; 1e400 reads as inf)
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import sys
 
@@ -89,6 +92,14 @@ def build() -> MCPServer:
         await ctx.close_sse_stream()
         await asyncio.sleep(0.3)
         return SECRET
+
+    @server.tool()
+    def forwarded(ctx: Context) -> str:
+        """The forwarding headers this call arrived with."""
+        request = ctx.request_context.request
+        headers = dict(request.headers) if request is not None else {}
+        names = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded")
+        return json.dumps({k: headers.get(k) for k in names})
 
     @server.tool()
     def numbers(text: str, big: int, huge: float) -> str:

@@ -89,6 +89,7 @@ struct RawServer {
     max_inspected_bytes: Option<u64>,
     max_batch_messages: Option<usize>,
     discard_body_bytes: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +202,62 @@ pub struct ServerConfig {
     /// How much of a body over `max_body_bytes` is read and dropped so that a client still
     /// sending receives the 413 (0: none; the connection is then reset under the client).
     pub discard_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For/Host/Proto` are believed (load balancers in front). From
+    /// anyone else those headers are dropped and the gateway sets its own.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or network (e.g. 10.0.0.0/8)"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer on an IPv6 socket (::ffff:a.b.c.d) is that IPv4 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -559,6 +616,17 @@ impl Validator<'_> {
                 Some(n) => n,
                 None => DEFAULT_MAX_BATCH_MESSAGES,
             },
+            trusted_proxies: raw
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    Cidr::parse(c)
+                        .map_err(|e| self.error(&format!("server.trusted_proxies[{i}]"), e))
+                        .ok()
+                })
+                .collect(),
             discard_body_bytes: usize::try_from(
                 raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
             )

@@ -901,3 +901,65 @@ fn the_request_budget_fits_one_call_of_every_plugin() {
         "between 1 and 600000",
     );
 }
+
+#[test]
+fn trusted_proxies_and_the_client_address_behind_them() {
+    use crate::proxy::Peer;
+    let cfg = parse(
+        "server:\n  trusted_proxies: [10.0.0.0/8, \"fd00::/8\", 192.168.1.7]\nupstreams:\n  a:\n    url: http://x/mcp\n",
+    )
+    .unwrap();
+    let trusted = &cfg.server.trusted_proxies;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    for (addr, want) in [
+        ("10.1.2.3", true),
+        ("11.0.0.1", false),
+        ("192.168.1.7", true),
+        ("192.168.1.8", false),
+        ("fd12::1", true),
+        ("fe80::1", false),
+        ("::ffff:10.9.9.9", true),
+    ] {
+        assert_eq!(trusted.iter().any(|c| c.contains(ip(addr))), want, "{addr}");
+    }
+    assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+    assert!(!Cidr::parse("0.0.0.0/0").unwrap().contains(ip("::1")));
+
+    let headers = |xff: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    };
+    let via = |peer: &str| Peer::new(std::net::SocketAddr::new(ip(peer), 1), trusted);
+    // An untrusted peer: its X-Forwarded-For is not believed.
+    assert_eq!(
+        via("8.8.8.8").client_ip(&headers("1.2.3.4"), trusted),
+        ip("8.8.8.8")
+    );
+    // Behind trusted proxies: the nearest hop that is not one of them.
+    assert_eq!(
+        via("10.0.0.1").client_ip(&headers("6.6.6.6, 1.2.3.4, 10.0.0.9"), trusted),
+        ip("1.2.3.4")
+    );
+    assert_eq!(
+        via("10.0.0.1").client_ip(&headers("junk, 10.0.0.2"), trusted),
+        ip("10.0.0.2")
+    );
+    assert_eq!(
+        via("10.0.0.1").client_ip(&http::HeaderMap::new(), trusted),
+        ip("10.0.0.1")
+    );
+
+    for (bad, needle) in [
+        ("10.0.0.0/33", "prefix length"),
+        ("proxy.local", "not an IP"),
+    ] {
+        assert_error_at(
+            &format!(
+                "server:\n  trusted_proxies: [\"{bad}\"]\nupstreams:\n  a:\n    url: http://x/mcp\n"
+            ),
+            "server.trusted_proxies[0]",
+            needle,
+        );
+    }
+}

@@ -6,12 +6,14 @@
 
 pub mod relay;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
+
+use crate::config::Cidr;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -234,13 +236,43 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The peer's IP as a header value (formatting an address is a measurable share of a request).
     ip_header: HeaderValue,
+    /// Whether the peer is one of `server.trusted_proxies`: only then are its `X-Forwarded-*`
+    /// headers believed and passed on.
+    pub trusted: bool,
 }
 
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
 impl Peer {
-    pub fn new(addr: SocketAddr) -> Peer {
+    pub fn new(addr: SocketAddr, trusted_proxies: &[Cidr]) -> Peer {
         let ip_header = HeaderValue::from_str(&addr.ip().to_string())
-            .expect("an IP address is a valid header value");
-        Peer { addr, ip_header }
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer {
+            addr,
+            ip_header,
+            trusted: trusted_proxies.iter().any(|c| c.contains(addr.ip())),
+        }
+    }
+
+    /// The client's address: the peer's; behind trusted proxies, the nearest address in
+    /// `X-Forwarded-For` (read from the right) that is not itself a trusted proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, trusted_proxies: &[Cidr]) -> IpAddr {
+        if !self.trusted {
+            return self.addr.ip();
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+            .collect();
+        hops.iter()
+            .rev()
+            .find(|ip| !trusted_proxies.iter().any(|c| c.contains(**ip)))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(self.addr.ip())
     }
 }
 
@@ -254,7 +286,8 @@ impl Peer {
 ///   credential headers), `Origin` (checked by the gateway for its own listener),
 ///   `Accept-Encoding` (so SSE is never compressed), `Content-Length` (recomputed);
 /// - `Mcp-Session-Id` is replaced by the upstream's own id, or dropped for modern requests;
-/// - `X-Forwarded-For/Proto/Host` and `X-Request-Id` are added;
+/// - `X-Forwarded-For/Proto/Host` and `X-Request-Id` are added; a client's own
+///   `X-Forwarded-*` and `Forwarded` are dropped first unless it is a trusted proxy;
 /// - everything else (`Accept`, `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`,
 ///   `Mcp-Param-*`, `Last-Event-ID`, `Content-Type`, `traceparent`) passes untouched.
 pub fn upstream_request(
@@ -301,10 +334,28 @@ pub fn upstream_request(
         headers.insert(name.clone(), value.clone());
     }
 
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.addr.ip()))
-            .map_err(|e| GatewayError::Internal(e.to_string()))?,
-        None => peer.ip_header.clone(),
+    // What a client says about where it came from is believed only from a trusted proxy; from
+    // anyone else the gateway states it itself.
+    if !peer.trusted {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+    }
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded_for = if prior.is_empty() {
+        peer.ip_header.clone()
+    } else {
+        HeaderValue::from_str(&format!("{}, {}", prior.join(", "), peer.addr.ip()))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
     };
     headers.insert(X_FORWARDED_FOR, forwarded_for);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
