@@ -1032,3 +1032,97 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         "7.7.7.7 has its own"
     );
 }
+
+/// Issue item 16: the URLs of OAuth resource metadata never carry what a client put in `Host`.
+/// A `Host` that is not an authority is refused (a `"` in it reached `WWW-Authenticate`); an
+/// HTTP/2 client, which sends `:authority` instead of `Host`, gets URLs naming the gateway, not
+/// `localhost`.
+#[test]
+fn oauth_urls_never_carry_a_forged_host() {
+    let (_server, url) = hostile_server(&[]);
+    let mut idp = Proc::spawn(
+        "idp.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/idp.py"))
+            .args(["--audience", "hostile", "alice"]),
+    );
+    let port = idp
+        .wait_for("PORT ", Duration::from_secs(60))
+        .trim()
+        .trim_start_matches("PORT ")
+        .to_string();
+    let dir = TempDir::new("hostile-host");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "auth:\n  type: oidc\n  issuer: http://127.0.0.1:{port}\n  audience: hostile\nupstreams:\n  o:\n    url: {url}\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let authority = base.trim_start_matches("http://").to_string();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    for (host, status) in [
+        (r#"evil"x"#, 400),
+        ("evil.example, other", 400),
+        ("a@b", 400),
+        (authority.as_str(), 401),
+    ] {
+        use std::io::Write as _;
+        let mut s = connect(&base);
+        s.write_all(
+            format!(
+                "POST /servers/o/mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let answer = read_until_closed(&mut s).unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "Host {host:?}: {answer}"
+        );
+        if status == 400 {
+            assert!(
+                answer.contains("-32600") && !answer.contains("evil"),
+                "{answer}"
+            );
+        } else {
+            assert!(
+                answer.contains(&format!(
+                    r#"resource_metadata="http://{authority}/.well-known/oauth-protected-resource/servers/o/mcp""#
+                )),
+                "{answer}"
+            );
+        }
+    }
+    // HTTP/2 (prior knowledge, as h2c clients speak it): no Host header, an :authority.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let challenge = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let r = client
+            .post(format!("{base}/servers/o/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 401);
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    });
+    assert!(
+        challenge.contains(&format!("http://{authority}/.well-known/")),
+        "{challenge}"
+    );
+}

@@ -433,8 +433,24 @@ async fn dispatch(
     gw: Arc<Gateway>,
     app: Router,
     peer: Peer,
-    request: http::Request<hyper::body::Incoming>,
+    mut request: http::Request<hyper::body::Incoming>,
 ) -> Result<Response, std::convert::Infallible> {
+    // HTTP/2 carries the authority in `:authority`, not `Host`: one place to read it from.
+    if !request.headers().contains_key(header::HOST)
+        && let Some(authority) = request.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    if let Some(host) = request.headers().get(header::HOST)
+        && !host.to_str().is_ok_and(crate::stages::auth::is_authority)
+    {
+        return Ok(GatewayError::bad_request(
+            jsonrpc::INVALID_REQUEST,
+            "the Host header is not an authority (host[:port])",
+        )
+        .into_response(None));
+    }
     match mcp_route_name(request.uri().path()) {
         Some(name) => {
             let name = name.to_owned();

@@ -110,9 +110,11 @@ pub fn resource_urls(
     let base = match public_url {
         Some(u) => u.to_string(),
         None => {
+            // The edge refuses a Host that is not an authority; this is the second line.
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
+                .filter(|h| is_authority(h))
                 .unwrap_or("localhost");
             format!("http://{host}")
         }
@@ -121,6 +123,30 @@ pub fn resource_urls(
         format!("{base}/.well-known/oauth-protected-resource/servers/{route}/mcp"),
         format!("{base}/servers/{route}/mcp"),
     )
+}
+
+/// Whether `text` is an HTTP authority, `host[:port]`: a DNS name, an IPv4 address or a bracketed
+/// IPv6 address, and digits for the port. Nothing else may reach a URL the gateway derives from
+/// a request's `Host` (a `"` would end the `WWW-Authenticate` parameter it is quoted in).
+pub fn is_authority(text: &str) -> bool {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.starts_with('[')) => {
+            (h, Some(p))
+        }
+        _ => (text, None),
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 /// Why a credential was refused.
@@ -584,5 +610,40 @@ impl Stage for Auth {
                 Err(e) => Verdict::Reject(self.refuse(cx, e)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities() {
+        for ok in [
+            "localhost",
+            "127.0.0.1:8080",
+            "mcp.example.com",
+            "[::1]:443",
+            "[fd00::1]",
+            "a-b.c",
+        ] {
+            assert!(is_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil\"x",
+            "a b",
+            "host:",
+            "host:99999x",
+            "user@host",
+            "host/path",
+            "[::1",
+            "::1",
+            "host:80:80",
+            "[zz::1]:80",
+            "h\u{e9}",
+        ] {
+            assert!(!is_authority(bad), "{bad:?}");
+        }
     }
 }
