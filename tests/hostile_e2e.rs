@@ -1126,3 +1126,63 @@ fn oauth_urls_never_carry_a_forged_host() {
         "{challenge}"
     );
 }
+
+/// Issue item 17: secrets stay out of what the gateway prints and serves. An upstream URL's query
+/// values are hidden in `list-servers` and the start log; an audit record cut short keeps no
+/// part of a secret (redaction comes before the cut); `/metrics`, which names callers, can
+/// require a bearer token.
+#[test]
+fn secrets_stay_out_of_output_logs_and_metrics() {
+    let (_server, url) = hostile_server(&[]);
+    let dir = TempDir::new("hostile-secrets");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "upstreams:\n  s:\n    url: {url}?api_key=s3cret-query-value&tenant=t1\nobservability:\n  metrics:\n    path: /metrics\n    token_env: METRICS_TOKEN\n  audit:\n    log_bodies: true\n    max_body_bytes: 60\n"
+        ),
+    );
+    let (ok, listed, stderr) = run_mcpgate(
+        &["list-servers", "--config", cfg.to_str().unwrap()],
+        &[("METRICS_TOKEN", "scrape-me")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(listed.contains("?api_key=…&tenant=…"), "{listed}");
+    assert!(!listed.contains("s3cret"), "{listed}");
+
+    let (mut gw, base) = start_gateway(&cfg, &[("METRICS_TOKEN", "scrape-me")]);
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"password":"hunter2-hunter2-hunter2","text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let r = raw_post(
+        &base,
+        "/servers/s/mcp",
+        &[
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+        ],
+        body,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let record = gw.wait_for(r#""truncated":true"#, Duration::from_secs(30));
+    assert!(!record.contains("hunter"), "{record}");
+
+    let anonymous = get(&base, "/metrics");
+    assert!(
+        anonymous.contains("observability.metrics.token_env"),
+        "{anonymous}"
+    );
+    let scraped = {
+        use std::io::Write as _;
+        let mut s = connect(&base);
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer scrape-me\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        read_until_closed(&mut s).unwrap()
+    };
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(scraped.contains("mcpgate_requests_total"), "{scraped}");
+    let log = gw.drain().join("\n");
+    assert!(!log.contains("s3cret"), "{log}");
+    assert!(
+        log.contains("api_key=…"),
+        "the start log names the route: {log}"
+    );
+}

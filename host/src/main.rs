@@ -148,7 +148,7 @@ fn main() -> ExitCode {
                         "{:<20} {base}/servers/{}/mcp -> {}  (timeout {}ms, {auth}, stages: {stages})",
                         u.name,
                         u.name,
-                        u.url,
+                        mcpgate::config::display_url(&u.url),
                         u.timeout.as_millis()
                     );
                 }
@@ -227,7 +227,7 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
         }
     };
     for u in &gateway.config.upstreams {
-        tracing::info!(upstream = %u.name, route = %format!("http://{local}/servers/{}/mcp", u.name), target = %u.url, "route");
+        tracing::info!(upstream = %u.name, route = %format!("http://{local}/servers/{}/mcp", u.name), target = %mcpgate::config::display_url(&u.url), "route");
     }
     let shutdown = shutdown_signal();
     // A line for scripts (tests, the demo) that start on port 0 and need the port.

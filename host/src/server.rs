@@ -155,8 +155,32 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 use axum::Json;
 
-/// Prometheus text exposition of the gateway's registry (plugin series included).
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+/// Prometheus text exposition of the gateway's registry (plugin series included); behind a
+/// bearer token when `observability.metrics.token_env` names one.
+async fn metrics(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) -> Response {
+    if let Some(want) = gw.obs.metrics_token {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| -> [u8; 32] { sha2::Sha256::digest(t.trim().as_bytes()).into() });
+        if !presented.is_some_and(|p| bool::from(p.ct_eq(&want))) {
+            let mut r = GatewayError::Rejected {
+                stage: "metrics".into(),
+                status: StatusCode::UNAUTHORIZED,
+                code: jsonrpc::UNAUTHENTICATED,
+                message: "the metrics need `Authorization: Bearer <token>` (observability.metrics.token_env)".into(),
+                data: None,
+                headers: vec![],
+            }
+            .into_response(None);
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
     let text = crate::observability::metrics::encode(&gw.obs.registry);
     (
         [(

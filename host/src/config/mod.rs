@@ -833,6 +833,25 @@ impl Validator<'_> {
     }
 }
 
+/// An upstream URL as logs and `list-servers` show it: every query value hidden (a query may
+/// carry a key or a tenant's secret), the rest as configured. Credentials in the authority are
+/// refused by the config, so there are none to hide there.
+pub fn display_url(url: &Uri) -> String {
+    let Some(query) = url.query() else {
+        return url.to_string();
+    };
+    let hidden: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) => format!("{k}=…"),
+            None => pair.to_string(),
+        })
+        .collect();
+    let base = url.to_string();
+    let base = base.split('?').next().unwrap_or_default();
+    format!("{base}?{}", hidden.join("&"))
+}
+
 pub(crate) fn parse_upstream_url(text: &str) -> Result<Uri, String> {
     let url =
         url::Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;

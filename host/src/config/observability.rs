@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::Digest as _;
 
 use super::Validator;
 
@@ -32,6 +33,7 @@ pub(super) struct RawObservability {
 struct RawMetrics {
     enabled: Option<bool>,
     path: Option<String>,
+    token_env: Option<String>,
     max_clients: Option<usize>,
     max_unlisted_tools: Option<usize>,
     max_listed_tools: Option<usize>,
@@ -78,6 +80,9 @@ pub struct MetricsConfig {
     pub max_unlisted_tools: usize,
     /// Per server: tool names learned from `tools/list` results.
     pub max_listed_tools: usize,
+    /// The bearer token a scrape must present (`Authorization: Bearer <token>`), kept as its
+    /// SHA-256; `None`: `/metrics` is open to whoever reaches the listener.
+    pub token_sha256: Option<[u8; 32]>,
 }
 
 impl Default for MetricsConfig {
@@ -87,6 +92,7 @@ impl Default for MetricsConfig {
             max_clients: DEFAULT_MAX_CLIENT_LABELS,
             max_unlisted_tools: DEFAULT_MAX_UNLISTED_TOOLS,
             max_listed_tools: DEFAULT_MAX_LISTED_TOOLS,
+            token_sha256: None,
         }
     }
 }
@@ -178,6 +184,11 @@ impl Validator<'_> {
             raw.max_listed_tools,
             &mut out.max_listed_tools,
         );
+        if let Some(var) = raw.token_env {
+            out.token_sha256 = self
+                .env_secret("observability.metrics.token_env", &var)
+                .map(|t| sha2::Sha256::digest(t.trim().as_bytes()).into());
+        }
         raw.enabled.unwrap_or(true).then_some(out)
     }
 

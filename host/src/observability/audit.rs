@@ -277,18 +277,25 @@ fn secret_key(key: &str) -> bool {
 }
 
 /// A body as the audit log may show it: parsed JSON with secret-named values and any string
-/// containing one of `secrets` replaced; bodies over `max` bytes are cut (and say so).
+/// containing one of `secrets` replaced; a body whose redacted form is over `max` bytes is cut
+/// (and says so). Redaction comes first, on the whole body: a cut made before it could split a
+/// secret (or a secret-named key from its value) so that the redactor no longer recognises it.
 pub fn redacted_body(bytes: &[u8], secrets: &[String], max: usize) -> Value {
-    if bytes.len() > max {
-        let cut = String::from_utf8_lossy(&bytes[..max]).into_owned();
-        let mut v = Value::String(cut);
-        scrub(&mut v, secrets);
-        return serde_json::json!({"truncated": true, "bytes": bytes.len(), "head": v});
-    }
     let mut v = serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
     scrub(&mut v, secrets);
-    v
+    let text = match &v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.len() <= max {
+        return v;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    serde_json::json!({"truncated": true, "bytes": bytes.len(), "head": &text[..end]})
 }
 
 fn scrub(v: &mut Value, secrets: &[String]) {
@@ -333,6 +340,15 @@ mod tests {
         let cut = redacted_body(b"{\"a\":\"sk-live-123456\"}", &["sk-live-123456".into()], 8);
         assert_eq!(cut["truncated"], true);
         assert!(!cut.to_string().contains("sk-live"));
+        // A cut anywhere never leaves part of a secret or of a secret-named value behind.
+        let body = br#"{"jsonrpc":"2.0","params":{"arguments":{"password":"hunter2-hunter2","note":"key sk-live-123456 here","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}}"#;
+        for max in 1..body.len() {
+            let v = redacted_body(body, &["sk-live-123456".into()], max);
+            let text = v.to_string();
+            for part in ["hunter", "sk-live", "live-123", "123456"] {
+                assert!(!text.contains(part), "max {max}: {text}");
+            }
+        }
     }
 
     /// A sink that says when a write begins, then waits until the test lets it go.

@@ -42,6 +42,8 @@ pub struct Observability {
     pub registry: Registry,
     pub metrics: Option<Metrics>,
     pub metrics_path: Option<String>,
+    /// SHA-256 of the bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<[u8; 32]>,
     pub audit: Option<AuditLog>,
     /// A span per request.
     pub spans: bool,
@@ -67,6 +69,7 @@ impl Observability {
             registry,
             metrics: None,
             metrics_path: None,
+            metrics_token: None,
             audit: None,
             spans: false,
             export: false,
@@ -95,6 +98,7 @@ impl Observability {
             .map_err(|e| format!("observability.audit: {e}"))?;
         Ok(Observability {
             metrics_path: cfg.metrics.as_ref().map(|m| m.path.clone()),
+            metrics_token: cfg.metrics.as_ref().and_then(|m| m.token_sha256),
             metrics,
             audit,
             spans: cfg.tracing.is_some(),

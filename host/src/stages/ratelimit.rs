@@ -567,11 +567,12 @@ impl Stage for RateLimit {
                 }
                 // The failure itself is logged and counted where it happened (crate::redis).
                 Err(_) if self.config.on_redis_error == OnError::FailOpen => Verdict::Continue,
-                Err(e) => Verdict::Reject(GatewayError::Rejected {
+                // The client learns that, not where the store is or why (logged in crate::redis).
+                Err(_) => Verdict::Reject(GatewayError::Rejected {
                     stage: "rate_limit".into(),
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     code: jsonrpc::STATE_UNAVAILABLE,
-                    message: format!("rate limit store unavailable: {e}"),
+                    message: "rate limit store unavailable; retry shortly".into(),
                     data: None,
                     headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u32))],
                 }),
