@@ -96,6 +96,33 @@ fn deployment_files_parse_and_the_shipped_config_validates() {
         scalar(&spec["template"]["spec"]["securityContext"]["runAsNonRoot"]),
         "true"
     );
+    // Stopping: the grace periods cover the preStop pause, the drain (shutdown_timeout) and the
+    // flush of the audit log and span exporter (up to 5 s each, see main.rs).
+    let shutdown_s = std::fs::read_to_string(deploy.join("mcpgate.yaml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("shutdown_timeout:"))
+        .and_then(|v| v.split('#').next()?.trim().parse::<u64>().ok())
+        .expect("deploy/mcpgate.yaml sets server.shutdown_timeout")
+        / 1000;
+    let pre_stop: u64 = scalar(&container["lifecycle"]["preStop"]["sleep"]["seconds"])
+        .parse()
+        .expect("a preStop pause");
+    let grace: u64 = scalar(&spec["template"]["spec"]["terminationGracePeriodSeconds"])
+        .parse()
+        .unwrap();
+    assert!(
+        grace >= pre_stop + shutdown_s + 10,
+        "terminationGracePeriodSeconds {grace} < preStop {pre_stop} + drain {shutdown_s} + flush 10"
+    );
+    let stop_grace: u64 = scalar(&a["stop_grace_period"])
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(
+        stop_grace >= shutdown_s + 10,
+        "compose stop_grace_period {stop_grace}"
+    );
     let k8s_env: BTreeSet<String> = container["env"]
         .as_array()
         .unwrap()

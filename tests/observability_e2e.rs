@@ -575,3 +575,55 @@ fn audit_records_go_to_stdout_as_json_lines() {
         "bodies only with log_bodies"
     );
 }
+
+/// Issue item 18: a client's sampled `traceparent` does not override `sample_ratio` unless the
+/// operator says so (`honor_client_sampling`): with a ratio of 0, a client asking for its trace
+/// gets no span exported, and gets them with the option on.
+#[test]
+fn a_clients_sampled_flag_is_obeyed_only_when_configured() {
+    let receiver = start_receiver();
+    let dir = TempDir::new("obs-sampling");
+    for honor in [false, true] {
+        let config = dir.file(
+            &format!("gw-{honor}.yaml"),
+            &format!(
+                "upstreams:\n  down:\n    url: http://127.0.0.1:9/mcp\nobservability:\n  tracing:\n    otlp_endpoint: {}\n    sample_ratio: 0.0\n    honor_client_sampling: {honor}\n",
+                receiver.url
+            ),
+        );
+        let (mut gw, base) = start_gateway(&config, &[]);
+        let trace_id = if honor {
+            "11111111111111111111111111111111"
+        } else {
+            "22222222222222222222222222222222"
+        };
+        let traceparent = format!("00-{trace_id}-{CLIENT_SPAN}-01");
+        let status = raw_post(
+            &base,
+            "/servers/down/mcp",
+            &[("traceparent", &traceparent)],
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        )
+        .status;
+        assert_eq!(status, 502);
+        // SIGTERM flushes what was batched.
+        Command::new("kill")
+            .args(["-TERM", &gw.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(gw.wait(Duration::from_secs(30)).is_some());
+        let exported = receiver
+            .spans()
+            .iter()
+            .filter(|(_, s)| hex(&s.trace_id) == trace_id)
+            .count();
+        if honor {
+            assert!(exported >= 1, "honored: the client's trace is exported");
+        } else {
+            assert_eq!(
+                exported, 0,
+                "a client cannot make a sample_ratio of 0 export"
+            );
+        }
+    }
+}

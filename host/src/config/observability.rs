@@ -57,6 +57,7 @@ struct RawTracing {
     otlp_endpoint: Option<String>,
     service_name: Option<String>,
     sample_ratio: Option<f64>,
+    honor_client_sampling: Option<bool>,
     headers: Option<BTreeMap<String, String>>,
     timeout: Option<u64>,
 }
@@ -121,8 +122,11 @@ pub struct TracingConfig {
     /// OTLP/HTTP traces endpoint (`…/v1/traces`); `None`: spans only in the gateway's logs.
     pub otlp_endpoint: Option<String>,
     pub service_name: String,
-    /// Fraction of new traces sampled (a client's sampled flag is honoured).
+    /// Fraction of traces sampled.
     pub sample_ratio: f64,
+    /// Whether a client's `traceparent` sampled flag overrides `sample_ratio` (off: a client
+    /// cannot make the gateway export every one of its requests).
+    pub honor_client_sampling: bool,
     /// Extra headers on export requests (collector auth).
     pub headers: BTreeMap<String, String>,
     pub timeout: Duration,
@@ -294,6 +298,7 @@ impl Validator<'_> {
             otlp_endpoint,
             service_name,
             sample_ratio: sample_ratio.clamp(0.0, 1.0),
+            honor_client_sampling: raw.honor_client_sampling.unwrap_or(false),
             headers,
             timeout: Duration::from_millis(timeout.max(1)),
         };

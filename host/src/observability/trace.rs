@@ -98,9 +98,12 @@ fn provider(
         .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            cfg.sample_ratio,
-        ))))
+        .with_sampler(if cfg.honor_client_sampling {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio)))
+        } else {
+            // The client's trace id is still adopted; its sampled flag is not obeyed.
+            Sampler::TraceIdRatioBased(cfg.sample_ratio)
+        })
         .with_resource(resource)
         .build();
     Ok(Provider(provider))
