@@ -249,7 +249,7 @@ fn a_session_continues_on_any_replica_and_survives_a_restart() {
 #[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
 enum Outcome {
     Served,
-    /// 503 with JSON-RPC -32014 naming Redis.
+    /// 503 with JSON-RPC -32014 saying the store is unavailable (not where it is).
     StoreUnavailable,
 }
 
@@ -275,7 +275,8 @@ async fn call(client: &reqwest::Client, base: &str, i: u64) -> Result<Outcome, S
         200 if text.contains(&format!("\"text\":\"{}\"", i + 1)) => Ok(Outcome::Served),
         503 if retry_after
             && text.contains("-32014")
-            && text.contains("redis")
+            && text.contains("rate limit store unavailable")
+            && !text.contains("127.0.0.1")
             && text.contains(&format!("\"id\":{i}")) =>
         {
             Ok(Outcome::StoreUnavailable)
