@@ -1186,3 +1186,75 @@ fn secrets_stay_out_of_output_logs_and_metrics() {
         "the start log names the route: {log}"
     );
 }
+
+/// Issue item 10: a full session table makes room in constant time. Creating sessions once the
+/// table holds `sessions.max_active` costs about what it costs on an empty table (it scanned the
+/// whole table twice under its one lock per new session: 2,000 sessions at a full table of
+/// 20,000 took several times longer than at an empty one).
+#[test]
+fn a_full_session_table_makes_room_in_constant_time() {
+    let bin = mcpgate_bin().with_file_name("bench-upstream");
+    assert!(
+        bin.exists(),
+        "{} is built with the workspace",
+        bin.display()
+    );
+    let (_upstream, upstream_url) = start_ported("bench-upstream", &mut Command::new(bin));
+    let dir = TempDir::new("hostile-sessions");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "sessions:\n  max_active: 20000\nupstreams:\n  s:\n    url: {upstream_url}/mcp\nobservability:\n  metrics: {{path: /metrics}}\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{base}/servers/s/mcp");
+    // `n` new sessions over eight connections; how long they took.
+    let initialize = |n: usize| {
+        let started = std::time::Instant::now();
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (client, url) = (client.clone(), url.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..n / 8 {
+                            let r = client
+                                .post(&url)
+                                .header("content-type", "application/json")
+                                .header("accept", "application/json, text/event-stream")
+                                .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+                                .send()
+                                .await
+                                .unwrap();
+                            assert_eq!(r.status(), 200);
+                            assert!(r.headers().contains_key("mcp-session-id"));
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        started.elapsed()
+    };
+    let empty = initialize(2000);
+    initialize(18000);
+    let tracked = get(&base, "/metrics");
+    assert!(
+        tracked.contains(r#"mcpgate_active_sessions{server="s"} 20000"#),
+        "{tracked}"
+    );
+    let full = initialize(2000);
+    eprintln!("2,000 new sessions: {empty:?} at an empty table, {full:?} at a full one");
+    assert!(
+        full < empty * 3 + Duration::from_secs(1),
+        "2,000 new sessions took {full:?} at a full table, {empty:?} at an empty one"
+    );
+}
