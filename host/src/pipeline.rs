@@ -546,13 +546,23 @@ impl ResponseHooks {
                 }
             };
         let Ok(mut message) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
-            return Processed::Refused("the upstream's message is not JSON".into());
+            return Processed::Refused("the upstream's message cannot be read as JSON".into());
         };
+        let mut modified = false;
         for stage in stages {
-            stage.on_response(cx, request, &mut message).await;
+            modified |=
+                stage.on_response(cx, request, &mut message).await == ResponseVerdict::Modified;
         }
         let client_id = request.id.as_deref().map_or("null", RawValue::get);
-        match with_client_id(message, client_id) {
+        // Unchanged by the hooks: the upstream's bytes, with only the id given back.
+        let out = if modified {
+            with_client_id(message, client_id)
+        } else {
+            crate::mcp::envelope::set_member(raw.get(), "id", client_id)
+                .ok()
+                .map(String::into_bytes)
+        };
+        match out {
             Some(bytes) => Processed::Replaced(bytes),
             None => Processed::Refused("a hooked response is no longer a JSON-RPC object".into()),
         }
@@ -728,6 +738,41 @@ mod tests {
             Processed::Replaced(bytes) => serde_json::from_slice(&bytes).unwrap(),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Looks at `tools/list` answers, changes nothing.
+    struct Look;
+    impl Stage for Look {
+        fn name(&self) -> &str {
+            "look"
+        }
+        fn on_request<'a>(&'a self, _cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
+            Box::pin(async { Verdict::Continue })
+        }
+        fn wants_response(&self, _cx: &RequestContext, request: &Message) -> bool {
+            request.method() == "tools/list"
+        }
+        fn hooks_responses(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_hooks_leave_alone_keeps_its_bytes() {
+        let p = Pipeline::new(vec![Arc::new(Look)]);
+        let ids = sessions();
+        let mut list = cx(r#"{"jsonrpc":"2.0","id":"\u0031","method":"tools/list"}"#);
+        let hooks = p.hook_requests(&mut list, &ids).unwrap();
+        let token = forwarded_id(&list, 0);
+        let answer = format!(
+            r#"{{"jsonrpc":"2.0", "id":"{token}","result":{{"n":123456789012345678901234567890,"x":1.50}}}}"#
+        );
+        assert_eq!(
+            hooks.process(&list, answer.as_bytes()).await,
+            Processed::Replaced(
+                br#"{"jsonrpc":"2.0","id":"\u0031","result":{"n":123456789012345678901234567890,"x":1.50}}"#.to_vec()
+            )
+        );
     }
 
     #[tokio::test]

@@ -226,6 +226,38 @@ impl<'de> Deserialize<'de> for Meta<'de> {
     }
 }
 
+/// The JSON object `text` with member `key` set to the raw JSON `value` (replaced in its place,
+/// or added at the end), every other member kept byte for byte and in order.
+pub fn set_member(text: &str, key: &str, value: &str) -> serde_json::Result<String> {
+    let members = Members::of(text)?;
+    let mut out = String::with_capacity(text.len() + value.len());
+    out.push('{');
+    let mut found = false;
+    for (i, (k, v)) in members.0.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k)?);
+        out.push(':');
+        if k == key {
+            found = true;
+            out.push_str(value);
+        } else {
+            out.push_str(v.get());
+        }
+    }
+    if !found {
+        if !members.0.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key)?);
+        out.push(':');
+        out.push_str(value);
+    }
+    out.push('}');
+    Ok(out)
+}
+
 /// A JSON object's members in order, each value as raw JSON.
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
@@ -381,36 +413,13 @@ impl Message {
         })
     }
 
-    /// The JSON object `text` with member `key` set to the raw JSON `value` (replaced in its
-    /// place, or added at the end), every other member kept as it was.
+    /// [`set_member`], with the error this message's rewrites answer.
     fn spliced(&self, text: &str, key: &str, value: &str) -> Result<String, EnvelopeError> {
-        let members = self.members(text)?;
-        let mut out = String::with_capacity(text.len() + value.len());
-        out.push('{');
-        let mut found = false;
-        for (i, (k, v)) in members.0.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&serde_json::to_string(k).unwrap_or_default());
-            out.push(':');
-            if k == key {
-                found = true;
-                out.push_str(value);
-            } else {
-                out.push_str(v.get());
-            }
-        }
-        if !found {
-            if !members.0.is_empty() {
-                out.push(',');
-            }
-            out.push_str(&serde_json::to_string(key).unwrap_or_default());
-            out.push(':');
-            out.push_str(value);
-        }
-        out.push('}');
-        Ok(out)
+        set_member(text, key, value).map_err(|e| EnvelopeError {
+            code: jsonrpc::INVALID_REQUEST,
+            message: format!("not a JSON object: {e}"),
+            id: self.id.clone(),
+        })
     }
 
     fn reparsed(&self, text: String) -> Result<Message, EnvelopeError> {
