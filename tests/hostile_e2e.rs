@@ -79,6 +79,14 @@ plugins:
     (gw, base, dir)
 }
 
+/// A gateway started from `yaml`, in a temporary folder that lives as long as the returned guard.
+fn gateway_from(tag: &str, yaml: &str, env: &[(&str, &str)]) -> (Proc, String, TempDir) {
+    let dir = TempDir::new(tag);
+    let cfg = dir.file("gw.yaml", yaml);
+    let (gw, base) = start_gateway(&cfg, env);
+    (gw, base, dir)
+}
+
 /// A client speaking raw HTTP, so that ids can be spelled any way JSON allows.
 struct Client {
     base: String,
@@ -598,14 +606,13 @@ fn what_is_read_to_be_inspected_is_bounded() {
             .arg(repo().join("tests/e2e/raw_upstream.py"))
             .env("PYTHONUNBUFFERED", "1"),
     );
-    let dir = TempDir::new("hostile-bounds");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (mut gw, base, _dir) = gateway_from(
+        "hostile-bounds",
         &format!(
             "server:\n  max_inspected_bytes: 65536\npolicy:\n  rules:\n    - {{tools: [hidden], decision: deny}}\n    - {{resources: [\"file:///secret/*\"], decision: deny}}\n    - {{prompts: [hidden], decision: deny}}\nupstreams:\n  raw:\n    url: {base_url}/mcp\n"
         ),
+        &[],
     );
-    let (mut gw, base) = start_gateway(&cfg, &[]);
     let client = Client::new(&base, "raw", MODERN);
 
     let started = std::time::Instant::now();
@@ -662,15 +669,14 @@ fn what_is_read_to_be_inspected_is_bounded() {
 #[test]
 fn one_request_cannot_drive_unbounded_work() {
     let (_server, url) = hostile_server(&[]);
-    let dir = TempDir::new("hostile-work");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (_gw, base, _dir) = gateway_from(
+        "hostile-work",
         &format!(
             "server:\n  max_batch_messages: 10\nplugin_runtime:\n  dir: {}\n  request_budget: 200\nplugins:\n  misbehave:\n    file: misbehave.wasm\n    on_error: fail_open\n    timeout: 50\nupstreams:\n  work:\n    url: {url}\n",
             repo().join("plugins").display()
         ),
+        &[],
     );
-    let (_gw, base) = start_gateway(&cfg, &[]);
     let batch = |n: usize, tool: &str| {
         let items: Vec<String> = (0..n)
             .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#))
@@ -734,14 +740,13 @@ fn a_hanging_identity_provider_costs_each_request_a_bounded_wait() {
     let token_line = idp.wait_for("TOKEN alice ", Duration::from_secs(10));
     let token = token_line.rsplit(' ').next().unwrap().trim().to_string();
     let issuer = format!("http://127.0.0.1:{port}");
-    let dir = TempDir::new("hostile-idp");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (_gw, base, _dir) = gateway_from(
+        "hostile-idp",
         &format!(
             "auth:\n  type: jwt\n  jwks_uri: {issuer}/jwks\n  issuer: {issuer}\n  audience: hostile\n  algorithms: [ES256]\n  jwks_ttl: 300\n  jwks_min_refetch: 300\n  jwks_fetch_timeout: 1000\nupstreams:\n  idp:\n    url: {url}\n"
         ),
+        &[],
     );
-    let (_gw, base) = start_gateway(&cfg, &[]);
     let call = |bearer: &str| {
         raw_post(
             &base,
@@ -795,15 +800,14 @@ fn a_hanging_identity_provider_costs_each_request_a_bounded_wait() {
 #[test]
 fn one_plugin_cannot_fill_the_kv_store_for_all() {
     let (_server, url) = hostile_server(&[]);
-    let dir = TempDir::new("hostile-kv");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (_gw, base, _dir) = gateway_from(
+        "hostile-kv",
         &format!(
             "plugin_runtime:\n  dir: {}\n  kv: {{max_bytes: 1048576}}\nplugins:\n  hoarder:\n    file: kv_hoarder.wasm\n    grants: {{kv: true}}\n  counter:\n    file: quota.wasm\n    grants: {{kv: true, metrics: true}}\n    config: {{limits: [{{tools: [echo], calls: 3}}]}}\nupstreams:\n  kv:\n    url: {url}\n",
             repo().join("plugins").display()
         ),
+        &[],
     );
-    let (_gw, base) = start_gateway(&cfg, &[]);
     let client = Client::new(&base, "kv", MODERN);
     let hoard: Value = serde_json::from_str(&client.answer(
         "1",
@@ -873,15 +877,14 @@ fn an_oversized_body_gets_its_413_in_plain_clients() {
 #[test]
 fn numbers_survive_a_plugin_rewrite_exactly() {
     let (_server, url) = hostile_server(&[]);
-    let dir = TempDir::new("hostile-numbers");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (_gw, base, _dir) = gateway_from(
+        "hostile-numbers",
         &format!(
             "plugin_runtime:\n  dir: {}\nplugins:\n  redact:\n    file: redact.wasm\n    config: {{detectors: [email], arguments: true, results: false}}\nupstreams:\n  n:\n    url: {url}\n",
             repo().join("plugins").display()
         ),
+        &[],
     );
-    let (_gw, base) = start_gateway(&cfg, &[]);
     for era in [LEGACY, MODERN] {
         let client = Client::new(&base, "n", era);
         for (huge, read) in [("1e400", "inf"), ("-1e400", "-inf"), ("2.50", "2.5")] {
@@ -918,14 +921,13 @@ fn an_upstream_refusing_the_gateways_credential_is_a_502() {
             .args(["--require-token", "fresh-token"])
             .env("PYTHONUNBUFFERED", "1"),
     );
-    let dir = TempDir::new("hostile-upstream-auth");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (_gw, base, _dir) = gateway_from(
+        "hostile-upstream-auth",
         &format!(
             "upstreams:\n  fresh:\n    url: {base_url}/mcp\n    auth: {{type: bearer, token_env: FRESH}}\n  expired:\n    url: {base_url}/mcp\n    auth: {{type: bearer, token_env: EXPIRED}}\nobservability:\n  metrics: {{path: /metrics}}\n"
         ),
+        &[("FRESH", "fresh-token"), ("EXPIRED", "old-token")],
     );
-    let (_gw, base) = start_gateway(&cfg, &[("FRESH", "fresh-token"), ("EXPIRED", "old-token")]);
     let ok = Client::new(&base, "fresh", MODERN).send("1", "prompts/list", json!({}));
     assert_eq!(ok.status, 200, "{}", ok.body);
     let legacy = raw_post(
@@ -1051,14 +1053,13 @@ fn oauth_urls_never_carry_a_forged_host() {
         .trim()
         .trim_start_matches("PORT ")
         .to_string();
-    let dir = TempDir::new("hostile-host");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (_gw, base, _dir) = gateway_from(
+        "hostile-host",
         &format!(
             "auth:\n  type: oidc\n  issuer: http://127.0.0.1:{port}\n  audience: hostile\nupstreams:\n  o:\n    url: {url}\n"
         ),
+        &[],
     );
-    let (_gw, base) = start_gateway(&cfg, &[]);
     let authority = base.trim_start_matches("http://").to_string();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
     for (host, status) in [
@@ -1200,14 +1201,13 @@ fn a_full_session_table_makes_room_in_constant_time() {
         bin.display()
     );
     let (_upstream, upstream_url) = start_ported("bench-upstream", &mut Command::new(bin));
-    let dir = TempDir::new("hostile-sessions");
-    let cfg = dir.file(
-        "gw.yaml",
+    let (_gw, base, _dir) = gateway_from(
+        "hostile-sessions",
         &format!(
             "sessions:\n  max_active: 20000\nupstreams:\n  s:\n    url: {upstream_url}/mcp\nobservability:\n  metrics: {{path: /metrics}}\n"
         ),
+        &[],
     );
-    let (_gw, base) = start_gateway(&cfg, &[]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
