@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -453,4 +455,172 @@ impl Scrape {
             .flat_map(|(_, l, _)| l.keys().filter(|k| *k != "le").cloned())
             .collect()
     }
+}
+
+// ---- raw HTTP: what misbehaving callers send, byte for byte ---------------------------------
+
+/// The stateless protocol revision.
+pub const MODERN: &str = "2026-07-28";
+/// The last session-based revision.
+pub const LEGACY: &str = "2025-11-25";
+
+/// A gateway started from `yaml`, in a temporary folder that lives as long as the returned guard.
+pub fn gateway_from(tag: &str, yaml: &str, env: &[(&str, &str)]) -> (Proc, String, TempDir) {
+    let dir = TempDir::new(tag);
+    let cfg = dir.file("gw.yaml", yaml);
+    let (gw, base) = start_gateway(&cfg, env);
+    (gw, base, dir)
+}
+
+/// A client speaking raw HTTP, so that ids can be spelled any way JSON allows.
+pub struct Client {
+    base: String,
+    path: String,
+    era: &'static str,
+    session: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, route: &str, era: &'static str) -> Client {
+        Client::at(base, &format!("/servers/{route}/mcp"), era)
+    }
+
+    /// A client of the MCP endpoint at `path` (which may carry a query string).
+    pub fn at(base: &str, path: &str, era: &'static str) -> Client {
+        let mut c = Client {
+            base: base.to_string(),
+            path: path.to_string(),
+            era,
+            session: None,
+        };
+        if era == LEGACY {
+            let init = c.send(
+                "0",
+                "initialize",
+                json!({"protocolVersion": LEGACY, "capabilities": {},
+                       "clientInfo": {"name": "hostile", "version": "1"}}),
+            );
+            assert_eq!(init.status, 200, "{}", init.body);
+            c.session = init.header("mcp-session-id").map(str::to_string);
+            assert!(c.session.is_some(), "{:?}", init.headers);
+            let done = c.post(
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                &[],
+            );
+            assert_eq!(done.status, 202, "{}", done.body);
+        }
+        c
+    }
+
+    pub fn post(&self, body: &str, extra: &[(&str, &str)]) -> RawResponse {
+        let mut headers: Vec<(&str, &str)> = vec![("mcp-protocol-version", self.era)];
+        if let Some(s) = &self.session {
+            headers.push(("mcp-session-id", s));
+        }
+        headers.extend_from_slice(extra);
+        raw_post(&self.base, &self.path, &headers, body)
+    }
+
+    /// [`Client::send`] with `params` as JSON text (an object), sent as written.
+    pub fn send_text(
+        &self,
+        id: &str,
+        method: &str,
+        name: Option<&str>,
+        params: &str,
+    ) -> RawResponse {
+        let mut extra = vec![("mcp-method", method)];
+        let params = if self.era == MODERN {
+            if let Some(name) = name {
+                extra.push(("mcp-name", name));
+            }
+            let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+            format!(
+                "{{{meta},{}",
+                params.trim_start().strip_prefix('{').unwrap()
+            )
+        } else {
+            extra.clear();
+            params.to_string()
+        };
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+        self.post(&body, &extra)
+    }
+
+    /// Sends a request whose id is the raw JSON text `id`.
+    pub fn send(&self, id: &str, method: &str, mut params: Value) -> RawResponse {
+        let mut extra = vec![("mcp-method", method.to_string())];
+        if self.era == MODERN {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {}
+            });
+            if let Some(name) = params["name"].as_str().or(params["uri"].as_str()) {
+                extra.push(("mcp-name", name.to_string()));
+            }
+        }
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let extra = if self.era == MODERN {
+            &extra[..]
+        } else {
+            &[][..]
+        };
+        self.post(&body, extra)
+    }
+
+    /// The answer to a request: the one message of the response that carries `result` or
+    /// `error`, as raw text.
+    pub fn answer(&self, id: &str, method: &str, params: Value) -> String {
+        let r = self.send(id, method, params);
+        assert_eq!(r.status, 200, "{id} {method}: {}", r.body);
+        let answers: Vec<String> = r
+            .messages()
+            .into_iter()
+            .filter(|m| {
+                serde_json::from_str::<Value>(m)
+                    .is_ok_and(|v| v.get("result").is_some() || v.get("error").is_some())
+            })
+            .collect();
+        assert_eq!(answers.len(), 1, "{id} {method}: {:?}", r.messages());
+        answers.into_iter().next().unwrap()
+    }
+}
+
+/// A raw TCP connection to the gateway, for clients that misbehave at the byte level.
+pub fn connect(base: &str) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Reads until the gateway closes the connection (or 20 s pass: a failure); returns what came.
+pub fn read_until_closed(s: &mut std::net::TcpStream) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&out).into_owned()),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            Err(e) => return Err(format!("still open after 20 s ({e}); got {out:?}")),
+        }
+    }
+}
+
+/// GETs `path` on its own connection; returns the body.
+pub fn get(base: &str, path: &str) -> String {
+    use std::io::Write as _;
+    let mut s = connect(base);
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let text = read_until_closed(&mut s).unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text)
 }
