@@ -13,12 +13,25 @@ it answers POSTs by JSON-RPC method (and tool name):
   prompts/list        a small, ordinary JSON answer
   tools/call big_event
                       one complete SSE event of 1 MiB (then the stream ends)
+  tools/call with a fault's name (the faults a gateway must survive):
+    reset_before_headers  the connection is reset before any response
+    reset_mid_sse         an SSE stream with one progress event, then a reset
+    reset_mid_json        a JSON answer announcing 1000 bytes, 10 sent, then a reset
+    stall_after_headers   SSE headers, then nothing for 30 s
+    malformed_sse         an event whose data is not JSON, then the result
+    invalid_json          `{oops` as application/json
+    wrong_content_type    an HTML page with status 200
+    slow_stream           a progress event every 50 ms for 10 s, then the result; prints
+                          `STREAM_END <id> completed` or `STREAM_END <id> cancelled` (when the
+                          gateway stops reading, as it must once its client went away)
   anything else       a small JSON result
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +57,15 @@ class Handler(BaseHTTPRequestHandler):
             return
         method = request.get("method")
         rid = json.dumps(request.get("id"))
+        if "id" not in request:  # notifications and responses: accepted, nothing to answer
+            self.send_response(202)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        if method == "initialize":
+            return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {
+                "protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "prompts": {}},
+                "serverInfo": {"name": "raw-upstream", "version": "1"}}})
         name = (request.get("params") or {}).get("name")
         if method == "tools/list":
             self.sse_head()
@@ -59,6 +81,8 @@ class Handler(BaseHTTPRequestHandler):
         if method == "resources/list":
             resources = [{"uri": f"file:///r/{i}", "name": "r" + "x" * 1000} for i in range(1024)]
             return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {"resources": resources}})
+        if method == "tools/call" and name in FAULTS:
+            return FAULTS[name](self, request.get("id"))
         if method == "tools/call" and name == "big_event":
             self.sse_head()
             text = "y" * (1024 * 1024)
@@ -71,6 +95,16 @@ class Handler(BaseHTTPRequestHandler):
         if method == "prompts/list":
             return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {"prompts": [{"name": "p"}]}})
         return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {}})
+
+    def do_GET(self) -> None:  # no server-initiated stream
+        self.send_response(405)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def do_DELETE(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
 
     def sse_head(self) -> None:
         self.send_response(200)
@@ -86,6 +120,92 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+
+def reset(handler) -> None:
+    """Closes the connection with a TCP reset (no FIN): the peer sees it broken."""
+    handler.wfile.flush()
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.connection.close()
+    handler.close_connection = True
+
+
+def reset_before_headers(h, rid) -> None:
+    reset(h)
+
+
+def reset_mid_sse(h, rid) -> None:
+    h.sse_head()
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": {"progressToken": 1, "progress": 1, "total": 2}}
+    h.wfile.write(f"data: {json.dumps(progress)}\n\n".encode())
+    h.wfile.flush()
+    time.sleep(0.2)
+    reset(h)
+
+
+def reset_mid_json(h, rid) -> None:
+    h.send_response(200)
+    h.send_header("content-type", "application/json")
+    h.send_header("content-length", "1000")
+    h.end_headers()
+    h.wfile.write(b'{"jsonrpc"')
+    h.wfile.flush()
+    time.sleep(0.2)
+    reset(h)
+
+
+def stall_after_headers(h, rid) -> None:
+    h.sse_head()
+    h.wfile.flush()
+    time.sleep(30)
+
+
+def malformed_sse(h, rid) -> None:
+    h.sse_head()
+    result = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "after"}]}}
+    h.wfile.write(b"data: {not json\n\n")
+    h.wfile.write(f"data: {json.dumps(result)}\n\n".encode())
+    h.wfile.flush()
+    h.close_connection = True
+
+
+def invalid_json(h, rid) -> None:
+    h.send_response(200)
+    h.send_header("content-type", "application/json")
+    h.send_header("content-length", "5")
+    h.end_headers()
+    h.wfile.write(b"{oops")
+
+
+def wrong_content_type(h, rid) -> None:
+    body = b"<html><body>not MCP</body></html>"
+    h.send_response(200)
+    h.send_header("content-type", "text/html")
+    h.send_header("content-length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def slow_stream(h, rid) -> None:
+    h.sse_head()
+    try:
+        for i in range(200):
+            progress = {"jsonrpc": "2.0", "method": "notifications/progress",
+                        "params": {"progressToken": 1, "progress": i, "total": 200}}
+            h.wfile.write(f"data: {json.dumps(progress)}\n\n".encode())
+            h.wfile.flush()
+            time.sleep(0.05)
+        result = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "done"}]}}
+        h.wfile.write(f"data: {json.dumps(result)}\n\n".encode())
+        h.wfile.flush()
+        print(f"STREAM_END {rid} completed", flush=True)
+    except (BrokenPipeError, ConnectionResetError):
+        print(f"STREAM_END {rid} cancelled", flush=True)
+
+
+FAULTS = {f.__name__: f for f in (reset_before_headers, reset_mid_sse, reset_mid_json,
+                                  stall_after_headers, malformed_sse, invalid_json,
+                                  wrong_content_type, slow_stream)}
 
 REQUIRED_TOKEN: str | None = None
 

@@ -1,0 +1,231 @@
+//! Faults injected around the real binary: an upstream that resets, stalls or sends garbage, a
+//! client that goes away mid-stream. Each test asserts what the client sees, what the metrics
+//! record, and that nothing leaks (file descriptors and streams back to where they were).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mcpgate_e2e::*;
+use serde_json::{Value, json};
+
+fn raw_upstream() -> (Proc, String) {
+    start_ported(
+        "raw_upstream.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/raw_upstream.py"))
+            .env("PYTHONUNBUFFERED", "1"),
+    )
+}
+
+/// The gateway's open file descriptors.
+fn open_fds(gw: &Proc) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The value of the metric line that starts with `series` (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `done` holds for the gateway's metrics (or 20 s pass); returns the last scrape.
+fn metrics_until(base: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = get(base, "/metrics");
+        if done(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const FAULTS: &[&str] = &[
+    "reset_before_headers",
+    "reset_mid_sse",
+    "reset_mid_json",
+    "stall_after_headers",
+    "malformed_sse",
+    "invalid_json",
+    "wrong_content_type",
+];
+
+/// An upstream that breaks in every way it can: each call ends promptly with what the client
+/// can tell from it (a 502 with its id before any answer began, a cut stream after), the
+/// breakage is counted by kind, no Python SDK client is left hanging, the gateway serves on,
+/// and it holds no more descriptors or streams afterwards than before.
+#[test]
+fn an_upstream_that_breaks_costs_only_its_own_calls() {
+    let (_upstream, url) = raw_upstream();
+    let (gw, base, _dir) = gateway_from(
+        "faults",
+        &format!(
+            "upstreams:\n  raw:\n    url: {url}/mcp\n    stream_idle_timeout: 500\nobservability:\n  metrics: {{path: /metrics}}\n"
+        ),
+        &[],
+    );
+    let client = Client::new(&base, "raw", MODERN);
+    // Warm up (the upstream pool's first connection), then take the baseline.
+    assert!(
+        client
+            .answer("0", "prompts/list", json!({}))
+            .contains(r#""p""#)
+    );
+    let baseline = open_fds(&gw);
+
+    let call = |fault: &str| {
+        let started = Instant::now();
+        let r = client.send("7", "tools/call", json!({"name": fault, "arguments": {}}));
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{fault}: the client waited {:?}",
+            started.elapsed()
+        );
+        r
+    };
+    let r = call("reset_before_headers");
+    assert_eq!(r.status, 502, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (&v["id"], &v["error"]["code"]),
+        (&json!(7), &json!(-32010)),
+        "{v}"
+    );
+
+    let r = call("reset_mid_sse");
+    assert_eq!(r.status, 200);
+    let messages = r.messages();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("notifications/progress")),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains(r#""result""#)),
+        "{messages:?}"
+    );
+
+    let r = call("reset_mid_json");
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() < 1000, "the body was cut: {:?}", r.body);
+
+    let r = call("stall_after_headers");
+    assert_eq!(r.status, 200);
+    assert!(r.messages().is_empty(), "{:?}", r.messages());
+
+    // Garbage an upstream sends on a path nothing inspects reaches the client as sent.
+    let r = call("malformed_sse");
+    let messages = r.messages();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0], "{not json");
+    assert!(
+        messages[1].contains(r#""result""#) && messages[1].contains("after"),
+        "{messages:?}"
+    );
+    let r = call("invalid_json");
+    assert_eq!((r.status, r.body.as_str()), (200, "{oops"));
+    let r = call("wrong_content_type");
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+
+    let text = metrics_until(&base, |t| {
+        metric(t, r#"mcpgate_active_sse_streams{server="raw"}"#) == 0.0
+    });
+    let kind = |k: &str| {
+        metric(
+            &text,
+            &format!(r#"mcpgate_upstream_errors_total{{kind="{k}",server="raw"}}"#),
+        )
+    };
+    assert_eq!(kind("unavailable"), 1.0, "{text}");
+    assert!(kind("stream_broken") >= 2.0, "{text}");
+    assert_eq!(kind("stream_idle"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, r#"mcpgate_active_sse_streams{server="raw"}"#),
+        0.0
+    );
+
+    // The Python SDK client: every faulty call ends (raised or answered), none hangs, and a new
+    // session is served afterwards.
+    let out = run_client(
+        "py_fault_client.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/py_fault_client.py"))
+            .arg(format!("{base}/servers/raw/mcp"))
+            .args(FAULTS),
+        Duration::from_secs(240),
+    );
+    for fault in FAULTS {
+        let outcome = out["calls"][fault].as_str().unwrap_or_default();
+        assert!(
+            !outcome.is_empty() && outcome != "timed out",
+            "{fault}: {out}"
+        );
+    }
+    assert_eq!(out["prompts"], json!(["p"]), "{out}");
+
+    // Nothing left open: the descriptors return to the baseline (a few pooled upstream
+    // connections may come and go).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while open_fds(&gw) > baseline + 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        open_fds(&gw) <= baseline + 4,
+        "{} descriptors open, {baseline} before",
+        open_fds(&gw)
+    );
+}
+
+/// A client that goes away mid-stream: the gateway stops reading the upstream's stream, so the
+/// upstream's request ends too (its writes fail) instead of running on for nobody.
+#[test]
+fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
+    use std::io::{Read as _, Write as _};
+    let (mut upstream, url) = raw_upstream();
+    let (_gw, base, _dir) = gateway_from(
+        "faults-leave",
+        &format!("upstreams:\n  raw:\n    url: {url}/mcp\n"),
+        &[],
+    );
+    let body = r#"{"jsonrpc":"2.0","id":"leaving","method":"tools/call","params":{"name":"slow_stream","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let mut s = connect(&base);
+    s.write_all(
+        format!(
+            "POST /servers/raw/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: slow_stream\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Read until the first progress event has arrived, then leave.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    // The upstream would stream for 10 s; it learns well before that its reader is gone.
+    let started = Instant::now();
+    let line = upstream.wait_for("STREAM_END", Duration::from_secs(20));
+    assert_eq!(line.trim(), "STREAM_END leaving cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
