@@ -229,3 +229,73 @@ fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
         started.elapsed()
     );
 }
+
+/// The gateway's resident memory in bytes.
+fn rss(gw: &Proc) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", gw.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A slow client reading a stream the upstream would make 1 GiB long: the gateway holds a
+/// bounded amount (backpressure reaches the upstream, which writes only a little more than the
+/// client has read), and its memory stays near where it was.
+#[test]
+fn a_slow_reader_of_a_huge_stream_costs_bounded_memory() {
+    use std::io::{Read as _, Write as _};
+    let (mut upstream, url) = raw_upstream();
+    let (gw, base, _dir) = gateway_from(
+        "faults-slow",
+        &format!("upstreams:\n  raw:\n    url: {url}/mcp\n"),
+        &[],
+    );
+    let client = Client::new(&base, "raw", MODERN);
+    assert!(
+        client
+            .answer("0", "prompts/list", json!({}))
+            .contains(r#""p""#)
+    );
+    let before = rss(&gw);
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"firehose","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let mut s = connect(&base);
+    s.write_all(
+        format!(
+            "POST /servers/raw/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: firehose\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // 64 KiB every 50 ms for 3 s: about 4 MiB read.
+    let mut read = 0usize;
+    let mut peak = before;
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..60 {
+        let mut want = buf.len();
+        while want > 0 {
+            let n = s.read(&mut buf[..want]).unwrap();
+            assert!(n > 0, "the stream ended after {read} bytes");
+            read += n;
+            want -= n;
+        }
+        peak = peak.max(rss(&gw));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    let line = upstream.wait_for("FIREHOSE ", Duration::from_secs(30));
+    let written: usize = line.trim().trim_start_matches("FIREHOSE ").parse().unwrap();
+    eprintln!(
+        "read {read} bytes; the upstream wrote {written}; gateway RSS {before} -> peak {peak}"
+    );
+    assert!(
+        written < read + (96 << 20),
+        "the upstream wrote {written} bytes for a client that read {read}: no backpressure"
+    );
+    assert!(
+        peak < before + (64 << 20),
+        "the gateway grew from {before} to {peak} bytes"
+    );
+}

@@ -21,6 +21,8 @@ it answers POSTs by JSON-RPC method (and tool name):
     malformed_sse         an event whose data is not JSON, then the result
     invalid_json          `{oops` as application/json
     wrong_content_type    an HTML page with status 200
+    firehose              SSE events of 64 KiB as fast as the reader takes them, up to 1 GiB;
+                          prints `FIREHOSE <bytes written>` when it ends or its reader is gone
     slow_stream           a progress event every 50 ms for 10 s, then the result; prints
                           `STREAM_END <id> completed` or `STREAM_END <id> cancelled` (when the
                           gateway stops reading, as it must once its client went away)
@@ -203,9 +205,25 @@ def slow_stream(h, rid) -> None:
         print(f"STREAM_END {rid} cancelled", flush=True)
 
 
+def firehose(h, rid) -> None:
+    h.sse_head()
+    progress = {"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": "x" * (64 * 1024 - 100)}}
+    event = f"data: {json.dumps(progress)}\n\n".encode()
+    written = 0
+    try:
+        while written < (1 << 30):
+            h.wfile.write(event)
+            written += len(event)
+        h.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    print(f"FIREHOSE {written}", flush=True)
+
+
 FAULTS = {f.__name__: f for f in (reset_before_headers, reset_mid_sse, reset_mid_json,
                                   stall_after_headers, malformed_sse, invalid_json,
-                                  wrong_content_type, slow_stream)}
+                                  wrong_content_type, slow_stream, firehose)}
 
 REQUIRED_TOKEN: str | None = None
 
