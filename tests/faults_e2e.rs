@@ -299,3 +299,69 @@ fn a_slow_reader_of_a_huge_stream_costs_bounded_memory() {
         "the gateway grew from {before} to {peak} bytes"
     );
 }
+
+/// SIGTERM under load: the requests in flight complete (each 1 s long), new connections are no
+/// longer accepted (a balancer sends them elsewhere), the process exits cleanly within
+/// `shutdown_timeout`, and the audit records of the drained requests are flushed.
+#[test]
+fn sigterm_under_load_drains_in_flight_requests_and_flushes_the_audit() {
+    let (_upstream, url) = raw_upstream();
+    let dir = TempDir::new("faults-term");
+    let audit = dir.0.join("audit.jsonl");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  shutdown_timeout: 10000\nupstreams:\n  raw:\n    url: {url}/mcp\nobservability:\n  audit: {{sink: file, path: {}}}\n",
+            audit.display()
+        ),
+    );
+    let (mut gw, base) = start_gateway(&cfg, &[]);
+    let started = Instant::now();
+    let in_flight: Vec<_> = (0..8)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                Client::new(&base, "raw", MODERN).send(
+                    &format!(r#""drain-{i}""#),
+                    "tools/call",
+                    json!({"name": "slow_answer", "arguments": {}}),
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The listener goes first: a new connection is refused while the others drain.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let addr = base.trim_start_matches("http://").to_string();
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, t) in in_flight.into_iter().enumerate() {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "drain-{i}: {}", r.body);
+        assert!(r.body.contains("slow"), "drain-{i}: {}", r.body);
+    }
+    let status = gw.wait(Duration::from_secs(20)).expect("the process exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    let records = std::fs::read_to_string(&audit).unwrap();
+    for i in 0..8 {
+        assert!(
+            records
+                .lines()
+                .any(|l| l.contains(&format!(r#""jsonrpc_id":"\"drain-{i}\"""#))
+                    && l.contains(r#""decision":"forwarded""#)),
+            "drain-{i} has its audit record:\n{records}"
+        );
+    }
+}

@@ -21,6 +21,7 @@ it answers POSTs by JSON-RPC method (and tool name):
     malformed_sse         an event whose data is not JSON, then the result
     invalid_json          `{oops` as application/json
     wrong_content_type    an HTML page with status 200
+    slow_answer           a JSON result after 1 s
     firehose              SSE events of 64 KiB as fast as the reader takes them, up to 1 GiB;
                           prints `FIREHOSE <bytes written>` when it ends or its reader is gone
     slow_stream           a progress event every 50 ms for 10 s, then the result; prints
@@ -205,6 +206,11 @@ def slow_stream(h, rid) -> None:
         print(f"STREAM_END {rid} cancelled", flush=True)
 
 
+def slow_answer(h, rid) -> None:
+    time.sleep(1)
+    h.json({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "slow"}]}})
+
+
 def firehose(h, rid) -> None:
     h.sse_head()
     progress = {"jsonrpc": "2.0", "method": "notifications/message",
@@ -223,7 +229,7 @@ def firehose(h, rid) -> None:
 
 FAULTS = {f.__name__: f for f in (reset_before_headers, reset_mid_sse, reset_mid_json,
                                   stall_after_headers, malformed_sse, invalid_json,
-                                  wrong_content_type, slow_stream, firehose)}
+                                  wrong_content_type, slow_stream, firehose, slow_answer)}
 
 REQUIRED_TOKEN: str | None = None
 
