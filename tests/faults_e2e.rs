@@ -365,3 +365,84 @@ fn sigterm_under_load_drains_in_flight_requests_and_flushes_the_audit() {
         );
     }
 }
+
+/// A plugin that traps on 1 % of calls under load: the calls it traps on fail alone (500 with
+/// JSON-RPC -32013), every other call succeeds, and their latency stays that of a run without
+/// traps (loosely: the 99th percentile within three times it, plus 50 ms of noise).
+#[test]
+fn a_plugin_that_traps_now_and_then_fails_only_those_calls() {
+    let (_upstream, url) = raw_upstream();
+    let (_gw, base, _dir) = gateway_from(
+        "faults-trap",
+        &format!(
+            "plugin_runtime:\n  dir: {}\nplugins:\n  misbehave:\n    file: misbehave.wasm\nupstreams:\n  raw:\n    url: {url}/mcp\nobservability:\n  metrics: {{path: /metrics}}\n",
+            repo().join("plugins").display()
+        ),
+        &[],
+    );
+    // 400 calls on 8 connections; with `trap`, every 100th calls the tool the plugin panics on.
+    let run = |trap: bool| -> (Vec<Duration>, usize, usize) {
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let base = base.clone();
+                std::thread::spawn(move || {
+                    let client = Client::new(&base, "raw", MODERN);
+                    let mut out = Vec::new();
+                    for i in 0..50 {
+                        let n = w * 50 + i;
+                        let tool = if trap && n % 100 == 0 {
+                            "panic"
+                        } else {
+                            "echo"
+                        };
+                        let started = Instant::now();
+                        let r = client.send(
+                            &n.to_string(),
+                            "tools/call",
+                            json!({"name": tool, "arguments": {}}),
+                        );
+                        out.push((tool, r.status, r.body, started.elapsed()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut ok = Vec::new();
+        let mut trapped = 0;
+        let mut failed = 0;
+        for w in workers {
+            for (tool, status, body, took) in w.join().unwrap() {
+                match (tool, status) {
+                    ("echo", 200) => ok.push(took),
+                    ("panic", 500) if body.contains("-32013") => trapped += 1,
+                    _ => failed += 1,
+                }
+            }
+        }
+        ok.sort();
+        (ok, trapped, failed)
+    };
+    let (calm, _, calm_failed) = run(false);
+    let (stormy, trapped, failed) = run(true);
+    assert_eq!((calm.len(), calm_failed), (400, 0));
+    assert_eq!((stormy.len(), trapped, failed), (396, 4, 0));
+    let p99 = |v: &[Duration]| v[v.len() * 99 / 100];
+    eprintln!(
+        "p99 without traps {:?}, with {:?}",
+        p99(&calm),
+        p99(&stormy)
+    );
+    assert!(
+        p99(&stormy) < p99(&calm) * 3 + Duration::from_millis(50),
+        "p99 without traps {:?}, with {:?}",
+        p99(&calm),
+        p99(&stormy)
+    );
+    let metrics = get(&base, "/metrics");
+    assert!(
+        metrics.contains(
+            r#"mcpgate_plugin_calls_total{hook="request",outcome="trap",plugin="misbehave"} 4"#
+        ),
+        "{metrics}"
+    );
+}
