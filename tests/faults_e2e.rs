@@ -446,3 +446,60 @@ fn a_plugin_that_traps_now_and_then_fails_only_those_calls() {
         "{metrics}"
     );
 }
+
+/// One of two replicas killed mid-stream behind a balancer: the legacy SDK client, cut off,
+/// resumes with GET + `Last-Event-ID`; the balancer sends that to the other replica, which
+/// opens the same session (one key), and the call completes with every step.
+#[test]
+fn a_replica_killed_mid_stream_leaves_the_call_to_the_other() {
+    let (_server, url) = start_ported(
+        "hostile_server.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/hostile_server.py"))
+            .arg("--resumable")
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    let key = {
+        let (ok, out, _) = run_mcpgate(&["gen-key"], &[]);
+        assert!(ok);
+        out.trim().to_string()
+    };
+    let yaml = format!("sessions:\n  key: {key}\nupstreams:\n  r:\n    url: {url}/mcp\n");
+    let (mut a, base_a, _da) = gateway_from("faults-a", &yaml, &[]);
+    let (mut b, base_b, _db) = gateway_from("faults-b", &yaml, &[]);
+    let lb = mcpgate_e2e::services::Balancer::start(&[("a", &base_a), ("b", &base_b)]);
+    let mut client = Proc::spawn(
+        "py_failover_client.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/py_failover_client.py"))
+            .arg(format!("{}/servers/r/mcp", lb.url)),
+    );
+    client.wait_for("STARTED", Duration::from_secs(60));
+    // Kill the replica carrying the tool's stream, mid-call.
+    let carrier = lb
+        .hits()
+        .into_iter()
+        .rev()
+        .find(|h| h.rpc.as_deref() == Some("tools/call"))
+        .expect("the call went through the balancer")
+        .backend;
+    let victim = if carrier == "a" { &mut a } else { &mut b };
+    Command::new("kill")
+        .args(["-KILL", &victim.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(victim.wait(Duration::from_secs(10)).is_some());
+    let out = finish_client(client, Duration::from_secs(90));
+    assert_eq!(out["result"], "counted to 30", "{out}");
+    let steps = out["progress"].as_array().unwrap();
+    assert_eq!(steps.last(), Some(&json!(30.0)), "{out}");
+    let resumed = lb
+        .hits()
+        .into_iter()
+        .any(|h| h.method == "GET" && h.backend != carrier && h.status == 200);
+    assert!(
+        resumed,
+        "the client resumed on the other replica: {:?}",
+        lb.hits()
+    );
+}

@@ -14,6 +14,8 @@ Tools:
   leak()              returns text holding an e-mail address (the redact plugin must hide it)
   leak_later()        closes its POST stream first (with --resumable), then returns the same
                       text: the answer reaches the client only on the resumed GET stream
+  count(steps, delay_ms)
+                      reports progress after each step, then returns "counted to <steps>"
   request_query()     the query string of the HTTP request that carried the call
   big(mib)            returns `mib` MiB of text
   forwarded()         the X-Forwarded-For/Host/Proto and Forwarded headers the server received,
@@ -120,6 +122,14 @@ def build() -> MCPServer:
     def passwd() -> str:
         """Not for clients."""
         return "root:x:0:0"
+
+    @server.tool()
+    async def count(steps: int, delay_ms: int, ctx: Context) -> str:
+        """Count to `steps`, reporting progress after each step."""
+        for i in range(1, steps + 1):
+            await asyncio.sleep(delay_ms / 1000)
+            await ctx.report_progress(i, steps, f"step {i}")
+        return f"counted to {steps}"
 
     @server.tool()
     def request_query(ctx: Context) -> str:
