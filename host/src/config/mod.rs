@@ -46,9 +46,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
-pub const DEFAULT_MAX_INSPECTED_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_INSPECTED_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 100;
-pub const DEFAULT_DISCARD_BODY_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_DISCARD_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Upper bound on `server.workers`.
 pub const MAX_WORKERS: u64 = 1024;
 /// Env var read for the session key when `sessions.key` is not set.
@@ -86,9 +86,9 @@ struct RawServer {
     header_timeout: Option<u64>,
     body_timeout: Option<u64>,
     write_timeout: Option<u64>,
-    max_inspected_bytes: Option<u64>,
+    max_inspected_bytes: Option<usize>,
     max_batch_messages: Option<usize>,
-    discard_body_bytes: Option<u64>,
+    discard_body_bytes: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
 }
 
@@ -577,14 +577,11 @@ impl Validator<'_> {
             ),
             public_url: raw.public_url.and_then(|u| self.public_url(&u)),
             workers: self.workers(raw.workers),
-            max_connections: match raw.max_connections {
-                Some(0) => {
-                    self.error("server.max_connections", "must be at least 1");
-                    DEFAULT_MAX_CONNECTIONS
-                }
-                Some(n) => n,
-                None => DEFAULT_MAX_CONNECTIONS,
-            },
+            max_connections: self.at_least_one(
+                "server.max_connections",
+                raw.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+            ),
             header_timeout: self.positive_ms(
                 "server.header_timeout",
                 raw.header_timeout,
@@ -600,22 +597,16 @@ impl Validator<'_> {
                 raw.write_timeout,
                 DEFAULT_WRITE_TIMEOUT_MS,
             ),
-            max_inspected_bytes: match raw.max_inspected_bytes {
-                Some(0) => {
-                    self.error("server.max_inspected_bytes", "must be greater than 0");
-                    DEFAULT_MAX_INSPECTED_BYTES as usize
-                }
-                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                None => DEFAULT_MAX_INSPECTED_BYTES as usize,
-            },
-            max_batch_messages: match raw.max_batch_messages {
-                Some(0) => {
-                    self.error("server.max_batch_messages", "must be at least 1");
-                    DEFAULT_MAX_BATCH_MESSAGES
-                }
-                Some(n) => n,
-                None => DEFAULT_MAX_BATCH_MESSAGES,
-            },
+            max_inspected_bytes: self.at_least_one(
+                "server.max_inspected_bytes",
+                raw.max_inspected_bytes,
+                DEFAULT_MAX_INSPECTED_BYTES,
+            ),
+            max_batch_messages: self.at_least_one(
+                "server.max_batch_messages",
+                raw.max_batch_messages,
+                DEFAULT_MAX_BATCH_MESSAGES,
+            ),
             trusted_proxies: raw
                 .trusted_proxies
                 .unwrap_or_default()
@@ -627,11 +618,17 @@ impl Validator<'_> {
                         .ok()
                 })
                 .collect(),
-            discard_body_bytes: usize::try_from(
-                raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
-            )
-            .unwrap_or(usize::MAX),
+            discard_body_bytes: raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
         }
+    }
+
+    /// A count or size at `path` that must be at least 1; `default` when absent.
+    fn at_least_one(&mut self, path: &str, raw: Option<usize>, default: usize) -> usize {
+        if raw == Some(0) {
+            self.error(path, "must be at least 1");
+            return default;
+        }
+        raw.unwrap_or(default)
     }
 
     /// A duration in milliseconds at `path` that must be greater than 0.

@@ -140,7 +140,15 @@ impl MemoryKv {
         f(&mut space)
     }
 
-    /// Stores `value` under `key`, within the plugin's limits.
+    /// Whether `key` may hold `new` bytes (key and value) in `space`, within the plugin's limits.
+    fn fits(&self, space: &Space, key: &str, new: usize) -> bool {
+        let old = space.entries.get(key).map(|e| cost(key, &e.value));
+        space.entries.len() + usize::from(old.is_none()) <= self.max_entries
+            && space.bytes - old.unwrap_or(0) + new <= self.max_bytes
+    }
+
+    /// Stores `value` under `key`, within the plugin's limits (sweeping the plugin's expired
+    /// keys first when it would not fit).
     fn put(
         &self,
         space: &mut Space,
@@ -149,24 +157,18 @@ impl MemoryKv {
         expires: Option<Instant>,
         now: Instant,
     ) -> Result<(), KvError> {
-        let old = space.entries.get(key).map(|e| cost(key, &e.value));
         let new = cost(key, &value);
-        let fits = |s: &Space| {
-            let entries = s.entries.len() + usize::from(old.is_none());
-            entries <= self.max_entries && s.bytes - old.unwrap_or(0) + new <= self.max_bytes
-        };
-        if !fits(space) {
+        if !self.fits(space, key, new) {
             space.sweep(now);
+            if !self.fits(space, key, new) {
+                return Err(KvError::Unavailable(format!(
+                    "the plugin's store is full ({} keys, {} bytes at most)",
+                    self.max_entries, self.max_bytes
+                )));
+            }
         }
-        let old = space.entries.get(key).map(|e| cost(key, &e.value));
-        let entries = space.entries.len() + usize::from(old.is_none());
-        if entries > self.max_entries || space.bytes - old.unwrap_or(0) + new > self.max_bytes {
-            return Err(KvError::Unavailable(format!(
-                "the plugin's store is full ({} keys, {} bytes at most)",
-                self.max_entries, self.max_bytes
-            )));
-        }
-        space.bytes = space.bytes - old.unwrap_or(0) + new;
+        space.remove(key);
+        space.bytes += new;
         space.entries.insert(key.into(), Entry { value, expires });
         Ok(())
     }
