@@ -8,29 +8,11 @@ use std::time::{Duration, Instant};
 use mcpgate_e2e::*;
 use serde_json::{Value, json};
 
-fn raw_upstream() -> (Proc, String) {
-    start_ported(
-        "raw_upstream.py",
-        Command::new(python())
-            .arg(repo().join("tests/e2e/raw_upstream.py"))
-            .env("PYTHONUNBUFFERED", "1"),
-    )
-}
-
 /// The gateway's open file descriptors.
 fn open_fds(gw: &Proc) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// The value of the metric line that starts with `series` (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Waits until `done` holds for the gateway's metrics (or 20 s pass); returns the last scrape.
@@ -61,7 +43,7 @@ const FAULTS: &[&str] = &[
 /// and it holds no more descriptors or streams afterwards than before.
 #[test]
 fn an_upstream_that_breaks_costs_only_its_own_calls() {
-    let (_upstream, url) = raw_upstream();
+    let (_upstream, url) = raw_upstream(&[]);
     let (gw, base, _dir) = gateway_from(
         "faults",
         &format!(
@@ -189,23 +171,14 @@ fn an_upstream_that_breaks_costs_only_its_own_calls() {
 /// upstream's request ends too (its writes fail) instead of running on for nobody.
 #[test]
 fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
-    use std::io::{Read as _, Write as _};
-    let (mut upstream, url) = raw_upstream();
+    use std::io::Read as _;
+    let (mut upstream, url) = raw_upstream(&[]);
     let (_gw, base, _dir) = gateway_from(
         "faults-leave",
         &format!("upstreams:\n  raw:\n    url: {url}/mcp\n"),
         &[],
     );
-    let body = r#"{"jsonrpc":"2.0","id":"leaving","method":"tools/call","params":{"name":"slow_stream","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let mut s = connect(&base);
-    s.write_all(
-        format!(
-            "POST /servers/raw/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: slow_stream\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    let mut s = open_call(&base, "raw", r#""leaving""#, "slow_stream", "{}");
     // Read until the first progress event has arrived, then leave.
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -245,8 +218,8 @@ fn rss(gw: &Proc) -> u64 {
 /// client has read), and its memory stays near where it was.
 #[test]
 fn a_slow_reader_of_a_huge_stream_costs_bounded_memory() {
-    use std::io::{Read as _, Write as _};
-    let (mut upstream, url) = raw_upstream();
+    use std::io::Read as _;
+    let (mut upstream, url) = raw_upstream(&[]);
     let (gw, base, _dir) = gateway_from(
         "faults-slow",
         &format!("upstreams:\n  raw:\n    url: {url}/mcp\n"),
@@ -259,16 +232,7 @@ fn a_slow_reader_of_a_huge_stream_costs_bounded_memory() {
             .contains(r#""p""#)
     );
     let before = rss(&gw);
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"firehose","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let mut s = connect(&base);
-    s.write_all(
-        format!(
-            "POST /servers/raw/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: firehose\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    let mut s = open_call(&base, "raw", "1", "firehose", "{}");
     // 64 KiB every 50 ms for 3 s: about 4 MiB read.
     let mut read = 0usize;
     let mut peak = before;
@@ -305,7 +269,7 @@ fn a_slow_reader_of_a_huge_stream_costs_bounded_memory() {
 /// `shutdown_timeout`, and the audit records of the drained requests are flushed.
 #[test]
 fn sigterm_under_load_drains_in_flight_requests_and_flushes_the_audit() {
-    let (_upstream, url) = raw_upstream();
+    let (_upstream, url) = raw_upstream(&[]);
     let dir = TempDir::new("faults-term");
     let audit = dir.0.join("audit.jsonl");
     let cfg = dir.file(
@@ -371,7 +335,7 @@ fn sigterm_under_load_drains_in_flight_requests_and_flushes_the_audit() {
 /// traps (loosely: the 99th percentile within three times it, plus 50 ms of noise).
 #[test]
 fn a_plugin_that_traps_now_and_then_fails_only_those_calls() {
-    let (_upstream, url) = raw_upstream();
+    let (_upstream, url) = raw_upstream(&[]);
     let (_gw, base, _dir) = gateway_from(
         "faults-trap",
         &format!(
@@ -452,19 +416,13 @@ fn a_plugin_that_traps_now_and_then_fails_only_those_calls() {
 /// opens the same session (one key), and the call completes with every step.
 #[test]
 fn a_replica_killed_mid_stream_leaves_the_call_to_the_other() {
-    let (_server, url) = start_ported(
-        "hostile_server.py",
-        Command::new(python())
-            .arg(repo().join("tests/e2e/hostile_server.py"))
-            .arg("--resumable")
-            .env("PYTHONUNBUFFERED", "1"),
-    );
+    let (_server, url) = hostile_server(&["--resumable"]);
     let key = {
         let (ok, out, _) = run_mcpgate(&["gen-key"], &[]);
         assert!(ok);
         out.trim().to_string()
     };
-    let yaml = format!("sessions:\n  key: {key}\nupstreams:\n  r:\n    url: {url}/mcp\n");
+    let yaml = format!("sessions:\n  key: {key}\nupstreams:\n  r:\n    url: {url}\n");
     let (mut a, base_a, _da) = gateway_from("faults-a", &yaml, &[]);
     let (mut b, base_b, _db) = gateway_from("faults-b", &yaml, &[]);
     let lb = mcpgate_e2e::services::Balancer::start(&[("a", &base_a), ("b", &base_b)]);

@@ -624,3 +624,61 @@ pub fn get(base: &str, path: &str) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or(text)
 }
+
+/// Starts `tests/e2e/hostile_server.py` (a Python SDK server, see its docstring) with `flags`;
+/// returns it and its /mcp URL.
+pub fn hostile_server(flags: &[&str]) -> (Proc, String) {
+    let (p, base) = start_ported(
+        "hostile_server.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/hostile_server.py"))
+            .args(flags)
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    (p, format!("{base}/mcp"))
+}
+
+/// Starts `tests/e2e/raw_upstream.py` (an upstream that misbehaves on demand) with `flags`;
+/// returns it and its base URL.
+pub fn raw_upstream(flags: &[&str]) -> (Proc, String) {
+    start_ported(
+        "raw_upstream.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/raw_upstream.py"))
+            .args(flags)
+            .env("PYTHONUNBUFFERED", "1"),
+    )
+}
+
+/// Sends a 2026-07-28 `tools/call` (id as raw JSON) on a connection of its own and returns the
+/// connection unread, for a test that reads the answer slowly, partly or not at all.
+pub fn open_call(
+    base: &str,
+    route: &str,
+    id: &str,
+    tool: &str,
+    arguments: &str,
+) -> std::net::TcpStream {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let mut s = connect(base);
+    s.write_all(
+        format!(
+            "POST /servers/{route}/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {tool}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s
+}
+
+/// The value of the Prometheus sample line that starts with `series` (0 when absent).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -9,17 +9,6 @@ use std::time::Duration;
 use mcpgate_e2e::*;
 use serde_json::{Value, json};
 
-fn hostile_server(flags: &[&str]) -> (Proc, String) {
-    let (p, base) = start_ported(
-        "hostile_server.py",
-        Command::new(python())
-            .arg(repo().join("tests/e2e/hostile_server.py"))
-            .args(flags)
-            .env("PYTHONUNBUFFERED", "1"),
-    );
-    (p, format!("{base}/mcp"))
-}
-
 /// A gateway in front of `routes` (name, upstream URL): the policy hides and denies `add` and
 /// every resource but those under `file:///docs/`, the redact plugin hides e-mail addresses in
 /// tool results, the arg-guard plugin refuses an `echo` of more than 40 characters.
@@ -386,28 +375,13 @@ fn slow_idle_and_numerous_clients_are_bounded() {
 
     // A client that asks for 64 MiB (32 Mi characters, twice in the result) and reads none of it
     // is disconnected.
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"big","arguments":{"mib":32},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let mut stalled = connect(&base);
-    stalled
-        .write_all(
-            format!(
-                "POST /servers/plain/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: big\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+    let stalled = open_call(&base, "plain", "1", "big", r#"{"mib":32}"#);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let closed = |text: &str, reason: &str| {
-        text.lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "mcpgate_client_connections_closed_total{{reason=\"{reason}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        metric(
+            text,
+            &format!("mcpgate_client_connections_closed_total{{reason=\"{reason}\"}}"),
+        )
     };
     let metrics = loop {
         let text = get(&base, "/metrics");
@@ -442,12 +416,7 @@ fn slow_idle_and_numerous_clients_are_bounded() {
 /// bound is a 502 with a JSON-RPC error; a large event nothing inspects passes byte for byte.
 #[test]
 fn what_is_read_to_be_inspected_is_bounded() {
-    let (_upstream, base_url) = start_ported(
-        "raw_upstream.py",
-        Command::new(python())
-            .arg(repo().join("tests/e2e/raw_upstream.py"))
-            .env("PYTHONUNBUFFERED", "1"),
-    );
+    let (_upstream, base_url) = raw_upstream(&[]);
     let (mut gw, base, _dir) = gateway_from(
         "hostile-bounds",
         &format!(
@@ -756,13 +725,7 @@ fn numbers_survive_a_plugin_rewrite_exactly() {
 /// send an MCP client into an OAuth flow against the wrong server; and it is counted.
 #[test]
 fn an_upstream_refusing_the_gateways_credential_is_a_502() {
-    let (_upstream, base_url) = start_ported(
-        "raw_upstream.py",
-        Command::new(python())
-            .arg(repo().join("tests/e2e/raw_upstream.py"))
-            .args(["--require-token", "fresh-token"])
-            .env("PYTHONUNBUFFERED", "1"),
-    );
+    let (_upstream, base_url) = raw_upstream(&["--require-token", "fresh-token"]);
     let (_gw, base, _dir) = gateway_from(
         "hostile-upstream-auth",
         &format!(

@@ -50,21 +50,13 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         if REQUIRED_TOKEN and self.headers.get("authorization") != f"Bearer {REQUIRED_TOKEN}":
-            body = b'{"error":"invalid_token"}'
-            self.send_response(401)
-            self.send_header("www-authenticate", 'Bearer resource_metadata="http://upstream.example/.well-known/oauth-protected-resource"')
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
+            challenge = 'Bearer resource_metadata="http://upstream.example/.well-known/oauth-protected-resource"'
+            return self.send_body(401, "application/json", b'{"error":"invalid_token"}',
+                                  {"www-authenticate": challenge})
         method = request.get("method")
         rid = json.dumps(request.get("id"))
         if "id" not in request:  # notifications and responses: accepted, nothing to answer
-            self.send_response(202)
-            self.send_header("content-length", "0")
-            self.end_headers()
-            return
+            return self.send_body(202)
         if method == "initialize":
             return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {
                 "protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "prompts": {}},
@@ -100,14 +92,21 @@ class Handler(BaseHTTPRequestHandler):
         return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {}})
 
     def do_GET(self) -> None:  # no server-initiated stream
-        self.send_response(405)
-        self.send_header("content-length", "0")
-        self.end_headers()
+        self.send_body(405)
 
     def do_DELETE(self) -> None:
-        self.send_response(200)
-        self.send_header("content-length", "0")
+        self.send_body(200)
+
+    def send_body(self, status: int, content_type: str | None = None, body: bytes = b"",
+                  headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("content-type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def sse_head(self) -> None:
         self.send_response(200)
@@ -116,12 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def json(self, message) -> None:
-        body = json.dumps(message).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_body(200, "application/json", json.dumps(message).encode())
 
 
 def reset(handler) -> None:
@@ -173,20 +167,11 @@ def malformed_sse(h, rid) -> None:
 
 
 def invalid_json(h, rid) -> None:
-    h.send_response(200)
-    h.send_header("content-type", "application/json")
-    h.send_header("content-length", "5")
-    h.end_headers()
-    h.wfile.write(b"{oops")
+    h.send_body(200, "application/json", b"{oops")
 
 
 def wrong_content_type(h, rid) -> None:
-    body = b"<html><body>not MCP</body></html>"
-    h.send_response(200)
-    h.send_header("content-type", "text/html")
-    h.send_header("content-length", str(len(body)))
-    h.end_headers()
-    h.wfile.write(body)
+    h.send_body(200, "text/html", b"<html><body>not MCP</body></html>")
 
 
 def slow_stream(h, rid) -> None:
