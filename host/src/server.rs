@@ -158,15 +158,19 @@ use axum::Json;
 /// Prometheus text exposition of the gateway's registry (plugin series included); behind a
 /// bearer token when `observability.metrics.token_env` names one.
 async fn metrics(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) -> Response {
-    if let Some(want) = gw.obs.metrics_token {
-        use sha2::Digest as _;
-        use subtle::ConstantTimeEq as _;
-        let presented = headers
+    if let Some(digest) = gw.obs.metrics_token {
+        // The same check as API keys: a bearer token, compared by digest in constant time.
+        let token = crate::stages::auth::ApiKey {
+            id: Arc::from("metrics"),
+            digest,
+        };
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| -> [u8; 32] { sha2::Sha256::digest(t.trim().as_bytes()).into() });
-        if !presented.is_some_and(|p| bool::from(p.ct_eq(&want))) {
+            .is_some_and(|v| v.starts_with("Bearer "));
+        let presented =
+            crate::stages::auth::Auth::check_api_key(&header::AUTHORIZATION, &[token], &headers);
+        if !bearer || presented.is_err() {
             let mut r = GatewayError::Rejected {
                 stage: "metrics".into(),
                 status: StatusCode::UNAUTHORIZED,

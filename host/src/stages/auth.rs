@@ -449,7 +449,9 @@ impl Auth {
         }
     }
 
-    fn check_api_key(
+    /// The caller whose key `headers` carry in `header` (`Authorization` as `Bearer <key>`),
+    /// compared against every key's digest in constant time.
+    pub(crate) fn check_api_key(
         header: &HeaderName,
         keys: &[ApiKey],
         headers: &http::HeaderMap,
