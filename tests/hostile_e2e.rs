@@ -680,6 +680,15 @@ fn an_oversized_body_gets_its_413_in_plain_clients() {
             );
         }
     }
+    // A client that waits for `100 Continue` before sending its body gets the 413 instead,
+    // without sending it.
+    use std::io::Write as _;
+    let mut s = connect(&base);
+    s.write_all(b"POST /servers/big/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n")
+        .unwrap();
+    let answer = read_until_closed(&mut s).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("-32004"), "{answer}");
 }
 
 /// Issue item 13: numbers survive. `1e400` and `-1e400` in arguments a plugin rewrites neither
