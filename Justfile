@@ -16,6 +16,14 @@ setup:
 bench *args:
     scripts/bench.sh {{args}}
 
+# Coverage-guided fuzzing: every target for SECONDS each (RELIABILITY.md; CI runs a short smoke).
+fuzz seconds="600" *targets:
+    scripts/fuzz.sh {{seconds}} {{targets}}
+
+# Soak: mixed load in both eras against real peers for MINUTES; fails on growth or a stray 5xx.
+soak minutes="10" *args:
+    scripts/soak.sh --minutes {{minutes}} {{args}}
+
 # Check a config file.
 validate config="config/mcpgate.example.yaml":
     cargo run -q -p mcpgate -- validate --config {{config}}

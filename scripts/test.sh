@@ -32,6 +32,9 @@ echo "==> cargo test"
 # The end-to-end tests run the mcpgate binary that this build produced.
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$results"
 
+echo "==> fuzz smoke run (each target briefly; \`just fuzz\` runs them for longer)"
+scripts/fuzz.sh "${MCPGATE_FUZZ_SECONDS:-25}"
+
 echo "==> demo smoke run"
 MCPGATE_DEMO_PREBUILT=1 scripts/demo.sh --once
 # One closing line for the whole suite (cargo prints one per test binary).

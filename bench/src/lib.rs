@@ -1,6 +1,9 @@
 //! What the benchmark's two servers (`bench-upstream`, `floor-proxy`) share: serving plain hyper
 //! on a free loopback port, `TCP_NODELAY` on every connection, HTTP/1.1 and HTTP/2.
 
+pub mod client;
+pub mod procs;
+
 use std::convert::Infallible;
 use std::future::Future;
 

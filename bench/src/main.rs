@@ -8,10 +8,10 @@
 //! table reports per-round ratios to the floor, medians over rounds, and CPU time per request
 //! from each proxy's own accounting (/proc/<pid>/stat).
 
-mod client;
-mod procs;
 mod report;
 mod scenarios;
+
+use mcpgate_bench::{client, procs};
 
 use std::path::PathBuf;
 use std::time::Duration;

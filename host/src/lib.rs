@@ -18,10 +18,12 @@
 //! - [`redis`]: the Redis connection replicas share state through (buckets, plugin kv).
 //! - [`observability`]: Prometheus metrics, the audit log, tracing spans and OTLP export.
 //! - [`config`]: YAML → validated, immutable runtime config.
+//! - [`glob`]: the config's one glob dialect (policy patterns, plugins' method patterns).
 
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod glob;
 pub mod mcp;
 pub mod observability;
 pub mod pipeline;

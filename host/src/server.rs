@@ -286,6 +286,7 @@ pub async fn run_workers(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let listener = listener.into_std()?;
+    let _control = crate::observability::metrics::track_runtime();
     let stop = CancellationToken::new();
     let mut threads = Vec::with_capacity(workers);
     let mut failed = None;
@@ -377,6 +378,7 @@ async fn serve(
     use hyper_util::server::conn::auto;
     use hyper_util::server::graceful::GracefulShutdown;
 
+    let _tracked = crate::observability::metrics::track_runtime();
     let app = router(gateway.clone());
     let server = &gateway.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());

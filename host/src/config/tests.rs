@@ -238,6 +238,23 @@ fn single_errors() {
     }
 }
 
+/// Found by fuzzing (fuzz/fuzz_targets/config.rs): an error at the end of the text was placed on
+/// a line after it, and lone CRs end lines for YAML as for editors.
+#[test]
+fn yaml_errors_name_a_line_of_the_text() {
+    for (text, line) in [
+        ("!", 1),
+        ("\r\r)\n", 3),
+        ("upstreams:\n  a: [\n", 3),
+        ("a: 1\r\n!", 2),
+        ("\t\0\0", 1),
+    ] {
+        let err = parse(text).unwrap_err();
+        let lines: Vec<_> = err.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![Some(line)], "{text:?}: {err}");
+    }
+}
+
 #[test]
 fn display_names_file_line_and_key() {
     let err = parse("upstreams:\n  a:\n    url: nope\n").unwrap_err();

@@ -126,6 +126,12 @@ impl Sink {
     }
 }
 
+/// The number of the text's last line as YAML counts lines (CR LF, a lone CR and LF each end
+/// one): no error may name a line past it.
+pub fn last_line(text: &str) -> usize {
+    text.replace("\r\n", "\n").matches(['\r', '\n']).count() + 1
+}
+
 /// Parses YAML text into a positioned tree. An empty file is an empty mapping.
 pub fn parse(text: &str) -> Result<Node, ConfigError> {
     if text.trim().is_empty()
@@ -143,11 +149,18 @@ pub fn parse(text: &str) -> Result<Node, ConfigError> {
         LoaderOptions::default().error_on_duplicate_keys(true),
     )
     .map_err(|e| {
-        let line = load_error_line(&e);
+        // The scanner places an error found at the end of the text on the line after it:
+        // name the text's last line instead (found by fuzzing: `!` was "line 2" of one line).
+        let last = last_line(text);
+        let at_end = load_error_line(&e).is_some_and(|l| l > last);
         ConfigError {
             path: String::new(),
-            line,
-            message: format!("not valid YAML: {e}"),
+            line: load_error_line(&e).map(|l| l.min(last)),
+            message: if at_end {
+                format!("not valid YAML: {e} (at the end of the text)")
+            } else {
+                format!("not valid YAML: {e}")
+            },
         }
     })
 }
@@ -161,8 +174,9 @@ fn load_error_line(e: &marked_yaml::LoadError) -> Option<usize> {
         | MappingKeyMustBeScalar(m)
         | UnexpectedTag(m)
         | ScanError(m, _) => Some(m.line()),
-        DuplicateKey(inner) => Some(inner.key.span().start().map_or(0, |m| m.line())),
+        DuplicateKey(inner) => inner.key.span().start().map(|m| m.line()),
     }
+    .filter(|line| *line > 0)
 }
 
 /// Splits a rendered path (`a.b[2].c`) into segments.

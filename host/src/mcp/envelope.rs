@@ -298,6 +298,15 @@ impl Message {
 
     /// [`Message::parse`], keeping `raw` without a copy when it is already owned.
     fn parse_cow(raw: Cow<'_, RawValue>) -> Result<Message, EnvelopeError> {
+        // A derived struct also reads a JSON array positionally (`["2.0",1,"tools/call",…]`),
+        // which no peer reads as a message (found by fuzzing): only an object is one.
+        if !raw.get().starts_with('{') {
+            return Err(EnvelopeError {
+                code: jsonrpc::INVALID_REQUEST,
+                message: "not a JSON-RPC message object: a message is a JSON object".into(),
+                id: None,
+            });
+        }
         let wire: Wire<'_> = serde_json::from_str(raw.get()).map_err(|e| EnvelopeError {
             code: jsonrpc::INVALID_REQUEST,
             message: format!("not a JSON-RPC message object: {e}"),
@@ -556,6 +565,32 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t","arguments":{"x":-1e400}}}"#,
         );
         assert!(huge.to_value().is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/envelope.rs): the derived reader took an array for a
+    /// message, so the gateway judged a `tools/call` no server would see.
+    #[test]
+    fn only_objects_are_messages() {
+        for body in [
+            r#"[["2.0",1,"tools/call",{"name":"x"}]]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},["2.0",2,"ping"]]"#,
+            r#""2.0""#,
+            "7",
+        ] {
+            let err = ParsedBody::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                err.code,
+                jsonrpc::INVALID_REQUEST,
+                "{body}: {}",
+                err.message
+            );
+        }
+        for body in [
+            " \n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"} \n",
+            "[ \n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"} ]",
+        ] {
+            assert!(ParsedBody::parse(body.as_bytes()).is_ok(), "{body:?}");
+        }
     }
 
     #[test]

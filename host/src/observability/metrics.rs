@@ -144,7 +144,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for Cache<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
-    /// The value for `key`, if present (lock-free).
+    /// The value for `key`, if present (lock-free). Used by plugins' metric handles.
+    #[cfg_attr(not(feature = "plugins"), allow(dead_code))]
     pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: std::borrow::Borrow<Q>,
@@ -525,6 +526,7 @@ impl Metrics {
             .set(1);
         let gauge = SessionGauge::new(sessions, upstreams)?;
         register(registry, gauge);
+        register(registry, TaskGauge::new()?);
 
         let routes = upstreams
             .iter()
@@ -599,6 +601,71 @@ impl Collector for SessionGauge {
                 .with_label_values(&[name.as_ref()])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        self.gauge.collect()
+    }
+}
+
+/// The tokio runtimes serving this process (each worker's, the control runtime), by a key of
+/// their own: what `mcpgate_runtime_tasks` adds up when scraped.
+static RUNTIMES: std::sync::Mutex<Vec<(u64, tokio::runtime::Handle)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Counts the current runtime's tasks in `mcpgate_runtime_tasks` until dropped.
+#[derive(Debug)]
+pub struct TrackedRuntime(u64);
+
+/// Starts counting the tasks of the runtime this is called on (see [`TrackedRuntime`]).
+pub fn track_runtime() -> Option<TrackedRuntime> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let key = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    RUNTIMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((key, handle));
+    Some(TrackedRuntime(key))
+}
+
+impl Drop for TrackedRuntime {
+    fn drop(&mut self) {
+        RUNTIMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(key, _)| *key != self.0);
+    }
+}
+
+/// `mcpgate_runtime_tasks`: tasks alive in the process's runtimes, read when scraped. A count
+/// that keeps growing under steady load is a leak (the soak watches it).
+#[derive(Clone)]
+struct TaskGauge {
+    gauge: prometheus::IntGauge,
+}
+
+impl TaskGauge {
+    fn new() -> prometheus::Result<Self> {
+        Ok(TaskGauge {
+            gauge: prometheus::IntGauge::new(
+                "mcpgate_runtime_tasks",
+                "Tasks alive in the gateway's async runtimes (serving workers and control)",
+            )?,
+        })
+    }
+}
+
+impl Collector for TaskGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let alive: usize = RUNTIMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(_, h)| h.metrics().num_alive_tasks())
+            .sum();
+        self.gauge.set(i64::try_from(alive).unwrap_or(i64::MAX));
         self.gauge.collect()
     }
 }

@@ -1,6 +1,6 @@
 //! What a plugin instance can reach: the per-instance [`State`] and the host side of the WIT
 //! imports (`log`, `kv`, `metrics`, `callout`). Whether a plugin may import `kv`, `metrics` or
-//! `callout` at all is decided at load ([`super::check_imports`]); these functions only ever run
+//! `callout` at all is decided at load (`load::check_imports`); these functions only ever run
 //! for granted plugins, and still re-check the grant.
 
 use std::collections::{HashMap, HashSet};
@@ -16,7 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::mcpgate::plugin::{callout, kv, log, metrics, types};
+use super::engine::bindings::mcpgate::plugin::{callout, kv, log, metrics, types};
 use super::kv::{KvError, KvStore};
 use crate::config::Grants;
 use crate::observability::metrics::Cache;

@@ -5,13 +5,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
-use globset::GlobSet;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::bindings::mcpgate::plugin::types as wit;
-use super::{Failure, FailureKind, Loaded};
+use super::engine::bindings::mcpgate::plugin::types as wit;
+use super::instance::{Failure, FailureKind, Loaded};
 use crate::config::OnError;
 use crate::error::GatewayError;
 use crate::mcp::{Era, Message, jsonrpc};
@@ -50,9 +49,9 @@ fn protected(name: &HeaderName) -> bool {
 pub struct PluginStage {
     loaded: Loaded,
     label: String,
-    series: super::PluginSeries,
-    requests: Option<GlobSet>,
-    responses: Option<GlobSet>,
+    series: super::engine::PluginSeries,
+    requests: Option<crate::glob::GlobSet>,
+    responses: Option<crate::glob::GlobSet>,
     /// Header names consumed by the gateway (API-key header): hidden from plugins too.
     hidden: Vec<HeaderName>,
 }
@@ -60,8 +59,8 @@ pub struct PluginStage {
 impl PluginStage {
     pub(super) fn new(
         loaded: Loaded,
-        requests: Option<GlobSet>,
-        responses: Option<GlobSet>,
+        requests: Option<crate::glob::GlobSet>,
+        responses: Option<crate::glob::GlobSet>,
     ) -> Self {
         PluginStage {
             label: format!("plugin:{}", loaded.spec.name),
@@ -315,7 +314,7 @@ impl Stage for PluginStage {
                 || !self
                     .requests
                     .as_ref()
-                    .is_some_and(|set| set.is_match(msg.method()))
+                    .is_some_and(|set| set.matches(msg.method()))
             {
                 return Verdict::Continue;
             }
@@ -381,7 +380,7 @@ impl Stage for PluginStage {
             && self
                 .responses
                 .as_ref()
-                .is_some_and(|set| set.is_match(request.method()))
+                .is_some_and(|set| set.matches(request.method()))
     }
 
     fn hooks_responses(&self) -> bool {

@@ -73,9 +73,8 @@ pub fn build(
         StageName::Policy => policy.clone(),
         StageName::Plugin(p) => Some(
             plugins
-                .get(p)
-                .unwrap_or_else(|| panic!("plugin `{p}` is not loaded (Plugins::load)"))
-                .clone() as Arc<dyn Stage>,
+                .stage(p)
+                .unwrap_or_else(|| panic!("plugin `{p}` is not loaded (Plugins::load)")),
         ),
     };
     let pipelines = config

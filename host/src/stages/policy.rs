@@ -16,8 +16,6 @@
 //! the reason: the SDK clients raise exactly that message to their caller (an HTTP 4xx would be
 //! reported as a transport failure, without the reason).
 
-use std::sync::Arc;
-
 use http::StatusCode;
 use serde_json::Value;
 
@@ -25,47 +23,8 @@ use crate::error::GatewayError;
 use crate::mcp::{Message, jsonrpc};
 use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
 
-/// A compiled glob over names. `*` alone matches everything.
-#[derive(Debug, Clone)]
-pub struct Pattern {
-    text: Arc<str>,
-    matcher: Option<globset::GlobMatcher>,
-}
-
-impl Pattern {
-    pub fn new(text: &str) -> Result<Pattern, String> {
-        if text == "*" {
-            return Ok(Pattern {
-                text: text.into(),
-                matcher: None,
-            });
-        }
-        let glob = globset::GlobBuilder::new(text)
-            .literal_separator(false)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| format!("`{text}` is not a valid pattern: {e}"))?;
-        Ok(Pattern {
-            text: text.into(),
-            matcher: Some(glob.compile_matcher()),
-        })
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        self.matcher.as_ref().is_none_or(|m| m.is_match(name))
-    }
-
-    /// [`Pattern::matches`] for a name that many patterns are tried on (see [`Name`]).
-    fn matches_name(&self, name: &Name<'_>) -> bool {
-        self.matcher
-            .as_ref()
-            .is_none_or(|m| m.is_match_candidate(name.candidate()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
+/// A compiled name pattern (the config's one glob dialect, see [`crate::glob`]).
+pub use crate::glob::Glob as Pattern;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -88,39 +47,10 @@ pub struct Rule {
     pub reason: Option<String>,
 }
 
-fn any(patterns: &Option<Vec<Pattern>>, name: &Name<'_>) -> bool {
+fn any(patterns: &Option<Vec<Pattern>>, name: &str) -> bool {
     patterns
         .as_ref()
-        .is_none_or(|ps| ps.iter().any(|p| p.matches_name(name)))
-}
-
-/// A name the rules are matched against, prepared for globset once (on first use) rather than
-/// once per pattern.
-struct Name<'a> {
-    text: &'a str,
-    candidate: std::cell::OnceCell<globset::Candidate<'a>>,
-}
-
-impl<'a> Name<'a> {
-    fn new(text: &'a str) -> Self {
-        Name {
-            text,
-            candidate: std::cell::OnceCell::new(),
-        }
-    }
-
-    fn candidate(&self) -> &globset::Candidate<'a> {
-        self.candidate
-            .get_or_init(|| globset::Candidate::new(self.text))
-    }
-}
-
-/// A [`Subject`]'s names, prepared for matching.
-struct Names<'a> {
-    client: Name<'a>,
-    server: Name<'a>,
-    method: Name<'a>,
-    target: Name<'a>,
+        .is_none_or(|ps| ps.iter().any(|p| p.matches(name)))
 }
 
 /// What a rule is asked about.
@@ -133,16 +63,16 @@ pub struct Subject<'a> {
 }
 
 impl Rule {
-    fn matches(&self, s: &Subject<'_>, n: &Names<'_>) -> bool {
-        if !(any(&self.clients, &n.client)
-            && any(&self.servers, &n.server)
-            && any(&self.methods, &n.method))
+    fn matches(&self, s: &Subject<'_>) -> bool {
+        if !(any(&self.clients, s.client)
+            && any(&self.servers, s.server)
+            && any(&self.methods, s.method))
         {
             return false;
         }
         // Name fields only match calls on that kind of thing.
         let by_kind = |kind: &Option<Vec<Pattern>>, methods: &[&str]| {
-            kind.is_none() || (methods.contains(&s.method) && any(kind, &n.target))
+            kind.is_none() || (methods.contains(&s.method) && any(kind, s.target.unwrap_or("")))
         };
         by_kind(&self.tools, &["tools/call"])
             && by_kind(&self.prompts, &["prompts/get"])
@@ -177,15 +107,9 @@ fn is_call(method: &str) -> bool {
 impl PolicyConfig {
     /// First match wins; calls fall back to `default`, other methods to allow.
     pub fn judge(&self, s: &Subject<'_>) -> Judgement {
-        let names = Names {
-            client: Name::new(s.client),
-            server: Name::new(s.server),
-            method: Name::new(s.method),
-            target: Name::new(s.target.unwrap_or("")),
-        };
         for rule in &self.rules {
             let names_method = rule.methods.is_some();
-            if (is_call(s.method) || names_method) && rule.matches(s, &names) {
+            if (is_call(s.method) || names_method) && rule.matches(s) {
                 return Judgement {
                     effect: rule.effect,
                     rule: Some(rule.label.clone()),
@@ -415,6 +339,13 @@ mod tests {
             ("exact", "exactly", false),
             ("file:///docs/*", "file:///docs/a/b.md", true),
             ("Search_*", "search_code", false),
+            // `?` is one character, however many bytes it takes (found by fuzzing).
+            ("get_?", "get_\u{591}", true),
+            ("?", "é", true),
+            ("??", "é", false),
+            ("admin_*", "admin_\nx", true),
+            ("[é]", "é", true),
+            ("[!a]", "é", true),
         ];
         for (pattern, name, want) in cases {
             assert_eq!(

@@ -1,0 +1,239 @@
+//! One hook call's instance: a slot from the pool, a fresh (or reused) instance, `init`, the
+//! call under its deadline and memory cap; a failed instance is dropped, never reused.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::BoxFuture;
+use super::engine::{MAX_IDLE, Runtime, TICK, bindings};
+use super::host_api::{Shared, State};
+use crate::config::{InstanceMode, PluginSpec};
+
+/// Why a hook call failed. Fails only the request at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Ran past its deadline.
+    Timeout,
+    /// Tried to grow memory past its cap.
+    Memory,
+    /// Trapped: a panic, `unreachable`, a bad memory access.
+    Trap,
+    /// Returned something unusable (bad JSON, a header it may not set, ...).
+    Invalid,
+    /// `init` refused the config.
+    Rejected,
+    /// No instance slot came free before the deadline.
+    Busy,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::Trap => "trap",
+            FailureKind::Invalid => "invalid",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Busy => "busy",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+impl Failure {
+    pub(super) fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// Classifies an error from wasmtime, using what the store saw.
+    fn from_wasm(e: &wasmtime::Error, state: &State, timeout: Duration) -> Failure {
+        if state.limiter.hit {
+            return Failure::new(FailureKind::Memory, format!("{e}"));
+        }
+        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return Failure::new(
+                FailureKind::Timeout,
+                format!("still running after its {}ms deadline", timeout.as_millis()),
+            );
+        }
+        // A Rust panic prints its message to stderr before trapping: that is the useful part.
+        let stderr = state.stderr.contents();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let panic = stderr.lines().find(|l| l.contains("panicked at")).map(|l| {
+            let rest: Vec<&str> = stderr.lines().skip_while(|x| *x != l).take(2).collect();
+            rest.join(" ")
+        });
+        let root = e.root_cause().to_string();
+        Failure::new(
+            FailureKind::Trap,
+            match panic {
+                Some(p) => format!("{root} ({})", p.trim()),
+                None => root,
+            },
+        )
+    }
+}
+
+/// One live instance and its store.
+pub(super) struct Live {
+    store: Store<State>,
+    plugin: bindings::Plugin,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A loaded plugin: its pre-instantiated component and how to get instances of it.
+pub(crate) struct Loaded {
+    pub(super) runtime: Arc<Runtime>,
+    pub(crate) spec: PluginSpec,
+    pub(super) pre: bindings::PluginPre<State>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) idle: Mutex<Vec<Live>>,
+}
+
+impl Loaded {
+    /// An initialised instance: a fresh one, or (with `instances: reuse`) an idle one.
+    pub(super) async fn instance(
+        &self,
+        request_id: Arc<str>,
+        deadline: Instant,
+    ) -> Result<(Live, bindings::mcpgate::plugin::types::Registration), Failure> {
+        let timeout = self.spec.timeout;
+        let slot =
+            tokio::time::timeout_at(deadline.into(), self.runtime.slots.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    Failure::new(
+                        FailureKind::Busy,
+                        "no plugin instance slot came free before the deadline",
+                    )
+                })?
+                .map_err(|_| {
+                    Failure::new(FailureKind::Busy, "the plugin runtime is shutting down")
+                })?;
+        let mut store = Store::new(
+            &self.runtime.engine,
+            State::new(
+                self.shared.clone(),
+                self.spec.max_memory,
+                request_id,
+                deadline,
+            ),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|cx| {
+            Ok(if Instant::now() >= cx.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        let plugin = match self.pre.instantiate_async(&mut store).await {
+            Ok(p) => p,
+            Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
+        };
+        let reg = match plugin
+            .mcpgate_plugin_hooks()
+            .call_init(&mut store, &self.spec.config_json)
+            .await
+        {
+            Ok(Ok(reg)) => reg,
+            Ok(Err(message)) => return Err(Failure::new(FailureKind::Rejected, message)),
+            Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
+        };
+        Ok((
+            Live {
+                store,
+                plugin,
+                _slot: slot,
+            },
+            reg,
+        ))
+    }
+
+    /// An instance for one hook call.
+    async fn acquire(&self, request_id: Arc<str>, deadline: Instant) -> Result<Live, Failure> {
+        if self.spec.instances == InstanceMode::Reuse {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(mut live) = idle {
+                live.store.data_mut().rearm(request_id, deadline);
+                live.store.set_epoch_deadline(1);
+                return Ok(live);
+            }
+        }
+        match self.instance(request_id, deadline).await {
+            Ok((live, _)) => Ok(live),
+            // A config that passed at load but fails now is the plugin's bug, not the user's.
+            Err(f) if f.kind == FailureKind::Rejected => Err(Failure::new(
+                FailureKind::Invalid,
+                format!("init rejected a config it accepted at load: {}", f.detail),
+            )),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// Returns a healthy instance after a call: kept when reusing, dropped otherwise.
+    pub(super) fn release(&self, live: Live) {
+        if self.spec.instances == InstanceMode::Reuse {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(live);
+            }
+        }
+    }
+
+    /// Runs one hook on an instance under the plugin's deadline, or `limit` when that is sooner
+    /// (what is left of the request's plugin budget). Any failure drops the instance.
+    pub(super) async fn call<R>(
+        &self,
+        request_id: Arc<str>,
+        limit: Duration,
+        hook: impl for<'a> FnOnce(
+            &'a mut Store<State>,
+            &'a bindings::Plugin,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+    ) -> Result<R, Failure>
+    where
+        R: Send,
+    {
+        let timeout = self.spec.timeout.min(limit);
+        let deadline = Instant::now() + timeout;
+        let run = async {
+            let mut live = self.acquire(request_id, deadline).await?;
+            let result = hook(&mut live.store, &live.plugin).await;
+            match result {
+                Ok(r) => {
+                    self.release(live);
+                    Ok(r)
+                }
+                Err(e) => Err(Failure::from_wasm(&e, live.store.data(), timeout)),
+            }
+        };
+        // The epoch deadline stops wasm code; this also bounds time spent in host calls
+        // (kv, callout) and waiting for a slot.
+        match tokio::time::timeout_at((deadline + TICK * 2).into(), run).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(
+                FailureKind::Timeout,
+                format!("still running after its {}ms deadline", timeout.as_millis()),
+            )),
+        }
+    }
+}

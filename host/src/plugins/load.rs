@@ -1,0 +1,254 @@
+//! Loading a `plugins:` entry: read, compile (cached), check imports against grants, link,
+//! pre-instantiate, run `init` once with its config; every error names the key to fix.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::engine::Runtime;
+use super::host_api::{CustomMetrics, Shared};
+use super::instance::{FailureKind, Loaded};
+use super::{CONTRACT_VERSION, PluginDeps, PluginStage};
+use crate::config::{Config, ConfigError, PluginSpec};
+
+/// WASI interfaces a plugin may import without a grant: streams for its own stderr (panic
+/// messages), clocks and randomness. No filesystem or sockets are ever provided.
+///
+/// `wasi:cli/environment` is on the list because Rust's standard library imports it in every
+/// component (its panic handler reads `RUST_BACKTRACE`): plugins get it with nothing in it, no
+/// variables, no arguments, no working directory.
+const WASI_ALLOWED: [&str; 18] = [
+    "wasi:cli/environment",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/exit",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// Loads every plugin of `config` (not empty) on one new runtime; every error is kept.
+pub(super) async fn load_all(
+    config: &Config,
+    deps: &PluginDeps,
+) -> Result<HashMap<Arc<str>, Arc<PluginStage>>, Vec<ConfigError>> {
+    let max_memory = config.plugins.iter().map(|p| p.max_memory).max();
+    let runtime = Runtime::new(
+        &config.plugin_runtime,
+        max_memory.unwrap_or(0),
+        &deps.registry,
+    )
+    .map_err(|e| {
+        vec![ConfigError {
+            path: "plugin_runtime".into(),
+            line: None,
+            message: format!("cannot start the WebAssembly runtime: {e:#}"),
+        }]
+    })?;
+    let metrics = Arc::new(CustomMetrics::new(deps.registry.clone()));
+    // The gateway's own credential headers are as hidden as Authorization.
+    let hidden: Vec<_> = config.auth.iter().map(|a| a.credential_header()).collect();
+    let mut stages = HashMap::new();
+    let mut errors = Vec::new();
+    for spec in &config.plugins {
+        match runtime.load(spec, deps, &metrics).await {
+            Ok(mut stage) => {
+                stage.hide_headers(&hidden);
+                stages.insert(spec.name.clone(), Arc::new(stage));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(stages)
+    } else {
+        Err(errors)
+    }
+}
+
+impl Runtime {
+    /// Loads one plugin; the error names the key to fix.
+    async fn load(
+        self: &Arc<Self>,
+        spec: &PluginSpec,
+        deps: &PluginDeps,
+        metrics: &Arc<CustomMetrics>,
+    ) -> Result<PluginStage, ConfigError> {
+        let at = |key: &str, line: Option<usize>, message: String| ConfigError {
+            path: format!("plugins.{}{key}", spec.name),
+            line,
+            message,
+        };
+        let file = spec.file.clone();
+        let bytes = std::fs::read(&file).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (build the example plugins with scripts/build-plugins.sh, or check plugin_runtime.dir)"
+            } else {
+                ""
+            };
+            at(".file", spec.lines.file, format!("cannot read `{}`: {e}{hint}", file.display()))
+        })?;
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| at(".file", spec.lines.file, e.to_string()))?
+            .map_err(|e| {
+                at(
+                    ".file",
+                    spec.lines.file,
+                    format!(
+                        "`{}` is not a loadable WebAssembly component: {e:#}",
+                        file.display()
+                    ),
+                )
+            })?;
+        check_imports(&self.engine, &component, spec)
+            .map_err(|m| at(".grants", spec.lines.grants, m))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(super::engine::bindings::PluginPre::new)
+            .map_err(|e| {
+                at(
+                    ".file",
+                    spec.lines.file,
+                    format!(
+                        "`{}` does not implement the mcpgate:plugin@{CONTRACT_VERSION} `plugin` world: {e:#}",
+                        file.display()
+                    ),
+                )
+            })?;
+        let shared = Arc::new(Shared {
+            name: spec.name.clone(),
+            grants: spec.grants.clone(),
+            kv: deps.kv.clone(),
+            client: deps.client.clone(),
+            metrics: metrics.clone(),
+        });
+        let plugin = Loaded {
+            runtime: self.clone(),
+            spec: spec.clone(),
+            pre,
+            shared,
+            idle: Mutex::new(Vec::new()),
+        };
+        // Run init once now: a config the plugin rejects fails `validate` and `start`.
+        let deadline = Instant::now() + spec.timeout.max(Duration::from_secs(5));
+        let registration = match plugin.instance("load".into(), deadline).await {
+            Ok((live, reg)) => {
+                plugin.release(live);
+                reg
+            }
+            Err(f) if f.kind == FailureKind::Rejected => {
+                return Err(at(
+                    ".config",
+                    spec.lines.config,
+                    format!("plugin `{}` rejected its config: {}", spec.name, f.detail),
+                ));
+            }
+            Err(f) => {
+                return Err(at(
+                    ".file",
+                    spec.lines.file,
+                    format!("plugin `{}` failed in init: {f}", spec.name),
+                ));
+            }
+        };
+        let patterns = |methods: &[String]| {
+            crate::glob::GlobSet::new(methods).map_err(|e| {
+                at(
+                    ".file",
+                    spec.lines.file,
+                    format!(
+                        "plugin `{}` registered an invalid method pattern: {e}",
+                        spec.name
+                    ),
+                )
+            })
+        };
+        let requests = patterns(&registration.request_methods)?;
+        let responses = patterns(&registration.response_methods)?;
+        Ok(PluginStage::new(plugin, requests, responses))
+    }
+}
+
+/// Refuses a component that imports anything its grants do not cover, naming every such import.
+fn check_imports(engine: &Engine, component: &Component, spec: &PluginSpec) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut filesystem = Vec::new();
+    for (name, _) in component.component_type().imports(engine) {
+        let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+        if let Some(iface) = interface.strip_prefix("mcpgate:plugin/") {
+            if version
+                .split('.')
+                .take(2)
+                .ne(CONTRACT_VERSION.split('.').take(2))
+            {
+                problems.push(format!(
+                    "imports `{name}`: built for plugin contract {version}, this gateway implements {CONTRACT_VERSION}"
+                ));
+                continue;
+            }
+            let grant = match iface {
+                "types" | "log" => None,
+                "kv" => (!spec.grants.kv).then_some("`kv: true`"),
+                "metrics" => (!spec.grants.metrics).then_some("`metrics: true`"),
+                "callout" => spec
+                    .grants
+                    .callout
+                    .is_empty()
+                    .then_some("a `callout:` map of target names to URLs"),
+                _ => {
+                    problems.push(format!(
+                        "imports `{name}`, which this gateway does not provide"
+                    ));
+                    None
+                }
+            };
+            if let Some(grant) = grant {
+                problems.push(format!(
+                    "imports `{name}`, which is not granted (add {grant} under plugins.{}.grants)",
+                    spec.name
+                ));
+            }
+        } else if interface.starts_with("wasi:filesystem/") {
+            if !spec.grants.empty_filesystem {
+                filesystem.push(format!("`{name}`"));
+            }
+        } else if !WASI_ALLOWED.contains(&interface) {
+            problems.push(format!(
+                "imports `{name}`, which plugins never get (no filesystem, sockets or host environment)"
+            ));
+        }
+    }
+    if !filesystem.is_empty() {
+        problems.push(format!(
+            "imports {}, and plugins get no filesystem (built with `cargo component build`? Its default wasip1 adapter imports the filesystem whether or not the plugin uses it: build with `--target wasm32-wasip2`, or add `empty_filesystem: true` under plugins.{}.grants to link it with no directories at all)",
+            filesystem.join(", "),
+            spec.name
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` cannot load: {}",
+            spec.file.display(),
+            problems.join("; ")
+        ))
+    }
+}
