@@ -414,6 +414,62 @@ fn a_plugin_that_traps_now_and_then_fails_only_those_calls() {
 /// One of two replicas killed mid-stream behind a balancer: the legacy SDK client, cut off,
 /// resumes with GET + `Last-Event-ID`; the balancer sends that to the other replica, which
 /// opens the same session (one key), and the call completes with every step.
+/// The stateless era has no stream to resume: a replica killed under a modern call's SSE answer
+/// ends that answer without its result, and the client's retry (the same request, through the
+/// same balancer) is served by the other replica and completes.
+#[test]
+fn a_replica_killed_mid_stream_leaves_a_modern_retry_to_the_other() {
+    use std::io::Read as _;
+    let (_upstream, url) = raw_upstream(&[]);
+    let yaml = format!("upstreams:\n  r:\n    url: {url}/mcp\n");
+    let (mut a, base_a, _da) = gateway_from("faults-ma", &yaml, &[]);
+    let (mut b, base_b, _db) = gateway_from("faults-mb", &yaml, &[]);
+    let lb = mcpgate_e2e::services::Balancer::start(&[("a", &base_a), ("b", &base_b)]);
+    let mut s = open_call(&lb.url, "r", "1", "slow_stream", "{}");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let carrier = lb
+        .hits()
+        .into_iter()
+        .rev()
+        .find(|h| h.rpc.as_deref() == Some("tools/call"))
+        .expect("the call went through the balancer")
+        .backend;
+    let victim = if carrier == "a" { &mut a } else { &mut b };
+    Command::new("kill")
+        .args(["-KILL", &victim.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(victim.wait(Duration::from_secs(10)).is_some());
+    // The broken answer ends without a result (the client must retry).
+    let rest = read_until_closed(&mut s).unwrap_or_else(|partial| partial);
+    let first = format!("{}{rest}", String::from_utf8_lossy(&seen));
+    assert!(!first.contains("\"result\""), "{first}");
+    let retry = Client::new(&lb.url, "r", MODERN).send(
+        "2",
+        "tools/call",
+        json!({"name": "slow_stream", "arguments": {}}),
+    );
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert!(retry.body.contains("\"result\""), "{}", retry.body);
+    let served_by = lb
+        .hits()
+        .into_iter()
+        .rev()
+        .find(|h| h.rpc.as_deref() == Some("tools/call"))
+        .unwrap()
+        .backend;
+    assert_ne!(
+        served_by, carrier,
+        "the retry went to the surviving replica"
+    );
+}
+
 #[test]
 fn a_replica_killed_mid_stream_leaves_the_call_to_the_other() {
     let (_server, url) = hostile_server(&["--resumable"]);
