@@ -86,7 +86,11 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
+        // Without a timer the pool never evicts idle connections (only a later checkout drops
+        // an expired one), so an upstream that keeps connections open kept a descriptor and a
+        // task each after a burst, for good (found by the soak, RELIABILITY.md).
         Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build(https)
     }
