@@ -414,6 +414,25 @@ fn a_plugin_that_traps_now_and_then_fails_only_those_calls() {
 /// One of two replicas killed mid-stream behind a balancer: the legacy SDK client, cut off,
 /// resumes with GET + `Last-Event-ID`; the balancer sends that to the other replica, which
 /// opens the same session (one key), and the call completes with every step.
+/// SIGKILLs the replica (`a` or `b` behind `lb`) that carries the latest `tools/call`; returns
+/// its name.
+fn kill_the_carrier(lb: &mcpgate_e2e::services::Balancer, a: &mut Proc, b: &mut Proc) -> String {
+    let carrier = lb
+        .hits()
+        .into_iter()
+        .rev()
+        .find(|h| h.rpc.as_deref() == Some("tools/call"))
+        .expect("the call went through the balancer")
+        .backend;
+    let victim = if carrier == "a" { a } else { b };
+    Command::new("kill")
+        .args(["-KILL", &victim.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(victim.wait(Duration::from_secs(10)).is_some());
+    carrier
+}
+
 /// The stateless era has no stream to resume: a replica killed under a modern call's SSE answer
 /// ends that answer without its result, and the client's retry (the same request, through the
 /// same balancer) is served by the other replica and completes.
@@ -433,19 +452,7 @@ fn a_replica_killed_mid_stream_leaves_a_modern_retry_to_the_other() {
         assert!(n > 0, "ended early: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
-    let carrier = lb
-        .hits()
-        .into_iter()
-        .rev()
-        .find(|h| h.rpc.as_deref() == Some("tools/call"))
-        .expect("the call went through the balancer")
-        .backend;
-    let victim = if carrier == "a" { &mut a } else { &mut b };
-    Command::new("kill")
-        .args(["-KILL", &victim.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(victim.wait(Duration::from_secs(10)).is_some());
+    let carrier = kill_the_carrier(&lb, &mut a, &mut b);
     // The broken answer ends without a result (the client must retry).
     let rest = read_until_closed(&mut s).unwrap_or_else(|partial| partial);
     let first = format!("{}{rest}", String::from_utf8_lossy(&seen));
@@ -490,19 +497,7 @@ fn a_replica_killed_mid_stream_leaves_the_call_to_the_other() {
     );
     client.wait_for("STARTED", Duration::from_secs(60));
     // Kill the replica carrying the tool's stream, mid-call.
-    let carrier = lb
-        .hits()
-        .into_iter()
-        .rev()
-        .find(|h| h.rpc.as_deref() == Some("tools/call"))
-        .expect("the call went through the balancer")
-        .backend;
-    let victim = if carrier == "a" { &mut a } else { &mut b };
-    Command::new("kill")
-        .args(["-KILL", &victim.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(victim.wait(Duration::from_secs(10)).is_some());
+    let carrier = kill_the_carrier(&lb, &mut a, &mut b);
     let out = finish_client(client, Duration::from_secs(90));
     assert_eq!(out["result"], "counted to 30", "{out}");
     let steps = out["progress"].as_array().unwrap();
