@@ -8,6 +8,7 @@
 # after the load. Writes target/soak/{soak.md,soak.csv,rss.svg}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 scripts/setup.sh --python >/dev/null
 scripts/build-plugins.sh >/dev/null
 echo "==> soak: release build"

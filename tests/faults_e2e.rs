@@ -59,6 +59,9 @@ fn an_upstream_that_breaks_costs_only_its_own_calls() {
             .contains(r#""p""#)
     );
     let baseline = open_fds(&gw);
+    let tasks = || metric(&get(&base, "/metrics"), "mcpgate_runtime_tasks");
+    let tasks_before = tasks();
+    assert!(tasks_before >= 1.0, "the task gauge reads the runtimes");
 
     let call = |fault: &str| {
         let started = Instant::now();
@@ -164,6 +167,15 @@ fn an_upstream_that_breaks_costs_only_its_own_calls() {
         open_fds(&gw) <= baseline + 4,
         "{} descriptors open, {baseline} before",
         open_fds(&gw)
+    );
+    // No task outlives its request (a pooled upstream connection has one, like a descriptor).
+    while tasks() > tasks_before + 4.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        tasks() <= tasks_before + 4.0,
+        "{} tasks alive, {tasks_before} before",
+        tasks()
     );
 }
 
