@@ -14,6 +14,10 @@
 # also reads config/*.yaml). A finding stops the run with the input saved under
 # fuzz/artifacts/TARGET/ and the command that replays it; each one fixed becomes a regression
 # test next to the code it broke. A summary table goes to stdout and fuzz/last-run.md.
+#
+# MCPGATE_FUZZ_SEED fixes libFuzzer's random seed: scripts/test.sh sets it, so a CI smoke walks a
+# prefix of the same search that a longer run with that seed has walked (a clean clone starts
+# from the seeds alone), instead of a new one each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # scripts/test.sh lints through the pinned toolchain's clippy-driver as a workspace wrapper; a
@@ -48,9 +52,11 @@ for t in "${targets[@]}"; do
   [[ $t == config ]] && extra+=(config)
   log=$(mktemp)
   echo "==> fuzz: $t for ${seconds}s"
+  seed=()
+  [[ -n ${MCPGATE_FUZZ_SEED:-} ]] && seed=(-seed="$MCPGATE_FUZZ_SEED")
   set +e
   cargo +nightly fuzz run --sanitizer none "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" "${extra[@]}" -- \
-    -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -max_len=65536 "${seed[@]}" \
     >"$log" 2>&1
   rc=$?
   set -e

@@ -33,7 +33,7 @@ echo "==> cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$results"
 
 echo "==> fuzz smoke run (each target briefly; \`just fuzz\` runs them for longer)"
-scripts/fuzz.sh "${MCPGATE_FUZZ_SECONDS:-25}"
+MCPGATE_FUZZ_SEED=${MCPGATE_FUZZ_SEED:-1} scripts/fuzz.sh "${MCPGATE_FUZZ_SECONDS:-25}"
 
 echo "==> demo smoke run"
 MCPGATE_DEMO_PREBUILT=1 scripts/demo.sh --once

@@ -152,13 +152,15 @@ fn spell(id: &Spelling, forwarded: &[String], clients: &[String]) -> String {
             out
         }
         Spelling::Cut(i, n) => {
-            let mut text = pick(forwarded, i);
+            // By characters: a client's own id (kept on requests nobody hooks) may be any text.
+            let text = pick(forwarded, i);
             let n = usize::from(*n);
-            if n < text.len() {
-                text.truncate(n);
+            let len = text.chars().count();
+            let text: String = if n < len {
+                text.chars().take(n).collect()
             } else {
-                text.push_str(&"A".repeat(n - text.len()));
-            }
+                text + &"A".repeat(n - len)
+            };
             serde_json::to_string(&text).unwrap()
         }
         Spelling::Client(i) => pick(clients, i),
