@@ -183,7 +183,6 @@ fn an_upstream_that_breaks_costs_only_its_own_calls() {
 /// upstream's request ends too (its writes fail) instead of running on for nobody.
 #[test]
 fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
-    use std::io::Read as _;
     let (mut upstream, url) = raw_upstream(&[]);
     let (_gw, base, _dir) = gateway_from(
         "faults-leave",
@@ -192,17 +191,7 @@ fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
     );
     let mut s = open_call(&base, "raw", r#""leaving""#, "slow_stream", "{}");
     // Read until the first progress event has arrived, then leave.
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "the stream ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
+    first_progress(&mut s);
     drop(s);
     // The upstream would stream for 10 s; it learns well before that its reader is gone.
     let started = Instant::now();
@@ -426,16 +415,37 @@ fn a_plugin_that_traps_now_and_then_fails_only_those_calls() {
 /// One of two replicas killed mid-stream behind a balancer: the legacy SDK client, cut off,
 /// resumes with GET + `Last-Event-ID`; the balancer sends that to the other replica, which
 /// opens the same session (one key), and the call completes with every step.
-/// SIGKILLs the replica (`a` or `b` behind `lb`) that carries the latest `tools/call`; returns
-/// its name.
-fn kill_the_carrier(lb: &mcpgate_e2e::services::Balancer, a: &mut Proc, b: &mut Proc) -> String {
-    let carrier = lb
-        .hits()
+/// Reads `s` until the first progress event of a streamed call has arrived; returns what came.
+fn first_progress(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// The replica behind `lb` that the latest `tools/call` went to.
+fn last_call_backend(lb: &mcpgate_e2e::services::Balancer) -> String {
+    lb.hits()
         .into_iter()
         .rev()
         .find(|h| h.rpc.as_deref() == Some("tools/call"))
         .expect("the call went through the balancer")
-        .backend;
+        .backend
+}
+
+/// SIGKILLs the replica (`a` or `b` behind `lb`) that carries the latest `tools/call`; returns
+/// its name.
+fn kill_the_carrier(lb: &mcpgate_e2e::services::Balancer, a: &mut Proc, b: &mut Proc) -> String {
+    let carrier = last_call_backend(lb);
     let victim = if carrier == "a" { a } else { b };
     Command::new("kill")
         .args(["-KILL", &victim.pid().to_string()])
@@ -450,24 +460,17 @@ fn kill_the_carrier(lb: &mcpgate_e2e::services::Balancer, a: &mut Proc, b: &mut 
 /// same balancer) is served by the other replica and completes.
 #[test]
 fn a_replica_killed_mid_stream_leaves_a_modern_retry_to_the_other() {
-    use std::io::Read as _;
     let (_upstream, url) = raw_upstream(&[]);
     let yaml = format!("upstreams:\n  r:\n    url: {url}/mcp\n");
     let (mut a, base_a, _da) = gateway_from("faults-ma", &yaml, &[]);
     let (mut b, base_b, _db) = gateway_from("faults-mb", &yaml, &[]);
     let lb = mcpgate_e2e::services::Balancer::start(&[("a", &base_a), ("b", &base_b)]);
     let mut s = open_call(&lb.url, "r", "1", "slow_stream", "{}");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "ended early: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let seen = first_progress(&mut s);
     let carrier = kill_the_carrier(&lb, &mut a, &mut b);
     // The broken answer ends without a result (the client must retry).
     let rest = read_until_closed(&mut s).unwrap_or_else(|partial| partial);
-    let first = format!("{}{rest}", String::from_utf8_lossy(&seen));
+    let first = format!("{seen}{rest}");
     assert!(!first.contains("\"result\""), "{first}");
     let retry = Client::new(&lb.url, "r", MODERN).send(
         "2",
@@ -476,15 +479,9 @@ fn a_replica_killed_mid_stream_leaves_a_modern_retry_to_the_other() {
     );
     assert_eq!(retry.status, 200, "{}", retry.body);
     assert!(retry.body.contains("\"result\""), "{}", retry.body);
-    let served_by = lb
-        .hits()
-        .into_iter()
-        .rev()
-        .find(|h| h.rpc.as_deref() == Some("tools/call"))
-        .unwrap()
-        .backend;
     assert_ne!(
-        served_by, carrier,
+        last_call_backend(&lb),
+        carrier,
         "the retry went to the surviving replica"
     );
 }

@@ -32,10 +32,8 @@ impl Glob {
                 regex: None,
             });
         }
-        let source =
-            translate(text).map_err(|e| format!("`{text}` is not a valid pattern: {e}"))?;
-        let regex =
-            Regex::new(&source).map_err(|e| format!("`{text}` is not a valid pattern: {e}"))?;
+        let regex = Regex::new(&translate(text)?)
+            .map_err(|e| format!("`{text}` is not a valid pattern: {e}"))?;
         Ok(Glob {
             text: text.into(),
             regex: Some(regex),
@@ -65,8 +63,7 @@ impl GlobSet {
         }
         let mut alternatives = Vec::with_capacity(patterns.len());
         for p in patterns {
-            alternatives
-                .push(translate(p).map_err(|e| format!("`{p}` is not a valid pattern: {e}"))?);
+            alternatives.push(translate(p)?);
         }
         let regex = Regex::new(&alternatives.join("|")).map_err(|e| e.to_string())?;
         Ok(Some(GlobSet { regex }))
@@ -77,8 +74,13 @@ impl GlobSet {
     }
 }
 
-/// The anchored regex (Unicode, `.` matching newlines) a pattern means.
+/// The anchored regex (Unicode, `.` matching newlines) a pattern means; the error names the
+/// pattern.
 fn translate(glob: &str) -> Result<String, String> {
+    regex_source(glob).map_err(|e| format!("`{glob}` is not a valid pattern: {e}"))
+}
+
+fn regex_source(glob: &str) -> Result<String, String> {
     let mut out = String::from(r"(?s:\A(?:");
     let mut chars = glob.chars().peekable();
     let mut depth = 0usize;

@@ -152,10 +152,11 @@ pub fn parse(text: &str) -> Result<Node, ConfigError> {
         // The scanner places an error found at the end of the text on the line after it:
         // name the text's last line instead (found by fuzzing: `!` was "line 2" of one line).
         let last = last_line(text);
-        let at_end = load_error_line(&e).is_some_and(|l| l > last);
+        let reported = load_error_line(&e);
+        let at_end = reported.is_some_and(|l| l > last);
         ConfigError {
             path: String::new(),
-            line: load_error_line(&e).map(|l| l.min(last)),
+            line: reported.map(|l| l.min(last)),
             message: if at_end {
                 format!("not valid YAML: {e} (at the end of the text)")
             } else {
