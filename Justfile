@@ -8,6 +8,10 @@ demo:
 test:
     scripts/test.sh
 
+# The edit-compile-test loop: lints, unit and in-process tests (no SDK peers, no end-to-end).
+quick:
+    scripts/test.sh --quick
+
 # Install the SDK peers and the wasm32-wasip2 target.
 setup:
     scripts/setup.sh

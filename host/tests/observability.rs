@@ -1,7 +1,7 @@
 //! Metrics and the audit log through an in-process gateway: label values stay bounded whatever
 //! clients send, upstream failures are counted by kind, and the audit log records the gateway's
 //! own refusals, batches and (redacted) JSON response bodies. The end-to-end test with real SDK
-//! peers, the Prometheus parser and OTLP export is tests/observability_e2e.rs.
+//! peers, the Prometheus parser and OTLP export is tests/tests/observability_e2e.rs.
 
 mod support;
 

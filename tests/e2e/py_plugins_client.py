@@ -2,7 +2,7 @@
 
     py_plugins_client.py <base-url> <mode>
 
-Routes (see tests/plugins_e2e.rs): `guarded` runs arg-guard, redact (arguments only), quota and
+Routes (see tests/tests/plugins_e2e.rs): `guarded` runs arg-guard, redact (arguments only), quota and
 the misbehaving fixture (fail_closed); `scrubbed` redacts results only; `lenient` runs the
 misbehaving fixture with fail_open. Prints one JSON object with what each call returned or raised.
 """
