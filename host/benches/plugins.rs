@@ -9,9 +9,10 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use mcpgate::Config;
+use mcpgate::deps::Deps;
 use mcpgate::mcp::ParsedBody;
 use mcpgate::pipeline::{Outcome, Pipeline, RequestContext};
-use mcpgate::plugins::{PluginDeps, Plugins};
+use mcpgate::plugins::Plugins;
 use mcpgate::proxy::UpstreamClient;
 
 /// A tools/call whose body is 1 KiB.
@@ -47,7 +48,7 @@ fn setup(
     );
     let cfg = Config::parse(&yaml, "bench.yaml", &|_| None).unwrap();
     let plugins = rt
-        .block_on(Plugins::load(&cfg, PluginDeps::default()))
+        .block_on(Plugins::load(&cfg, Deps::default()))
         .unwrap_or_else(|e| panic!("{e} (build the plugins first: scripts/build-plugins.sh)"));
     let built = mcpgate::stages::build(&cfg, &UpstreamClient::new(), &plugins, None);
     (

@@ -1,8 +1,10 @@
 //! The one error type of the request path, and the one place it becomes an HTTP response.
 //!
-//! Each variant knows its HTTP status, its JSON-RPC code, who is to blame (for logs and metrics)
-//! and whether the client may retry. Handlers return `GatewayError`; `into_response` answers it.
+//! Each variant knows its HTTP status, its JSON-RPC code and its label for logs and metrics; a
+//! refusal by a stage carries the [`StageKind`] the audit decision follows from. Handlers return
+//! `GatewayError`; `into_response` answers it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,13 +14,30 @@ use serde_json::value::RawValue;
 
 use crate::mcp::jsonrpc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
-    Client,
-    Upstream,
-    Gateway,
-    /// A pipeline stage (policy, limit, plugin) decided to refuse.
-    Stage,
+/// The kind of stage that refused or answered a request: the audit decision and the metrics
+/// follow from it, never from a stage's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageKind {
+    Auth,
+    RateLimit,
+    Policy,
+    /// A WebAssembly plugin, by its `plugins:` name.
+    Plugin(Arc<str>),
+    /// Any other stage (an embedder's own), by its name.
+    Other(Arc<str>),
+}
+
+impl StageKind {
+    /// The stage as the audit log names it: `auth`, `rate_limit`, `policy`, `plugin:<name>`.
+    pub fn label(&self) -> String {
+        match self {
+            StageKind::Auth => "auth".into(),
+            StageKind::RateLimit => "rate_limit".into(),
+            StageKind::Policy => "policy".into(),
+            StageKind::Plugin(name) => format!("plugin:{name}"),
+            StageKind::Other(name) => name.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +71,10 @@ pub enum GatewayError {
     Uninspectable { upstream: String, reason: String },
     #[error("upstream `{upstream}` did not begin its response within {}ms", timeout.as_millis())]
     UpstreamTimeout { upstream: String, timeout: Duration },
-    /// A stage refused the request. `stage` names it for the audit log.
+    /// A stage refused the request.
     #[error("{message}")]
     Rejected {
-        stage: String,
+        stage: StageKind,
         status: StatusCode,
         code: i32,
         message: String,
@@ -131,18 +150,6 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Rejected { .. } => "rejected",
             GatewayError::Internal(_) => "internal",
-        }
-    }
-
-    pub fn blame(&self) -> Blame {
-        match self {
-            GatewayError::UpstreamUnavailable { .. }
-            | GatewayError::UpstreamTimeout { .. }
-            | GatewayError::Uninspectable { .. }
-            | GatewayError::UpstreamRefused { .. } => Blame::Upstream,
-            GatewayError::Internal(_) => Blame::Gateway,
-            GatewayError::Rejected { .. } => Blame::Stage,
-            _ => Blame::Client,
         }
     }
 

@@ -19,9 +19,12 @@
 //! - [`observability`]: Prometheus metrics, the audit log, tracing spans and OTLP export.
 //! - [`config`]: YAML → validated, immutable runtime config.
 //! - [`glob`]: the config's one glob dialect (policy patterns, plugins' method patterns).
+//! - [`deps`]: the resources a process builds once and lends out (registry, upstream client,
+//!   Redis, plugin kv).
 
 pub mod config;
 pub mod conn;
+pub mod deps;
 pub mod error;
 pub mod glob;
 pub mod mcp;

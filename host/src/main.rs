@@ -7,7 +7,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use mcpgate::Config;
-use mcpgate::plugins::{PluginDeps, Plugins};
+use mcpgate::deps::Deps;
+use mcpgate::plugins::Plugins;
 
 /// mcpgate — a gateway for Model Context Protocol (MCP) servers.
 ///
@@ -77,7 +78,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 async fn load_plugins(
     path: &std::path::Path,
     cfg: &Config,
-    deps: PluginDeps,
+    deps: Deps,
 ) -> Result<Plugins, ExitCode> {
     Plugins::load(cfg, deps).await.map_err(|mut errors| {
         errors.source = path.display().to_string();
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => {
             let checked = load(&config).and_then(|cfg| {
-                runtime()?.block_on(load_plugins(&config, &cfg, PluginDeps::default()))?;
+                runtime()?.block_on(load_plugins(&config, &cfg, Deps::default()))?;
                 Ok(cfg)
             });
             match checked {
@@ -199,7 +200,7 @@ async fn start(path: PathBuf, cfg: Config, log_format: &str) -> ExitCode {
 }
 
 async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
-    let deps = match PluginDeps::for_config(&cfg) {
+    let deps = match Deps::for_config(&cfg) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

@@ -23,7 +23,7 @@ use http::HeaderMap;
 use serde_json::value::RawValue;
 
 use crate::config::Upstream;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Era, Message, ParsedBody};
 use crate::session::{HookedId, REQUEST_ID_PREFIX, SessionClaims, Sessions};
 
@@ -63,7 +63,7 @@ pub struct RequestContext {
     /// Whether the upstream answered with an SSE stream (for response hooks).
     pub response_streamed: bool,
     /// The stage that answered the request locally ([`Verdict::Respond`]), for the audit log.
-    pub responded_by: Option<String>,
+    pub responded_by: Option<StageKind>,
     /// What stages keep about this request for later phases (the rate limit's charges, which
     /// [`Stage::refund`] gives back when the request is not forwarded after all).
     pub extensions: http::Extensions,
@@ -180,6 +180,11 @@ pub trait Stage: Send + Sync + 'static {
     /// The stage's name in logs, metrics and audit records.
     fn name(&self) -> &str;
 
+    /// What kind of stage this is: the audit decision for its refusals follows from it.
+    fn kind(&self) -> StageKind {
+        StageKind::Other(Arc::from(self.name()))
+    }
+
     /// Judges the current message (see [`RequestContext::message`]). Called once per message of
     /// a POST body, and once with no message for GET and DELETE.
     fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict>;
@@ -262,6 +267,11 @@ impl Pipeline {
         self.stages.iter().map(|s| s.name().to_string()).collect()
     }
 
+    /// Whether a stage of this kind runs in the pipeline.
+    pub fn has(&self, kind: &StageKind) -> bool {
+        self.stages.iter().any(|s| s.kind() == *kind)
+    }
+
     /// Runs every stage over every message, in order; the first Reject or Respond ends the run,
     /// and what the stages that ran charged is given back (nothing is charged for a request that
     /// is not forwarded; a batch is forwarded whole or not at all).
@@ -275,7 +285,7 @@ impl Pipeline {
                     Verdict::Continue => continue,
                     Verdict::Reject(e) => Err(e),
                     Verdict::Respond(r) => {
-                        cx.responded_by = Some(stage.name().to_string());
+                        cx.responded_by = Some(stage.kind());
                         Ok(Outcome::Respond(r))
                     }
                 };
@@ -287,6 +297,19 @@ impl Pipeline {
         cx.current = 0;
         cx.timings.stages = started.elapsed();
         Ok(Outcome::Forward)
+    }
+
+    /// `result`, after giving back what the stages charged when it is an error: a request that
+    /// is not forwarded is not charged.
+    pub async fn refunding<T>(
+        &self,
+        cx: &mut RequestContext,
+        result: Result<T, GatewayError>,
+    ) -> Result<T, GatewayError> {
+        if result.is_err() {
+            self.refund(cx).await;
+        }
+        result
     }
 
     /// Gives back what the stages charged for a request that passed them but is not forwarded

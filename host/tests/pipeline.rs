@@ -26,7 +26,7 @@ impl Stage for TestStage {
             };
             match target.as_ref() {
                 "forbidden" => Verdict::Reject(GatewayError::Rejected {
-                    stage: "test-stage".into(),
+                    stage: mcpgate::error::StageKind::Other("test-stage".into()),
                     status: http::StatusCode::FORBIDDEN,
                     code: -32012,
                     message: "tool `forbidden` is not allowed for you".into(),

@@ -41,7 +41,7 @@ async fn routes_by_name_and_answers_unknown_names_with_a_json_rpc_404() {
     assert_eq!(body["id"], 9);
     assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
 
-    // A percent-encoded name is decoded by the router's path extractor and reaches the same
+    // A percent-encoded name is decoded by the gateway's one MCP entry and reaches the same
     // route; a path that only looks like a route is a JSON-RPC 404 (an empty name is an unknown
     // server, other shapes the router's fallback).
     let resp = post(

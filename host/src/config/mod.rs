@@ -414,6 +414,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The headers that carry a caller's credential: `Authorization` and, with API keys, theirs
+    /// (`auth.header`). The gateway consumes them itself: they are never forwarded upstream,
+    /// never shown to plugins and never written to the audit log.
+    pub fn credential_headers(&self) -> Vec<HeaderName> {
+        let mut names = vec![http::header::AUTHORIZATION];
+        if let Some(name) = self.auth.as_ref().map(|a| a.credential_header())
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+        names
+    }
+
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams
             .binary_search_by(|u| u.name.as_ref().cmp(name))

@@ -18,15 +18,16 @@ pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// A routing-header problem, answered with HTTP 400 and this JSON-RPC code.
+/// A request that breaks its era's rules (routing headers, batches): HTTP 400 with this JSON-RPC
+/// code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderError {
+pub struct Violation {
     pub code: i32,
     pub message: String,
 }
 
-fn mismatch(message: String) -> HeaderError {
-    HeaderError {
+fn mismatch(message: String) -> Violation {
+    Violation {
         code: jsonrpc::HEADER_MISMATCH,
         message,
     }
@@ -54,7 +55,7 @@ pub fn decode_value(raw: &[u8]) -> Result<String, String> {
 }
 
 /// The single value of a routing header: `Ok(None)` when absent, an error when repeated.
-fn single(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, HeaderError> {
+fn single(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Violation> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -73,11 +74,11 @@ fn single(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Head
 ///   (case-sensitive); `Mcp-Name` equals the tool/prompt name or resource URI where the method has
 ///   one, and is absent where it has none. Duplicates are rejected.
 /// - Legacy: a header naming a modern version over a body without `_meta` is -32602.
-pub fn validate(headers: &HeaderMap, msg: &Message) -> Result<(), HeaderError> {
+pub fn validate(headers: &HeaderMap, msg: &Message) -> Result<(), Violation> {
     let version = single(headers, &MCP_PROTOCOL_VERSION)?;
     if msg.era == Era::Legacy {
         return match version {
-            Some(v) if is_modern_version(&v) => Err(HeaderError {
+            Some(v) if is_modern_version(&v) => Err(Violation {
                 code: jsonrpc::INVALID_PARAMS,
                 message: format!(
                     "MCP-Protocol-Version {v} requires `params._meta[\"io.modelcontextprotocol/protocolVersion\"]` in the body"

@@ -3,6 +3,7 @@
 //! - [`envelope`]: parse a POST body once into [`Message`]s (era, method, id, target, arguments).
 //! - [`headers`]: the 2026-07-28 routing headers and their validation against the body.
 //! - [`jsonrpc`]: JSON-RPC error codes and error bodies.
+//! - [`rules`]: the era rules a POST must follow (batches, routing headers against the body).
 //! - [`sse`]: splitting a `text/event-stream` into raw events without changing a byte.
 //! - [`uri`]: resource URIs in the one normal form policies judge them in.
 //!
@@ -11,6 +12,7 @@
 pub mod envelope;
 pub mod headers;
 pub mod jsonrpc;
+pub mod rules;
 pub mod sse;
 pub mod uri;
 

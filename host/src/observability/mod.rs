@@ -30,7 +30,7 @@ use prometheus::Registry;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Era, Message, ParsedBody};
 use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
 use crate::session::Sessions;
@@ -140,6 +140,30 @@ impl Observability {
     pub fn tool_catalog(&self, route: &str) -> Option<Arc<dyn Stage>> {
         let m = self.metrics.as_ref()?.route(route).clone();
         Some(Arc::new(ToolCatalog(m)))
+    }
+
+    /// The span of one upstream exchange, a child of the request's `parent`, with its
+    /// `traceparent` written into the outgoing `headers`; none when spans are not exported.
+    pub fn upstream_span(
+        &self,
+        parent: &tracing::Span,
+        upstream: &crate::config::Upstream,
+        headers: &mut http::HeaderMap,
+    ) -> tracing::Span {
+        if !self.export {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            parent: parent,
+            "mcp.upstream",
+            otel.name = "mcp.upstream",
+            otel.kind = "client",
+            server = %upstream.name,
+            // The host only: a URL's path or query may carry a credential.
+            server.address = upstream.url.host().unwrap_or_default(),
+        );
+        trace::inject(&span, headers);
+        span
     }
 
     /// The request's span (when spans are on), child of the client's trace when exporting.
@@ -411,9 +435,9 @@ impl Summary {
     }
 
     /// A stage answered locally.
-    pub fn responded(&mut self, stage: Option<String>) {
+    pub fn responded(&mut self, stage: Option<StageKind>) {
         self.decision = Decision::Responded;
-        self.stage = stage;
+        self.stage = stage.as_ref().map(StageKind::label);
     }
 
     /// The request failed or was refused with `e`.
@@ -429,15 +453,15 @@ impl Summary {
                 code: crate::mcp::jsonrpc::STATE_UNAVAILABLE,
                 ..
             } => {
-                self.stage = Some(stage.clone());
+                self.stage = Some(stage.label());
                 Decision::StateUnavailable
             }
             GatewayError::Rejected { stage, data, .. } => {
-                self.stage = Some(stage.clone());
-                match stage.as_str() {
-                    "auth" => Decision::AuthFailed,
-                    "rate_limit" => Decision::RateLimited,
-                    "policy" => {
+                self.stage = Some(stage.label());
+                match stage {
+                    StageKind::Auth => Decision::AuthFailed,
+                    StageKind::RateLimit => Decision::RateLimited,
+                    StageKind::Policy => {
                         self.rule = data
                             .as_ref()
                             .and_then(|d| d.get("rule"))
@@ -445,8 +469,8 @@ impl Summary {
                             .map(str::to_string);
                         Decision::Denied
                     }
-                    s if s.starts_with("plugin:") => Decision::PluginRejected,
-                    _ => Decision::Error,
+                    StageKind::Plugin(_) => Decision::PluginRejected,
+                    StageKind::Other(_) => Decision::Error,
                 }
             }
             GatewayError::SessionNotFound => {

@@ -11,8 +11,9 @@ use wasmtime::component::Component;
 use super::engine::Runtime;
 use super::host_api::{CustomMetrics, Shared};
 use super::instance::{FailureKind, Loaded};
-use super::{CONTRACT_VERSION, PluginDeps, PluginStage};
+use super::{CONTRACT_VERSION, PluginStage};
 use crate::config::{Config, ConfigError, PluginSpec};
+use crate::deps::Deps;
 
 /// WASI interfaces a plugin may import without a grant: streams for its own stderr (panic
 /// messages), clocks and randomness. No filesystem or sockets are ever provided.
@@ -44,7 +45,7 @@ const WASI_ALLOWED: [&str; 18] = [
 /// Loads every plugin of `config` (not empty) on one new runtime; every error is kept.
 pub(super) async fn load_all(
     config: &Config,
-    deps: &PluginDeps,
+    deps: &Deps,
 ) -> Result<HashMap<Arc<str>, Arc<PluginStage>>, Vec<ConfigError>> {
     let max_memory = config.plugins.iter().map(|p| p.max_memory).max();
     let runtime = Runtime::new(
@@ -60,8 +61,7 @@ pub(super) async fn load_all(
         }]
     })?;
     let metrics = Arc::new(CustomMetrics::new(deps.registry.clone()));
-    // The gateway's own credential headers are as hidden as Authorization.
-    let hidden: Vec<_> = config.auth.iter().map(|a| a.credential_header()).collect();
+    let hidden = config.credential_headers();
     let mut stages = HashMap::new();
     let mut errors = Vec::new();
     for spec in &config.plugins {
@@ -85,7 +85,7 @@ impl Runtime {
     async fn load(
         self: &Arc<Self>,
         spec: &PluginSpec,
-        deps: &PluginDeps,
+        deps: &Deps,
         metrics: &Arc<CustomMetrics>,
     ) -> Result<PluginStage, ConfigError> {
         let at = |key: &str, line: Option<usize>, message: String| ConfigError {

@@ -35,15 +35,11 @@ mod stage;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use prometheus::Registry;
-
 #[cfg(not(feature = "plugins"))]
 use crate::config::ConfigError;
-use crate::config::StateBackend;
 use crate::config::{Config, ConfigErrors};
+use crate::deps::Deps;
 use crate::pipeline::Stage;
-use crate::proxy::UpstreamClient;
-use crate::redis::Redis;
 #[cfg(feature = "plugins")]
 pub use host_api::CustomMetrics;
 #[cfg(feature = "plugins")]
@@ -57,70 +53,13 @@ pub type BoxFuture<'a, T> = crate::pipeline::BoxFuture<'a, T>;
 /// The contract version this gateway implements (`package mcpgate:plugin@…`).
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
-/// What the gateway lends the plugins: the HTTP client for callouts, the store behind `kv`, the
-/// registry their metrics go to, and the process's Redis connection (when `redis:` is
-/// configured; the gateway's rate limiter shares it).
-#[derive(Clone)]
-pub struct PluginDeps {
-    pub client: UpstreamClient,
-    pub kv: Arc<dyn KvStore>,
-    pub registry: Registry,
-    pub redis: Option<Redis>,
-}
-
-impl Default for PluginDeps {
-    fn default() -> Self {
-        PluginDeps {
-            client: UpstreamClient::new(),
-            kv: Arc::new(MemoryKv::default()),
-            registry: Registry::new(),
-            redis: None,
-        }
-    }
-}
-
-impl PluginDeps {
-    /// What `mcpgate start` lends: the `kv` store `plugin_runtime.kv` names, and one Redis
-    /// connection for everything `redis:` serves. Must run inside a tokio runtime (the
-    /// connection is made on first use).
-    pub fn for_config(config: &Config) -> Result<PluginDeps, String> {
-        let registry = Registry::new();
-        let redis = config
-            .redis
-            .as_ref()
-            .map(|r| Redis::new(r, &registry))
-            .transpose()?;
-        let kv_config = &config.plugin_runtime.kv;
-        let kv: Arc<dyn KvStore> = match (&redis, kv_config.backend) {
-            (Some(redis), StateBackend::Redis) => Arc::new(kv::redis::RedisKv::new(
-                redis.clone(),
-                kv_config.on_redis_error,
-            )),
-            (None, StateBackend::Redis) => {
-                return Err("plugin_runtime.kv.backend: redis needs the `redis:` section".into());
-            }
-            (_, StateBackend::Memory) => {
-                Arc::new(MemoryKv::new(kv_config.max_entries, kv_config.max_bytes))
-            }
-        };
-        Ok(PluginDeps {
-            client: UpstreamClient::new(),
-            kv,
-            registry,
-            redis,
-        })
-    }
-}
-
 /// The loaded plugins of one config, by name.
 #[derive(Default)]
 pub struct Plugins {
     #[cfg(feature = "plugins")]
     stages: HashMap<Arc<str>, Arc<PluginStage>>,
-    /// The registry their series went to (`PluginDeps::registry`): the gateway's `/metrics`.
-    registry: Registry,
-    /// `PluginDeps::redis`, handed on to the gateway's stages.
-    redis: Option<Redis>,
+    /// What they were loaded with; the gateway builds its stages from the same resources.
+    deps: Deps,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -135,7 +74,7 @@ impl std::fmt::Debug for Plugins {
 impl Plugins {
     /// Loads every plugin of `config`: compiles, checks imports against grants, and runs `init`
     /// with its config. All problems are reported together, each at its key's line.
-    pub async fn load(config: &Config, deps: PluginDeps) -> Result<Plugins, ConfigErrors> {
+    pub async fn load(config: &Config, deps: Deps) -> Result<Plugins, ConfigErrors> {
         let fail = |errors| ConfigErrors {
             source: "plugins".into(),
             errors,
@@ -152,9 +91,17 @@ impl Plugins {
         Ok(Plugins {
             #[cfg(feature = "plugins")]
             stages,
-            registry: deps.registry,
-            redis: deps.redis,
+            deps,
         })
+    }
+
+    /// No plugins, and the resources a gateway without them is built from.
+    pub fn none(deps: Deps) -> Plugins {
+        Plugins {
+            #[cfg(feature = "plugins")]
+            stages: HashMap::new(),
+            deps,
+        }
     }
 
     /// The stage a `plugins:` entry loaded as, the way a pipeline holds it.
@@ -175,14 +122,9 @@ impl Plugins {
         self.stages.get(name)
     }
 
-    /// The registry the plugins' series are in; the gateway adds its own and serves it.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// The Redis connection the plugins were loaded with (`PluginDeps::redis`).
-    pub fn redis(&self) -> Option<&Redis> {
-        self.redis.as_ref()
+    /// The shared resources the plugins were loaded with (their metrics are in its registry).
+    pub fn deps(&self) -> &Deps {
+        &self.deps
     }
 }
 

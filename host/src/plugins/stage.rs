@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::engine::bindings::mcpgate::plugin::types as wit;
 use super::instance::{Failure, FailureKind, Loaded};
 use crate::config::OnError;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Era, Message, jsonrpc};
 use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
 
@@ -144,7 +144,7 @@ impl PluginStage {
     fn over_budget(&self) -> GatewayError {
         let budget = self.loaded.runtime.request_budget.as_millis();
         GatewayError::Rejected {
-            stage: self.label.clone(),
+            stage: self.kind(),
             status: StatusCode::BAD_REQUEST,
             code: jsonrpc::REJECTED,
             message: format!(
@@ -180,7 +180,7 @@ impl PluginStage {
             "plugin failed"
         );
         (!open).then(|| GatewayError::Rejected {
-            stage: self.label.clone(),
+            stage: self.kind(),
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: jsonrpc::PLUGIN_FAILED,
             message: format!("plugin `{}` failed ({})", self.name(), f.kind.as_str()),
@@ -264,7 +264,7 @@ impl PluginStage {
             .map(|d| serde_json::from_str(&d).map_err(|e| format!("error `data` is not JSON: {e}")))
             .transpose()?;
         Ok(GatewayError::Rejected {
-            stage: self.label.clone(),
+            stage: self.kind(),
             status,
             code: r.error.code,
             message: r.error.message,
@@ -303,6 +303,10 @@ impl PluginStage {
 impl Stage for PluginStage {
     fn name(&self) -> &str {
         &self.label
+    }
+
+    fn kind(&self) -> StageKind {
+        StageKind::Plugin(self.loaded.spec.name.clone())
     }
 
     fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {

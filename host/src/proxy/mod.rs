@@ -7,7 +7,7 @@
 pub mod relay;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -20,9 +20,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
+use crate::config::Upstream;
 use crate::error::GatewayError;
 use crate::mcp::headers::MCP_SESSION_ID;
-use crate::pipeline::RequestContext;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -95,18 +95,19 @@ impl UpstreamClient {
             .build(https)
     }
 
-    /// Sends the request and waits for the response to begin, bounded by the route's timeout.
-    /// Only the wait for headers is bounded here: a tool may stream for as long as it keeps
-    /// talking (the relay bounds silence with the idle timeout instead).
+    /// Sends the request to `upstream` and waits for the response to begin, bounded by the
+    /// route's timeout; `waited` is set to how long that took. Only the wait for headers is
+    /// bounded here: a tool may stream for as long as it keeps talking (the relay bounds silence
+    /// with the idle timeout instead).
     pub async fn send(
         &self,
-        cx: &mut RequestContext,
+        upstream: &Upstream,
         request: Request<Full<Bytes>>,
+        waited: &mut Option<Duration>,
     ) -> Result<http::Response<Incoming>, GatewayError> {
-        let upstream = &cx.upstream;
         let started = Instant::now();
         let result = tokio::time::timeout(upstream.timeout, self.request(request)).await;
-        cx.timings.upstream_headers = Some(started.elapsed());
+        *waited = Some(started.elapsed());
         match result {
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 upstream: upstream.name.to_string(),
@@ -280,8 +281,20 @@ impl Peer {
     }
 }
 
-/// Builds the upstream request from the client's headers (`headers`: `cx.headers` or its copy)
-/// and the context: the rules every forwarded request follows.
+/// What the client's request contributes to the upstream request [`upstream_request`] builds.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub method: http::Method,
+    /// The gateway's request id (`X-Request-Id`).
+    pub request_id: &'a str,
+    /// The upstream's own session id, in place of the client's sealed one.
+    pub upstream_session: Option<&'a str>,
+    /// The client's headers (moved, or copied when response hooks still read them).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Builds the request `upstream` receives: the rules every forwarded request follows.
 ///
 /// - the URL is the upstream's as configured: the client's query string is dropped;
 /// - `Host` becomes the upstream's authority (SDK servers check it against DNS rebinding);
@@ -295,16 +308,22 @@ impl Peer {
 /// - everything else (`Accept`, `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`,
 ///   `Mcp-Param-*`, `Last-Event-ID`, `Content-Type`, `traceparent`) passes untouched.
 pub fn upstream_request(
-    cx: &RequestContext,
-    mut headers: HeaderMap,
+    upstream: &Upstream,
+    outgoing: Outgoing<'_>,
     peer: &Peer,
     strip: &[HeaderName],
-    body: Bytes,
 ) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let Outgoing {
+        method,
+        request_id,
+        upstream_session,
+        mut headers,
+        body,
+    } = outgoing;
     // The configured URL exactly: its query may carry the gateway's credentials or a tenant,
     // which a client must not add to or override (`?tenant=t2`). MCP has no use for a client's
     // query string on the endpoint, so it is dropped.
-    let base = &cx.upstream.url;
+    let base = &upstream.url;
     let uri = base.clone();
 
     let original_host = headers.get(header::HOST).cloned();
@@ -322,9 +341,8 @@ pub fn upstream_request(
         headers.remove(name);
     }
     headers.remove(&MCP_SESSION_ID);
-    if let Some(session) = &cx.session {
-        let value = HeaderValue::from_str(&session.upstream_session)
-            .map_err(|_| GatewayError::SessionNotFound)?;
+    if let Some(session) = upstream_session {
+        let value = HeaderValue::from_str(session).map_err(|_| GatewayError::SessionNotFound)?;
         headers.insert(MCP_SESSION_ID, value);
     }
     if let Some(authority) = base.authority() {
@@ -334,7 +352,7 @@ pub fn upstream_request(
                 .map_err(|e| GatewayError::Internal(e.to_string()))?,
         );
     }
-    if let Some((name, value)) = &cx.upstream.credential {
+    if let Some((name, value)) = &upstream.credential {
         headers.insert(name.clone(), value.clone());
     }
 
@@ -370,12 +388,12 @@ pub fn upstream_request(
     {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    if let Ok(id) = HeaderValue::from_str(&cx.request_id) {
+    if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID, id);
     }
 
     let mut request = Request::builder()
-        .method(cx.http_method.clone())
+        .method(method)
         .uri(uri)
         .body(Full::new(body))
         .map_err(|e| GatewayError::Internal(e.to_string()))?;

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::RwLock;
 use tokio::time::Instant;
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, StageKind};
 use crate::mcp::jsonrpc;
 use crate::pipeline::{BoxFuture, Caller, RequestContext, Stage, Verdict};
 use crate::proxy::UpstreamClient;
@@ -556,7 +556,7 @@ impl Auth {
         let challenge = HeaderValue::from_str(&challenge)
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
         GatewayError::Rejected {
-            stage: "auth".into(),
+            stage: StageKind::Auth,
             status,
             code,
             message,
@@ -586,6 +586,10 @@ fn bearer_challenge(metadata: &str, scopes: &[String], error: Option<(&str, &str
 impl Stage for Auth {
     fn name(&self) -> &str {
         "auth"
+    }
+
+    fn kind(&self) -> StageKind {
+        StageKind::Auth
     }
 
     fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {

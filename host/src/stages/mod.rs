@@ -21,8 +21,6 @@ use crate::redis::Redis;
 /// The stages built from one config, shared by every route that lists them.
 pub struct Built {
     pub pipelines: HashMap<Arc<str>, Pipeline>,
-    /// Headers the gateway consumes itself and never forwards (the API-key header).
-    pub strip_headers: Vec<http::HeaderName>,
     /// The in-memory buckets, swept periodically by the server.
     pub buckets: Option<Arc<ratelimit::MemoryBackend>>,
 }
@@ -88,10 +86,5 @@ pub fn build(
             )
         })
         .collect();
-    let strip_headers = config.auth.iter().map(|a| a.credential_header()).collect();
-    Built {
-        pipelines,
-        strip_headers,
-        buckets,
-    }
+    Built { pipelines, buckets }
 }

@@ -19,7 +19,7 @@
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Message, jsonrpc};
 use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
 
@@ -172,7 +172,7 @@ fn is_resource_method(method: &str) -> bool {
 /// A policy refusal: HTTP 200 with JSON-RPC error -32007, whose message SDK clients show.
 fn denied(message: String, rule: Option<String>, reason: Option<String>) -> GatewayError {
     GatewayError::Rejected {
-        stage: "policy".into(),
+        stage: StageKind::Policy,
         status: StatusCode::OK,
         code: jsonrpc::POLICY_DENIED,
         message,
@@ -184,6 +184,10 @@ fn denied(message: String, rule: Option<String>, reason: Option<String>) -> Gate
 impl Stage for Policy {
     fn name(&self) -> &str {
         "policy"
+    }
+
+    fn kind(&self) -> StageKind {
+        StageKind::Policy
     }
 
     fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {

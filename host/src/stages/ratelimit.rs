@@ -25,7 +25,7 @@ use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use crate::config::{OnError, StateBackend};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, StageKind};
 use crate::mcp::jsonrpc;
 use crate::pipeline::{BoxFuture, RequestContext, Stage, Verdict};
 
@@ -518,6 +518,10 @@ impl Stage for RateLimit {
         "rate_limit"
     }
 
+    fn kind(&self) -> StageKind {
+        StageKind::RateLimit
+    }
+
     fn on_request<'a>(&'a self, cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             // Requests are charged; GET, DELETE, notifications and the client's responses only
@@ -557,7 +561,7 @@ impl Stage for RateLimit {
                     set_headers(cx, &snapshot);
                     let retry = secs_ceil(retry_after).max(1);
                     Verdict::Reject(GatewayError::Rejected {
-                        stage: "rate_limit".into(),
+                        stage: StageKind::RateLimit,
                         status: StatusCode::TOO_MANY_REQUESTS,
                         code: jsonrpc::RATE_LIMITED,
                         message: format!("rate limit exceeded ({level} limit); retry in {retry}s"),
@@ -569,7 +573,7 @@ impl Stage for RateLimit {
                 Err(_) if self.config.on_redis_error == OnError::FailOpen => Verdict::Continue,
                 // The client learns that, not where the store is or why (logged in crate::redis).
                 Err(_) => Verdict::Reject(GatewayError::Rejected {
-                    stage: "rate_limit".into(),
+                    stage: StageKind::RateLimit,
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     code: jsonrpc::STATE_UNAVAILABLE,
                     message: "rate limit store unavailable; retry shortly".into(),

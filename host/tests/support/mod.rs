@@ -257,7 +257,7 @@ pub fn plugin_dir() -> String {
 pub async fn load_plugins(
     config: &Config,
 ) -> Result<mcpgate::plugins::Plugins, mcpgate::config::ConfigErrors> {
-    mcpgate::plugins::Plugins::load(config, mcpgate::plugins::PluginDeps::default()).await
+    mcpgate::plugins::Plugins::load(config, mcpgate::deps::Deps::for_config(config).unwrap()).await
 }
 
 /// A gateway with plugins: `yaml` may use `{plugins}` for the plugin folder.

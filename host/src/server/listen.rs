@@ -1,0 +1,329 @@
+//! Listening and serving: the accept loops, connection limits, the drain, and [`dispatch`], the
+//! one entry every request passes.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::Gateway;
+use crate::error::GatewayError;
+use crate::mcp::jsonrpc;
+use crate::proxy::relay::BoxError;
+use crate::proxy::{Peer, UpstreamClient};
+
+/// Serves on an already-bound listener until `shutdown` resolves, then drains: stops accepting,
+/// ends GET streams (clients resume elsewhere), lets in-flight requests finish for up to
+/// `server.shutdown_timeout`. Runs on the caller's runtime (tests, embedders); `mcpgate start`
+/// uses [`run_workers`].
+///
+/// Connections are served by hyper directly: the MCP route (`/servers/<name>/mcp`) is matched
+/// here and handled without the router's extractor chain (the hot path); every other path
+/// (health, readiness, metrics, OAuth metadata, 404s) goes to the other routes.
+pub async fn run(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let reaper = spawn_reaper(&gateway);
+    let shutdown = async {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+    };
+    serve(listener, gateway, shutdown).await;
+    reaper.abort();
+    Ok(())
+}
+
+/// [`run`] on `workers` threads (`server.workers`), each with a single-threaded runtime of its
+/// own and its own upstream connection pool, all accepting on the same listener. A connection
+/// stays on the thread that accepted it, so the request path never wakes another thread (the
+/// work-stealing runtime woke a sibling worker on every request: a futex and two context
+/// switches, measured in BENCHMARKS.md). The caller's runtime keeps the background work
+/// (session and bucket sweeps, signals, exporters).
+///
+/// Returns when every worker has drained; a worker that cannot start stops the others and is
+/// the error returned.
+pub async fn run_workers(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    workers: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let _control = crate::observability::metrics::track_runtime();
+    let stop = CancellationToken::new();
+    let mut threads = Vec::with_capacity(workers);
+    let mut failed = None;
+    for i in 0..workers.max(1) {
+        let spawned = listener.try_clone().and_then(|listener| {
+            let gateway = gateway.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("mcpgate-worker-{i}"))
+                .spawn(move || worker(listener, gateway, stop))
+        });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(listener);
+    let reaper = spawn_reaper(&gateway);
+    if failed.is_none() {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.cancelled() => {}
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+    }
+    stop.cancel();
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a worker thread panicked")))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    reaper.abort();
+    match failed {
+        Some(e) => Err(e),
+        None => joined.into_iter().collect(),
+    }
+}
+
+/// One serving thread of [`run_workers`]: serves until `stop`, and stops the others if it ends
+/// first (it could not start, or it panicked).
+fn worker(
+    listener: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let _stop_others = stop.clone().drop_guard();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    UpstreamClient::use_thread_pool();
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        serve(listener, gateway, stop.cancelled_owned()).await;
+        Ok(())
+    })
+}
+
+/// Reaps idle session bookkeeping and rate-limit buckets in the background.
+fn spawn_reaper(gateway: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    let gw = gateway.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            gw.sessions.reap();
+            if let Some(b) = &gw.buckets {
+                b.sweep();
+            }
+        }
+    })
+}
+
+/// The accept loop of [`run`] and of each worker of [`run_workers`], then the drain.
+async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let _tracked = crate::observability::metrics::track_runtime();
+    let app = super::routes::routes(gateway.clone());
+    let server = &gateway.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // With a timer, hyper bounds the wait for a request head (which also ends idle keep-alive
+    // connections); HTTP/2 peers are pinged and dropped when they stop answering.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let graceful = GracefulShutdown::new();
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = gateway.connections.admit() else {
+            let connections = gateway.connections.clone();
+            tokio::spawn(async move { connections.refuse(tcp).await });
+            continue;
+        };
+        // TCP_NODELAY on every client connection: SSE events and small JSON answers are written
+        // as they come, and with Nagle each would wait for the client's delayed ACK (~40 ms).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+        let tcp = crate::conn::StallGuard::new(
+            tcp,
+            gateway.connections.write_timeout,
+            server.header_timeout,
+        );
+        let gw = gateway.clone();
+        let app = app.clone();
+        let peer = Peer::new(peer, &gateway.config.server.trusted_proxies);
+        let service =
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                dispatch(gw.clone(), app.clone(), peer.clone(), request)
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let connections = gateway.connections.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                if let Some(why) = crate::conn::closed_by(e.as_ref()) {
+                    connections.closed(why);
+                }
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    gateway.draining.store(true, Ordering::Relaxed);
+    gateway.shutdown.cancel();
+    drop(listener);
+    if tokio::time::timeout(gateway.config.server.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+/// One request: the MCP route to its exchange, everything else to `others` (the other routes).
+/// The same for [`super::run`]'s connections and for [`super::router`]'s embedders.
+pub(super) async fn dispatch<B>(
+    gw: Arc<Gateway>,
+    others: Router,
+    peer: Peer,
+    mut request: http::Request<B>,
+) -> Result<Response, std::convert::Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    // HTTP/2 carries the authority in `:authority`, not `Host`: one place to read it from.
+    if !request.headers().contains_key(header::HOST)
+        && let Some(authority) = request.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    if let Some(host) = request.headers().get(header::HOST)
+        && !host.to_str().is_ok_and(crate::stages::auth::is_authority)
+    {
+        return Ok(GatewayError::bad_request(
+            jsonrpc::INVALID_REQUEST,
+            "the Host header is not an authority (host[:port])",
+        )
+        .into_response(None));
+    }
+    match mcp_route_name(request.uri().path()) {
+        Some(name) => {
+            let name = name.into_owned();
+            Ok(super::exchange::serve_mcp(gw, &name, peer, request).await)
+        }
+        None => {
+            use tower::ServiceExt as _;
+            // What `into_make_service_with_connect_info` adds, for handlers that extract it.
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer.addr));
+            others.oneshot(request.map(axum::body::Body::new)).await
+        }
+    }
+}
+
+/// `/servers/<name>/mcp` → `name`, percent-decoded (`%61lpha` is `alpha`); `None` for any other
+/// path, or a name that does not decode to UTF-8 text without `/`. The name may be empty (no
+/// server has that name: an unknown server's 404).
+fn mcp_route_name(path: &str) -> Option<Cow<'_, str>> {
+    let name = path.strip_prefix("/servers/")?.strip_suffix("/mcp")?;
+    if name.contains('/') {
+        return None;
+    }
+    if !name.contains('%') {
+        return Some(Cow::Borrowed(name));
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (!name.contains('/')).then_some(Cow::Owned(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mcp_route_name;
+
+    #[test]
+    fn mcp_route_names_are_percent_decoded() {
+        assert_eq!(
+            mcp_route_name("/servers/alpha/mcp").as_deref(),
+            Some("alpha")
+        );
+        assert_eq!(
+            mcp_route_name("/servers/%61lpha/mcp").as_deref(),
+            Some("alpha")
+        );
+        assert_eq!(mcp_route_name("/servers/a%2Fb/mcp"), None);
+        assert_eq!(mcp_route_name("/servers/a/b/mcp"), None);
+        // An empty name is a route to no server (an unknown server's 404, not the fallback's).
+        assert_eq!(mcp_route_name("/servers//mcp").as_deref(), Some(""));
+        assert_eq!(mcp_route_name("/servers/%zz/mcp"), None);
+        assert_eq!(mcp_route_name("/servers/%ff/mcp"), None);
+        assert_eq!(mcp_route_name("/servers/x%4/mcp"), None);
+        assert_eq!(mcp_route_name("/servers/alpha/mcp/"), None);
+        assert_eq!(mcp_route_name("/healthz"), None);
+    }
+}
