@@ -61,6 +61,12 @@
 //! `on_error: fail_open`). There is no filesystem, network, environment or clock beyond what the
 //! gateway grants: [`log`] always; [`kv`], [`metrics`] and [`callout`] only where the YAML lists
 //! them under `grants:`.
+//!
+//! ## Testing
+//!
+//! [`testing`] builds requests and responses natively and gives the capabilities an in-memory
+//! host, so `on_request` and `on_response` are unit-tested with plain `cargo test` (the template
+//! in `plugins/template/` shows how).
 
 use std::any::Any;
 use std::cell::{OnceCell, RefCell};
@@ -85,6 +91,9 @@ use bindings::exports::mcpgate::plugin::hooks as wit_hooks;
 use bindings::mcpgate::plugin::types as wit;
 
 pub use wit::Era;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 /// The plugin contract version this SDK targets (the WIT package version).
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -139,6 +148,7 @@ impl Registration {
 }
 
 /// One JSON-RPC request (or notification) on its way to the upstream.
+#[derive(Debug)]
 pub struct Request {
     raw: wit::Request,
     arguments: OnceCell<Option<Value>>,
@@ -406,6 +416,7 @@ impl Action {
 }
 
 /// The response to a request the plugin registered for.
+#[derive(Debug)]
 pub struct Response {
     request: Request,
     http_status: u16,
@@ -415,6 +426,16 @@ pub struct Response {
 }
 
 impl Response {
+    fn new(request: Request, http_status: u16, streamed: bool, message: String) -> Self {
+        Response {
+            request,
+            http_status,
+            streamed,
+            message,
+            parsed: OnceCell::new(),
+        }
+    }
+
     /// The request this answers (as the upstream received it).
     pub fn request(&self) -> &Request {
         &self.request
@@ -471,8 +492,13 @@ impl ResponseAction {
 }
 
 /// Log lines, attributed by the gateway to the plugin and the request. Always available.
+/// (Outside WebAssembly, in unit tests, they go to [`testing::logs`].)
 pub mod log {
-    use crate::bindings::mcpgate::plugin::log::{Level, log};
+    use crate::bindings::mcpgate::plugin::log::Level;
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::mcpgate::plugin::log::log;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::host::log;
 
     pub fn debug(message: impl AsRef<str>) {
         log(Level::Debug, message.as_ref());
@@ -490,9 +516,13 @@ pub mod log {
 
 /// The plugin's key/value store (capability `kv`: list it under the plugin's `grants:`).
 /// Shared by all instances and requests of the plugin; other plugins cannot see it.
+/// (Outside WebAssembly, in unit tests, an in-memory store: [`testing::kv_value`].)
 pub mod kv {
     use super::Duration;
+    #[cfg(target_arch = "wasm32")]
     use crate::bindings::mcpgate::plugin::kv as raw;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::host::kv as raw;
 
     pub use raw::Error;
 
@@ -518,9 +548,13 @@ pub mod kv {
     }
 }
 
-/// Prometheus series owned by the plugin (capability `metrics`).
+/// Prometheus series owned by the plugin (capability `metrics`). (Outside WebAssembly, in unit
+/// tests: [`testing::counter`], [`testing::observations`].)
 pub mod metrics {
+    #[cfg(target_arch = "wasm32")]
     use crate::bindings::mcpgate::plugin::metrics as raw;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::host::metrics as raw;
 
     fn owned(labels: &[(&str, &str)]) -> Vec<(String, String)> {
         labels
@@ -541,9 +575,13 @@ pub mod metrics {
 }
 
 /// HTTP requests to the targets named under the plugin's `grants.callout` (capability `callout`).
+/// (Outside WebAssembly, in unit tests: answered by [`testing::on_callout`].)
 pub mod callout {
     use super::Duration;
+    #[cfg(target_arch = "wasm32")]
     use crate::bindings::mcpgate::plugin::callout as raw;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::host::callout as raw;
 
     pub use raw::{Error, Response};
 
@@ -645,13 +683,12 @@ pub mod __private {
     }
 
     pub fn on_response<P: Plugin>(resp: WitResponse) -> WitResponseAction {
-        let resp = Response {
-            request: Request::new(resp.request),
-            http_status: resp.http_status,
-            streamed: resp.streamed,
-            message: resp.message,
-            parsed: OnceCell::new(),
-        };
+        let resp = Response::new(
+            Request::new(resp.request),
+            resp.http_status,
+            resp.streamed,
+            resp.message,
+        );
         with_plugin::<P, _>(|p| p.on_response(&resp)).into_wit()
     }
 }

@@ -381,4 +381,27 @@ mod tests {
             serde_json::from_value::<Config>(json!({"tools": {"t": {"argumnts": {}}}})).is_err()
         );
     }
+
+    // The hook itself, on the request view the gateway hands over.
+    #[test]
+    fn the_hook_refuses_bad_arguments_with_invalid_params() {
+        let g: ArgGuard = mcpgate_plugin_sdk::testing::init(json!({
+            "tools": {"t": {"required": ["x"], "arguments": {"x": {"type": "string"}}}}
+        }))
+        .unwrap();
+        let call = |arguments: Value| {
+            g.on_request(
+                &mcpgate_plugin_sdk::testing::request("tools/call")
+                    .tool("t")
+                    .arguments(arguments)
+                    .build(),
+            )
+        };
+        assert_eq!(call(json!({"x": "ok"})), Action::Continue);
+        let Action::Reject { http_status, error } = call(json!({"x": 7})) else {
+            panic!("a number where a string belongs is refused")
+        };
+        assert_eq!((http_status, error.code), (200, -32602));
+        assert!(matches!(call(json!({})), Action::Reject { .. }));
+    }
 }

@@ -159,6 +159,7 @@ export_plugin!(Quota);
 mod tests {
     use super::*;
     use mcpgate_plugin_sdk::Value;
+    use mcpgate_plugin_sdk::testing::{self, request};
 
     fn quota(c: Value) -> Result<Quota, String> {
         Quota::new(serde_json::from_value(c).unwrap())
@@ -198,5 +199,59 @@ mod tests {
                 .unwrap()
                 .contains("window_ms")
         );
+    }
+
+    // The hook itself, natively: `testing` keeps the kv counters and metrics in memory.
+    const HOUR_MS: u64 = 3_600_000;
+
+    fn call(q: &Quota, tool: &str, who: &str) -> Action {
+        q.on_request(&request("tools/call").tool(tool).caller(who).build())
+    }
+
+    #[test]
+    fn calls_past_the_limit_are_refused_per_client_and_counted() {
+        let q: Quota = testing::init(json!({
+            "limits": [{"tools": ["search_*"], "calls": 2}],
+            "window_ms": HOUR_MS,
+        }))
+        .unwrap();
+        assert_eq!(call(&q, "search_web", "alice"), Action::Continue);
+        assert_eq!(call(&q, "search_web", "alice"), Action::Continue);
+        let Action::Reject { http_status, error } = call(&q, "search_web", "alice") else {
+            panic!("the third call is over the quota")
+        };
+        assert_eq!((http_status, error.code), (429, -32005));
+        assert_eq!(error.data.unwrap()["used"], 2);
+        // Another client has its own quota; a tool no limit names is not counted.
+        assert_eq!(call(&q, "search_web", "bob"), Action::Continue);
+        assert_eq!(call(&q, "echo", "alice"), Action::Continue);
+        assert_eq!(
+            testing::counter("quota_rejections", &[("tools", "search_*")]),
+            1
+        );
+    }
+
+    #[test]
+    fn an_unreachable_store_lets_calls_through_or_refuses_them_as_configured() {
+        testing::kv_unavailable(true);
+        let limits = json!([{"tools": ["*"], "calls": 1}]);
+        let allow: Quota = testing::init(json!({"limits": limits})).unwrap();
+        assert_eq!(call(&allow, "t", "alice"), Action::Continue);
+        let deny: Quota = testing::init(json!({"limits": limits, "on_kv_error": "deny"})).unwrap();
+        let Action::Reject { http_status, .. } = call(&deny, "t", "alice") else {
+            panic!("on_kv_error: deny refuses")
+        };
+        assert_eq!(http_status, 503);
+        let logs = testing::logs();
+        assert_eq!(logs.len(), 2);
+        assert!(
+            logs.iter()
+                .all(|(level, line)| *level == testing::Level::Warn
+                    && line.contains("quota store unavailable"))
+        );
+        // Back up: counting resumes.
+        testing::kv_unavailable(false);
+        assert_eq!(call(&deny, "t", "alice"), Action::Continue);
+        assert!(matches!(call(&deny, "t", "alice"), Action::Reject { .. }));
     }
 }

@@ -316,6 +316,7 @@ export_plugin!(Redact);
 mod tests {
     use super::*;
     use mcpgate_plugin_sdk::json;
+    use mcpgate_plugin_sdk::testing::{self, request};
 
     fn plugin(config: Value) -> Redact {
         Redact::new(serde_json::from_value(config).unwrap()).unwrap()
@@ -393,5 +394,50 @@ mod tests {
             bad(json!({"custom": [{"name": "x", "pattern": "("}]})).contains("custom detector `x`")
         );
         assert!(bad(json!({"arguments": false, "results": false})).contains("nothing to do"));
+    }
+
+    // The hooks themselves, natively, on the views the gateway hands over.
+    #[test]
+    fn hooks_redact_arguments_going_out_and_results_coming_back() {
+        let r: Redact = testing::init(json!({"tools": ["send_*"]})).unwrap();
+        let call = request("tools/call")
+            .tool("send_mail")
+            .arguments(json!({"to": "bob@example.com", "n": 1}))
+            .build();
+        assert_eq!(
+            r.on_request(&call),
+            Action::rewrite_arguments(json!({"to": "[REDACTED:email]", "n": 1}))
+        );
+        let answer = testing::response(
+            &call,
+            json!({"content": [{"type": "text", "text": "sent to bob@example.com"}]}),
+        );
+        assert_eq!(
+            r.on_response(&answer),
+            ResponseAction::ReplaceResult(
+                json!({"content": [{"type": "text", "text": "sent to [REDACTED:email]"}]})
+            )
+        );
+        // Errors and other tools pass untouched.
+        let failed = testing::error_response(&call, -32000, "no route to bob@example.com");
+        assert_eq!(r.on_response(&failed), ResponseAction::Continue);
+        let other = request("tools/call")
+            .tool("echo")
+            .arguments(json!({"text": "bob@example.com"}))
+            .build();
+        assert_eq!(r.on_request(&other), Action::Continue);
+        assert_eq!(
+            testing::logs(),
+            vec![
+                (
+                    testing::Level::Info,
+                    "redacted 1 value(s) in the arguments of `send_mail`".to_string()
+                ),
+                (
+                    testing::Level::Info,
+                    "redacted 1 value(s) in the result of `send_mail`".to_string()
+                ),
+            ]
+        );
     }
 }

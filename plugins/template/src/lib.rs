@@ -52,3 +52,34 @@ impl Plugin for Template {
 }
 
 export_plugin!(Template);
+
+// Unit tests run natively with `cargo test`: `testing` builds the requests the gateway would
+// hand over and keeps what the plugin logs (and stores, and counts) in memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcpgate_plugin_sdk::json;
+    use mcpgate_plugin_sdk::testing::{self, Level, request};
+
+    #[test]
+    fn every_tool_call_goes_on_with_the_greeting() {
+        let plugin: Template = testing::init(json!({"greeting": "hello"})).unwrap();
+        let call = request("tools/call").tool("echo").caller("alice").build();
+        assert_eq!(
+            plugin.on_request(&call),
+            Action::Continue.set_header("x-greeting", "hello")
+        );
+        assert_eq!(
+            testing::logs(),
+            vec![(Level::Debug, r#"alice calls Some("echo")"#.to_string())]
+        );
+    }
+
+    #[test]
+    fn a_bad_config_is_refused_with_a_reason() {
+        let empty = testing::init::<Template>(json!({"greeting": ""}));
+        assert!(empty.err().unwrap().contains("must not be empty"));
+        let misspelt = testing::init::<Template>(json!({"greting": "hello"}));
+        assert!(misspelt.err().unwrap().contains("unknown field `greting`"));
+    }
+}
