@@ -56,7 +56,8 @@ def whoami(ctx: Context) -> str:
     """The request headers a gateway rewrites or injects, as JSON."""
     request = ctx.request_context.request
     headers = dict(request.headers) if request is not None else {}
-    keep = ("host", "authorization", "x-forwarded-for", "x-forwarded-host", "x-api-key", "mcp-session-id")
+    # x-greeting: what the plugin template (scripts/new-plugin.sh) adds to every tool call.
+    keep = ("host", "authorization", "x-forwarded-for", "x-forwarded-host", "x-api-key", "mcp-session-id", "x-greeting")
     return json.dumps({k: headers.get(k) for k in keep})
 
 

@@ -3,10 +3,23 @@
 # client lists and calls its tools through the gateway. Stays up until Ctrl-C so you can try the
 # printed curl line; `--once` exits after the client run (used by the test suite).
 #
-#   scripts/demo.sh [--once]          MCPGATE_PORT=8080 by default
+#   scripts/demo.sh [--once] [--config FILE]     MCPGATE_PORT=8080 by default
+#
+# --config FILE runs the gateway with another config built on config/demo.yaml (the upstream
+# `demo` at DEMO_UPSTREAM_URL), such as the one scripts/new-plugin.sh writes for a new plugin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-once=${1:-}
+once=
+config=config/demo.yaml
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --once) once=--once ;;
+    --config) config=${2:?--config needs a file}; shift ;;
+    *) echo "usage: scripts/demo.sh [--once] [--config FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -f "$config" ] || { echo "no such config: $config" >&2; exit 2; }
 port=${MCPGATE_PORT:-8080}
 [ "$once" = "--once" ] && port=0
 
@@ -37,7 +50,7 @@ wait_for "$log/server.out" '^PORT '
 upstream_port=$(sed -n 's/^PORT //p' "$log/server.out")
 
 DEMO_UPSTREAM_URL="http://127.0.0.1:$upstream_port/mcp" MCPGATE_PORT=$port \
-  target/debug/mcpgate start --config config/demo.yaml > "$log/gateway.out" 2>&1 &
+  target/debug/mcpgate start --config "$config" > "$log/gateway.out" 2>&1 &
 gw_pid=$!
 wait_for "$log/gateway.out" 'mcpgate listening on '
 base=$(sed -n 's/^mcpgate listening on //p' "$log/gateway.out")
@@ -61,6 +74,9 @@ async def main(url):
             print(f"   progress {p:.0f}/{total:.0f}")
         r = await c.call_tool("slow_count", {"steps": 3, "delay_ms": 200}, progress_callback=progress)
         print("   slow_count:", r.content[0].text)
+        import json
+        seen = json.loads((await c.call_tool("whoami", {})).content[0].text)
+        print("   whoami (headers the server got):", json.dumps({k: v for k, v in seen.items() if v}))
 
 asyncio.run(main(sys.argv[1]))
 PY

@@ -4,8 +4,9 @@
 #   scripts/new-plugin.sh NAME          a new member of the plugins/ workspace, plugins/NAME
 #   scripts/new-plugin.sh NAME DIR      a standalone crate in DIR (your own repository)
 #
-# Then: scripts/build-plugins.sh NAME (or, standalone: cargo build --target wasm32-wasip2
-# --release in DIR) and start the gateway with the config it prints.
+# It prints the two commands that follow: build the plugin, then run the demo (the example MCP
+# server behind mcpgate, a real MCP client calling through it) with the plugin in the pipeline,
+# from the config it writes next to the crate (NAME/mcpgate.yaml).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 name=${1:?usage: scripts/new-plugin.sh NAME [DIR]}
@@ -49,7 +50,8 @@ strip = true
 panic = "abort"
 TOML
   sed -n '/^\[target.wasm32-wasip2\]/,$p' "$repo/plugins/.cargo/config.toml" > "$dest/.cargo/config.toml"
-  wasm="$dest/target/wasm32-wasip2/release/$name.wasm"
+  # Where cargo puts it: CARGO_TARGET_DIR when set, as cargo itself reads it.
+  wasm="${CARGO_TARGET_DIR:-$dest/target}/wasm32-wasip2/release/$name.wasm"
   build="(cd $dest && cargo build --target wasm32-wasip2 --release)"
 else
   rmdir "$dest/.cargo"
@@ -61,10 +63,24 @@ else
   build="scripts/build-plugins.sh $name"
 fi
 
+# A gateway config to try it with: the demo's (config/demo.yaml), the plugin in the pipeline.
+sed -e '/^# /d' "$repo/config/demo.yaml" > "$dest/mcpgate.yaml"
+cat >> "$dest/mcpgate.yaml" <<YAML
+plugins:
+  $name:
+    file: $wasm
+    config: {greeting: hello}
+pipeline: [$name]
+YAML
+config=$dest/mcpgate.yaml
+[ $# -ge 2 ] || config=plugins/$name/mcpgate.yaml
+
 cat <<MSG
-Created $dest.
-Build it:   $build
-Use it: add to your gateway config, then mcpgate validate / mcpgate start:
+Created $dest (unit tests: cargo test, natively).
+Build it, then watch it answer a real MCP client's requests in the demo (from $repo):
+  \$ $build
+  \$ scripts/demo.sh --config $config
+To use it in your own gateway config:
 
 plugins:
   $name:

@@ -426,7 +426,10 @@ mod tests {
 
     #[test]
     fn the_in_memory_kv_keeps_the_gateway_s_rules() {
-        assert_eq!(kv::incr("n", 2, Some(Duration::from_secs(60))).ok(), Some(2));
+        assert_eq!(
+            kv::incr("n", 2, Some(Duration::from_secs(60))).ok(),
+            Some(2)
+        );
         assert_eq!(kv::incr("n", -5, None).ok(), Some(-3));
         kv::set("s", b"text", None).unwrap();
         assert!(matches!(kv::incr("s", 1, None), Err(kv::Error::Invalid(_))));
