@@ -761,17 +761,6 @@ impl Validator<'_> {
         path: &str,
         raw: RawUpstreamAuth,
     ) -> Option<(HeaderName, HeaderValue)> {
-        let from_env = |v: &mut Self, key: &str, var: Option<String>| -> Option<String> {
-            let key_path = format!("{path}.{key}");
-            let Some(var) = var else {
-                v.missing(
-                    &key_path,
-                    "required: the name of the environment variable holding the secret",
-                );
-                return None;
-            };
-            v.env_secret(&key_path, &var)
-        };
         let unexpected = |v: &mut Self, key: &str, present: bool, kind: &str| {
             if present {
                 v.error(
@@ -784,20 +773,10 @@ impl Validator<'_> {
             Some("bearer") => {
                 unexpected(self, "header", raw.header.is_some(), "bearer");
                 unexpected(self, "value_env", raw.value_env.is_some(), "bearer");
-                let token = from_env(self, "token_env", raw.token_env)?;
-                match HeaderValue::from_str(&format!("Bearer {token}")) {
-                    Ok(mut v) => {
-                        v.set_sensitive(true);
-                        Some((http::header::AUTHORIZATION, v))
-                    }
-                    Err(_) => {
-                        self.error(
-                            &format!("{path}.token_env"),
-                            "the token holds characters not allowed in a header",
-                        );
-                        None
-                    }
-                }
+                let token = self.upstream_secret(path, "token_env", raw.token_env)?;
+                let key = format!("{path}.token_env");
+                let value = format!("Bearer {token}");
+                self.upstream_header(&key, "the token", http::header::AUTHORIZATION, &value)
             }
             Some("header") => {
                 unexpected(self, "token_env", raw.token_env.is_some(), "header");
@@ -809,32 +788,17 @@ impl Validator<'_> {
                         );
                         None
                     }
-                    Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
-                        Ok(n) => Some(n),
-                        Err(_) => {
+                    Some(h) => HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| {
                             self.error(
                                 &format!("{path}.header"),
                                 format!("`{h}` is not a valid header name"),
-                            );
-                            None
-                        }
-                    },
+                            )
+                        })
+                        .ok(),
                 };
-                let value = from_env(self, "value_env", raw.value_env)?;
-                let name = name?;
-                match HeaderValue::from_str(&value) {
-                    Ok(mut v) => {
-                        v.set_sensitive(true);
-                        Some((name, v))
-                    }
-                    Err(_) => {
-                        self.error(
-                            &format!("{path}.value_env"),
-                            "the value holds characters not allowed in a header",
-                        );
-                        None
-                    }
-                }
+                let value = self.upstream_secret(path, "value_env", raw.value_env)?;
+                self.upstream_header(&format!("{path}.value_env"), "the value", name?, &value)
             }
             Some(other) => {
                 self.error(
@@ -845,6 +809,43 @@ impl Validator<'_> {
             }
             None => {
                 self.missing(&format!("{path}.type"), "required: `bearer` or `header`");
+                None
+            }
+        }
+    }
+
+    /// The secret an upstream credential's `key` (`token_env`, `value_env`) names.
+    fn upstream_secret(&mut self, path: &str, key: &str, var: Option<String>) -> Option<String> {
+        let key_path = format!("{path}.{key}");
+        let Some(var) = var else {
+            self.missing(
+                &key_path,
+                "required: the name of the environment variable holding the secret",
+            );
+            return None;
+        };
+        self.env_secret(&key_path, &var)
+    }
+
+    /// The credential header, marked sensitive (never printed by `http`'s Debug); `what` names
+    /// the secret in the error when it cannot be a header value.
+    fn upstream_header(
+        &mut self,
+        key_path: &str,
+        what: &str,
+        name: HeaderName,
+        value: &str,
+    ) -> Option<(HeaderName, HeaderValue)> {
+        match HeaderValue::from_str(value) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                Some((name, v))
+            }
+            Err(_) => {
+                self.error(
+                    key_path,
+                    format!("{what} holds characters not allowed in a header"),
+                );
                 None
             }
         }

@@ -356,8 +356,27 @@ pub fn upstream_request(
         headers.insert(name.clone(), value.clone());
     }
 
-    // What a client says about where it came from is believed only from a trusted proxy; from
-    // anyone else the gateway states it itself.
+    set_forwarding(&mut headers, peer, original_host)?;
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID, id);
+    }
+
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(body))
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// `X-Forwarded-For/Proto/Host`: what a client says about where it came from is believed only
+/// from a trusted proxy; from anyone else the gateway states it itself.
+fn set_forwarding(
+    headers: &mut HeaderMap,
+    peer: &Peer,
+    original_host: Option<HeaderValue>,
+) -> Result<(), GatewayError> {
     if !peer.trusted {
         for name in [
             &X_FORWARDED_FOR,
@@ -388,17 +407,7 @@ pub fn upstream_request(
     {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID, id);
-    }
-
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Full::new(body))
-        .map_err(|e| GatewayError::Internal(e.to_string()))?;
-    *request.headers_mut() = headers;
-    Ok(request)
+    Ok(())
 }
 
 /// Response header rules: hop-by-hop dropped; SSE marked never-buffer. Session ids are handled by
