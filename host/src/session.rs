@@ -22,7 +22,6 @@ use rand::RngCore as _;
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::config::SessionConfig;
 use crate::error::GatewayError;
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::{Era, ParsedBody};
@@ -30,6 +29,19 @@ use crate::mcp::{Era, ParsedBody};
 const TOKEN_PREFIX: &str = "mg1.";
 const FORMAT_VERSION: u8 = 1;
 const AAD_PREFIX: &[u8] = b"mcpgate/session/v1\0";
+
+/// The `sessions:` section, as the config validated it.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// 32-byte AEAD key; `None` means "generate one at start" (single replica only).
+    pub key: Option<[u8; 32]>,
+    /// Absolute lifetime of a gateway-issued session id.
+    pub ttl: Duration,
+    /// Local bookkeeping forgets a session unused for this long.
+    pub idle_timeout: Duration,
+    /// Bound on locally tracked sessions.
+    pub max_active: usize,
+}
 
 /// What a sealed session id says.
 #[derive(Debug, Clone, PartialEq, Eq)]

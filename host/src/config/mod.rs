@@ -23,6 +23,8 @@ use base64::Engine as _;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
+/// Each section's runtime type lives with the module that uses it.
+pub use crate::session::SessionConfig;
 pub use observability::{
     AuditConfig, AuditSink, MetricsConfig, ObservabilityConfig, TracingConfig,
 };
@@ -258,18 +260,6 @@ impl Cidr {
             _ => false,
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// 32-byte AEAD key; `None` means "generate one at start" (single replica only).
-    pub key: Option<[u8; 32]>,
-    /// Absolute lifetime of a gateway-issued session id.
-    pub ttl: Duration,
-    /// Local bookkeeping forgets a session unused for this long.
-    pub idle_timeout: Duration,
-    /// Bound on locally tracked sessions.
-    pub max_active: usize,
 }
 
 #[derive(Debug)]

@@ -255,6 +255,24 @@ fn yaml_errors_name_a_line_of_the_text() {
     }
 }
 
+/// A key with brackets in it, quoted in an error's path: finding its line read `{][` as an
+/// index and cut the path's text backwards, a panic (found by the config fuzz target).
+#[test]
+fn keys_with_brackets_are_named_without_a_panic() {
+    let text = "${ {][ {\"{][ {{][ {][ {\"{][{ {][ {{]){ {][ {\"{][[{ {][ {{]][ {{]){ {][ {\"{][{ {][ {{ {][ {])::";
+    let err = parse(text).unwrap_err();
+    assert!(err.errors.iter().all(|e| e.line == Some(1)), "{err}");
+    assert!(err.to_string().contains("unknown key"), "{err}");
+    // A route name with brackets: refused by name, no panic (its key path is ambiguous text,
+    // so the error may name no line, never a wrong one).
+    let err = parse("upstreams:\n  \"a]x[1]\": {url: nope}\n").unwrap_err();
+    assert!(err.to_string().contains("may only use letters"), "{err}");
+    assert!(
+        err.errors.iter().all(|e| e.line.is_none_or(|l| l == 2)),
+        "{err}"
+    );
+}
+
 #[test]
 fn display_names_file_line_and_key() {
     let err = parse("upstreams:\n  a:\n    url: nope\n").unwrap_err();

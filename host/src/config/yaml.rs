@@ -191,8 +191,10 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
         if !key.is_empty() {
             out.push(Segment::Key(key));
         }
+        // A key may itself hold brackets (`{][`): only a `[digits]` is an index, and a `]`
+        // before any `[` is text, never a slice to cut (the config fuzz target found that).
         while let Some(end) = rest.find(']') {
-            if let Ok(i) = rest[1..end].parse() {
+            if let Some(Ok(i)) = rest.get(1..end).map(str::parse) {
                 out.push(Segment::Index(i));
             }
             rest = &rest[end + 1..];

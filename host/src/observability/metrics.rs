@@ -415,6 +415,66 @@ const REQUEST_BUCKETS: &[f64] = &[
 ];
 
 /// Registers `c`, or explains why not (a name clash in a shared registry) and goes on without.
+impl Families {
+    /// The request-path families, registered in `registry`.
+    fn register(registry: &Registry) -> prometheus::Result<Families> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).map(|c| register(registry, c))
+        };
+        let seconds = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(REQUEST_BUCKETS.to_vec());
+            HistogramVec::new(opts, labels).map(|h| register(registry, h))
+        };
+        Ok(Families {
+            requests: counter(
+                "mcpgate_requests_total",
+                "Requests on MCP routes by server, JSON-RPC method and HTTP status",
+                &["server", "method", "status"],
+            )?,
+            duration: seconds(
+                "mcpgate_request_duration_seconds",
+                "Time from a request's arrival until its response ended (GET streams excluded)",
+                &["server", "method"],
+            )?,
+            tool_calls: counter(
+                "mcpgate_tool_calls_total",
+                "tools/call requests forwarded to the upstream, by server and tool",
+                &["server", "tool"],
+            )?,
+            rate_limited: counter(
+                "mcpgate_rate_limit_rejections_total",
+                "Requests refused by the rate limit (HTTP 429), by client and server",
+                &["client", "server"],
+            )?,
+            denials: counter(
+                "mcpgate_policy_denials_total",
+                "Requests denied by the access policy, by client, server and tool (empty for methods naming no tool)",
+                &["client", "server", "tool"],
+            )?,
+            upstream_duration: seconds(
+                "mcpgate_upstream_response_seconds",
+                "Time until the upstream's response headers arrived",
+                &["server"],
+            )?,
+            upstream_errors: counter(
+                "mcpgate_upstream_errors_total",
+                "Failed upstream exchanges by server and kind (unavailable, timeout, status_5xx, stream_idle, stream_broken, uninspectable, credential_refused)",
+                &["server", "kind"],
+            )?,
+            sse_streams: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mcpgate_active_sse_streams",
+                        "SSE responses (POST streams and GET streams) being relayed now",
+                    ),
+                    &["server"],
+                )?,
+            ),
+        })
+    }
+}
+
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     if let Err(e) = registry.register(Box::new(c.clone())) {
         tracing::warn!(error = %e, "metric family not registered");
@@ -430,90 +490,7 @@ impl Metrics {
         upstreams: &[Arc<Upstream>],
         sessions: Arc<Sessions>,
     ) -> prometheus::Result<Metrics> {
-        let families = Arc::new(Families {
-            requests: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "mcpgate_requests_total",
-                        "Requests on MCP routes by server, JSON-RPC method and HTTP status",
-                    ),
-                    &["server", "method", "status"],
-                )?,
-            ),
-            duration: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "mcpgate_request_duration_seconds",
-                        "Time from a request's arrival until its response ended (GET streams excluded)",
-                    )
-                    .buckets(REQUEST_BUCKETS.to_vec()),
-                    &["server", "method"],
-                )?,
-            ),
-            tool_calls: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "mcpgate_tool_calls_total",
-                        "tools/call requests forwarded to the upstream, by server and tool",
-                    ),
-                    &["server", "tool"],
-                )?,
-            ),
-            rate_limited: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "mcpgate_rate_limit_rejections_total",
-                        "Requests refused by the rate limit (HTTP 429), by client and server",
-                    ),
-                    &["client", "server"],
-                )?,
-            ),
-            denials: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "mcpgate_policy_denials_total",
-                        "Requests denied by the access policy, by client, server and tool (empty for methods naming no tool)",
-                    ),
-                    &["client", "server", "tool"],
-                )?,
-            ),
-            upstream_duration: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "mcpgate_upstream_response_seconds",
-                        "Time until the upstream's response headers arrived",
-                    )
-                    .buckets(REQUEST_BUCKETS.to_vec()),
-                    &["server"],
-                )?,
-            ),
-            upstream_errors: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "mcpgate_upstream_errors_total",
-                        "Failed upstream exchanges by server and kind (unavailable, timeout, status_5xx, stream_idle, stream_broken, uninspectable, credential_refused)",
-                    ),
-                    &["server", "kind"],
-                )?,
-            ),
-            sse_streams: register(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "mcpgate_active_sse_streams",
-                        "SSE responses (POST streams and GET streams) being relayed now",
-                    ),
-                    &["server"],
-                )?,
-            ),
-        });
+        let families = Arc::new(Families::register(registry)?);
         let build_info = register(
             registry,
             IntGaugeVec::new(
