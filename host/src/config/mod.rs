@@ -7,11 +7,14 @@
 //! Every error names its key path and line, and all of them are reported at once.
 //! Durations are milliseconds everywhere, like the seed's `upstreams.<name>.timeout`.
 
+mod check;
 mod observability;
+mod pipeline;
 mod plugins;
 mod redis;
-mod stages;
 pub mod yaml;
+
+pub(crate) use check::Validator;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,7 +32,8 @@ pub use observability::{
     AuditConfig, AuditSink, MetricsConfig, ObservabilityConfig, TracingConfig,
 };
 pub use plugins::{
-    Grants, InstanceMode, KvConfig, OnError, PluginLines, PluginRuntimeConfig, PluginSpec,
+    DEFAULT_KV_MAX_BYTES, DEFAULT_KV_MAX_ENTRIES, Grants, InstanceMode, KvConfig, OnError,
+    PluginLines, PluginRuntimeConfig, PluginSpec,
 };
 pub use redis::StateBackend;
 use yaml::Sink;
@@ -64,9 +68,9 @@ struct RawConfig {
     server: RawServer,
     sessions: RawSessions,
     upstreams: BTreeMap<String, RawUpstream>,
-    auth: Option<stages::RawAuth>,
-    rate_limit: Option<stages::RawRateLimit>,
-    policy: Option<stages::RawPolicy>,
+    auth: Option<crate::stages::auth::config::RawAuth>,
+    rate_limit: Option<crate::stages::ratelimit::config::RawRateLimit>,
+    policy: Option<crate::stages::policy::config::RawPolicy>,
     plugins: BTreeMap<String, plugins::RawPlugin>,
     plugin_runtime: Option<plugins::RawPluginRuntime>,
     pipeline: Option<Vec<String>>,
@@ -425,56 +429,7 @@ impl Config {
     }
 }
 
-struct Validator<'a> {
-    root: &'a marked_yaml::Node,
-    sink: &'a mut Sink,
-    env: &'a dyn Fn(&str) -> Option<String>,
-    /// Paths of the values that came wholly from `${VAR}` references ([`yaml::interpolate`]).
-    from_env: &'a std::collections::BTreeSet<String>,
-}
-
 impl Validator<'_> {
-    /// The value of the environment variable `var` named at `path`; unset or empty is an error.
-    fn env_secret(&mut self, path: &str, var: &str) -> Option<String> {
-        match (self.env)(var) {
-            Some(value) if !value.is_empty() => Some(value),
-            _ => {
-                self.error(path, format!("environment variable `{var}` is not set"));
-                self.sink.missing_env.insert(var.to_string());
-                None
-            }
-        }
-    }
-
-    /// `fail_closed` or `fail_open` at `path`; `default` when absent.
-    fn on_error(&mut self, path: &str, value: Option<&str>, default: OnError) -> OnError {
-        match value {
-            None => default,
-            Some("fail_closed") => OnError::FailClosed,
-            Some("fail_open") => OnError::FailOpen,
-            Some(other) => {
-                self.error(
-                    path,
-                    format!("unknown value `{other}` (expected `fail_closed` or `fail_open`)"),
-                );
-                default
-            }
-        }
-    }
-
-    fn error(&mut self, path: &str, message: impl Into<String>) {
-        let line = yaml::line_of(self.root, path);
-        self.sink.push(path, line, message);
-    }
-
-    fn missing(&mut self, path: &str, message: &str) {
-        if !self.sink.has_error_at(path) {
-            let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
-            let line = yaml::line_of(self.root, parent);
-            self.sink.push(path, line, message);
-        }
-    }
-
     fn config(&mut self, raw: RawConfig) -> Config {
         let server = self.server(raw.server);
         let sessions = self.sessions(raw.sessions);
@@ -630,27 +585,6 @@ impl Validator<'_> {
                 })
                 .collect(),
             discard_body_bytes: raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
-        }
-    }
-
-    /// A count or size at `path` that must be at least 1; `default` when absent.
-    fn at_least_one(&mut self, path: &str, raw: Option<usize>, default: usize) -> usize {
-        if raw == Some(0) {
-            self.error(path, "must be at least 1");
-            return default;
-        }
-        raw.unwrap_or(default)
-    }
-
-    /// A duration in milliseconds at `path` that must be greater than 0.
-    pub(super) fn positive_ms(&mut self, path: &str, raw: Option<u64>, default: u64) -> Duration {
-        match raw {
-            Some(0) => {
-                self.error(path, "must be greater than 0 (milliseconds)");
-                Duration::from_millis(default)
-            }
-            Some(ms) => Duration::from_millis(ms),
-            None => Duration::from_millis(default),
         }
     }
 

@@ -17,6 +17,11 @@ pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 50;
 pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 16;
 pub const MAX_PLUGIN_MEMORY_MB: u64 = 1024;
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// Keys one plugin may hold in the in-memory kv store (`plugin_runtime.kv.max_entries`).
+pub const DEFAULT_KV_MAX_ENTRIES: usize = 100_000;
+/// Bytes of keys and values one plugin may hold in the in-memory kv store
+/// (`plugin_runtime.kv.max_bytes`).
+pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Total plugin time one request may use, all hooks of all plugins and messages together.
 pub const DEFAULT_REQUEST_BUDGET_MS: u64 = 1_000;
 
@@ -86,8 +91,8 @@ impl Default for KvConfig {
         KvConfig {
             backend: StateBackend::Memory,
             on_redis_error: OnError::FailClosed,
-            max_entries: crate::plugins::kv::DEFAULT_MAX_ENTRIES,
-            max_bytes: crate::plugins::kv::DEFAULT_MAX_BYTES,
+            max_entries: DEFAULT_KV_MAX_ENTRIES,
+            max_bytes: DEFAULT_KV_MAX_BYTES,
         }
     }
 }
@@ -246,16 +251,8 @@ impl Validator<'_> {
             }
             raw.unwrap_or(default).max(1)
         };
-        let max_entries = bound(
-            "max_entries",
-            raw.max_entries,
-            crate::plugins::kv::DEFAULT_MAX_ENTRIES,
-        );
-        let max_bytes = bound(
-            "max_bytes",
-            raw.max_bytes,
-            crate::plugins::kv::DEFAULT_MAX_BYTES,
-        );
+        let max_entries = bound("max_entries", raw.max_entries, DEFAULT_KV_MAX_ENTRIES);
+        let max_bytes = bound("max_bytes", raw.max_bytes, DEFAULT_KV_MAX_BYTES);
         KvConfig {
             backend,
             on_redis_error,

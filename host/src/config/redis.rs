@@ -31,7 +31,7 @@ pub enum StateBackend {
 impl Validator<'_> {
     /// `<path>.backend` and `<path>.on_redis_error` (which only a Redis backend takes), with
     /// `default` when the latter is absent.
-    pub(super) fn state_backend(
+    pub(crate) fn state_backend(
         &mut self,
         path: &str,
         backend: Option<&str>,

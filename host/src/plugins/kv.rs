@@ -13,10 +13,9 @@ use super::BoxFuture;
 
 pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// Keys one plugin may hold in the in-memory store.
-pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
-/// Bytes of keys and values one plugin may hold in the in-memory store.
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub use crate::config::{
+    DEFAULT_KV_MAX_BYTES as DEFAULT_MAX_BYTES, DEFAULT_KV_MAX_ENTRIES as DEFAULT_MAX_ENTRIES,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvError {

@@ -14,6 +14,8 @@
 //! server module serves; a token without a required scope is 403 `insufficient_scope`. Any
 //! malformed credential is a 401, never a 500.
 
+pub mod config;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,74 +34,7 @@ use crate::mcp::jsonrpc;
 use crate::pipeline::{BoxFuture, Caller, RequestContext, Stage, Verdict};
 use crate::proxy::UpstreamClient;
 
-/// One API key: the caller it identifies and the SHA-256 of the key.
-#[derive(Clone)]
-pub struct ApiKey {
-    pub id: Arc<str>,
-    pub digest: [u8; 32],
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum KeySource {
-    /// A JWKS URL.
-    Jwks(String),
-    /// An OpenID provider's issuer URL (discovery finds the JWKS).
-    Oidc(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct JwtConfig {
-    pub source: KeySource,
-    pub issuer: Option<String>,
-    pub audience: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub client_id_claim: String,
-    pub leeway: Duration,
-    /// Scopes every token must carry (403 `insufficient_scope` otherwise).
-    pub scopes: Vec<String>,
-    /// Where clients get tokens, advertised in the resource metadata.
-    pub authorization_servers: Vec<String>,
-    pub jwks_min_refetch: Duration,
-    pub jwks_ttl: Duration,
-    /// Bound on one fetch of the discovery document or the JWKS, and so on any request's wait
-    /// for keys.
-    pub jwks_fetch_timeout: Duration,
-}
-
-/// The compiled `auth:` section.
-#[derive(Debug, Clone)]
-pub enum AuthConfig {
-    ApiKey {
-        header: HeaderName,
-        keys: Vec<ApiKey>,
-    },
-    Jwt(Box<JwtConfig>),
-}
-
-impl AuthConfig {
-    /// The header the gateway consumes itself (never forwarded upstream).
-    pub fn credential_header(&self) -> HeaderName {
-        match self {
-            AuthConfig::ApiKey { header, .. } => header.clone(),
-            AuthConfig::Jwt(_) => header::AUTHORIZATION,
-        }
-    }
-
-    pub fn jwt(&self) -> Option<&JwtConfig> {
-        match self {
-            AuthConfig::Jwt(j) => Some(j),
-            AuthConfig::ApiKey { .. } => None,
-        }
-    }
-}
+pub use config::{ApiKey, AuthConfig, JwtConfig, KeySource};
 
 /// The Protected Resource Metadata URL of a route, and the route's own URL (its `resource`).
 pub fn resource_urls(

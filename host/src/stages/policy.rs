@@ -16,6 +16,8 @@
 //! the reason: the SDK clients raise exactly that message to their caller (an HTTP 4xx would be
 //! reported as a transport failure, without the reason).
 
+pub mod config;
+
 use http::StatusCode;
 use serde_json::Value;
 

@@ -14,6 +14,7 @@
 //! for many replicas. When the backend fails, `on_redis_error` decides: `fail_open` serves the
 //! request unlimited, `fail_closed` refuses it with 503 and JSON-RPC -32014.
 
+pub mod config;
 pub mod redis;
 
 use std::collections::HashMap;

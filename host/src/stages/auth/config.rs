@@ -1,0 +1,408 @@
+//! The `auth:` section: its YAML schema, its checks (each error at its key's line) and the
+//! compiled form the stage runs with. An auth option is added here and in `super` only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, header};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Validator;
+
+pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+
+pub const DEFAULT_LEEWAY_MS: u64 = 30_000;
+
+pub const DEFAULT_JWKS_MIN_REFETCH_MS: u64 = 30_000;
+
+pub const DEFAULT_JWKS_TTL_MS: u64 = 3_600_000;
+
+pub const DEFAULT_JWKS_FETCH_TIMEOUT_MS: u64 = 5_000;
+
+/// One API key: the caller it identifies and the SHA-256 of the key.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub id: Arc<str>,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A JWKS URL.
+    Jwks(String),
+    /// An OpenID provider's issuer URL (discovery finds the JWKS).
+    Oidc(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub source: KeySource,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub client_id_claim: String,
+    pub leeway: Duration,
+    /// Scopes every token must carry (403 `insufficient_scope` otherwise).
+    pub scopes: Vec<String>,
+    /// Where clients get tokens, advertised in the resource metadata.
+    pub authorization_servers: Vec<String>,
+    pub jwks_min_refetch: Duration,
+    pub jwks_ttl: Duration,
+    /// Bound on one fetch of the discovery document or the JWKS, and so on any request's wait
+    /// for keys.
+    pub jwks_fetch_timeout: Duration,
+}
+
+/// The compiled `auth:` section.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    ApiKey {
+        header: HeaderName,
+        keys: Vec<ApiKey>,
+    },
+    Jwt(Box<JwtConfig>),
+}
+
+impl AuthConfig {
+    /// The header the gateway consumes itself (never forwarded upstream).
+    pub fn credential_header(&self) -> HeaderName {
+        match self {
+            AuthConfig::ApiKey { header, .. } => header.clone(),
+            AuthConfig::Jwt(_) => header::AUTHORIZATION,
+        }
+    }
+
+    pub fn jwt(&self) -> Option<&JwtConfig> {
+        match self {
+            AuthConfig::Jwt(j) => Some(j),
+            AuthConfig::ApiKey { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuth {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    // api-key
+    header: Option<String>,
+    keys: Option<Vec<RawApiKey>>,
+    // jwt / oidc
+    jwks_uri: Option<String>,
+    issuer: Option<String>,
+    audience: Option<OneOrMany>,
+    algorithms: Option<Vec<String>>,
+    client_id_claim: Option<String>,
+    leeway: Option<u64>,
+    scopes: Option<Vec<String>>,
+    authorization_servers: Option<Vec<String>>,
+    jwks_min_refetch: Option<u64>,
+    jwks_ttl: Option<u64>,
+    jwks_fetch_timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawApiKey {
+    id: Option<String>,
+    key_env: Option<String>,
+    key: Option<String>,
+}
+
+const ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let hex = text.trim().strip_prefix("sha256:").ok_or_else(|| {
+        "keys written in the file must be hashes, `sha256:<64 hex digits>` (printf %s KEY | sha256sum); or take the key from the environment with `key: ${VAR}` or `key_env: VAR`".to_string()
+    })?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("`sha256:` must be followed by 64 hex digits".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+impl Validator<'_> {
+    pub(crate) fn auth(&mut self, raw: RawAuth) -> Option<AuthConfig> {
+        let kind = raw.kind.clone();
+        match kind.as_deref() {
+            Some("api-key") => self.api_key(raw),
+            Some(t @ ("jwt" | "oidc")) => self.jwt(t == "oidc", raw),
+            Some(other) => {
+                self.error(
+                    "auth.type",
+                    format!("unknown auth type `{other}` (expected `api-key`, `jwt` or `oidc`)"),
+                );
+                None
+            }
+            None => {
+                self.missing("auth.type", "required: `api-key`, `jwt` or `oidc`");
+                None
+            }
+        }
+    }
+
+    fn not_for(&mut self, key: &str, present: bool, kind: &str) {
+        if present {
+            self.error(
+                &format!("auth.{key}"),
+                format!("`{key}` does not apply to `type: {kind}`"),
+            );
+        }
+    }
+
+    fn api_key(&mut self, raw: RawAuth) -> Option<AuthConfig> {
+        for (key, present) in [
+            ("jwks_uri", raw.jwks_uri.is_some()),
+            ("issuer", raw.issuer.is_some()),
+            ("audience", raw.audience.is_some()),
+            ("algorithms", raw.algorithms.is_some()),
+            ("scopes", raw.scopes.is_some()),
+        ] {
+            self.not_for(key, present, "api-key");
+        }
+        let header_text = raw
+            .header
+            .unwrap_or_else(|| DEFAULT_API_KEY_HEADER.to_string());
+        let header = http::HeaderName::from_bytes(header_text.trim().as_bytes())
+            .map_err(|_| {
+                self.error(
+                    "auth.header",
+                    format!("`{header_text}` is not a valid header name"),
+                )
+            })
+            .ok();
+        let Some(keys) = raw.keys.filter(|k| !k.is_empty()) else {
+            self.missing(
+                "auth.keys",
+                "required: a list of keys, each with an `id` and `key_env: VAR`, `key: ${VAR}` or `key: sha256:<hex>`",
+            );
+            return None;
+        };
+        let mut out: Vec<ApiKey> = Vec::with_capacity(keys.len());
+        // Where each accepted key came from, to name both places when two keys are the same.
+        let mut sources: Vec<String> = Vec::with_capacity(keys.len());
+        for (i, k) in keys.into_iter().enumerate() {
+            let path = format!("auth.keys[{i}]");
+            let Some(id) = k.id.filter(|id| !id.trim().is_empty()) else {
+                self.missing(
+                    &format!("{path}.id"),
+                    "required: the caller's identity for this key",
+                );
+                continue;
+            };
+            if out.iter().any(|o| *o.id == *id) {
+                self.error(
+                    &format!("{path}.id"),
+                    format!("id `{id}` is used by another key"),
+                );
+            }
+            let (source, digest) = match (k.key_env, k.key) {
+                (Some(var), None) => {
+                    let source = format!("{path}.key_env");
+                    let digest = self
+                        .env_secret(&source, &var)
+                        .and_then(|v| self.key_digest(&source, &v));
+                    (source, digest)
+                }
+                (None, Some(text)) => {
+                    let source = format!("{path}.key");
+                    let digest = self.file_key(&source, &text);
+                    (source, digest)
+                }
+                (Some(_), Some(_)) => {
+                    self.error(
+                        &format!("{path}.key"),
+                        "give either `key_env` or `key`, not both",
+                    );
+                    continue;
+                }
+                // A `key: ${VAR}` whose variable is unset was reported (and removed) already.
+                (None, None) if self.has_error_at(&format!("{path}.key")) => continue,
+                (None, None) => {
+                    self.missing(
+                        &format!("{path}.key_env"),
+                        "required: `key_env: VAR`, `key: ${VAR}` or `key: sha256:<hex>`",
+                    );
+                    continue;
+                }
+            };
+            let Some(digest) = digest else { continue };
+            if let Some(j) = out.iter().position(|o| o.digest == digest) {
+                self.error(
+                    &source,
+                    format!(
+                        "the same key as {} (id `{}`): every caller needs a key of its own, or the gateway cannot tell them apart",
+                        sources[j], out[j].id
+                    ),
+                );
+                continue;
+            }
+            sources.push(source);
+            out.push(ApiKey {
+                id: Arc::from(id),
+                digest,
+            });
+        }
+        Some(AuthConfig::ApiKey {
+            header: header?,
+            keys: out,
+        })
+    }
+
+    /// `auth.keys[].key`: a `sha256:` digest (written in the file or not), or a key that came
+    /// wholly from the environment (`key: ${VAR}`, MCPGate's spelling), hashed here like a
+    /// `key_env` one. A plain-text key written in the file is refused: the file would hold the
+    /// secret.
+    fn file_key(&mut self, path: &str, text: &str) -> Option<[u8; 32]> {
+        let result = if text.trim().starts_with("sha256:") || !self.came_from_env(path) {
+            parse_sha256(text)
+        } else {
+            return self.key_digest(path, text);
+        };
+        result.map_err(|e| self.error(path, e)).ok()
+    }
+
+    /// The stored digest of a plain key (from the environment). Clients' keys are compared
+    /// trimmed (a header value cannot carry surrounding whitespace), so the stored one is too:
+    /// a trailing newline from `$(cat keyfile)` must not make a key unusable.
+    fn key_digest(&mut self, path: &str, key: &str) -> Option<[u8; 32]> {
+        let key = key.trim();
+        if key.is_empty() {
+            self.error(
+                path,
+                "the environment variable holds only whitespace, which no client can send as a key",
+            );
+            return None;
+        }
+        if key.bytes().any(|b| b.is_ascii_control()) {
+            // Never echo the value: it is a secret.
+            self.error(
+                path,
+                "the key holds control characters, which no client can send in a header",
+            );
+            return None;
+        }
+        Some(Sha256::digest(key.as_bytes()).into())
+    }
+
+    fn jwt(&mut self, oidc: bool, raw: RawAuth) -> Option<AuthConfig> {
+        let kind = if oidc { "oidc" } else { "jwt" };
+        self.not_for("keys", raw.keys.is_some(), kind);
+        self.not_for("header", raw.header.is_some(), kind);
+        let issuer = raw.issuer.as_deref().and_then(|i| {
+            self.http_url("auth.issuer", i)
+                .map(|_| i.trim().to_string())
+        });
+        let source = if oidc {
+            self.not_for("jwks_uri", raw.jwks_uri.is_some(), "oidc");
+            if raw.issuer.is_none() {
+                self.missing("auth.issuer", "required: the OpenID provider's issuer URL (discovery reads <issuer>/.well-known/openid-configuration)");
+            }
+            issuer.clone().map(KeySource::Oidc)
+        } else {
+            match &raw.jwks_uri {
+                Some(u) => self
+                    .http_url("auth.jwks_uri", u)
+                    .map(|_| KeySource::Jwks(u.trim().to_string())),
+                None => {
+                    self.missing(
+                        "auth.jwks_uri",
+                        "required: where the signing keys (JWKS) are published",
+                    );
+                    None
+                }
+            }
+        };
+        let audience = raw.audience.map(OneOrMany::into_vec).unwrap_or_default();
+        if audience.is_empty() {
+            self.missing(
+                "auth.audience",
+                "required: the audience tokens must be issued for (usually this gateway's URL)",
+            );
+        }
+        let algorithms = match raw.algorithms {
+            None => vec![
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256,
+            ],
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| {
+                    let parsed = ALGORITHMS
+                        .contains(&a.as_str())
+                        .then(|| a.parse::<jsonwebtoken::Algorithm>().ok())
+                        .flatten();
+                    if parsed.is_none() {
+                        self.error(
+                            &format!("auth.algorithms[{i}]"),
+                            format!(
+                                "`{a}` is not allowed (choose from {})",
+                                ALGORITHMS.join(", ")
+                            ),
+                        );
+                    }
+                    parsed
+                })
+                .collect(),
+        };
+        let authorization_servers = raw
+            .authorization_servers
+            .unwrap_or_else(|| issuer.iter().cloned().collect());
+        if authorization_servers.is_empty() {
+            self.missing("auth.authorization_servers", "required when `issuer` is not set: where clients obtain tokens (for OAuth resource metadata)");
+        }
+        Some(AuthConfig::Jwt(Box::new(JwtConfig {
+            source: source?,
+            issuer,
+            audience,
+            algorithms,
+            client_id_claim: raw.client_id_claim.unwrap_or_else(|| "sub".to_string()),
+            leeway: Duration::from_millis(raw.leeway.unwrap_or(DEFAULT_LEEWAY_MS)),
+            scopes: raw.scopes.unwrap_or_default(),
+            authorization_servers,
+            jwks_min_refetch: Duration::from_millis(
+                raw.jwks_min_refetch.unwrap_or(DEFAULT_JWKS_MIN_REFETCH_MS),
+            ),
+            jwks_ttl: Duration::from_millis(raw.jwks_ttl.unwrap_or(DEFAULT_JWKS_TTL_MS)),
+            jwks_fetch_timeout: self.positive_ms(
+                "auth.jwks_fetch_timeout",
+                raw.jwks_fetch_timeout,
+                DEFAULT_JWKS_FETCH_TIMEOUT_MS,
+            ),
+        })))
+    }
+}

@@ -1,0 +1,200 @@
+//! The `rate_limit:` section: its YAML schema and its checks (each error at its key's line),
+//! compiled into [`RateLimitConfig`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{ClientScope, LevelLimits, Limit, RateLimitConfig};
+use crate::config::Validator;
+use crate::stages::policy::Pattern;
+
+pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRateLimit {
+    backend: Option<String>,
+    on_redis_error: Option<String>,
+    max_buckets: Option<usize>,
+    /// MCPGate's spelling: a bucket for each caller on each server (see [`Validator::rate_limit`]).
+    defaults: Option<RawLimit>,
+    per_client: Option<RawLimit>,
+    per_client_scope: Option<String>,
+    per_server: Option<RawLimit>,
+    per_tool: Option<RawLimit>,
+    clients: BTreeMap<String, RawLimit>,
+    servers: BTreeMap<String, RawLimit>,
+    tools: BTreeMap<String, RawLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLimit {
+    capacity: Option<f64>,
+    refill_rate: Option<f64>,
+}
+
+impl Validator<'_> {
+    fn limit(&mut self, path: &str, raw: RawLimit) -> Option<Limit> {
+        let capacity = match raw.capacity {
+            Some(c) if c >= 1.0 && c.is_finite() => Some(c),
+            Some(_) => {
+                self.error(
+                    &format!("{path}.capacity"),
+                    "must be a number of at least 1",
+                );
+                None
+            }
+            None => {
+                self.missing(
+                    &format!("{path}.capacity"),
+                    "required: the most requests a burst may hold",
+                );
+                None
+            }
+        };
+        let refill_rate = match raw.refill_rate {
+            Some(r) if r >= 0.0 && r.is_finite() => Some(r),
+            Some(_) => {
+                self.error(
+                    &format!("{path}.refill_rate"),
+                    "must be a number of at least 0 (tokens per second)",
+                );
+                None
+            }
+            None => {
+                self.missing(
+                    &format!("{path}.refill_rate"),
+                    "required: tokens added per second",
+                );
+                None
+            }
+        };
+        Some(Limit {
+            capacity: capacity?,
+            refill_rate: refill_rate?,
+        })
+    }
+
+    /// Override maps keep the file's order (first match wins for patterns).
+    fn overrides(&mut self, path: &str, raw: BTreeMap<String, RawLimit>) -> Vec<(Pattern, Limit)> {
+        let order: Vec<String> = self
+            .node_at(path)
+            .and_then(|n| n.as_mapping())
+            .map(|m| m.keys().map(|k| k.as_str().to_string()).collect())
+            .unwrap_or_default();
+        let mut raw = raw;
+        let mut out = Vec::new();
+        for name in order {
+            let Some(l) = raw.remove(&name) else { continue };
+            let key_path = format!("{path}.{name}");
+            let pattern = match Pattern::new(&name) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.error(&key_path, e);
+                    continue;
+                }
+            };
+            if let Some(limit) = self.limit(&key_path, l) {
+                out.push((pattern, limit));
+            }
+        }
+        out
+    }
+
+    /// The caller level: `per_client` and `per_client_scope`, or MCPGate's `defaults`.
+    ///
+    /// MCPGate's `defaults` is the bucket each caller gets on each server unless something more
+    /// specific applies, which is `per_client` with `per_client_scope: route` (and `clients:`
+    /// overrides, the more specific limits, are then per route too). Both spellings set the same
+    /// limit, so a config that gives both is refused rather than one silently winning.
+    fn per_client(
+        &mut self,
+        defaults: Option<RawLimit>,
+        per_client: Option<RawLimit>,
+        scope: Option<&str>,
+    ) -> (Option<Limit>, ClientScope) {
+        let scope_path = "rate_limit.per_client_scope";
+        let chosen = match scope {
+            None => None,
+            Some("gateway") => Some(ClientScope::Gateway),
+            Some("route") => Some(ClientScope::Route),
+            Some(other) => {
+                self.error(
+                    scope_path,
+                    format!("`{other}` is not `gateway` (one bucket per caller for every route) or `route` (one per caller on each route)"),
+                );
+                None
+            }
+        };
+        let Some(defaults) = defaults else {
+            let limit = per_client.and_then(|l| self.limit("rate_limit.per_client", l));
+            return (limit, chosen.unwrap_or(ClientScope::Gateway));
+        };
+        if per_client.is_some() {
+            self.error(
+                "rate_limit.defaults",
+                "`defaults` (MCPGate's spelling) and `per_client` both set the per-caller limit: keep one (`defaults` is `per_client` with `per_client_scope: route`)",
+            );
+        }
+        if chosen == Some(ClientScope::Gateway) {
+            self.error(
+                scope_path,
+                "`defaults` gives each caller a bucket on each route; for one bucket per caller across routes write `per_client` instead of `defaults`",
+            );
+        }
+        (
+            self.limit("rate_limit.defaults", defaults),
+            ClientScope::Route,
+        )
+    }
+
+    pub(crate) fn rate_limit(&mut self, raw: RawRateLimit) -> Option<RateLimitConfig> {
+        // Open by default, as gateways usually are: a Redis outage should not refuse everyone.
+        let (backend, on_redis_error) = self.state_backend(
+            "rate_limit",
+            raw.backend.as_deref(),
+            raw.on_redis_error.as_deref(),
+            crate::config::OnError::FailOpen,
+        );
+        let (per_client, per_client_scope) = self.per_client(
+            raw.defaults,
+            raw.per_client,
+            raw.per_client_scope.as_deref(),
+        );
+        let per_server = raw
+            .per_server
+            .and_then(|l| self.limit("rate_limit.per_server", l));
+        let per_tool = raw
+            .per_tool
+            .and_then(|l| self.limit("rate_limit.per_tool", l));
+        let config = RateLimitConfig {
+            per_client: LevelLimits {
+                default: per_client,
+                overrides: self.overrides("rate_limit.clients", raw.clients),
+            },
+            per_client_scope,
+            per_server: LevelLimits {
+                default: per_server,
+                overrides: self.overrides("rate_limit.servers", raw.servers),
+            },
+            per_tool: LevelLimits {
+                default: per_tool,
+                overrides: self.overrides("rate_limit.tools", raw.tools),
+            },
+            max_buckets: raw.max_buckets.unwrap_or(DEFAULT_MAX_BUCKETS).max(1),
+            backend,
+            on_redis_error,
+        };
+        let levels = [&config.per_client, &config.per_server, &config.per_tool];
+        if levels
+            .iter()
+            .all(|l| l.default.is_none() && l.overrides.is_empty())
+            && !self.has_error_at("rate_limit")
+        {
+            self.error("rate_limit", "no limit configured: set per_client, per_server or per_tool (or MCPGate's `defaults`), or remove the section");
+        }
+        Some(config)
+    }
+}
