@@ -831,4 +831,4 @@ fn decode_key(text: &str) -> Result<[u8; 32], String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

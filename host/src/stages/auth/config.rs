@@ -406,3 +406,169 @@ impl Validator<'_> {
         })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{ROUTE, api_keys, assert_error_at, parse, sha256};
+
+    /// Each mistake in `auth:` is reported at its key, with a line.
+    #[test]
+    fn auth_section_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("auth:\n  type: magic\n", "auth.type", "unknown auth type"),
+            ("auth:\n  type: api-key\n", "auth.keys", "required"),
+            (
+                "auth:\n  type: api-key\n  keys: [{id: a, key: plaintext}]\n",
+                "auth.keys[0].key",
+                "sha256:",
+            ),
+            (
+                "auth:\n  type: api-key\n  keys: [{id: a, key_env: NOT_SET}]\n",
+                "auth.keys[0].key_env",
+                "not set",
+            ),
+            (
+                "auth:\n  type: api-key\n  keys: [{key_env: GH_TOKEN}]\n",
+                "auth.keys[0].id",
+                "required",
+            ),
+            (
+                "auth:\n  type: api-key\n  keys: [{id: a, key_env: GH_TOKEN}, {id: a, key_env: API_VALUE}]\n",
+                "auth.keys[1].id",
+                "used by another key",
+            ),
+            (
+                "auth:\n  type: api-key\n  issuer: https://x\n  keys: [{id: a, key_env: GH_TOKEN}]\n",
+                "auth.issuer",
+                "does not apply",
+            ),
+            (
+                "auth:\n  type: jwt\n  audience: x\n",
+                "auth.jwks_uri",
+                "required",
+            ),
+            (
+                "auth:\n  type: jwt\n  jwks_uri: https://x/jwks\n  issuer: https://x\n",
+                "auth.audience",
+                "required",
+            ),
+            (
+                "auth:\n  type: jwt\n  jwks_uri: https://x/jwks\n  issuer: https://x\n  audience: a\n  algorithms: [HS256]\n",
+                "auth.algorithms[0]",
+                "not allowed",
+            ),
+            (
+                "auth:\n  type: jwt\n  jwks_uri: https://x/jwks\n  audience: a\n",
+                "auth.authorization_servers",
+                "required",
+            ),
+            (
+                "auth:\n  type: oidc\n  audience: a\n",
+                "auth.issuer",
+                "required",
+            ),
+        ];
+        for (section, path, needle) in cases {
+            assert_error_at(&format!("{section}{ROUTE}"), path, needle);
+        }
+    }
+
+    #[test]
+    fn api_keys_from_the_environment_are_accepted_and_literal_ones_refused() {
+        let cfg = |keys: &str| {
+            format!(
+                "auth:\n  type: api-key\n  keys:\n{keys}upstreams:\n  a:\n    url: http://x/mcp\n"
+            )
+        };
+        // Accepted: keys that are wholly variables, and hashes wherever they come from.
+        let cfg_ok = parse(&cfg("    - {id: a, key: \"${ENG_API_KEY}\"}\n\
+             \x20   - {id: b, key: \"${GH_TOKEN}${API_VALUE}\"}\n\
+             \x20   - {id: c, key: \"${KEY_HASH}\"}\n\
+             \x20   - {id: d, key_env: CONTRACTOR_API_KEY}\n"))
+        .unwrap();
+        assert_eq!(
+            api_keys(&cfg_ok),
+            [
+                ("a".to_string(), sha256("eng-key-1")),
+                ("b".to_string(), sha256("ghp_secretv-123")),
+                ("c".to_string(), [0xab; 32]),
+                ("d".to_string(), sha256("contractor-key-2")),
+            ]
+        );
+        // A trailing newline (as `$(cat keyfile)` leaves) is not part of the key a client can send.
+        let trimmed = parse(&cfg("    - {id: a, key: \"${WITH_NEWLINE}\"}\n")).unwrap();
+        assert_eq!(api_keys(&trimmed), [("a".to_string(), sha256("eng-key-1"))]);
+
+        // Refused, each with the reason at the key's line. Values from the environment are secrets
+        // and never appear in a message.
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "    - {id: a, key: eng-key-1}\n",
+                "auth.keys[0].key",
+                "must be hashes",
+            ),
+            (
+                "    - {id: a, key: \"x${ENG_API_KEY}\"}\n",
+                "auth.keys[0].key",
+                "must be hashes",
+            ),
+            (
+                "    - {id: a, key: \"${NOPE:-devkey}\"}\n",
+                "auth.keys[0].key",
+                "must be hashes",
+            ),
+            (
+                "    - {id: a, key: \"$${ENG_API_KEY}\"}\n",
+                "auth.keys[0].key",
+                "must be hashes",
+            ),
+            // Not nested interpolation: the default is the literal text `${ENG_API_KEY`.
+            (
+                "    - {id: a, key: \"${NOPE:-${ENG_API_KEY}}\"}\n",
+                "auth.keys[0].key",
+                "must be hashes",
+            ),
+            (
+                "    - {id: a, key: \"${ENG_API_KEY}x\"}\n",
+                "auth.keys[0].key",
+                "must be hashes",
+            ),
+            (
+                "    - {id: a, key: \"${EMPTY}\"}\n",
+                "auth.keys[0].key",
+                "only whitespace",
+            ),
+            (
+                "    - {id: a, key: \"${BLANK}\"}\n",
+                "auth.keys[0].key",
+                "only whitespace",
+            ),
+            (
+                "    - {id: a, key_env: BLANK}\n",
+                "auth.keys[0].key_env",
+                "only whitespace",
+            ),
+            (
+                "    - {id: a, key: \"${NOPE}\"}\n",
+                "auth.keys[0].key",
+                "`NOPE` is not set",
+            ),
+            (
+                "    - {id: a, key: \"${ENG_API_KEY}\"}\n    - {id: b, key_env: WITH_NEWLINE}\n",
+                "auth.keys[1].key_env",
+                "the same key as auth.keys[0].key (id `a`)",
+            ),
+            (
+                "    - {id: a, key: \"${ENG_API_KEY}\"}\n    - {id: b, key: \"${ENG_API_KEY}\"}\n",
+                "auth.keys[1].key",
+                "every caller needs a key of its own",
+            ),
+        ];
+        for (keys, path, needle) in cases {
+            let got = assert_error_at(&cfg(keys), path, needle);
+            for (_, _, m) in &got {
+                assert!(!m.contains("eng-key-1"), "a secret in a message: {m}");
+            }
+        }
+    }
+}

@@ -74,3 +74,43 @@ impl Validator<'_> {
         Some(PolicyConfig { default, rules })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{ROUTE, assert_error_at};
+
+    /// Each mistake in `policy:` is reported at its key, with a line.
+    #[test]
+    fn policy_section_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "policy:\n  default: maybe\n",
+                "policy.default",
+                "not `allow` or `deny`",
+            ),
+            (
+                "policy:\n  rules:\n    - tools: [a]\n",
+                "policy.rules[0].decision",
+                "required",
+            ),
+            (
+                "policy:\n  rules:\n    - {tools: [a], decision: perhaps}\n",
+                "policy.rules[0].decision",
+                "not `allow` or `deny`",
+            ),
+            (
+                "policy:\n  rules:\n    - {tools: [\"[oops\"], decision: deny}\n",
+                "policy.rules[0].tools[0]",
+                "not a valid pattern",
+            ),
+            (
+                "policy:\n  rules:\n    - {tools: [a], decision: deny, colour: red}\n",
+                "policy.rules[0].colour",
+                "unknown key",
+            ),
+        ];
+        for (section, path, needle) in cases {
+            assert_error_at(&format!("{section}{ROUTE}"), path, needle);
+        }
+    }
+}

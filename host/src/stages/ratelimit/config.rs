@@ -198,3 +198,137 @@ impl Validator<'_> {
         Some(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{ROUTE, assert_error_at, parse};
+
+    /// Each mistake in `rate_limit:` is reported at its key, with a line.
+    #[test]
+    fn rate_limit_section_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "rate_limit:\n  backend: redis\n  per_client: {capacity: 1, refill_rate: 1}\n",
+                "rate_limit.backend",
+                "needs the `redis:` section",
+            ),
+            (
+                "rate_limit:\n  per_client: {capacity: 0, refill_rate: 1}\n",
+                "rate_limit.per_client.capacity",
+                "at least 1",
+            ),
+            (
+                "rate_limit:\n  per_client: {capacity: 5}\n",
+                "rate_limit.per_client.refill_rate",
+                "required",
+            ),
+            (
+                "rate_limit:\n  per_client: {capacity: 5, refill_rate: fast}\n",
+                "rate_limit.per_client.refill_rate",
+                "number",
+            ),
+            ("rate_limit: {}\n", "rate_limit", "no limit configured"),
+            (
+                "rate_limit:\n  tools:\n    \"[x\": {capacity: 1, refill_rate: 1}\n",
+                "rate_limit.tools.[x",
+                "not a valid pattern",
+            ),
+            (
+                "redis: {url: \"redis://h\"}\nrate_limit:\n  backend: redis\n  on_redis_error: shrug\n  per_client: {capacity: 1, refill_rate: 1}\n",
+                "rate_limit.on_redis_error",
+                "expected `fail_closed` or `fail_open`",
+            ),
+            (
+                "rate_limit:\n  on_redis_error: fail_open\n  per_client: {capacity: 1, refill_rate: 1}\n",
+                "rate_limit.on_redis_error",
+                "only applies to `backend: redis`",
+            ),
+        ];
+        for (section, path, needle) in cases {
+            assert_error_at(&format!("{section}{ROUTE}"), path, needle);
+        }
+    }
+
+    #[test]
+    fn rate_limit_defaults_is_a_bucket_per_caller_on_each_route() {
+        use crate::stages::ratelimit::{BucketKey, ClientScope, MemoryBackend, RateLimit};
+        let up = "upstreams:\n  a:\n    url: http://x/mcp\n";
+        let compile = |section: &str| {
+            parse(&format!("rate_limit:\n{section}{up}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .rate_limit
+                .unwrap()
+        };
+        let migrated = compile("  defaults: {capacity: 5, refill_rate: 1}\n");
+        let native =
+            compile("  per_client: {capacity: 5, refill_rate: 1}\n  per_client_scope: route\n");
+        let gateway = compile("  per_client: {capacity: 5, refill_rate: 1}\n");
+        assert_eq!(
+            gateway.per_client_scope,
+            ClientScope::Gateway,
+            "the default scope"
+        );
+        for rl in [&migrated, &native] {
+            assert_eq!(rl.per_client_scope, ClientScope::Route);
+            assert_eq!(rl.per_client.default.map(|l| l.capacity), Some(5.0));
+        }
+        // More specific limits still apply: a `clients:` override, per route like the default.
+        let with_override = compile(
+            "  defaults: {capacity: 5, refill_rate: 1}\n  clients:\n    ci-*: {capacity: 50, refill_rate: 5}\n",
+        );
+        let stage = RateLimit::new(with_override, std::sync::Arc::new(MemoryBackend::new(100)));
+        let buckets = stage.buckets(&"ci-bot".into(), &"github".into(), None);
+        assert_eq!(buckets.len(), 1);
+        assert_eq!(
+            buckets[0].0,
+            BucketKey::ClientOnServer {
+                client: "ci-bot".into(),
+                server: "github".into()
+            }
+        );
+        assert_eq!(buckets[0].1.capacity, 50.0);
+        let stage = RateLimit::new(gateway, std::sync::Arc::new(MemoryBackend::new(100)));
+        assert_eq!(
+            stage.buckets(&"ci-bot".into(), &"github".into(), None)[0].0,
+            BucketKey::Client("ci-bot".into())
+        );
+
+        // Both spellings of one limit, or a scope that contradicts `defaults`: refused, not a
+        // silent winner.
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "  defaults: {capacity: 5, refill_rate: 1}\n  per_client: {capacity: 9, refill_rate: 1}\n",
+                "rate_limit.defaults",
+                "both set the per-caller limit",
+            ),
+            (
+                "  defaults: {capacity: 5, refill_rate: 1}\n  per_client_scope: gateway\n",
+                "rate_limit.per_client_scope",
+                "write `per_client` instead of `defaults`",
+            ),
+            (
+                "  per_client: {capacity: 5, refill_rate: 1}\n  per_client_scope: server\n",
+                "rate_limit.per_client_scope",
+                "is not `gateway`",
+            ),
+            (
+                "  defaults: {capacity: 0, refill_rate: 1}\n",
+                "rate_limit.defaults.capacity",
+                "at least 1",
+            ),
+            (
+                "  defaults: {capacity: 5}\n",
+                "rate_limit.defaults.refill_rate",
+                "required",
+            ),
+            (
+                "  defaults: {capacity: 5, refill: 1}\n",
+                "rate_limit.defaults.refill",
+                "unknown key",
+            ),
+        ];
+        for (section, path, needle) in cases {
+            assert_error_at(&format!("rate_limit:\n{section}{up}"), path, needle);
+        }
+    }
+}
