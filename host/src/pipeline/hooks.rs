@@ -1,0 +1,321 @@
+//! Response hooks: the requests a stage asked to see the answer to go out under ids of the
+//! gateway's own ([`HookedId`]), and their answers, recognised by that id on whichever stream or
+//! replica they arrive, go through the stages' `on_response` before the client gets its own id
+//! back. Every other response streams on untouched.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::{Pipeline, RequestContext, ResponseVerdict, Stage};
+use crate::error::GatewayError;
+use crate::mcp::Message;
+use crate::session::{HookedId, REQUEST_ID_PREFIX, Sessions};
+
+impl Pipeline {
+    /// Whether any stage (or observer) may ask to see responses: then streams that answer no
+    /// request of their own (legacy GET streams, resumed streams) are inspected too.
+    pub fn hooks_responses(&self) -> bool {
+        self.observers
+            .iter()
+            .chain(self.stages.iter())
+            .any(|s| s.hooks_responses())
+    }
+
+    /// The stages (observers first) that want the response to `request`.
+    fn interested(&self, cx: &RequestContext, request: &Message) -> Vec<Arc<dyn Stage>> {
+        self.observers
+            .iter()
+            .chain(self.stages.iter())
+            .filter(|s| s.wants_response(cx, request))
+            .cloned()
+            .collect()
+    }
+
+    /// The response hooks this request needs. Each request message some stage asked about is
+    /// forwarded under an id of the gateway's own ([`HookedId`], sealed by `ids`) instead of the
+    /// client's, so its response is recognised by that id alone, whatever the server does to the
+    /// spelling of ids and on whichever stream (or replica) the response arrives; the hooks then
+    /// give the client back its exact id. Empty hooks mean "stream untouched".
+    pub fn hook_requests(
+        &self,
+        cx: &mut RequestContext,
+        ids: &Arc<Sessions>,
+    ) -> Result<ResponseHooks, GatewayError> {
+        let mut chosen = Vec::new();
+        if let Some(body) = &cx.body {
+            for (index, msg) in body.messages.iter().enumerate() {
+                if !msg.is_request() {
+                    continue;
+                }
+                let stages = self.interested(cx, msg);
+                if !stages.is_empty() {
+                    chosen.push((index, stages));
+                }
+            }
+        }
+        let caller = hooked_caller(cx).to_string();
+        let mut wanted = Vec::with_capacity(chosen.len());
+        for (index, stages) in chosen {
+            let Some(msg) = cx.body.as_ref().and_then(|b| b.messages.get(index)) else {
+                continue;
+            };
+            let claims = HookedId {
+                caller: caller.clone(),
+                method: msg.method().to_string(),
+                target: msg.target.as_deref().map(str::to_string),
+                client_id: msg.id.as_deref().map_or("null", RawValue::get).to_string(),
+            };
+            let token = ids.seal_request_id(&cx.upstream.name, &claims);
+            let token_json = RawValue::from_string(format!("\"{token}\""))
+                .map_err(|e| GatewayError::Internal(format!("request id: {e}")))?;
+            let forwarded = msg
+                .with_id(&token_json)
+                .map_err(|e| GatewayError::bad_request(e.code, e.message))?;
+            let Some(original) = cx.replace_message(index, forwarded) else {
+                continue;
+            };
+            wanted.push(Wanted {
+                token,
+                request: original,
+                stages,
+                answered: std::sync::atomic::AtomicBool::new(false),
+            });
+        }
+        Ok(ResponseHooks {
+            inspect: !wanted.is_empty(),
+            wanted,
+            pipeline: self.clone(),
+            ids: ids.clone(),
+        })
+    }
+
+    /// Hooks for a stream that answers no request of its own (a legacy GET stream, or one a
+    /// client resumes with `Last-Event-ID`): a response that carries a hooked request's id
+    /// ([`HookedId`]) is hooked here too.
+    pub fn stream_hooks(&self, ids: &Arc<Sessions>) -> ResponseHooks {
+        ResponseHooks {
+            inspect: self.hooks_responses(),
+            wanted: Vec::new(),
+            pipeline: self.clone(),
+            ids: ids.clone(),
+        }
+    }
+}
+
+struct Wanted {
+    /// The id the request was forwarded under.
+    token: String,
+    /// The request as the stages saw it, with the client's id.
+    request: Message,
+    stages: Vec<Arc<dyn Stage>>,
+    /// Whether its answer has gone through the hooks.
+    answered: std::sync::atomic::AtomicBool,
+}
+
+/// The response hooks of one request or stream (see [`Pipeline::hook_requests`]).
+pub struct ResponseHooks {
+    wanted: Vec<Wanted>,
+    /// Whether bodies must be inspected at all.
+    inspect: bool,
+    /// For responses to requests of other POSTs (they arrive on GET and resumed streams).
+    pipeline: Pipeline,
+    ids: Arc<Sessions>,
+}
+
+/// What [`ResponseHooks::process`] made of one message (or batch) from the upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Processed {
+    /// Answers no hooked request: the upstream's bytes go on as they are.
+    Untouched,
+    /// Answers hooked requests: the messages after the hooks, with the clients' ids restored.
+    Replaced(Vec<u8>),
+    /// Must not reach the client: it answers (or may answer) a hooked request but cannot be
+    /// inspected (unreadable, an id of ours that does not open, another caller's request).
+    Refused(String),
+}
+
+/// The members of a message from the upstream that decide whether it may answer a request.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    result: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+impl ResponseHooks {
+    /// Whether bodies must be read by [`ResponseHooks::process`] (else they stream untouched).
+    pub fn inspects(&self) -> bool {
+        self.inspect
+    }
+
+    /// JSON-RPC error responses, with `message`, for this request's hooked messages whose answers
+    /// have not come through yet: what a stream that must end early sends so that the client's
+    /// calls fail instead of waiting forever.
+    pub fn unanswered_errors(&self, code: i32, message: &str) -> Vec<Vec<u8>> {
+        self.wanted
+            .iter()
+            .filter(|w| !w.answered.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|w| crate::mcp::jsonrpc::error_body(w.request.id.as_deref(), code, message, None))
+            .collect()
+    }
+
+    /// These hooks, inspecting nothing (for responses that can carry no hooked answer).
+    pub fn none(mut self) -> Self {
+        self.inspect = false;
+        self
+    }
+
+    /// Runs the hooks on one SSE event's data or one JSON body from the upstream: a message or a
+    /// batch of them. Fails closed: what may answer a hooked request but cannot be read is
+    /// [`Processed::Refused`], never passed on.
+    pub async fn process(&self, cx: &RequestContext, data: &[u8]) -> Processed {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return Processed::Refused("the upstream's message is not UTF-8".into());
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            // An event without data (SSE priming events, keep-alives) answers nothing.
+            return Processed::Untouched;
+        }
+        if !text.starts_with('[') {
+            return match serde_json::from_str::<&RawValue>(text) {
+                Ok(raw) => self.one(cx, raw).await,
+                Err(e) => Processed::Refused(format!("the upstream's message is not JSON: {e}")),
+            };
+        }
+        let items = match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => items,
+            Err(e) => {
+                return Processed::Refused(format!("the upstream's batch is not JSON: {e}"));
+            }
+        };
+        let mut changed = false;
+        let mut kept: Vec<String> = Vec::with_capacity(items.len());
+        let mut refused = None;
+        for item in items {
+            match self.one(cx, item).await {
+                Processed::Untouched => kept.push(item.get().to_string()),
+                Processed::Replaced(bytes) => {
+                    changed = true;
+                    kept.push(String::from_utf8(bytes).unwrap_or_default());
+                }
+                Processed::Refused(why) => {
+                    changed = true;
+                    refused = Some(why);
+                }
+            }
+        }
+        match (changed, kept.is_empty(), refused) {
+            (false, _, _) => Processed::Untouched,
+            (true, true, Some(why)) => Processed::Refused(why),
+            _ => Processed::Replaced(format!("[{}]", kept.join(",")).into_bytes()),
+        }
+    }
+
+    /// [`ResponseHooks::process`] for one message.
+    async fn one(&self, cx: &RequestContext, raw: &RawValue) -> Processed {
+        let Ok(probe) = serde_json::from_str::<Probe<'_>>(raw.get()) else {
+            return Processed::Refused("the upstream's message is not a JSON-RPC object".into());
+        };
+        if probe.result.is_none() && probe.error.is_none() {
+            // Requests and notifications answer nothing.
+            return Processed::Untouched;
+        }
+        // Only ids of ours are hooked: the gateway forwarded every hooked request under one.
+        let Some(token) = probe
+            .id
+            .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
+            .filter(|id| id.starts_with(REQUEST_ID_PREFIX))
+        else {
+            return Processed::Untouched;
+        };
+        let found;
+        let opened;
+        let (request, stages): (&Message, &[Arc<dyn Stage>]) =
+            match self.wanted.iter().find(|w| w.token == token) {
+                Some(w) => {
+                    w.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                    (&w.request, &w.stages)
+                }
+                None => {
+                    // The answer to another POST's request (a GET or resumed stream).
+                    let Some(claims) = self.ids.open_request_id(&cx.upstream.name, &token) else {
+                        return Processed::Refused(
+                            "a response under a request id the gateway cannot open".into(),
+                        );
+                    };
+                    if claims.caller != hooked_caller(cx) {
+                        return Processed::Refused("a response to another caller's request".into());
+                    }
+                    let Some(request) = reconstructed(&claims) else {
+                        return Processed::Refused("a request id with unusable claims".into());
+                    };
+                    opened = self.pipeline.interested(cx, &request);
+                    found = request;
+                    (&found, &opened)
+                }
+            };
+        let Ok(mut message) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+            return Processed::Refused("the upstream's message cannot be read as JSON".into());
+        };
+        let mut modified = false;
+        for stage in stages {
+            modified |=
+                stage.on_response(cx, request, &mut message).await == ResponseVerdict::Modified;
+        }
+        let client_id = request.id.as_deref().map_or("null", RawValue::get);
+        // Unchanged by the hooks: the upstream's bytes, with only the id given back.
+        let out = if modified {
+            with_client_id(message, client_id)
+        } else {
+            crate::mcp::envelope::set_member(raw.get(), "id", client_id)
+                .ok()
+                .map(String::into_bytes)
+        };
+        match out {
+            Some(bytes) => Processed::Replaced(bytes),
+            None => Processed::Refused("a hooked response is no longer a JSON-RPC object".into()),
+        }
+    }
+}
+
+/// Whose hooked request an id is: the authenticated caller, empty without authentication (as
+/// legacy sessions are bound).
+fn hooked_caller(cx: &RequestContext) -> &str {
+    cx.caller.as_ref().map_or("", |c| c.id.as_ref())
+}
+
+/// The request a [`HookedId`] stands for, for hooks that see a response away from its POST:
+/// method, id and target (name or URI); the arguments are not part of it.
+fn reconstructed(claims: &HookedId) -> Option<Message> {
+    let mut params = serde_json::Map::new();
+    if let Some(target) = &claims.target {
+        let key = if claims.method.starts_with("resources/") {
+            "uri"
+        } else {
+            "name"
+        };
+        params.insert(key.into(), target.clone().into());
+    }
+    let text = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"method":{},"params":{}}}"#,
+        claims.client_id,
+        serde_json::to_string(&claims.method).ok()?,
+        serde_json::Value::Object(params)
+    );
+    Message::parse(&RawValue::from_string(text).ok()?).ok()
+}
+
+/// A response message serialised with `id` (raw JSON) in place of its own.
+fn with_client_id(message: serde_json::Value, id: &str) -> Option<Vec<u8>> {
+    let serde_json::Value::Object(mut members) = message else {
+        return None;
+    };
+    members.remove("id");
+    let rest = serde_json::to_string(&members).ok()?;
+    let rest = rest.strip_prefix('{')?;
+    let sep = if rest == "}" { "" } else { "," };
+    Some(format!("{{\"id\":{id}{sep}{rest}").into_bytes())
+}
