@@ -307,25 +307,7 @@ impl Validator<'_> {
         runtime: &PluginRuntimeConfig,
     ) -> Option<PluginSpec> {
         let path = format!("plugins.{name}");
-        let mut ok = true;
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            self.error(
-                &path,
-                format!("plugin name `{name}` may only use letters, digits, `-` and `_`"),
-            );
-            ok = false;
-        }
-        if StageName::BUILT_IN.iter().any(|s| s.as_str() == name) {
-            self.error(
-                &path,
-                format!("`{name}` is a built-in stage; give the plugin another name"),
-            );
-            ok = false;
-        }
+        let ok = self.plugin_name(&path, name);
         let file = match raw.file.as_deref().map(str::trim) {
             None | Some("") => {
                 self.missing(
@@ -350,7 +332,56 @@ impl Validator<'_> {
             raw.on_error.as_deref(),
             OnError::FailClosed,
         );
-        let instances = match raw.instances.as_deref() {
+        let instances = self.instances(&path, raw.instances.as_deref());
+        let (timeout, max_memory) = self.plugin_limits(&path, raw.timeout, raw.max_memory_mb);
+        let grants = raw
+            .grants
+            .map(|g| self.grants(&format!("{path}.grants"), g))
+            .unwrap_or_default();
+        let lines = self.plugin_lines(&path);
+        if !ok {
+            return None;
+        }
+        Some(PluginSpec {
+            name: Arc::from(name),
+            file: file?,
+            config_json,
+            on_error,
+            timeout,
+            max_memory,
+            instances,
+            grants,
+            lines,
+        })
+    }
+
+    /// A plugin's name must suit a YAML key, a metric label and a file name, and must not be a
+    /// built-in stage's.
+    fn plugin_name(&mut self, path: &str, name: &str) -> bool {
+        let mut ok = true;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.error(
+                path,
+                format!("plugin name `{name}` may only use letters, digits, `-` and `_`"),
+            );
+            ok = false;
+        }
+        if StageName::BUILT_IN.iter().any(|s| s.as_str() == name) {
+            self.error(
+                path,
+                format!("`{name}` is a built-in stage; give the plugin another name"),
+            );
+            ok = false;
+        }
+        ok
+    }
+
+    fn instances(&mut self, path: &str, raw: Option<&str>) -> InstanceMode {
+        match raw {
             None | Some("fresh") => InstanceMode::Fresh,
             Some("reuse") => InstanceMode::Reuse,
             Some(other) => {
@@ -360,47 +391,43 @@ impl Validator<'_> {
                 );
                 InstanceMode::Fresh
             }
-        };
-        let timeout = raw.timeout.unwrap_or(DEFAULT_PLUGIN_TIMEOUT_MS);
+        }
+    }
+
+    /// The per-call deadline and the linear-memory cap, in bytes.
+    fn plugin_limits(
+        &mut self,
+        path: &str,
+        timeout: Option<u64>,
+        memory_mb: Option<u64>,
+    ) -> (Duration, usize) {
+        let timeout = timeout.unwrap_or(DEFAULT_PLUGIN_TIMEOUT_MS);
         if timeout == 0 || timeout > 60_000 {
             self.error(
                 &format!("{path}.timeout"),
                 "must be between 1 and 60000 (milliseconds per hook call)",
             );
         }
-        let memory = raw.max_memory_mb.unwrap_or(DEFAULT_PLUGIN_MEMORY_MB);
+        let memory = memory_mb.unwrap_or(DEFAULT_PLUGIN_MEMORY_MB);
         if memory == 0 || memory > MAX_PLUGIN_MEMORY_MB {
             self.error(
                 &format!("{path}.max_memory_mb"),
                 format!("must be between 1 and {MAX_PLUGIN_MEMORY_MB} (MiB of linear memory)"),
             );
         }
-        let grants = raw
-            .grants
-            .map(|g| self.grants(&format!("{path}.grants"), g))
-            .unwrap_or_default();
-        let lines = PluginLines {
-            file: super::yaml::line_of(self.root, &format!("{path}.file")),
-            config: super::yaml::line_of(self.root, &format!("{path}.config"))
-                .or_else(|| super::yaml::line_of(self.root, &path)),
-            grants: super::yaml::line_of(self.root, &format!("{path}.grants"))
-                .or_else(|| super::yaml::line_of(self.root, &path)),
-        };
-        if !ok {
-            return None;
+        let bytes = usize::try_from(memory.min(MAX_PLUGIN_MEMORY_MB) << 20).unwrap_or(usize::MAX);
+        (Duration::from_millis(timeout), bytes)
+    }
+
+    /// The lines load errors point at: the plugin's `file`, `config` and `grants` keys (the
+    /// plugin's own key where one is absent).
+    fn plugin_lines(&self, path: &str) -> PluginLines {
+        let line = |key: &str| super::yaml::line_of(self.root, &format!("{path}.{key}"));
+        PluginLines {
+            file: line("file"),
+            config: line("config").or_else(|| super::yaml::line_of(self.root, path)),
+            grants: line("grants").or_else(|| super::yaml::line_of(self.root, path)),
         }
-        Some(PluginSpec {
-            name: Arc::from(name),
-            file: file?,
-            config_json,
-            on_error,
-            timeout: Duration::from_millis(timeout),
-            max_memory: usize::try_from(memory.min(MAX_PLUGIN_MEMORY_MB) << 20)
-                .unwrap_or(usize::MAX),
-            instances,
-            grants,
-            lines,
-        })
     }
 
     fn grants(&mut self, path: &str, raw: RawGrants) -> Grants {

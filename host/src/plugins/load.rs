@@ -9,7 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::engine::Runtime;
-use super::host_api::{CustomMetrics, Shared};
+use super::host_api::{CustomMetrics, Shared, State};
 use super::instance::{FailureKind, Loaded};
 use super::{CONTRACT_VERSION, PluginStage};
 use crate::config::{Config, ConfigError, PluginSpec};
@@ -88,50 +88,7 @@ impl Runtime {
         deps: &Deps,
         metrics: &Arc<CustomMetrics>,
     ) -> Result<PluginStage, ConfigError> {
-        let at = |key: &str, line: Option<usize>, message: String| ConfigError {
-            path: format!("plugins.{}{key}", spec.name),
-            line,
-            message,
-        };
-        let file = spec.file.clone();
-        let bytes = std::fs::read(&file).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (build the example plugins with scripts/build-plugins.sh, or check plugin_runtime.dir)"
-            } else {
-                ""
-            };
-            at(".file", spec.lines.file, format!("cannot read `{}`: {e}{hint}", file.display()))
-        })?;
-        let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| at(".file", spec.lines.file, e.to_string()))?
-            .map_err(|e| {
-                at(
-                    ".file",
-                    spec.lines.file,
-                    format!(
-                        "`{}` is not a loadable WebAssembly component: {e:#}",
-                        file.display()
-                    ),
-                )
-            })?;
-        check_imports(&self.engine, &component, spec)
-            .map_err(|m| at(".grants", spec.lines.grants, m))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(super::engine::bindings::PluginPre::new)
-            .map_err(|e| {
-                at(
-                    ".file",
-                    spec.lines.file,
-                    format!(
-                        "`{}` does not implement the mcpgate:plugin@{CONTRACT_VERSION} `plugin` world: {e:#}",
-                        file.display()
-                    ),
-                )
-            })?;
+        let pre = self.prepare(spec).await?;
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             grants: spec.grants.clone(),
@@ -146,44 +103,95 @@ impl Runtime {
             shared,
             idle: Mutex::new(Vec::new()),
         };
-        // Run init once now: a config the plugin rejects fails `validate` and `start`.
-        let deadline = Instant::now() + spec.timeout.max(Duration::from_secs(5));
-        let registration = match plugin.instance("load".into(), deadline).await {
-            Ok((live, reg)) => {
-                plugin.release(live);
-                reg
-            }
-            Err(f) if f.kind == FailureKind::Rejected => {
-                return Err(at(
-                    ".config",
-                    spec.lines.config,
-                    format!("plugin `{}` rejected its config: {}", spec.name, f.detail),
-                ));
-            }
-            Err(f) => {
-                return Err(at(
-                    ".file",
-                    spec.lines.file,
-                    format!("plugin `{}` failed in init: {f}", spec.name),
-                ));
-            }
-        };
-        let patterns = |methods: &[String]| {
-            crate::glob::GlobSet::new(methods).map_err(|e| {
-                at(
-                    ".file",
-                    spec.lines.file,
-                    format!(
-                        "plugin `{}` registered an invalid method pattern: {e}",
-                        spec.name
-                    ),
-                )
-            })
-        };
-        let requests = patterns(&registration.request_methods)?;
-        let responses = patterns(&registration.response_methods)?;
+        let (requests, responses) = registered(&plugin, spec).await?;
         Ok(PluginStage::new(plugin, requests, responses))
     }
+
+    /// The plugin's file read, compiled (cached), its imports checked against its grants, and
+    /// linked against the `plugin` world, ready to instantiate.
+    async fn prepare(
+        &self,
+        spec: &PluginSpec,
+    ) -> Result<super::engine::bindings::PluginPre<State>, ConfigError> {
+        let file = spec.file.clone();
+        let bytes = std::fs::read(&file).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (build the example plugins with scripts/build-plugins.sh, or check plugin_runtime.dir)"
+            } else {
+                ""
+            };
+            let message = format!("cannot read `{}`: {e}{hint}", file.display());
+            at(spec, ".file", spec.lines.file, message)
+        })?;
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| at(spec, ".file", spec.lines.file, e.to_string()))?
+            .map_err(|e| {
+                let message = format!(
+                    "`{}` is not a loadable WebAssembly component: {e:#}",
+                    file.display()
+                );
+                at(spec, ".file", spec.lines.file, message)
+            })?;
+        check_imports(&self.engine, &component, spec)
+            .map_err(|m| at(spec, ".grants", spec.lines.grants, m))?;
+        self.linker
+            .instantiate_pre(&component)
+            .and_then(super::engine::bindings::PluginPre::new)
+            .map_err(|e| {
+                let message = format!(
+                    "`{}` does not implement the mcpgate:plugin@{CONTRACT_VERSION} `plugin` world: {e:#}",
+                    file.display()
+                );
+                at(spec, ".file", spec.lines.file, message)
+            })
+    }
+}
+
+/// A loading error at the plugin's `key` (`.file`, `.grants`, `.config`).
+fn at(spec: &PluginSpec, key: &str, line: Option<usize>, message: String) -> ConfigError {
+    ConfigError {
+        path: format!("plugins.{}{key}", spec.name),
+        line,
+        message,
+    }
+}
+
+/// Runs the plugin's `init` once now (a config the plugin rejects fails `validate` and
+/// `start`) and compiles the method patterns it registered for requests and responses.
+async fn registered(
+    plugin: &Loaded,
+    spec: &PluginSpec,
+) -> Result<(Option<crate::glob::GlobSet>, Option<crate::glob::GlobSet>), ConfigError> {
+    let deadline = Instant::now() + spec.timeout.max(Duration::from_secs(5));
+    let registration = match plugin.instance("load".into(), deadline).await {
+        Ok((live, reg)) => {
+            plugin.release(live);
+            reg
+        }
+        Err(f) if f.kind == FailureKind::Rejected => {
+            let message = format!("plugin `{}` rejected its config: {}", spec.name, f.detail);
+            return Err(at(spec, ".config", spec.lines.config, message));
+        }
+        Err(f) => {
+            let message = format!("plugin `{}` failed in init: {f}", spec.name);
+            return Err(at(spec, ".file", spec.lines.file, message));
+        }
+    };
+    let patterns = |methods: &[String]| {
+        crate::glob::GlobSet::new(methods).map_err(|e| {
+            let message = format!(
+                "plugin `{}` registered an invalid method pattern: {e}",
+                spec.name
+            );
+            at(spec, ".file", spec.lines.file, message)
+        })
+    };
+    Ok((
+        patterns(&registration.request_methods)?,
+        patterns(&registration.response_methods)?,
+    ))
 }
 
 /// Refuses a component that imports anything its grants do not cover, naming every such import.

@@ -229,35 +229,8 @@ impl Validator<'_> {
                     format!("id `{id}` is used by another key"),
                 );
             }
-            let (source, digest) = match (k.key_env, k.key) {
-                (Some(var), None) => {
-                    let source = format!("{path}.key_env");
-                    let digest = self
-                        .env_secret(&source, &var)
-                        .and_then(|v| self.key_digest(&source, &v));
-                    (source, digest)
-                }
-                (None, Some(text)) => {
-                    let source = format!("{path}.key");
-                    let digest = self.file_key(&source, &text);
-                    (source, digest)
-                }
-                (Some(_), Some(_)) => {
-                    self.error(
-                        &format!("{path}.key"),
-                        "give either `key_env` or `key`, not both",
-                    );
-                    continue;
-                }
-                // A `key: ${VAR}` whose variable is unset was reported (and removed) already.
-                (None, None) if self.has_error_at(&format!("{path}.key")) => continue,
-                (None, None) => {
-                    self.missing(
-                        &format!("{path}.key_env"),
-                        "required: `key_env: VAR`, `key: ${VAR}` or `key: sha256:<hex>`",
-                    );
-                    continue;
-                }
+            let Some((source, digest)) = self.key_source(&path, k.key_env, k.key) else {
+                continue;
             };
             let Some(digest) = digest else { continue };
             if let Some(j) = out.iter().position(|o| o.digest == digest) {
@@ -280,6 +253,46 @@ impl Validator<'_> {
             header: header?,
             keys: out,
         })
+    }
+
+    /// Where the key of `auth.keys[i]` (`path`) comes from, and its digest (`None` when it was
+    /// reported as wrong); `None` when the entry gives no usable source.
+    fn key_source(
+        &mut self,
+        path: &str,
+        key_env: Option<String>,
+        key: Option<String>,
+    ) -> Option<(String, Option<[u8; 32]>)> {
+        match (key_env, key) {
+            (Some(var), None) => {
+                let source = format!("{path}.key_env");
+                let digest = self
+                    .env_secret(&source, &var)
+                    .and_then(|v| self.key_digest(&source, &v));
+                Some((source, digest))
+            }
+            (None, Some(text)) => {
+                let source = format!("{path}.key");
+                let digest = self.file_key(&source, &text);
+                Some((source, digest))
+            }
+            (Some(_), Some(_)) => {
+                self.error(
+                    &format!("{path}.key"),
+                    "give either `key_env` or `key`, not both",
+                );
+                None
+            }
+            // A `key: ${VAR}` whose variable is unset was reported (and removed) already.
+            (None, None) if self.has_error_at(&format!("{path}.key")) => None,
+            (None, None) => {
+                self.missing(
+                    &format!("{path}.key_env"),
+                    "required: `key_env: VAR`, `key: ${VAR}` or `key: sha256:<hex>`",
+                );
+                None
+            }
+        }
     }
 
     /// `auth.keys[].key`: a `sha256:` digest (written in the file or not), or a key that came
@@ -326,26 +339,7 @@ impl Validator<'_> {
             self.http_url("auth.issuer", i)
                 .map(|_| i.trim().to_string())
         });
-        let source = if oidc {
-            self.not_for("jwks_uri", raw.jwks_uri.is_some(), "oidc");
-            if raw.issuer.is_none() {
-                self.missing("auth.issuer", "required: the OpenID provider's issuer URL (discovery reads <issuer>/.well-known/openid-configuration)");
-            }
-            issuer.clone().map(KeySource::Oidc)
-        } else {
-            match &raw.jwks_uri {
-                Some(u) => self
-                    .http_url("auth.jwks_uri", u)
-                    .map(|_| KeySource::Jwks(u.trim().to_string())),
-                None => {
-                    self.missing(
-                        "auth.jwks_uri",
-                        "required: where the signing keys (JWKS) are published",
-                    );
-                    None
-                }
-            }
-        };
+        let source = self.key_source_of(oidc, &raw, issuer.as_deref());
         let audience = raw.audience.map(OneOrMany::into_vec).unwrap_or_default();
         if audience.is_empty() {
             self.missing(
@@ -353,32 +347,7 @@ impl Validator<'_> {
                 "required: the audience tokens must be issued for (usually this gateway's URL)",
             );
         }
-        let algorithms = match raw.algorithms {
-            None => vec![
-                jsonwebtoken::Algorithm::RS256,
-                jsonwebtoken::Algorithm::ES256,
-            ],
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, a)| {
-                    let parsed = ALGORITHMS
-                        .contains(&a.as_str())
-                        .then(|| a.parse::<jsonwebtoken::Algorithm>().ok())
-                        .flatten();
-                    if parsed.is_none() {
-                        self.error(
-                            &format!("auth.algorithms[{i}]"),
-                            format!(
-                                "`{a}` is not allowed (choose from {})",
-                                ALGORITHMS.join(", ")
-                            ),
-                        );
-                    }
-                    parsed
-                })
-                .collect(),
-        };
+        let algorithms = self.algorithms(raw.algorithms);
         let authorization_servers = raw
             .authorization_servers
             .unwrap_or_else(|| issuer.iter().cloned().collect());
@@ -404,6 +373,63 @@ impl Validator<'_> {
                 DEFAULT_JWKS_FETCH_TIMEOUT_MS,
             ),
         })))
+    }
+
+    /// Where a `jwt` section's keys come from (`jwks_uri`), or an `oidc` one's (its issuer).
+    fn key_source_of(
+        &mut self,
+        oidc: bool,
+        raw: &RawAuth,
+        issuer: Option<&str>,
+    ) -> Option<KeySource> {
+        if oidc {
+            self.not_for("jwks_uri", raw.jwks_uri.is_some(), "oidc");
+            if raw.issuer.is_none() {
+                self.missing("auth.issuer", "required: the OpenID provider's issuer URL (discovery reads <issuer>/.well-known/openid-configuration)");
+            }
+            return issuer.map(|i| KeySource::Oidc(i.to_string()));
+        }
+        match &raw.jwks_uri {
+            Some(u) => self
+                .http_url("auth.jwks_uri", u)
+                .map(|_| KeySource::Jwks(u.trim().to_string())),
+            None => {
+                self.missing(
+                    "auth.jwks_uri",
+                    "required: where the signing keys (JWKS) are published",
+                );
+                None
+            }
+        }
+    }
+
+    /// `auth.algorithms`: asymmetric ones only (default RS256 and ES256).
+    fn algorithms(&mut self, raw: Option<Vec<String>>) -> Vec<jsonwebtoken::Algorithm> {
+        let Some(list) = raw else {
+            return vec![
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256,
+            ];
+        };
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let parsed = ALGORITHMS
+                    .contains(&a.as_str())
+                    .then(|| a.parse::<jsonwebtoken::Algorithm>().ok())
+                    .flatten();
+                if parsed.is_none() {
+                    self.error(
+                        &format!("auth.algorithms[{i}]"),
+                        format!(
+                            "`{a}` is not allowed (choose from {})",
+                            ALGORITHMS.join(", ")
+                        ),
+                    );
+                }
+                parsed
+            })
+            .collect()
     }
 }
 
