@@ -427,40 +427,12 @@ impl Stage for PluginStage {
                 self.record("response", f.kind.as_str(), started);
                 return replace_with_error(response, &self.over_budget());
             }
-            let replaced = match action {
-                Ok(wit::ResponseAction::Continue) => {
+            let replaced = match action.map(replacement) {
+                Ok(None) => {
                     self.record("response", "continue", started);
                     return ResponseVerdict::Unchanged;
                 }
-                Ok(wit::ResponseAction::ReplaceResult(text)) => {
-                    serde_json::from_str::<Value>(&text)
-                        .map(|v| ("result", v))
-                        .map_err(|e| {
-                            Failure::new(
-                                FailureKind::Invalid,
-                                format!("replacement result is not JSON: {e}"),
-                            )
-                        })
-                }
-                Ok(wit::ResponseAction::ReplaceError(e)) => {
-                    let data = e
-                        .data
-                        .map(|d| serde_json::from_str::<Value>(&d))
-                        .transpose();
-                    match data {
-                        Ok(data) => {
-                            let mut err = serde_json::json!({"code": e.code, "message": e.message});
-                            if let Some(d) = data {
-                                err["data"] = d;
-                            }
-                            Ok(("error", err))
-                        }
-                        Err(e) => Err(Failure::new(
-                            FailureKind::Invalid,
-                            format!("error `data` is not JSON: {e}"),
-                        )),
-                    }
-                }
+                Ok(Some(r)) => r,
                 Err(f) => Err(f),
             };
             let (field, value) = match replaced {
@@ -484,6 +456,32 @@ impl Stage for PluginStage {
             }
             ResponseVerdict::Modified
         })
+    }
+}
+
+/// The part of the response message a plugin's `replace-result` or `replace-error` sets, and its
+/// JSON (`None`: `continue`); text that is not JSON is the plugin's failure.
+fn replacement(action: wit::ResponseAction) -> Option<Result<(&'static str, Value), Failure>> {
+    let not_json = |what: &str, e: serde_json::Error| {
+        Failure::new(FailureKind::Invalid, format!("{what} is not JSON: {e}"))
+    };
+    match action {
+        wit::ResponseAction::Continue => None,
+        wit::ResponseAction::ReplaceResult(text) => Some(
+            serde_json::from_str::<Value>(&text)
+                .map(|v| ("result", v))
+                .map_err(|e| not_json("replacement result", e)),
+        ),
+        wit::ResponseAction::ReplaceError(e) => {
+            let mut err = serde_json::json!({"code": e.code, "message": e.message});
+            if let Some(d) = e.data {
+                match serde_json::from_str::<Value>(&d) {
+                    Ok(d) => err["data"] = d,
+                    Err(e) => return Some(Err(not_json("error `data`", e))),
+                }
+            }
+            Some(Ok(("error", err)))
+        }
     }
 }
 

@@ -145,15 +145,7 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    struct State<B> {
-        body: B,
-        cx: Box<RequestContext>,
-        hooks: ResponseHooks,
-        splitter: EventSplitter,
-        out: VecDeque<Bytes>,
-        done: bool,
-    }
-    let state = State {
+    let state = HookedSse {
         body,
         cx,
         hooks,
@@ -184,39 +176,59 @@ where
                     return Some((Err(e), s));
                 }
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    s.splitter.push(&data);
-                    while let Some(event) = s.splitter.next_event() {
-                        if let Some(event) = hook_event(&s.cx, &s.hooks, event).await {
-                            s.out.push_back(event);
-                        }
-                    }
-                    if s.splitter.pending() > limit {
-                        s.done = true;
-                        let held = s.splitter.take_rest().len();
-                        tracing::warn!(
-                            request_id = %s.cx.request_id,
-                            upstream = %s.cx.upstream.name,
-                            bytes = held,
-                            "the upstream's SSE event exceeds server.max_inspected_bytes; ending the stream"
-                        );
-                        let message = format!(
-                            "the upstream sent a message larger than server.max_inspected_bytes ({limit} bytes), which the gateway cannot inspect"
-                        );
-                        for error in s
-                            .hooks
-                            .unanswered_errors(jsonrpc::UPSTREAM_UNINSPECTABLE, &message)
-                        {
-                            s.out.push_back(sse_event(&error));
-                        }
+                    if let Ok(data) = frame.into_data() {
+                        s.data(&data, limit).await;
                     }
                 }
             }
         }
     });
     http_body_util::StreamBody::new(stream)
+}
+
+/// The state of [`hooked_sse`]: the upstream's body, the events split from it, and what is
+/// ready for the client.
+struct HookedSse<B> {
+    body: B,
+    cx: Box<RequestContext>,
+    hooks: ResponseHooks,
+    splitter: EventSplitter,
+    out: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl<B> HookedSse<B> {
+    /// A chunk from the upstream: each complete event goes through the hooks; an event that
+    /// grows past `limit` (`server.max_inspected_bytes`) ends the stream, and the requests it
+    /// leaves unanswered get an error each.
+    async fn data(&mut self, data: &[u8], limit: usize) {
+        self.splitter.push(data);
+        while let Some(event) = self.splitter.next_event() {
+            if let Some(event) = hook_event(&self.cx, &self.hooks, event).await {
+                self.out.push_back(event);
+            }
+        }
+        if self.splitter.pending() <= limit {
+            return;
+        }
+        self.done = true;
+        let held = self.splitter.take_rest().len();
+        tracing::warn!(
+            request_id = %self.cx.request_id,
+            upstream = %self.cx.upstream.name,
+            bytes = held,
+            "the upstream's SSE event exceeds server.max_inspected_bytes; ending the stream"
+        );
+        let message = format!(
+            "the upstream sent a message larger than server.max_inspected_bytes ({limit} bytes), which the gateway cannot inspect"
+        );
+        for error in self
+            .hooks
+            .unanswered_errors(jsonrpc::UPSTREAM_UNINSPECTABLE, &message)
+        {
+            self.out.push_back(sse_event(&error));
+        }
+    }
 }
 
 /// A JSON message as one SSE event.

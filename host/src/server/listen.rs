@@ -146,25 +146,13 @@ async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
+    use hyper_util::rt::TokioIo;
     use hyper_util::server::graceful::GracefulShutdown;
 
     let _tracked = crate::observability::metrics::track_runtime();
     let app = super::routes::routes(gateway.clone());
     let server = &gateway.config.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // With a timer, hyper bounds the wait for a request head (which also ends idle keep-alive
-    // connections); HTTP/2 peers are pinged and dropped when they stop answering.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = http_builder(server);
     let graceful = GracefulShutdown::new();
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -219,6 +207,36 @@ async fn serve(
         });
     }
 
+    drain(&gateway, listener, graceful).await;
+}
+
+/// hyper's connection settings: with a timer, hyper bounds the wait for a request head (which
+/// also ends idle keep-alive connections); HTTP/2 peers are pinged and dropped when they stop
+/// answering.
+fn http_builder(
+    server: &crate::config::ServerConfig,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// The drain: readiness turns to 503, GET streams end (their clients resume elsewhere), no new
+/// connection is accepted, and the open ones get `server.shutdown_timeout` to finish.
+async fn drain(
+    gateway: &Gateway,
+    listener: TcpListener,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+) {
     gateway.draining.store(true, Ordering::Relaxed);
     gateway.shutdown.cancel();
     drop(listener);
