@@ -1,7 +1,7 @@
 use super::*;
 
 /// A minimal upstreams section, appended to a section under test.
-pub(crate) const ROUTE: &str = "upstreams:\n  a:\n    url: http://x/mcp\n";
+const ROUTE: &str = "upstreams:\n  a:\n    url: http://x/mcp\n";
 
 pub(crate) fn env(name: &str) -> Option<String> {
     match name {
@@ -50,6 +50,13 @@ pub(crate) fn assert_error_at(
         "{text:?}: want {path} ~ {needle:?} with a line, got {got:#?}"
     );
     got
+}
+
+/// [`assert_error_at`] for each `(section, path, needle)`, the section followed by [`ROUTE`].
+pub(crate) fn assert_errors_at(cases: &[(&str, &str, &str)]) {
+    for (section, path, needle) in cases {
+        assert_error_at(&format!("{section}{ROUTE}"), path, needle);
+    }
 }
 
 #[test]
@@ -394,7 +401,7 @@ fn stage_sections_compile() {
 /// with a line (each stage's own section: in `stages/<stage>/config.rs`).
 #[test]
 fn section_errors() {
-    let cases: &[(&str, &str, &str)] = &[
+    assert_errors_at(&[
         ("pipeline: [auth]\n", "pipeline[0]", "not configured"),
         (
             "policy: {}\npipeline: [policy, policy]\n",
@@ -434,10 +441,7 @@ fn section_errors() {
             "plugin_runtime.kv.on_redis_error",
             "only applies to `backend: redis`",
         ),
-    ];
-    for (section, path, needle) in cases {
-        assert_error_at(&format!("{section}{ROUTE}"), path, needle);
-    }
+    ]);
 }
 
 #[test]

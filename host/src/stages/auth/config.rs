@@ -435,12 +435,12 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::tests::{ROUTE, api_keys, assert_error_at, parse, sha256};
+    use crate::config::tests::{api_keys, assert_error_at, assert_errors_at, parse, sha256};
 
     /// Each mistake in `auth:` is reported at its key, with a line.
     #[test]
     fn auth_section_errors() {
-        let cases: &[(&str, &str, &str)] = &[
+        assert_errors_at(&[
             ("auth:\n  type: magic\n", "auth.type", "unknown auth type"),
             ("auth:\n  type: api-key\n", "auth.keys", "required"),
             (
@@ -493,10 +493,7 @@ mod tests {
                 "auth.issuer",
                 "required",
             ),
-        ];
-        for (section, path, needle) in cases {
-            assert_error_at(&format!("{section}{ROUTE}"), path, needle);
-        }
+        ]);
     }
 
     #[test]

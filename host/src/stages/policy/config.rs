@@ -77,12 +77,12 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::tests::{ROUTE, assert_error_at};
+    use crate::config::tests::assert_errors_at;
 
     /// Each mistake in `policy:` is reported at its key, with a line.
     #[test]
     fn policy_section_errors() {
-        let cases: &[(&str, &str, &str)] = &[
+        assert_errors_at(&[
             (
                 "policy:\n  default: maybe\n",
                 "policy.default",
@@ -108,9 +108,6 @@ mod tests {
                 "policy.rules[0].colour",
                 "unknown key",
             ),
-        ];
-        for (section, path, needle) in cases {
-            assert_error_at(&format!("{section}{ROUTE}"), path, needle);
-        }
+        ]);
     }
 }

@@ -201,12 +201,12 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::tests::{ROUTE, assert_error_at, parse};
+    use crate::config::tests::{assert_error_at, assert_errors_at, parse};
 
     /// Each mistake in `rate_limit:` is reported at its key, with a line.
     #[test]
     fn rate_limit_section_errors() {
-        let cases: &[(&str, &str, &str)] = &[
+        assert_errors_at(&[
             (
                 "rate_limit:\n  backend: redis\n  per_client: {capacity: 1, refill_rate: 1}\n",
                 "rate_limit.backend",
@@ -243,10 +243,7 @@ mod tests {
                 "rate_limit.on_redis_error",
                 "only applies to `backend: redis`",
             ),
-        ];
-        for (section, path, needle) in cases {
-            assert_error_at(&format!("{section}{ROUTE}"), path, needle);
-        }
+        ]);
     }
 
     #[test]
