@@ -25,10 +25,12 @@ use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Era, Message, ParsedBody};
 use crate::session::SessionClaims;
 
+mod bodies;
 mod hooks;
 #[cfg(test)]
 mod tests;
 
+pub use bodies::{hooked_json, hooked_sse};
 pub use hooks::{Processed, ResponseHooks};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

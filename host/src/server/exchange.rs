@@ -27,7 +27,7 @@ use crate::error::GatewayError;
 use crate::mcp::{Era, ParsedBody, rules};
 use crate::observability::Summary;
 use crate::pipeline::{Outcome, Pipeline, RequestContext, ResponseHooks};
-use crate::proxy::relay::{self, BoxError, Relay};
+use crate::proxy::relay::{BoxError, Relay};
 use crate::proxy::{self, Outgoing, Peer, X_REQUEST_ID};
 use crate::session::{Answered, SessionBinding};
 
@@ -317,10 +317,10 @@ impl<'a> McpExchange<'a> {
         let body = if !hooks.inspects() {
             Body::new(relayed)
         } else if is_sse {
-            Body::new(relay::hooked_sse(relayed, cx, hooks, limit))
+            Body::new(crate::pipeline::hooked_sse(relayed, cx, hooks, limit))
         } else {
             let error_status = !parts.status.is_success();
-            let bytes = relay::hooked_json(relayed, &cx, &hooks, limit, error_status)
+            let bytes = crate::pipeline::hooked_json(relayed, &cx, &hooks, limit, error_status)
                 .await
                 .map_err(|e| uninspectable(&cx.upstream, limit, &*e))?;
             parts
