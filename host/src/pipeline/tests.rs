@@ -164,20 +164,38 @@ async fn an_answer_the_hooks_leave_alone_keeps_its_bytes() {
     );
 }
 
-#[tokio::test]
-async fn hooked_requests_go_out_under_gateway_ids_and_come_back_with_the_clients() {
+/// A `tools/list` that `Upper` hooks, its id spelled so that a server re-serialises it
+/// differently (`"\u0031"`, `"1"`): the pipeline, the id sealer, the request, its hooks, and the
+/// gateway's id the request went out under.
+fn hooked_list() -> (
+    Pipeline,
+    Arc<Sessions>,
+    RequestContext,
+    ResponseHooks,
+    String,
+) {
     let p = Pipeline::new(vec![Arc::new(Upper)]);
     let ids = sessions();
-    // An id spelled so that a server re-serialises it differently ("1").
     let mut list = cx(r#"{"jsonrpc":"2.0","id":"\u0031","method":"tools/list"}"#);
     let hooks = p.hook_requests(&mut list, &ids).unwrap();
     assert!(hooks.inspects());
     assert!(list.body_modified());
     let token = forwarded_id(&list, 0);
     assert!(token.starts_with(REQUEST_ID_PREFIX), "{token}");
+    (p, ids, list, hooks, token)
+}
+
+/// The server's answer to [`hooked_list`]'s request, under the gateway's id.
+fn answer_to(token: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":"{token}","result":{{"tools":[]}}}}"#)
+}
+
+#[tokio::test]
+async fn hooked_requests_go_out_under_gateway_ids_and_come_back_with_the_clients() {
+    let (_p, _ids, list, hooks, token) = hooked_list();
 
     // The server answers under the gateway's id: hooked, and the client's exact id is back.
-    let answer = format!(r#"{{"jsonrpc":"2.0","id":"{token}","result":{{"tools":[]}}}}"#);
+    let answer = answer_to(&token);
     let out = hooks.process(&list, answer.as_bytes()).await;
     let Processed::Replaced(bytes) = &out else {
         panic!("{out:?}")
@@ -223,6 +241,11 @@ async fn hooked_requests_go_out_under_gateway_ids_and_come_back_with_the_clients
             "{refused}"
         );
     }
+}
+
+#[tokio::test]
+async fn in_a_batch_answer_only_the_hooked_element_is_rewritten() {
+    let (_p, _ids, list, hooks, token) = hooked_list();
     // A batch: the hooked element is rewritten, the others keep their bytes.
     let batch = format!(
         r#"[{{"jsonrpc":"2.0","id":9, "result":{{"a": 1.50}}}},{{"jsonrpc":"2.0","id":"{token}","result":{{"tools":[]}}}}]"#
@@ -237,7 +260,12 @@ async fn hooked_requests_go_out_under_gateway_ids_and_come_back_with_the_clients
         String::from_utf8_lossy(&bytes)
             .starts_with(r#"[{"jsonrpc":"2.0","id":9, "result":{"a": 1.50}}"#)
     );
+}
 
+#[tokio::test]
+async fn a_stream_of_its_own_recognises_hooked_ids_for_their_caller_only() {
+    let (p, ids, _list, _hooks, token) = hooked_list();
+    let answer = answer_to(&token);
     // A stream that answers no request of its own (a GET stream) recognises the same id, and
     // only for the caller the request was made by.
     let get = cx(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
