@@ -496,18 +496,20 @@ mod tests {
         ]);
     }
 
+    /// An `auth: {type: api-key}` section with these `keys:` entries, and a route.
+    fn keys_section(keys: &str) -> String {
+        format!("auth:\n  type: api-key\n  keys:\n{keys}upstreams:\n  a:\n    url: http://x/mcp\n")
+    }
+
     #[test]
-    fn api_keys_from_the_environment_are_accepted_and_literal_ones_refused() {
-        let cfg = |keys: &str| {
-            format!(
-                "auth:\n  type: api-key\n  keys:\n{keys}upstreams:\n  a:\n    url: http://x/mcp\n"
-            )
-        };
+    fn api_keys_that_are_wholly_from_the_environment_or_hashes_are_accepted() {
         // Accepted: keys that are wholly variables, and hashes wherever they come from.
-        let cfg_ok = parse(&cfg("    - {id: a, key: \"${ENG_API_KEY}\"}\n\
+        let cfg_ok = parse(&keys_section(
+            "    - {id: a, key: \"${ENG_API_KEY}\"}\n\
              \x20   - {id: b, key: \"${GH_TOKEN}${API_VALUE}\"}\n\
              \x20   - {id: c, key: \"${KEY_HASH}\"}\n\
-             \x20   - {id: d, key_env: CONTRACTOR_API_KEY}\n"))
+             \x20   - {id: d, key_env: CONTRACTOR_API_KEY}\n",
+        ))
         .unwrap();
         assert_eq!(
             api_keys(&cfg_ok),
@@ -519,9 +521,12 @@ mod tests {
             ]
         );
         // A trailing newline (as `$(cat keyfile)` leaves) is not part of the key a client can send.
-        let trimmed = parse(&cfg("    - {id: a, key: \"${WITH_NEWLINE}\"}\n")).unwrap();
+        let trimmed = parse(&keys_section("    - {id: a, key: \"${WITH_NEWLINE}\"}\n")).unwrap();
         assert_eq!(api_keys(&trimmed), [("a".to_string(), sha256("eng-key-1"))]);
+    }
 
+    #[test]
+    fn literal_api_keys_are_refused_and_no_secret_is_shown() {
         // Refused, each with the reason at the key's line. Values from the environment are secrets
         // and never appear in a message.
         let cases: &[(&str, &str, &str)] = &[
@@ -588,7 +593,7 @@ mod tests {
             ),
         ];
         for (keys, path, needle) in cases {
-            let got = assert_error_at(&cfg(keys), path, needle);
+            let got = assert_error_at(&keys_section(keys), path, needle);
             for (_, _, m) in &got {
                 assert!(!m.contains("eng-key-1"), "a secret in a message: {m}");
             }
