@@ -579,8 +579,13 @@ fn the_mcpgate_readme_config_runs_unchanged() {
     assert_eq!(obs.metrics.as_ref().unwrap().path, "/metrics");
     let audit = obs.audit.as_ref().unwrap();
     assert_eq!((&audit.sink, audit.log_bodies), (&AuditSink::Stdout, false));
+}
 
-    // Without its variables, every one is named with how to set it, and nothing else is wrong.
+/// The MCPGate README config without its environment: every variable it needs is named, with how
+/// to set it, and nothing else is reported.
+#[test]
+fn the_mcpgate_readme_config_names_every_variable_it_needs() {
+    let text = include_str!("../../../../tests/fixtures/mcpgate-readme.yaml");
     let errors = Config::parse(text, "mcpgate-readme.yaml", &|_| None).unwrap_err();
     let paths: Vec<&str> = errors.errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
