@@ -22,6 +22,8 @@ it answers POSTs by JSON-RPC method (and tool name):
     invalid_json          `{oops` as application/json
     wrong_content_type    an HTML page with status 200
     slow_answer           a JSON result after 1 s
+    quiet_stream          a progress event, 0.8 s of quiet, half the result's event, 0.8 s of
+                          quiet inside it, then the rest (keep-alive comments go between events)
     firehose              SSE events of 64 KiB as fast as the reader takes them, up to 1 GiB;
                           prints `FIREHOSE <bytes written>` when it ends or its reader is gone
     slow_stream           a progress event every 50 ms for 10 s, then the result; prints
@@ -212,9 +214,31 @@ def firehose(h, rid) -> None:
     print(f"FIREHOSE {written}", flush=True)
 
 
+def quiet_stream(h, rid) -> None:
+    """A progress event, 0.8 s of quiet, half of the result's event, 0.8 s of quiet inside it,
+    then the rest: what a gateway's keep-alive comments may go between, and what they must not
+    split."""
+    h.sse_head()
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": {"progressToken": 1, "progress": 1}}
+    h.wfile.write(f"data: {json.dumps(progress)}\n\n".encode())
+    h.wfile.flush()
+    time.sleep(0.8)
+    result = json.dumps({"jsonrpc": "2.0", "id": rid,
+                         "result": {"content": [{"type": "text", "text": "done"}]}})
+    half = len(result) // 2
+    h.wfile.write(f"data: {result[:half]}".encode())
+    h.wfile.flush()
+    time.sleep(0.8)
+    h.wfile.write(f"{result[half:]}\n\n".encode())
+    h.wfile.flush()
+    h.close_connection = True
+
+
 FAULTS = {f.__name__: f for f in (reset_before_headers, reset_mid_sse, reset_mid_json,
                                   stall_after_headers, malformed_sse, invalid_json,
-                                  wrong_content_type, slow_stream, firehose, slow_answer)}
+                                  wrong_content_type, slow_stream, firehose, slow_answer,
+                                  quiet_stream)}
 
 REQUIRED_TOKEN: str | None = None
 

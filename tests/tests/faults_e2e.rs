@@ -521,3 +521,57 @@ fn a_replica_killed_mid_stream_leaves_the_call_to_the_other() {
         lb.hits()
     );
 }
+
+/// A quiet SSE stream gets a keep-alive comment now and then (`server.sse_keepalive`), so a load
+/// balancer in between does not reap it, but only between events: the upstream's quiet in the
+/// middle of an event gets none, and the client's SDK-style reading of the stream is unchanged.
+/// Without the setting, nothing is added.
+#[test]
+fn quiet_streams_get_keep_alive_comments_between_events_only() {
+    let (_upstream, url) = raw_upstream(&[]);
+    for (server, keepalive) in [("server:\n  sse_keepalive: 150\n", true), ("", false)] {
+        let (_gw, base, _dir) = gateway_from(
+            "keepalive",
+            &format!("{server}upstreams:\n  raw:\n    url: {url}/mcp\n"),
+            &[],
+        );
+        let client = Client::new(&base, "raw", MODERN);
+        let r = client.send(
+            "5",
+            "tools/call",
+            json!({"name": "quiet_stream", "arguments": {}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let events: Vec<&str> = r
+            .body
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .collect();
+        for event in &events {
+            assert!(
+                *event == ": keep-alive"
+                    || (event.starts_with("data: {") && !event.contains("keep-alive")),
+                "a comment inside an event, or a stray line: {event:?} in {:?}",
+                r.body
+            );
+        }
+        let comments = events.iter().filter(|e| **e == ": keep-alive").count();
+        if keepalive {
+            assert!(
+                comments >= 1,
+                "0.8 s of quiet between events, no comment: {:?}",
+                r.body
+            );
+        } else {
+            assert_eq!(comments, 0, "{:?}", r.body);
+        }
+        let messages = r.messages();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        let result: Value = serde_json::from_str(&messages[1]).unwrap();
+        assert_eq!(
+            (&result["id"], &result["result"]["content"][0]["text"]),
+            (&json!(5), &json!("done")),
+            "{result}"
+        );
+    }
+}

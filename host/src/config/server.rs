@@ -17,6 +17,8 @@ pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_INSPECTED_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 100;
 pub const DEFAULT_DISCARD_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// `server.sse_keepalive` when it is set to 0 (an error, reported; this keeps the rest going).
+const DEFAULT_SSE_KEEPALIVE_MS: u64 = 15_000;
 /// Upper bound on `server.workers`.
 pub const MAX_WORKERS: u64 = 1024;
 
@@ -37,6 +39,7 @@ pub(super) struct RawServer {
     max_inspected_bytes: Option<usize>,
     max_batch_messages: Option<usize>,
     discard_body_bytes: Option<usize>,
+    sse_keepalive: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
 }
 
@@ -75,6 +78,9 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For/Host/Proto` are believed (load balancers in front). From
     /// anyone else those headers are dropped and the gateway sets its own.
     pub trusted_proxies: Vec<Cidr>,
+    /// A keep-alive comment on an SSE stream toward a client after this much quiet between
+    /// events, so load balancers do not reap it; `None` (the default): none.
+    pub sse_keepalive: Option<Duration>,
 }
 
 /// An IP network (`10.0.0.0/8`, `fd00::/8`, or one address).
@@ -276,6 +282,9 @@ impl Validator<'_> {
                 })
                 .collect(),
             discard_body_bytes: raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
+            sse_keepalive: raw.sse_keepalive.map(|ms| {
+                self.positive_ms("server.sse_keepalive", Some(ms), DEFAULT_SSE_KEEPALIVE_MS)
+            }),
         }
     }
 

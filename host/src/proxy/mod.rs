@@ -4,6 +4,7 @@
 //! - [`relay`]: response bodies: pass-through with an idle timeout, and the SSE/JSON paths that
 //!   run response hooks on the few messages a stage asked for.
 
+pub mod keepalive;
 pub mod relay;
 
 use std::net::{IpAddr, SocketAddr};

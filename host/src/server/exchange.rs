@@ -27,6 +27,7 @@ use crate::error::GatewayError;
 use crate::mcp::{Era, ParsedBody, rules};
 use crate::observability::Summary;
 use crate::pipeline::{Outcome, Pipeline, RequestContext, ResponseHooks};
+use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::relay::{BoxError, Relay};
 use crate::proxy::{self, Outgoing, Peer, X_REQUEST_ID};
 use crate::session::{Answered, SessionBinding};
@@ -314,6 +315,7 @@ impl<'a> McpExchange<'a> {
         let shutdown = (cx.http_method == Method::GET).then(|| self.gw.shutdown.clone());
         let relayed = Relay::new(body, cx.upstream.stream_idle_timeout, shutdown);
         let limit = self.gw.config.server.max_inspected_bytes;
+        let keepalive = self.gw.config.server.sse_keepalive.filter(|_| is_sse);
         let body = if !hooks.inspects() {
             Body::new(relayed)
         } else if is_sse {
@@ -327,6 +329,11 @@ impl<'a> McpExchange<'a> {
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             Body::from(bytes)
+        };
+        // After the hooks: they never see a keep-alive comment.
+        let body = match keepalive {
+            Some(every) => Body::new(KeepAlive::new(body, every)),
+            None => body,
         };
         Ok(Response::from_parts(parts, body))
     }

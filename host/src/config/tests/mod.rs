@@ -722,3 +722,16 @@ fn trusted_proxies_and_the_client_address_behind_them() {
         );
     }
 }
+
+#[test]
+fn sse_keepalive_is_off_by_default_and_positive_when_set() {
+    let route = "upstreams:\n  a:\n    url: http://x/mcp\n";
+    assert_eq!(parse(route).unwrap().server.sse_keepalive, None);
+    let on = parse(&format!("server:\n  sse_keepalive: 15000\n{route}")).unwrap();
+    assert_eq!(on.server.sse_keepalive, Some(Duration::from_secs(15)));
+    assert_error_at(
+        &format!("server:\n  sse_keepalive: 0\n{route}"),
+        "server.sse_keepalive",
+        "greater than 0",
+    );
+}
