@@ -18,6 +18,7 @@
 //! - [`redis`]: the Redis connection replicas share state through (buckets, plugin kv).
 //! - [`observability`]: Prometheus metrics, the audit log, tracing spans and OTLP export.
 //! - [`config`]: YAML → validated, immutable runtime config.
+//! - [`tls`]: the listener's TLS (`server.tls`).
 //! - [`glob`]: the config's one glob dialect (policy patterns, plugins' method patterns).
 //! - [`deps`]: the resources a process builds once and lends out (registry, upstream client,
 //!   Redis, plugin kv).
@@ -36,6 +37,7 @@ pub mod redis;
 pub mod server;
 pub mod session;
 pub mod stages;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Gateway, router, run, run_workers};

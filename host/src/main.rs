@@ -227,14 +227,15 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let scheme = gateway.config.server.scheme();
     for u in &gateway.config.upstreams {
-        tracing::info!(upstream = %u.name, route = %format!("http://{local}/servers/{}/mcp", u.name), target = %mcpgate::config::display_url(&u.url), "route");
+        tracing::info!(upstream = %u.name, route = %format!("{scheme}://{local}/servers/{}/mcp", u.name), target = %mcpgate::config::display_url(&u.url), "route");
     }
     let shutdown = shutdown_signal();
     // A line for scripts (tests, the demo) that start on port 0 and need the port.
-    println!("mcpgate listening on http://{local}");
+    println!("mcpgate listening on {scheme}://{local}");
     if let Some(m) = &gateway.obs.metrics_path {
-        tracing::info!(url = %format!("http://{local}{m}"), "metrics");
+        tracing::info!(url = %format!("{scheme}://{local}{m}"), "metrics");
     }
     let workers = gateway.config.server.workers;
     let result = mcpgate::run_workers(listener, gateway.clone(), workers, shutdown).await;

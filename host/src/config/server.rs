@@ -24,6 +24,13 @@ pub const MAX_WORKERS: u64 = 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub(super) struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     port: Option<u16>,
     bind: Option<String>,
@@ -40,6 +47,7 @@ pub(super) struct RawServer {
     max_batch_messages: Option<usize>,
     discard_body_bytes: Option<usize>,
     sse_keepalive: Option<u64>,
+    tls: Option<RawTls>,
     trusted_proxies: Option<Vec<String>>,
 }
 
@@ -81,6 +89,15 @@ pub struct ServerConfig {
     /// A keep-alive comment on an SSE stream toward a client after this much quiet between
     /// events, so load balancers do not reap it; `None` (the default): none.
     pub sse_keepalive: Option<Duration>,
+    /// HTTPS on the listener (`server.tls`); `None`: plain HTTP.
+    pub tls: Option<crate::tls::Tls>,
+}
+
+impl ServerConfig {
+    /// The scheme clients reach the listener with.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// An IP network (`10.0.0.0/8`, `fd00::/8`, or one address).
@@ -282,9 +299,39 @@ impl Validator<'_> {
                 })
                 .collect(),
             discard_body_bytes: raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
+            tls: raw.tls.and_then(|t| self.tls(t)),
             sse_keepalive: raw.sse_keepalive.map(|ms| {
                 self.positive_ms("server.sse_keepalive", Some(ms), DEFAULT_SSE_KEEPALIVE_MS)
             }),
+        }
+    }
+
+    /// `server.tls`: both files, read and checked now, so `validate` reports a wrong path, a
+    /// file that is not PEM or a key that does not fit at its key's line.
+    fn tls(&mut self, raw: RawTls) -> Option<crate::tls::Tls> {
+        let file = |v: &mut Self, key: &str, text: Option<String>| {
+            let text = text.filter(|t| !t.trim().is_empty());
+            if text.is_none() {
+                v.missing(
+                    &format!("server.tls.{key}"),
+                    "required: a PEM file (the certificate chain, or its private key)",
+                );
+            }
+            text.map(|t| std::path::PathBuf::from(t.trim()))
+        };
+        let cert = file(self, "cert", raw.cert);
+        let key = file(self, "key", raw.key);
+        let (cert, key) = (cert?, key?);
+        match crate::tls::Tls::load(&cert, &key) {
+            Ok(tls) => Some(tls),
+            Err(crate::tls::TlsError::Cert(m)) => {
+                self.error("server.tls.cert", m);
+                None
+            }
+            Err(crate::tls::TlsError::Key(m)) => {
+                self.error("server.tls.key", m);
+                None
+            }
         }
     }
 

@@ -245,6 +245,8 @@ pub struct Peer {
     /// Whether the peer is one of `server.trusted_proxies`: only then are its `X-Forwarded-*`
     /// headers believed and passed on.
     pub trusted: bool,
+    /// The scheme the peer reached the gateway with (`X-Forwarded-Proto` when it sets none).
+    pub scheme: &'static str,
 }
 
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
@@ -257,7 +259,14 @@ impl Peer {
             addr,
             ip_header,
             trusted: trusted_proxies.iter().any(|c| c.contains(addr.ip())),
+            scheme: "http",
         }
+    }
+
+    /// The same peer, reached over `scheme` (`https` on a TLS listener).
+    pub fn with_scheme(mut self, scheme: &'static str) -> Peer {
+        self.scheme = scheme;
+        self
     }
 
     /// The client's address: the peer's; behind trusted proxies, the nearest address in
@@ -401,7 +410,7 @@ fn set_forwarding(
     };
     headers.insert(X_FORWARDED_FOR, forwarded_for);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
     }
     if let Some(host) = original_host
         && !headers.contains_key(&X_FORWARDED_HOST)
@@ -436,6 +445,28 @@ pub fn clean_response_headers(headers: &mut HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listener_scheme_is_the_forwarded_proto_unless_a_trusted_proxy_says_otherwise() {
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let proto = |peer: &Peer, sent: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(p) = sent {
+                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(p));
+            }
+            set_forwarding(&mut headers, peer, None).unwrap();
+            headers[&X_FORWARDED_PROTO].to_str().unwrap().to_string()
+        };
+        let plain = Peer::new(addr, &[]);
+        let tls = Peer::new(addr, &[]).with_scheme("https");
+        assert_eq!(proto(&plain, None), "http");
+        assert_eq!(proto(&tls, None), "https");
+        // An untrusted client cannot claim either.
+        assert_eq!(proto(&plain, Some("https")), "http");
+        assert_eq!(proto(&tls, Some("http")), "https");
+        let proxy = Peer::new(addr, &[Cidr::parse("127.0.0.1/32").unwrap()]);
+        assert_eq!(proto(&proxy, Some("https")), "https");
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

@@ -154,6 +154,10 @@ async fn serve(
     let server = &gateway.config.server;
     let builder = http_builder(server);
     let graceful = GracefulShutdown::new();
+    let tls = server
+        .tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -186,28 +190,62 @@ async fn serve(
         );
         let gw = gateway.clone();
         let app = app.clone();
-        let peer = Peer::new(peer, &gateway.config.server.trusted_proxies);
+        let peer = Peer::new(peer, &server.trusted_proxies).with_scheme(server.scheme());
         let service =
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 dispatch(gw.clone(), app.clone(), peer.clone(), request)
             });
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
         let connections = gateway.connections.clone();
+        let Some(acceptor) = &tls else {
+            let conn = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _slot = slot;
+                connection_ended(&connections, conn.await);
+            });
+            continue;
+        };
+        // The handshake runs on the connection's task, bounded like a request head: a client
+        // that opens a connection and never finishes it holds nothing else up.
+        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
+        let handshake = server.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
-                if let Some(why) = crate::conn::closed_by(e.as_ref()) {
-                    connections.closed(why);
+            let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
                 }
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
+                Err(_) => {
+                    tracing::debug!("TLS handshake not finished within server.header_timeout");
+                    return;
+                }
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            connection_ended(&connections, watcher.watch(conn).await);
         });
     }
 
     drain(&gateway, listener, graceful).await;
+}
+
+/// Counts how a client connection ended, when that says something about the client (it
+/// stalled, it stopped reading).
+fn connection_ended(
+    connections: &crate::conn::Connections,
+    result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+) {
+    if let Err(e) = result {
+        if let Some(why) = crate::conn::closed_by(e.as_ref()) {
+            connections.closed(why);
+        }
+        tracing::trace!(error = %e, "connection ended with an error");
+    }
 }
 
 /// hyper's connection settings: with a timer, hyper bounds the wait for a request head (which

@@ -27,7 +27,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let others = routes(gateway.clone());
     Router::new().fallback(
         move |ConnectInfo(addr): ConnectInfo<SocketAddr>, request: Request| {
-            let peer = Peer::new(addr, &gateway.config.server.trusted_proxies);
+            let peer = Peer::new(addr, &gateway.config.server.trusted_proxies)
+                .with_scheme(gateway.config.server.scheme());
             let (gateway, others) = (gateway.clone(), others.clone());
             async move {
                 match super::listen::dispatch(gateway, others, peer, request).await {
@@ -137,8 +138,13 @@ async fn protected_resource_metadata(
         )
         .into_response(None);
     };
-    let (_, resource) =
-        crate::stages::auth::resource_urls(gw.config.server.public_url.as_deref(), &headers, &name);
+    let server = &gw.config.server;
+    let (_, resource) = crate::stages::auth::resource_urls(
+        server.public_url.as_deref(),
+        server.scheme(),
+        &headers,
+        &name,
+    );
     let mut doc = json!({
         "resource": resource,
         "authorization_servers": jwt.authorization_servers,

@@ -43,6 +43,7 @@ pub fn build(
             a,
             client.clone(),
             config.server.public_url.clone(),
+            config.server.scheme(),
         )) as Arc<dyn Stage>
     });
     let buckets = config

@@ -39,6 +39,7 @@ pub use config::{ApiKey, AuthConfig, JwtConfig, KeySource};
 /// The Protected Resource Metadata URL of a route, and the route's own URL (its `resource`).
 pub fn resource_urls(
     public_url: Option<&str>,
+    scheme: &str,
     headers: &http::HeaderMap,
     route: &str,
 ) -> (String, String) {
@@ -51,7 +52,7 @@ pub fn resource_urls(
                 .and_then(|h| h.to_str().ok())
                 .filter(|h| is_authority(h))
                 .unwrap_or("localhost");
-            format!("http://{host}")
+            format!("{scheme}://{host}")
         }
     };
     (
@@ -370,10 +371,18 @@ pub struct Auth {
     config: AuthConfig,
     keys: Option<Arc<KeyStore>>,
     public_url: Option<String>,
+    scheme: &'static str,
 }
 
 impl Auth {
-    pub fn new(config: AuthConfig, client: UpstreamClient, public_url: Option<String>) -> Self {
+    /// `public_url`: where clients reach the gateway (`server.public_url`); without it the
+    /// metadata URL is derived from each request's `Host` and the listener's `scheme`.
+    pub fn new(
+        config: AuthConfig,
+        client: UpstreamClient,
+        public_url: Option<String>,
+        scheme: &'static str,
+    ) -> Self {
         let keys = config
             .jwt()
             .map(|j| Arc::new(KeyStore::new(j.clone(), client)));
@@ -381,6 +390,7 @@ impl Auth {
             config,
             keys,
             public_url,
+            scheme,
         }
     }
 
@@ -444,7 +454,8 @@ impl Auth {
 
     fn refuse(&self, cx: &RequestContext, e: AuthError) -> GatewayError {
         let route = cx.upstream.name.clone();
-        let (metadata, _) = resource_urls(self.public_url.as_deref(), &cx.headers, &route);
+        let (metadata, _) =
+            resource_urls(self.public_url.as_deref(), self.scheme, &cx.headers, &route);
         let (status, code, message, challenge) = match (&self.config, e) {
             (AuthConfig::ApiKey { header, .. }, AuthError::Missing) => (
                 StatusCode::UNAUTHORIZED,
