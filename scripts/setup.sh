@@ -2,8 +2,8 @@
 # Installs what the tests and the demo need, into ignored folders of this checkout. Idempotent and
 # quick when everything is already there.
 #
-#   scripts/setup.sh            everything (Rust target, redis-server, Python SDK venv, npm SDK
-#                               packages)
+#   scripts/setup.sh            everything (Rust target, redis-server and openssl, Python SDK
+#                               venv, npm SDK packages)
 #   scripts/setup.sh --python   only what the demo needs (the Python SDK venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +24,19 @@ if [ "$only_python" != "--python" ]; then
   fi
 fi
 
-if [ "$only_python" != "--python" ] && ! command -v redis-server >/dev/null 2>&1; then
-  # The multi-replica tests run a real Redis server; Debian's package is enough (no service is
-  # started: the tests start their own on free loopback ports).
-  say "installing redis-server (system package)"
+# System packages the tests use: a real Redis server for the multi-replica tests (Debian's
+# package is enough; no service is started: the tests start their own on free loopback ports),
+# and openssl, with which the TLS tests make their certificates.
+missing=()
+if [ "$only_python" != "--python" ]; then
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (system packages)"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Python: the official `mcp` SDK (client and server) in tests/e2e/.venv.
