@@ -60,11 +60,13 @@ fuzz_target!(|input: Input| {
         assert!(!normal.bytes().any(|b| b.is_ascii_control()));
         // The path as the text spells it (not as a URL parser would resolve it again).
         let after_scheme = normal.split_once(':').map_or("", |(_, rest)| rest);
-        let path = match after_scheme.strip_prefix("//") {
+        // The query and fragment first: a `/` in them (even right after the authority,
+        // `s://host?q/%2e`) is no path.
+        let before_query = after_scheme.split(['?', '#']).next().unwrap_or("");
+        let path = match before_query.strip_prefix("//") {
             Some(rest) => rest.find('/').map_or("", |i| &rest[i..]),
-            None => after_scheme,
+            None => before_query,
         };
-        let path = path.split(['?', '#']).next().unwrap_or("");
         for segment in path.split('/') {
             let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
             assert!(decoded != ".." && decoded != ".", "dot segment left in {normal:?} (from {:?})", input.uri);
