@@ -101,6 +101,11 @@ mod tests {
             ("urn:isbn:0451450523", "urn:isbn:0451450523"),
             ("postgres://db/users?limit=1", "postgres://db/users?limit=1"),
             ("https://example.com/100%25", "https://example.com/100%25"),
+            // A `/` in the query is no path: no dot segment is resolved there, only the
+            // unreserved `%2e` decoded (the policy_uri fuzz target's harness once read it as a
+            // path).
+            ("pd://host?:v/%2e", "pd://host?:v/."),
+            ("pd://host/a/..?q=/../x", "pd://host/?q=/../x"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input).as_deref(), Ok(*want), "{input}");
