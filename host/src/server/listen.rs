@@ -173,21 +173,9 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = gateway.connections.admit() else {
-            let connections = gateway.connections.clone();
-            tokio::spawn(async move { connections.refuse(tcp).await });
+        let Some((slot, tcp)) = admit(&gateway, tcp) else {
             continue;
         };
-        // TCP_NODELAY on every client connection: SSE events and small JSON answers are written
-        // as they come, and with Nagle each would wait for the client's delayed ACK (~40 ms).
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
-        }
-        let tcp = crate::conn::StallGuard::new(
-            tcp,
-            gateway.connections.write_timeout,
-            server.header_timeout,
-        );
         let gw = gateway.clone();
         let app = app.clone();
         let peer = Peer::new(peer, &server.trusted_proxies).with_scheme(server.scheme());
@@ -213,16 +201,8 @@ async fn serve(
         let handshake = server.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake not finished within server.header_timeout");
-                    return;
-                }
+            let Some(stream) = tls_handshake(&acceptor, tcp, handshake).await else {
+                return;
             };
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -232,6 +212,57 @@ async fn serve(
     }
 
     drain(&gateway, listener, graceful).await;
+}
+
+/// Takes a new client connection if `server.max_connections` allows (else it is refused with a
+/// 503 on a task of its own): its slot, and the socket guarded against stalls.
+fn admit(
+    gateway: &Gateway,
+    tcp: tokio::net::TcpStream,
+) -> Option<(
+    crate::conn::Slot,
+    crate::conn::StallGuard<tokio::net::TcpStream>,
+)> {
+    let Some(slot) = gateway.connections.admit() else {
+        let connections = gateway.connections.clone();
+        tokio::spawn(async move { connections.refuse(tcp).await });
+        return None;
+    };
+    // TCP_NODELAY on every client connection: SSE events and small JSON answers are written
+    // as they come, and with Nagle each would wait for the client's delayed ACK (~40 ms).
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+    }
+    let server = &gateway.config.server;
+    let tcp = crate::conn::StallGuard::new(
+        tcp,
+        gateway.connections.write_timeout,
+        server.header_timeout,
+    );
+    Some((slot, tcp))
+}
+
+/// The TLS handshake of one connection, within `timeout` (`server.header_timeout`); `None`
+/// when it failed or took too long (the connection is then dropped).
+async fn tls_handshake<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: IO,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not finished within server.header_timeout");
+            None
+        }
+    }
 }
 
 /// Counts how a client connection ended, when that says something about the client (it
