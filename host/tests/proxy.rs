@@ -705,3 +705,59 @@ async fn a_slow_reader_applies_backpressure_to_the_upstream() {
     }
     assert_eq!(total, CHUNK * CHUNKS);
 }
+
+/// `mcpgate::router` for embedders serving it themselves reaches the MCP route through the same
+/// entry as `run`: percent-decoded names, the Host check, the other routes.
+#[tokio::test]
+async fn the_embedders_router_serves_the_mcp_route_through_the_one_entry() {
+    let a = echo_upstream().await;
+    let config = support::config(&format!("upstreams:\n  alpha:\n    url: {}\n", a.url()));
+    let router = mcpgate::router(std::sync::Arc::new(mcpgate::Gateway::new(config)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let resp = post(
+        &format!("{base}/servers/%61lpha/mcp"),
+        &legacy_call(3, "t"),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], 3);
+    assert_eq!(a.requests().len(), 1);
+    let bad_host = client()
+        .post(format!("{base}/servers/alpha/mcp"))
+        .header("host", "a\"b")
+        .header("accept", ACCEPT)
+        .json(&legacy_call(4, "t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_host.status(), 400);
+    assert_eq!(
+        a.requests().len(),
+        1,
+        "a bad Host never reaches the upstream"
+    );
+    let health = client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let missing = client()
+        .get(format!("{base}/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    server.abort();
+}

@@ -195,3 +195,74 @@ fn a_certificate_that_cannot_be_used_is_reported_at_its_key() {
         assert!(text.contains(needle), "{needle}: {text}");
     }
 }
+
+/// Hostile handshakes: a client that sends half a ClientHello and stalls is cut off after
+/// `server.header_timeout` (SECURITY.md), one that sends garbage is closed, and neither holds up
+/// a client that completes its handshake.
+#[test]
+fn stalled_and_garbage_handshakes_are_cut_off_without_holding_up_others() {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let dir = TempDir::new("tls-hostile");
+    let (ca, cert, key) = test_pki(&dir.0);
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\n  header_timeout: 500\n  tls: {{cert: \"{cert}\", key: \"{key}\"}}\nupstreams:\n  a:\n    url: http://127.0.0.1:1/mcp\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let addr = base.trim_start_matches("https://").to_string();
+    let closed_within = |mut s: std::net::TcpStream, bound: Duration| {
+        s.set_read_timeout(Some(bound)).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return started.elapsed(),
+                // A TLS alert before the close is fine; keep reading until the close.
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return started.elapsed();
+                }
+                Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+            }
+        }
+    };
+    // Half a ClientHello (a handshake record header announcing 512 bytes, and 4 of them).
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+        .unwrap();
+    // Meanwhile a real client's handshake and request go through.
+    let probe = r#"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+        t.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        print(t.recv(100).decode(errors="replace").splitlines()[0])
+"#;
+    let port = addr.rsplit(':').next().unwrap();
+    let out = Command::new(python())
+        .args(["-c", probe, port, &ca])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("HTTP/1.1 200"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let waited = closed_within(stalled, Duration::from_secs(10));
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+
+    // Garbage instead of a ClientHello: closed at once, not after the timeout.
+    let mut garbage = std::net::TcpStream::connect(&addr).unwrap();
+    garbage
+        .write_all(b"\x00\x01\x02 not tls at all\r\n\r\n")
+        .unwrap();
+    let waited = closed_within(garbage, Duration::from_secs(10));
+    assert!(waited < Duration::from_millis(400), "{waited:?}");
+}
