@@ -31,6 +31,8 @@ missing=()
 if [ "$only_python" != "--python" ]; then
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The admin dashboard's test drives a real headless browser (Debian's chromium).
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (system packages)"

@@ -31,7 +31,13 @@ fn config(pipeline: &str) -> Config {
 
 fn pipeline(stages: &str) -> (Pipeline, Arc<mcpgate::config::Upstream>) {
     let cfg = config(stages);
-    let built = mcpgate::stages::build(&cfg, &UpstreamClient::new(), &Default::default(), None);
+    let built = mcpgate::stages::build(
+        &cfg,
+        &UpstreamClient::new(),
+        &Default::default(),
+        None,
+        None,
+    );
     (built.pipelines["github"].clone(), cfg.upstreams[0].clone())
 }
 

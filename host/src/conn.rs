@@ -62,6 +62,8 @@ impl Closed {
 pub struct Connections {
     permits: Arc<Semaphore>,
     pub write_timeout: Duration,
+    /// `server.header_timeout`: also the bound on a client's first byte.
+    pub header_timeout: Duration,
     open: IntGauge,
     closed: IntCounterVec,
 }
@@ -87,6 +89,11 @@ impl Drop for Slot {
 }
 
 impl Connections {
+    /// Client connections open now.
+    pub fn open(&self) -> i64 {
+        self.open.get()
+    }
+
     /// Limits from `server:`; the two series join `registry`.
     pub fn new(server: &ServerConfig, registry: &Registry) -> Connections {
         let open = IntGauge::new("mcpgate_client_connections", "Client connections open now")
@@ -113,6 +120,7 @@ impl Connections {
         Connections {
             permits: Arc::new(Semaphore::new(server.max_connections)),
             write_timeout: server.write_timeout,
+            header_timeout: server.header_timeout,
             open,
             closed,
         }

@@ -17,12 +17,14 @@
 //! - [`error`]: the request path's one error type, turned into a response in one place.
 //! - [`redis`]: the Redis connection replicas share state through (buckets, plugin kv).
 //! - [`observability`]: Prometheus metrics, the audit log, tracing spans and OTLP export.
+//! - [`admin`]: the admin listener: JSON API, live dashboard, reload.
 //! - [`config`]: YAML → validated, immutable runtime config.
 //! - [`tls`]: the listener's TLS (`server.tls`).
 //! - [`glob`]: the config's one glob dialect (policy patterns, plugins' method patterns).
 //! - [`deps`]: the resources a process builds once and lends out (registry, upstream client,
 //!   Redis, plugin kv).
 
+pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod deps;

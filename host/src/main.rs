@@ -175,14 +175,14 @@ fn main() -> ExitCode {
                 cfg.server.port = p;
             }
             match runtime() {
-                Ok(rt) => rt.block_on(start(config, cfg, &log_format)),
+                Ok(rt) => rt.block_on(start(config, cfg, port, &log_format)),
                 Err(code) => code,
             }
         }
     }
 }
 
-async fn start(path: PathBuf, cfg: Config, log_format: &str) -> ExitCode {
+async fn start(path: PathBuf, cfg: Config, port: Option<u16>, log_format: &str) -> ExitCode {
     let tracer =
         match mcpgate::observability::trace::init(log_format, cfg.observability.tracing.as_ref()) {
             Ok(t) => t,
@@ -191,7 +191,7 @@ async fn start(path: PathBuf, cfg: Config, log_format: &str) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    let code = serve(path, cfg).await;
+    let code = serve(path, cfg, port).await;
     if let Some(t) = tracer {
         // Export what is still batched; the exporter needs this runtime, so block elsewhere.
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
@@ -199,7 +199,45 @@ async fn start(path: PathBuf, cfg: Config, log_format: &str) -> ExitCode {
     code
 }
 
-async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
+/// The admin listener (`admin:`), bound before anything is served so a taken port fails the
+/// start with the key to change.
+async fn bind_admin(cfg: &Config) -> Result<Option<tokio::net::TcpListener>, ExitCode> {
+    let Some(admin) = &cfg.admin else {
+        return Ok(None);
+    };
+    let addr = std::net::SocketAddr::new(admin.bind, admin.port);
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) => {
+            eprintln!(
+                "cannot listen on {addr} for the admin API: {e} (change admin.port or admin.bind)"
+            );
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Reloads on SIGHUP, and on file changes while `server.watch_config` is on.
+fn spawn_reload_triggers(gateway: &Arc<mcpgate::Gateway>) {
+    tokio::spawn(mcpgate::server::watch::watch_files(gateway.clone()));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let gw = gateway.clone();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        gw.reload("signal").await;
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "no SIGHUP handler: reload through the admin API"),
+        }
+    }
+}
+
+async fn serve(path: PathBuf, cfg: Config, port: Option<u16>) -> ExitCode {
     let deps = match Deps::for_config(&cfg) {
         Ok(d) => d,
         Err(e) => {
@@ -220,6 +258,10 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
         }
     };
     let local = listener.local_addr().unwrap_or(addr);
+    let admin = match bind_admin(&cfg).await {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let gateway = match mcpgate::Gateway::build(cfg, &plugins) {
         Ok(g) => Arc::new(g),
         Err(e) => {
@@ -227,17 +269,33 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let scheme = gateway.config.server.scheme();
-    for u in &gateway.config.upstreams {
+    gateway.reloads.set_source(mcpgate::server::ConfigSource {
+        path: path.clone(),
+        port,
+    });
+    let config = gateway.config();
+    let scheme = config.server.scheme();
+    for u in &config.upstreams {
         tracing::info!(upstream = %u.name, route = %format!("{scheme}://{local}/servers/{}/mcp", u.name), target = %mcpgate::config::display_url(&u.url), "route");
     }
     let shutdown = shutdown_signal();
+    spawn_reload_triggers(&gateway);
     // A line for scripts (tests, the demo) that start on port 0 and need the port.
     println!("mcpgate listening on {scheme}://{local}");
     if let Some(m) = &gateway.obs.metrics_path {
         tracing::info!(url = %format!("{scheme}://{local}{m}"), "metrics");
     }
-    let workers = gateway.config.server.workers;
+    if let Some(listener) = admin {
+        let at = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!("mcpgate admin listening on http://{at}");
+        let gw = gateway.clone();
+        let stop = gateway.shutdown_token();
+        tokio::spawn(mcpgate::admin::serve(listener, gw, stop.cancelled_owned()));
+    }
+    let workers = config.server.workers;
     let result = mcpgate::run_workers(listener, gateway.clone(), workers, shutdown).await;
     if let Some(audit) = &gateway.obs.audit {
         let audit_flushed = std::time::Duration::from_secs(5);

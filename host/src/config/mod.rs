@@ -7,6 +7,7 @@
 //! Every error names its key path and line, and all of them are reported at once.
 //! Durations are milliseconds everywhere, like the seed's `upstreams.<name>.timeout`.
 
+mod admin;
 mod check;
 mod observability;
 mod pipeline;
@@ -28,8 +29,9 @@ use serde::Deserialize;
 
 /// Each section's runtime type lives with the module that uses it.
 pub use crate::session::SessionConfig;
+pub use admin::{AdminConfig, DEFAULT_ADMIN_PORT, MIN_ADMIN_TOKEN_CHARS};
 pub use observability::{
-    AuditConfig, AuditSink, MetricsConfig, ObservabilityConfig, TracingConfig,
+    AuditConfig, AuditSink, MetricsConfig, MetricsListener, ObservabilityConfig, TracingConfig,
 };
 pub use plugins::{
     DEFAULT_KV_MAX_BYTES, DEFAULT_KV_MAX_ENTRIES, Grants, InstanceMode, KvConfig, OnError,
@@ -71,6 +73,7 @@ struct RawConfig {
     pipeline: Option<Vec<String>>,
     observability: Option<observability::RawObservability>,
     redis: Option<redis::RawRedis>,
+    admin: Option<admin::RawAdmin>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +129,22 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     /// `redis:`: the server replicas share state through; `None` when absent.
     pub redis: Option<crate::redis::RedisConfig>,
+    /// `admin:`: the admin API and dashboard; `None` when absent.
+    pub admin: Option<AdminConfig>,
+    /// The file as written, `${VAR}` references not expanded (so no secret from the
+    /// environment is in it): what the admin API shows, literal secrets redacted.
+    pub file: FileTree,
+}
+
+/// The config file's tree as written. Its `Debug` shows nothing of it: it may hold literal
+/// secrets (the admin API redacts them before showing it).
+#[derive(Clone, Default)]
+pub struct FileTree(pub Arc<serde_json::Value>);
+
+impl std::fmt::Debug for FileTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileTree(..)")
+    }
 }
 
 /// A stage as named in `pipeline:` lists: a built-in one, or a plugin by its `plugins:` name.
@@ -202,6 +221,7 @@ impl Config {
                 });
             }
         };
+        let file = FileTree(Arc::new(yaml::to_json(&root)));
         let from_env = yaml::interpolate(&mut root, env, &mut sink);
         let raw: RawConfig = yaml::deserialize_all(&mut root, &mut sink);
         let config = Validator {
@@ -210,7 +230,7 @@ impl Config {
             env,
             from_env: &from_env,
         }
-        .config(raw);
+        .config(raw, file);
         // A key that is missing is placed where its parent starts; for an empty document the
         // parser puts that past the end (found by fuzzing: "line 2" of one line).
         let last = yaml::last_line(text);
@@ -245,7 +265,7 @@ impl Config {
 }
 
 impl Validator<'_> {
-    fn config(&mut self, raw: RawConfig) -> Config {
+    fn config(&mut self, raw: RawConfig, file: FileTree) -> Config {
         let server = self.server(raw.server);
         let sessions = self.sessions(raw.sessions);
         let redis_present = raw.redis.is_some();
@@ -268,6 +288,18 @@ impl Validator<'_> {
             self.needs_redis("plugin_runtime.kv.backend", redis_present);
         }
         let observability = self.observability(raw.observability);
+        let admin = raw.admin.and_then(|a| self.admin(a));
+        if observability
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.listener == MetricsListener::Admin)
+            && admin.is_none()
+        {
+            self.error(
+                "observability.metrics.listener",
+                "`admin` serves /metrics on the admin listener: configure the `admin:` section",
+            );
+        }
         let plugin_names: Vec<String> = raw.plugins.keys().cloned().collect();
         let plugins = self.plugins(raw.plugins, &plugin_runtime);
         plugin_runtime.request_budget =
@@ -322,6 +354,8 @@ impl Validator<'_> {
             pipeline,
             observability,
             redis,
+            admin,
+            file,
         }
     }
 

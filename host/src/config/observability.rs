@@ -33,6 +33,7 @@ pub(super) struct RawObservability {
 struct RawMetrics {
     enabled: Option<bool>,
     path: Option<String>,
+    listener: Option<String>,
     token_env: Option<String>,
     max_clients: Option<usize>,
     max_unlisted_tools: Option<usize>,
@@ -72,8 +73,10 @@ pub struct ObservabilityConfig {
 
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
-    /// Where `/metrics` is served, on the gateway's own listener.
+    /// Where `/metrics` is served.
     pub path: String,
+    /// Which listener serves it: the gateway's own (`public`, the default) or the admin one.
+    pub listener: MetricsListener,
     /// Distinct client label values before the rest are counted as `_other`.
     pub max_clients: usize,
     /// Per server: tool names not (yet) advertised by the upstream's `tools/list` that still
@@ -90,12 +93,22 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             path: DEFAULT_METRICS_PATH.into(),
+            listener: MetricsListener::Public,
             max_clients: DEFAULT_MAX_CLIENT_LABELS,
             max_unlisted_tools: DEFAULT_MAX_UNLISTED_TOOLS,
             max_listed_tools: DEFAULT_MAX_LISTED_TOOLS,
             token_sha256: None,
         }
     }
+}
+
+/// The listener `/metrics` is served on (`observability.metrics.listener`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListener {
+    /// The gateway's own listener, beside the MCP routes.
+    Public,
+    /// The admin listener (`admin:`), behind its bearer token.
+    Admin,
 }
 
 /// Where audit records go.
@@ -147,7 +160,14 @@ impl Validator<'_> {
     fn metrics(&mut self, raw: RawMetrics) -> Option<MetricsConfig> {
         let mut out = MetricsConfig::default();
         if let Some(path) = raw.path {
-            let reserved = ["/servers/", "/healthz", "/readyz", "/.well-known/"];
+            let reserved = [
+                "/servers/",
+                "/healthz",
+                "/readyz",
+                "/.well-known/",
+                "/admin/",
+                "/assets/",
+            ];
             if !path.starts_with('/') || path.len() < 2 || path.contains(['?', '#', '{', '}']) {
                 self.error(
                     "observability.metrics.path",
@@ -165,6 +185,17 @@ impl Validator<'_> {
                 out.path = path;
             }
         }
+        out.listener = match raw.listener.as_deref() {
+            None | Some("public") => MetricsListener::Public,
+            Some("admin") => MetricsListener::Admin,
+            Some(other) => {
+                self.error(
+                    "observability.metrics.listener",
+                    format!("`{other}` is not a listener: use `public` or `admin`"),
+                );
+                MetricsListener::Public
+            }
+        };
         let mut bound = |key: &str, value: Option<usize>, slot: &mut usize| {
             if let Some(n) = value {
                 if n > 100_000 {

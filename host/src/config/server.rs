@@ -47,6 +47,7 @@ pub(super) struct RawServer {
     max_batch_messages: Option<usize>,
     discard_body_bytes: Option<usize>,
     sse_keepalive: Option<u64>,
+    watch_config: Option<bool>,
     tls: Option<RawTls>,
     trusted_proxies: Option<Vec<String>>,
 }
@@ -91,6 +92,8 @@ pub struct ServerConfig {
     pub sse_keepalive: Option<Duration>,
     /// HTTPS on the listener (`server.tls`); `None`: plain HTTP.
     pub tls: Option<crate::tls::Tls>,
+    /// Reload when the config file, a plugin's file or a TLS file changes (polled, debounced).
+    pub watch_config: bool,
 }
 
 impl ServerConfig {
@@ -300,6 +303,7 @@ impl Validator<'_> {
                 .collect(),
             discard_body_bytes: raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
             tls: raw.tls.and_then(|t| self.tls(t)),
+            watch_config: raw.watch_config.unwrap_or(false),
             sse_keepalive: raw.sse_keepalive.map(|ms| {
                 self.positive_ms("server.sse_keepalive", Some(ms), DEFAULT_SSE_KEEPALIVE_MS)
             }),

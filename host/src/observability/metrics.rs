@@ -395,7 +395,12 @@ impl RouteMetrics {
 
 /// The gateway's metrics: families registered once, per-route handles, bounded label sets.
 pub struct Metrics {
-    routes: HashMap<Arc<str>, Arc<RouteMetrics>>,
+    /// Per configured route; a reload that adds routes adds theirs ([`Metrics::add_routes`]).
+    routes: ArcSwap<HashMap<Arc<str>, Arc<RouteMetrics>>>,
+    families: Arc<Families>,
+    config: MetricsConfig,
+    /// The routes `mcpgate_active_sessions` reports (zero included).
+    session_routes: Arc<ArcSwap<Vec<Arc<str>>>>,
     unknown: Arc<RouteMetrics>,
     clients: LabelSet,
 }
@@ -403,7 +408,7 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("routes", &self.routes.load().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -502,6 +507,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let gauge = SessionGauge::new(sessions, upstreams)?;
+        let session_routes = gauge.upstreams.clone();
         register(registry, gauge);
         register(registry, TaskGauge::new()?);
 
@@ -515,23 +521,53 @@ impl Metrics {
             })
             .collect();
         Ok(Metrics {
-            routes,
+            routes: ArcSwap::from_pointee(routes),
             unknown: Arc::new(RouteMetrics::new(
                 Arc::from(UNKNOWN_SERVER),
-                families,
+                families.clone(),
                 &MetricsConfig {
                     max_listed_tools: 0,
                     max_unlisted_tools: 0,
                     ..cfg.clone()
                 },
             )),
+            families,
+            config: cfg.clone(),
+            session_routes,
             clients: LabelSet::new(0, cfg.max_clients),
         })
     }
 
+    /// Resolves the handles of routes not seen before (a reload added them). Routes a reload
+    /// removed keep theirs: their series stay until the process ends, like any counter's.
+    pub fn add_routes(&self, upstreams: &[Arc<Upstream>]) {
+        let current = self.routes.load();
+        if upstreams.iter().all(|u| current.contains_key(&u.name)) {
+            return;
+        }
+        let mut next = HashMap::clone(&current);
+        for u in upstreams {
+            next.entry(u.name.clone()).or_insert_with(|| {
+                Arc::new(RouteMetrics::new(
+                    u.name.clone(),
+                    self.families.clone(),
+                    &self.config,
+                ))
+            });
+        }
+        let mut names: Vec<Arc<str>> = next.keys().cloned().collect();
+        names.sort();
+        self.session_routes.store(Arc::new(names));
+        self.routes.store(Arc::new(next));
+    }
+
     /// The handles of route `name` (`_unknown` for routes that are not configured).
-    pub fn route(&self, name: &str) -> &Arc<RouteMetrics> {
-        self.routes.get(name).unwrap_or(&self.unknown)
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        self.routes
+            .load()
+            .get(name)
+            .unwrap_or(&self.unknown)
+            .clone()
     }
 
     /// The `client` label value for a client key.
@@ -545,7 +581,7 @@ impl Metrics {
 #[derive(Clone)]
 struct SessionGauge {
     sessions: Arc<Sessions>,
-    upstreams: Vec<Arc<str>>,
+    upstreams: Arc<ArcSwap<Vec<Arc<str>>>>,
     gauge: IntGaugeVec,
 }
 
@@ -553,7 +589,9 @@ impl SessionGauge {
     fn new(sessions: Arc<Sessions>, upstreams: &[Arc<Upstream>]) -> prometheus::Result<Self> {
         Ok(SessionGauge {
             sessions,
-            upstreams: upstreams.iter().map(|u| u.name.clone()).collect(),
+            upstreams: Arc::new(ArcSwap::from_pointee(
+                upstreams.iter().map(|u| u.name.clone()).collect(),
+            )),
             gauge: IntGaugeVec::new(
                 Opts::new(
                     "mcpgate_active_sessions",
@@ -572,7 +610,7 @@ impl Collector for SessionGauge {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let counts = self.sessions.counts();
-        for name in &self.upstreams {
+        for name in self.upstreams.load().iter() {
             let n = counts.get(name.as_ref()).copied().unwrap_or(0);
             self.gauge
                 .with_label_values(&[name.as_ref()])

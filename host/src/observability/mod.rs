@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod metrics;
+pub mod recent;
 mod summary;
 pub mod trace;
 
@@ -46,6 +47,8 @@ pub struct Observability {
     /// SHA-256 of the bearer token `/metrics` requires, if any.
     pub metrics_token: Option<[u8; 32]>,
     pub audit: Option<AuditLog>,
+    /// The latest decisions, for the admin dashboard (`admin:` configured).
+    pub recent: Option<recent::RecentDecisions>,
     /// A span per request.
     pub spans: bool,
     /// Spans are exported: the gateway takes part in the client's trace (`traceparent`).
@@ -72,6 +75,7 @@ impl Observability {
             metrics_path: None,
             metrics_token: None,
             audit: None,
+            recent: None,
             spans: false,
             export: false,
         }
@@ -85,8 +89,15 @@ impl Observability {
         sessions: Arc<Sessions>,
     ) -> Result<Self, String> {
         let cfg = &config.observability;
-        let metrics = cfg
-            .metrics
+        // The admin dashboard shows the request metrics: they are kept with `admin:` even
+        // when no listener exposes them.
+        let kept = cfg.metrics.clone().or_else(|| {
+            config
+                .admin
+                .as_ref()
+                .map(|_| crate::config::MetricsConfig::default())
+        });
+        let metrics = kept
             .as_ref()
             .map(|m| Metrics::new(&registry, m, &config.upstreams, sessions))
             .transpose()
@@ -97,8 +108,16 @@ impl Observability {
             .map(|a| AuditLog::start(a, &registry))
             .transpose()
             .map_err(|e| format!("observability.audit: {e}"))?;
+        let public = cfg
+            .metrics
+            .as_ref()
+            .filter(|m| m.listener == crate::config::MetricsListener::Public);
         Ok(Observability {
-            metrics_path: cfg.metrics.as_ref().map(|m| m.path.clone()),
+            metrics_path: public.map(|m| m.path.clone()),
+            recent: config
+                .admin
+                .as_ref()
+                .map(|_| recent::RecentDecisions::default()),
             metrics_token: cfg.metrics.as_ref().and_then(|m| m.token_sha256),
             metrics,
             audit,
@@ -111,9 +130,16 @@ impl Observability {
         })
     }
 
+    /// Resolves the metric handles of routes a reload added.
+    pub fn add_routes(&self, upstreams: &[Arc<crate::config::Upstream>]) {
+        if let Some(m) = &self.metrics {
+            m.add_routes(upstreams);
+        }
+    }
+
     /// Whether any signal needs the per-request summary recorded.
     pub fn is_on(&self) -> bool {
-        self.metrics.is_some() || self.audit.is_some() || self.spans
+        self.metrics.is_some() || self.audit.is_some() || self.spans || self.recent.is_some()
     }
 
     /// A new request's summary; with every signal off it records nothing and allocates nothing.
@@ -139,7 +165,7 @@ impl Observability {
     /// A response-only observer that learns tool names from `tools/list` results, for the
     /// `tool` label (see [`metrics`]).
     pub fn tool_catalog(&self, route: &str) -> Option<Arc<dyn Stage>> {
-        let m = self.metrics.as_ref()?.route(route).clone();
+        let m = self.metrics.as_ref()?.route(route);
         Some(Arc::new(ToolCatalog(m)))
     }
 
@@ -197,10 +223,7 @@ impl Observability {
         }
         summary.status = response.status().as_u16();
         let (parts, body) = response.into_parts();
-        let route = self
-            .metrics
-            .as_ref()
-            .map(|m| m.route(&summary.server).clone());
+        let route = self.metrics.as_ref().map(|m| m.route(&summary.server));
         if summary.streamed
             && let Some(r) = &route
         {
@@ -242,6 +265,9 @@ impl Drop for Pending {
         }
         if let (Some(m), Some(route)) = (&self.obs.metrics, &self.route) {
             record_metrics(m, route, s, elapsed.as_secs_f64());
+        }
+        if let Some(recent) = &self.obs.recent {
+            recent.push(s, elapsed.as_secs_f64() * 1000.0);
         }
         if !s.span.is_none() {
             s.span.record("decision", s.decision.as_str());

@@ -42,6 +42,9 @@ pub(crate) struct Runtime {
     pub(crate) stats: Stats,
     /// `plugin_runtime.request_budget`: plugin time one request may use in all.
     pub(crate) request_budget: Duration,
+    /// The largest `max_memory` its pool was sized for: a plugin asking for more needs a new
+    /// runtime.
+    pub(super) max_memory: usize,
     _ticker: Ticker,
 }
 
@@ -127,6 +130,59 @@ impl PluginSeries {
     pub(crate) fn count(&self, hook: &str, outcome: &str) -> u64 {
         self.calls.get(&(hook, outcome)).map_or(0, |c| c.get())
     }
+
+    /// Every call counted, those that failed (the failure kinds among the outcomes), and the
+    /// median and 99th percentile of their duration in seconds (from the histogram's buckets:
+    /// the upper bound of the bucket the quantile falls in; `None` before any call).
+    pub(crate) fn summary(&self) -> CallSummary {
+        let calls = self.calls.values().map(|c| c.get()).sum();
+        let failures = self
+            .calls
+            .iter()
+            .filter(|((_, outcome), _)| FAILURES.contains(outcome))
+            .map(|(_, c)| c.get())
+            .sum();
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        for h in &self.duration {
+            let proto = prometheus::core::Metric::metric(h);
+            for (i, b) in proto.get_histogram().get_bucket().iter().enumerate() {
+                match buckets.get_mut(i) {
+                    Some(slot) => slot.1 += b.cumulative_count(),
+                    None => buckets.push((b.upper_bound(), b.cumulative_count())),
+                }
+            }
+        }
+        let count: u64 = self.duration.iter().map(|h| h.get_sample_count()).sum();
+        let quantile = |q: f64| {
+            let rank = (q * count as f64).ceil().max(1.0) as u64;
+            (count > 0).then(|| {
+                buckets
+                    .iter()
+                    .find(|(_, cumulative)| *cumulative >= rank)
+                    .map_or(f64::INFINITY, |(bound, _)| *bound)
+            })
+        };
+        CallSummary {
+            calls,
+            failures,
+            p50_seconds: quantile(0.5),
+            p99_seconds: quantile(0.99),
+        }
+    }
+}
+
+/// The outcomes that are failures of the plugin (not its answers).
+const FAILURES: [&str; 6] = ["timeout", "memory", "trap", "invalid", "rejected", "busy"];
+
+/// A plugin's calls in brief (see [`PluginSeries::summary`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallSummary {
+    pub calls: u64,
+    pub failures: u64,
+    /// Upper bound of the histogram bucket holding the median call; past the last bucket:
+    /// infinity (serialized as null).
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
 }
 
 /// Increments the engine's epoch every [`TICK`] until dropped.
@@ -205,6 +261,7 @@ impl Runtime {
             slots: Arc::new(Semaphore::new(slots as usize)),
             stats,
             request_budget: cfg.request_budget,
+            max_memory,
             _ticker: ticker,
         }))
     }

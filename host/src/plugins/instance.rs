@@ -102,6 +102,8 @@ pub(super) struct Live {
 pub(crate) struct Loaded {
     pub(super) runtime: Arc<Runtime>,
     pub(crate) spec: PluginSpec,
+    /// SHA-256 of the component file it was compiled from.
+    pub(crate) file_sha256: [u8; 32],
     pub(super) pre: bindings::PluginPre<State>,
     pub(super) shared: Arc<Shared>,
     pub(super) idle: Mutex<Vec<Live>>,

@@ -42,42 +42,111 @@ const WASI_ALLOWED: [&str; 18] = [
     "wasi:random/insecure-seed",
 ];
 
-/// Loads every plugin of `config` (not empty) on one new runtime; every error is kept.
+/// What loading one config's plugins made: the runtime they run on, the series they define,
+/// and the plugins by name.
+#[derive(Clone)]
+pub(super) struct LoadedSet {
+    pub(super) runtime: Arc<Runtime>,
+    pub(super) metrics: Arc<CustomMetrics>,
+    pub(super) stages: HashMap<Arc<str>, Arc<PluginStage>>,
+}
+
+/// Which plugins a reload compiled and initialised again, and which it kept as they were.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PluginChanges {
+    pub loaded: Vec<String>,
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Loads every plugin of `config` (not empty). `previous`: the plugins of the generation a
+/// reload replaces; one whose entry (file path, config, grants, limits) and file contents are
+/// unchanged is kept as it is (same instances, same state), and so is their runtime when the
+/// new entries fit its pool. Every error is kept.
 pub(super) async fn load_all(
     config: &Config,
     deps: &Deps,
-) -> Result<HashMap<Arc<str>, Arc<PluginStage>>, Vec<ConfigError>> {
-    let max_memory = config.plugins.iter().map(|p| p.max_memory).max();
-    let runtime = Runtime::new(
-        &config.plugin_runtime,
-        max_memory.unwrap_or(0),
-        &deps.registry,
-    )
-    .map_err(|e| {
-        vec![ConfigError {
-            path: "plugin_runtime".into(),
-            line: None,
-            message: format!("cannot start the WebAssembly runtime: {e:#}"),
-        }]
-    })?;
-    let metrics = Arc::new(CustomMetrics::new(deps.registry.clone()));
+    previous: Option<&LoadedSet>,
+) -> Result<(LoadedSet, PluginChanges), Vec<ConfigError>> {
+    let max_memory = config
+        .plugins
+        .iter()
+        .map(|p| p.max_memory)
+        .max()
+        .unwrap_or(0);
+    let previous = previous.filter(|p| max_memory <= p.runtime.max_memory);
+    let (runtime, metrics) = match previous {
+        Some(p) => (p.runtime.clone(), p.metrics.clone()),
+        None => {
+            let runtime = Runtime::new(&config.plugin_runtime, max_memory, &deps.registry)
+                .map_err(|e| {
+                    vec![ConfigError {
+                        path: "plugin_runtime".into(),
+                        line: None,
+                        message: format!("cannot start the WebAssembly runtime: {e:#}"),
+                    }]
+                })?;
+            (runtime, Arc::new(CustomMetrics::new(deps.registry.clone())))
+        }
+    };
     let hidden = config.credential_headers();
-    let mut stages = HashMap::new();
+    let mut set = LoadedSet {
+        runtime,
+        metrics,
+        stages: HashMap::new(),
+    };
+    let mut changes = PluginChanges::default();
     let mut errors = Vec::new();
     for spec in &config.plugins {
-        match runtime.load(spec, deps, &metrics).await {
+        if let Some(kept) = previous.and_then(|p| p.stages.get(&spec.name))
+            && kept.unchanged(spec, &hidden)
+        {
+            changes.kept.push(spec.name.to_string());
+            set.stages.insert(spec.name.clone(), kept.clone());
+            continue;
+        }
+        match set.runtime.load(spec, deps, &set.metrics).await {
             Ok(mut stage) => {
                 stage.hide_headers(&hidden);
-                stages.insert(spec.name.clone(), Arc::new(stage));
+                changes.loaded.push(spec.name.to_string());
+                set.stages.insert(spec.name.clone(), Arc::new(stage));
             }
             Err(e) => errors.push(e),
         }
     }
+    if let Some(p) = previous {
+        changes.removed = p
+            .stages
+            .keys()
+            .filter(|name| !set.stages.contains_key(*name))
+            .map(|name| name.to_string())
+            .collect();
+    }
     if errors.is_empty() {
-        Ok(stages)
+        Ok((set, changes))
     } else {
         Err(errors)
     }
+}
+
+/// SHA-256 of a plugin's file as it is on disk now (`None`: unreadable).
+pub(super) fn file_sha256(spec: &PluginSpec) -> Option<[u8; 32]> {
+    use sha2::Digest as _;
+    std::fs::read(&spec.file)
+        .ok()
+        .map(|bytes| sha2::Sha256::digest(&bytes).into())
+}
+
+/// Whether two entries load the same plugin the same way (their lines in the file aside).
+pub(super) fn same_entry(a: &PluginSpec, b: &PluginSpec) -> bool {
+    a.name == b.name
+        && a.file == b.file
+        && a.config_json == b.config_json
+        && a.on_error == b.on_error
+        && a.timeout == b.timeout
+        && a.max_memory == b.max_memory
+        && a.instances == b.instances
+        && a.grants == b.grants
 }
 
 impl Runtime {
@@ -88,7 +157,7 @@ impl Runtime {
         deps: &Deps,
         metrics: &Arc<CustomMetrics>,
     ) -> Result<PluginStage, ConfigError> {
-        let pre = self.prepare(spec).await?;
+        let (pre, file_sha256) = self.prepare(spec).await?;
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             grants: spec.grants.clone(),
@@ -99,6 +168,7 @@ impl Runtime {
         let plugin = Loaded {
             runtime: self.clone(),
             spec: spec.clone(),
+            file_sha256,
             pre,
             shared,
             idle: Mutex::new(Vec::new()),
@@ -112,7 +182,8 @@ impl Runtime {
     async fn prepare(
         &self,
         spec: &PluginSpec,
-    ) -> Result<super::engine::bindings::PluginPre<State>, ConfigError> {
+    ) -> Result<(super::engine::bindings::PluginPre<State>, [u8; 32]), ConfigError> {
+        use sha2::Digest as _;
         let file = spec.file.clone();
         let bytes = std::fs::read(&file).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
@@ -123,6 +194,7 @@ impl Runtime {
             let message = format!("cannot read `{}`: {e}{hint}", file.display());
             at(spec, ".file", spec.lines.file, message)
         })?;
+        let sha256: [u8; 32] = sha2::Sha256::digest(&bytes).into();
         let engine = self.engine.clone();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
@@ -139,6 +211,7 @@ impl Runtime {
         self.linker
             .instantiate_pre(&component)
             .and_then(super::engine::bindings::PluginPre::new)
+            .map(|pre| (pre, sha256))
             .map_err(|e| {
                 let message = format!(
                     "`{}` does not implement the mcpgate:plugin@{CONTRACT_VERSION} `plugin` world: {e:#}",

@@ -31,8 +31,6 @@ mod load;
 #[cfg(feature = "plugins")]
 mod stage;
 
-#[cfg(feature = "plugins")]
-use std::collections::HashMap;
 use std::sync::Arc;
 
 #[cfg(not(feature = "plugins"))]
@@ -46,18 +44,30 @@ pub use host_api::CustomMetrics;
 pub use instance::{Failure, FailureKind};
 pub use kv::{KvStore, MemoryKv};
 #[cfg(feature = "plugins")]
-pub use stage::PluginStage;
+pub use load::PluginChanges;
+#[cfg(feature = "plugins")]
+pub use stage::{PluginStage, PluginStatus};
 
 pub type BoxFuture<'a, T> = crate::pipeline::BoxFuture<'a, T>;
+
+/// Without the runtime a reload has no plugins to report.
+#[cfg(not(feature = "plugins"))]
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PluginChanges {
+    pub loaded: Vec<String>,
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+}
 
 /// The contract version this gateway implements (`package mcpgate:plugin@…`).
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
 /// The loaded plugins of one config, by name.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Plugins {
+    /// `None` when the config has no plugins.
     #[cfg(feature = "plugins")]
-    stages: HashMap<Arc<str>, Arc<PluginStage>>,
+    set: Option<load::LoadedSet>,
     /// What they were loaded with; the gateway builds its stages from the same resources.
     deps: Deps,
 }
@@ -66,7 +76,7 @@ impl std::fmt::Debug for Plugins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut list = f.debug_list();
         #[cfg(feature = "plugins")]
-        list.entries(self.stages.keys());
+        list.entries(self.set.iter().flat_map(|s| s.stages.keys()));
         list.finish()
     }
 }
@@ -81,25 +91,82 @@ impl Plugins {
             missing_env: Vec::new(),
         };
         #[cfg(feature = "plugins")]
-        let stages = if config.plugins.is_empty() {
-            HashMap::new()
+        let set = if config.plugins.is_empty() {
+            None
         } else {
-            load::load_all(config, &deps).await.map_err(fail)?
+            Some(load::load_all(config, &deps, None).await.map_err(fail)?.0)
         };
         #[cfg(not(feature = "plugins"))]
         refuse_plugins(config).map_err(fail)?;
         Ok(Plugins {
             #[cfg(feature = "plugins")]
-            stages,
+            set,
             deps,
         })
+    }
+
+    /// The plugins of `config` for a reload, with the same resources: a plugin whose entry and
+    /// file are unchanged is kept as it is (instances, idle pool, counters); the others are
+    /// compiled and initialised again. Nothing of `self` changes: on an error it keeps serving.
+    #[cfg(feature = "plugins")]
+    pub async fn reload(&self, config: &Config) -> Result<(Plugins, PluginChanges), ConfigErrors> {
+        let fail = |errors| ConfigErrors {
+            source: "plugins".into(),
+            errors,
+            missing_env: Vec::new(),
+        };
+        if config.plugins.is_empty() {
+            let removed = self
+                .set
+                .iter()
+                .flat_map(|s| s.stages.keys().map(|k| k.to_string()))
+                .collect();
+            let changes = PluginChanges {
+                removed,
+                ..PluginChanges::default()
+            };
+            return Ok((Plugins::none(self.deps.clone()), changes));
+        }
+        let (set, changes) = load::load_all(config, &self.deps, self.set.as_ref())
+            .await
+            .map_err(fail)?;
+        let plugins = Plugins {
+            set: Some(set),
+            deps: self.deps.clone(),
+        };
+        Ok((plugins, changes))
+    }
+
+    /// Without the runtime no plugin loads; a reload keeps none.
+    #[cfg(not(feature = "plugins"))]
+    pub async fn reload(&self, config: &Config) -> Result<(Plugins, PluginChanges), ConfigErrors> {
+        let plugins = Plugins::load(config, self.deps.clone()).await?;
+        Ok((plugins, PluginChanges::default()))
+    }
+
+    /// Every loaded plugin as the admin API shows it, in name order.
+    #[cfg(feature = "plugins")]
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        let mut out: Vec<PluginStatus> = self
+            .set
+            .iter()
+            .flat_map(|s| s.stages.values().map(|p| p.status()))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Without the runtime there are none.
+    #[cfg(not(feature = "plugins"))]
+    pub fn statuses(&self) -> Vec<serde_json::Value> {
+        Vec::new()
     }
 
     /// No plugins, and the resources a gateway without them is built from.
     pub fn none(deps: Deps) -> Plugins {
         Plugins {
             #[cfg(feature = "plugins")]
-            stages: HashMap::new(),
+            set: None,
             deps,
         }
     }
@@ -107,7 +174,7 @@ impl Plugins {
     /// The stage a `plugins:` entry loaded as, the way a pipeline holds it.
     #[cfg(feature = "plugins")]
     pub fn stage(&self, name: &str) -> Option<Arc<dyn Stage>> {
-        self.stages.get(name).map(|s| s.clone() as Arc<dyn Stage>)
+        self.get(name).map(|s| s.clone() as Arc<dyn Stage>)
     }
 
     /// Without the runtime no plugin loads ([`Plugins::load`] refuses them).
@@ -119,7 +186,7 @@ impl Plugins {
     /// The loaded plugin itself (its call counters, for tests and the CLI).
     #[cfg(feature = "plugins")]
     pub fn get(&self, name: &str) -> Option<&Arc<PluginStage>> {
-        self.stages.get(name)
+        self.set.as_ref()?.stages.get(name)
     }
 
     /// The shared resources the plugins were loaded with (their metrics are in its registry).

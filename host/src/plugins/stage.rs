@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::engine::bindings::mcpgate::plugin::types as wit;
 use super::instance::{Failure, FailureKind, Loaded};
-use crate::config::OnError;
+use crate::config::{OnError, PluginSpec};
 use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Era, Message, jsonrpc};
 use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
@@ -44,6 +44,19 @@ const PROTECTED: [&str; 17] = [
 fn protected(name: &HeaderName) -> bool {
     let n = name.as_str();
     PROTECTED.contains(&n) || n.starts_with("mcp-param-") || n.starts_with("x-forwarded-")
+}
+
+/// A loaded plugin as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub file: String,
+    /// SHA-256 of the component file it was compiled from (hex).
+    pub sha256: String,
+    pub instances: &'static str,
+    pub on_error: &'static str,
+    pub timeout_ms: u64,
+    pub calls: super::engine::CallSummary,
 }
 
 pub struct PluginStage {
@@ -79,6 +92,43 @@ impl PluginStage {
 
     pub fn name(&self) -> &str {
         &self.loaded.spec.name
+    }
+
+    /// Whether `spec` would load this very plugin again: the same entry, the same file
+    /// contents, the same hidden headers.
+    pub(super) fn unchanged(&self, spec: &PluginSpec, hidden: &[HeaderName]) -> bool {
+        super::load::same_entry(&self.loaded.spec, spec)
+            && super::load::file_sha256(spec) == Some(self.loaded.file_sha256)
+            && self.hidden == hidden
+    }
+
+    /// What the admin API shows of a loaded plugin.
+    pub fn status(&self) -> PluginStatus {
+        use std::fmt::Write as _;
+        let spec = &self.loaded.spec;
+        let sha256 = self
+            .loaded
+            .file_sha256
+            .iter()
+            .fold(String::new(), |mut hex, b| {
+                let _ = write!(hex, "{b:02x}");
+                hex
+            });
+        PluginStatus {
+            name: spec.name.to_string(),
+            file: spec.file.display().to_string(),
+            sha256,
+            instances: match spec.instances {
+                crate::config::InstanceMode::Fresh => "fresh",
+                crate::config::InstanceMode::Reuse => "reuse",
+            },
+            on_error: match spec.on_error {
+                OnError::FailClosed => "fail_closed",
+                OnError::FailOpen => "fail_open",
+            },
+            timeout_ms: u64::try_from(spec.timeout.as_millis()).unwrap_or(u64::MAX),
+            calls: self.series.summary(),
+        }
     }
 
     /// Calls counted for this plugin's `hook` with `outcome`.

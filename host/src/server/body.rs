@@ -15,6 +15,7 @@ use crate::proxy::relay::BoxError;
 /// `Content-Length`); not all there within `server.body_timeout` → 408.
 pub(super) async fn read_body<B>(
     gw: &Gateway,
+    server: &crate::config::ServerConfig,
     body: B,
     headers: &http::HeaderMap,
 ) -> Result<Bytes, GatewayError>
@@ -22,13 +23,13 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let timeout = gw.config.server.body_timeout;
+    let timeout = server.body_timeout;
     match tokio::time::timeout(
         timeout,
         read_bounded(
             body,
-            gw.config.server.max_body_bytes,
-            gw.config.server.discard_body_bytes,
+            server.max_body_bytes,
+            server.discard_body_bytes,
             headers,
         ),
     )

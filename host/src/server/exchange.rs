@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 
 use super::Gateway;
 use super::body::read_body;
+use super::gateway::Generation;
 use crate::config::Upstream;
 use crate::error::GatewayError;
 use crate::mcp::{Era, ParsedBody, rules};
@@ -53,6 +54,9 @@ where
 /// One request on an MCP route, from the client's bytes to the response.
 struct McpExchange<'a> {
     gw: &'a Gateway,
+    /// The config generation this request runs on from start to end, whatever a reload does
+    /// meanwhile.
+    generation: Arc<Generation>,
     route: &'a str,
     peer: &'a Peer,
     /// What the request did, for the audit log and metrics.
@@ -71,12 +75,14 @@ impl<'a> McpExchange<'a> {
         headers: &HeaderMap,
         method: &Method,
     ) -> Self {
+        let generation = gw.current();
         let request_id = request_id(headers);
         let span = gw.obs.span(&request_id, route, headers);
         let mut summary = gw.obs.summary(request_id, route, method.clone(), span);
-        summary.peer = Some(peer.client_ip(headers, &gw.config.server.trusted_proxies));
+        summary.peer = Some(peer.client_ip(headers, &generation.config.server.trusted_proxies));
         McpExchange {
             gw,
+            generation,
             route,
             peer,
             summary,
@@ -109,7 +115,7 @@ impl<'a> McpExchange<'a> {
         ));
         cx.peer = self.summary.peer;
         let session = SessionBinding::of(cx.era, &cx.headers, cx.body.as_ref());
-        let pipeline = self.gw.pipeline(&cx.upstream.name);
+        let pipeline = self.generation.pipeline(&cx.upstream.name);
         if let Some(answer) = self.stages(&pipeline, &mut cx).await? {
             return Ok(answer);
         }
@@ -122,7 +128,7 @@ impl<'a> McpExchange<'a> {
     /// Edge: the route, the HTTP method, `Origin` (the DNS-rebinding defence for browsers).
     /// `None`: no upstream is configured under the route's name.
     fn edge(&self, parts: &Parts) -> Result<Option<Arc<Upstream>>, GatewayError> {
-        let Some(upstream) = self.gw.config.upstream(self.route).cloned() else {
+        let Some(upstream) = self.generation.config.upstream(self.route).cloned() else {
             return Ok(None);
         };
         if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
@@ -130,7 +136,7 @@ impl<'a> McpExchange<'a> {
         }
         if let Some(origin) = parts.headers.get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("<not text>");
-            if !self.gw.config.server.allowed_origins.allows(origin) {
+            if !self.generation.config.server.allowed_origins.allows(origin) {
                 return Err(GatewayError::OriginForbidden(origin.to_string()));
             }
         }
@@ -145,7 +151,13 @@ impl<'a> McpExchange<'a> {
         B::Error: Into<BoxError>,
     {
         if parts.method == Method::POST
-            && let Ok(bytes) = read_body(self.gw, body, &parts.headers).await
+            && let Ok(bytes) = read_body(
+                self.gw,
+                &self.generation.config.server,
+                body,
+                &parts.headers,
+            )
+            .await
         {
             self.error_id = ParsedBody::parse(&bytes)
                 .ok()
@@ -167,7 +179,13 @@ impl<'a> McpExchange<'a> {
         if parts.method != Method::POST {
             return Ok((Bytes::new(), None));
         }
-        let bytes = read_body(self.gw, body, &parts.headers).await?;
+        let bytes = read_body(
+            self.gw,
+            &self.generation.config.server,
+            body,
+            &parts.headers,
+        )
+        .await?;
         let parsed = ParsedBody::parse(&bytes).map_err(|e| {
             self.error_id = e.id.clone();
             GatewayError::bad_request(e.code, e.message)
@@ -182,7 +200,7 @@ impl<'a> McpExchange<'a> {
 
     /// Era rules: batches are legacy-only and bounded; routing headers mirror the body.
     fn era_rules(&self, parsed: &ParsedBody, headers: &HeaderMap) -> Result<(), GatewayError> {
-        let max_batch = self.gw.config.server.max_batch_messages;
+        let max_batch = self.generation.config.server.max_batch_messages;
         rules::check(parsed, headers, max_batch)
             .map_err(|e| GatewayError::bad_request(e.code, e.message))
     }
@@ -198,7 +216,7 @@ impl<'a> McpExchange<'a> {
         std::mem::swap(&mut self.response_headers, &mut cx.response_headers);
         self.summary.identify(cx);
         if self.gw.obs.log_bodies() {
-            self.summary.secrets = secrets(cx, &self.gw.credential_headers);
+            self.summary.secrets = secrets(cx, &self.generation.credential_headers);
         }
         match outcome? {
             Outcome::Respond(response) => {
@@ -264,7 +282,7 @@ impl<'a> McpExchange<'a> {
             &cx.upstream,
             outgoing,
             self.peer,
-            &self.gw.credential_headers,
+            &self.generation.credential_headers,
         );
         let mut request = pipeline.refunding(cx, built).await?;
         self.summary.forwarded(cx);
@@ -279,6 +297,15 @@ impl<'a> McpExchange<'a> {
             .instrument(span)
             .await;
         self.summary.upstream_seconds = cx.timings.upstream_headers.map(|d| d.as_secs_f64());
+        if let Some(health) = self.gw.health.route(&cx.upstream.name) {
+            match &sent {
+                Ok(r) if r.status().is_server_error() => {
+                    health.failed(&format!("HTTP {}", r.status()));
+                }
+                Ok(_) => health.ok(cx.timings.upstream_headers.unwrap_or_default()),
+                Err(e) => health.failed(&e.to_string()),
+            }
+        }
         Ok((hooks, sent?))
     }
 
@@ -314,8 +341,13 @@ impl<'a> McpExchange<'a> {
 
         let shutdown = (cx.http_method == Method::GET).then(|| self.gw.shutdown.clone());
         let relayed = Relay::new(body, cx.upstream.stream_idle_timeout, shutdown);
-        let limit = self.gw.config.server.max_inspected_bytes;
-        let keepalive = self.gw.config.server.sse_keepalive.filter(|_| is_sse);
+        let limit = self.generation.config.server.max_inspected_bytes;
+        let keepalive = self
+            .generation
+            .config
+            .server
+            .sse_keepalive
+            .filter(|_| is_sse);
         let body = if !hooks.inspects() {
             Body::new(relayed)
         } else if is_sse {

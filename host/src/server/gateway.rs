@@ -1,13 +1,19 @@
-//! The state every request shares: immutable config, sessions, observability, the upstream
-//! client, each route's pipeline.
+//! The state every request shares. What lives as long as the process (sessions, observability,
+//! the upstream client, connection limits, upstream health) is here; what one config builds
+//! (the config itself, each route's pipeline, the plugins, the TLS acceptor) is a
+//! [`Generation`], swapped whole by a reload (`reload.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use http::header::HeaderName;
 use tokio_util::sync::CancellationToken;
 
+use super::health::UpstreamHealth;
+use super::reload::Reloads;
 use crate::config::Config;
 use crate::deps::Deps;
 use crate::observability::Observability;
@@ -15,31 +21,114 @@ use crate::pipeline::Pipeline;
 use crate::plugins::Plugins;
 use crate::proxy::UpstreamClient;
 use crate::session::Sessions;
+use crate::stages::ratelimit::MemoryBackend;
 
-/// Everything the request path shares: immutable config, sessions, client, pipelines.
-pub struct Gateway {
+/// One loaded config and everything built from it. A request takes the current generation when
+/// it starts and keeps it until its response has ended: a reload never changes the stages of a
+/// request (or a stream) already under way.
+pub struct Generation {
+    /// 1 for the config the process started with, one more for every reload that applied.
+    pub number: u64,
     pub config: Arc<Config>,
-    pub sessions: Arc<Sessions>,
-    /// Metrics, audit log, spans (`observability:`).
-    pub obs: Arc<Observability>,
-    pub(super) client: UpstreamClient,
+    /// When this generation began serving.
+    pub loaded_at: SystemTime,
+    pub(crate) plugins: Plugins,
     pub(super) pipelines: HashMap<Arc<str>, Pipeline>,
     /// Header names that carry a caller's credential ([`Config::credential_headers`]): never
     /// forwarded, never audited.
     pub(super) credential_headers: Vec<HeaderName>,
-    /// In-memory rate-limit buckets, swept in the background.
-    pub(super) buckets: Option<Arc<crate::stages::ratelimit::MemoryBackend>>,
+    /// In-memory rate-limit buckets, swept in the background; kept across reloads.
+    pub(crate) buckets: Option<Arc<MemoryBackend>>,
+    /// `server.tls`, ready to accept connections with.
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("number", &self.number)
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Generation {
+    /// Builds a generation's stages from `config` and its loaded `plugins`. `buckets`: the
+    /// previous generation's in-memory buckets, reused when this config keeps them in memory
+    /// with the same bound (buckets whose limit changed start afresh, see [`MemoryBackend`]).
+    pub(super) fn build(
+        number: u64,
+        config: Config,
+        plugins: Plugins,
+        obs: &Observability,
+        buckets: Option<&Arc<MemoryBackend>>,
+    ) -> Generation {
+        let deps = plugins.deps();
+        obs.add_routes(&config.upstreams);
+        let mut built = crate::stages::build(
+            &config,
+            &deps.client,
+            &plugins,
+            deps.redis.as_ref(),
+            buckets,
+        );
+        for (name, pipeline) in built.pipelines.iter_mut() {
+            if let Some(catalog) = obs.tool_catalog(name) {
+                *pipeline = std::mem::take(pipeline).with_observer(catalog);
+            }
+        }
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+        Generation {
+            number,
+            credential_headers: config.credential_headers(),
+            config: Arc::new(config),
+            loaded_at: SystemTime::now(),
+            plugins,
+            pipelines: built.pipelines,
+            buckets: built.buckets,
+            tls,
+        }
+    }
+
+    /// The pipeline of a route (empty when it has none).
+    pub(super) fn pipeline(&self, upstream: &str) -> Pipeline {
+        self.pipelines.get(upstream).cloned().unwrap_or_default()
+    }
+
+    /// The loaded plugins of this generation.
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+}
+
+/// Everything the request path shares.
+pub struct Gateway {
+    /// The generation new requests start on.
+    current: ArcSwap<Generation>,
+    pub sessions: Arc<Sessions>,
+    /// Metrics, audit log, spans (`observability:`).
+    pub obs: Arc<Observability>,
+    pub(super) client: UpstreamClient,
     /// Client connection limits, shared by the serving threads.
     pub connections: Arc<crate::conn::Connections>,
+    /// Reachability, last error and latency of each upstream, from the traffic it served.
+    pub health: UpstreamHealth,
+    /// Reloads: where the config comes from, the last outcome, their metrics.
+    pub reloads: Reloads,
     /// Cancelled when the drain begins: GET streams end so their clients resume elsewhere.
     pub(super) shutdown: CancellationToken,
     pub(super) draining: AtomicBool,
+    pub(super) started: SystemTime,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("pipelines", &self.pipelines)
+            .field("current", &self.current.load())
             .finish_non_exhaustive()
     }
 }
@@ -78,36 +167,73 @@ impl Gateway {
             );
         }
         let obs = Observability::new(&config, deps.registry.clone(), sessions.clone())?;
-        let mut built = crate::stages::build(&config, &deps.client, plugins, deps.redis.as_ref());
-        for (name, pipeline) in built.pipelines.iter_mut() {
-            if let Some(catalog) = obs.tool_catalog(name) {
-                *pipeline = std::mem::take(pipeline).with_observer(catalog);
-            }
-        }
         let connections = Arc::new(crate::conn::Connections::new(&config.server, &obs.registry));
+        let health = UpstreamHealth::new(&config.upstreams);
+        let reloads = Reloads::new(&obs.registry);
+        let client = deps.client.clone();
+        let generation = Generation::build(1, config, plugins.clone(), &obs, None);
         Ok(Gateway {
-            connections,
-            credential_headers: config.credential_headers(),
-            config: Arc::new(config),
+            current: ArcSwap::from_pointee(generation),
             sessions,
             obs: Arc::new(obs),
-            client: deps.client.clone(),
-            pipelines: built.pipelines,
-            buckets: built.buckets,
+            client,
+            connections,
+            health,
+            reloads,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
+            started: SystemTime::now(),
         })
     }
 
-    /// Replaces the pipeline of one upstream (for embedders and tests with stages of their own).
-    pub fn set_pipeline(&mut self, upstream: &str, pipeline: Pipeline) {
-        if let Some(u) = self.config.upstream(upstream) {
-            self.pipelines.insert(u.name.clone(), pipeline);
-        }
+    /// The generation new requests start on.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
     }
 
-    /// The pipeline of a route (empty when it has none).
-    pub(super) fn pipeline(&self, upstream: &str) -> Pipeline {
-        self.pipelines.get(upstream).cloned().unwrap_or_default()
+    /// The config new requests start on.
+    pub fn config(&self) -> Arc<Config> {
+        self.current.load().config.clone()
+    }
+
+    /// Makes `generation` the one new requests start on.
+    pub(super) fn install(&self, generation: Generation) {
+        self.health.add_routes(&generation.config.upstreams);
+        self.current.store(Arc::new(generation));
+    }
+
+    /// Replaces the pipeline of one upstream (for embedders and tests with stages of their own).
+    pub fn set_pipeline(&self, upstream: &str, pipeline: Pipeline) {
+        let current = self.current.load_full();
+        let Some(u) = current.config.upstream(upstream) else {
+            return;
+        };
+        let mut pipelines = current.pipelines.clone();
+        pipelines.insert(u.name.clone(), pipeline);
+        self.current.store(Arc::new(Generation {
+            number: current.number,
+            config: current.config.clone(),
+            loaded_at: current.loaded_at,
+            plugins: current.plugins.clone(),
+            pipelines,
+            credential_headers: current.credential_headers.clone(),
+            buckets: current.buckets.clone(),
+            tls: current.tls.clone(),
+        }));
+    }
+
+    /// When the gateway was built.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Cancelled when the drain begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Whether the gateway is draining (shutting down).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -133,7 +133,7 @@ fn spawn_reaper(gateway: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             gw.sessions.reap();
-            if let Some(b) = &gw.buckets {
+            if let Some(b) = &gw.current().buckets {
                 b.sweep();
             }
         }
@@ -151,13 +151,11 @@ async fn serve(
 
     let _tracked = crate::observability::metrics::track_runtime();
     let app = super::routes::routes(gateway.clone());
-    let server = &gateway.config.server;
-    let builder = http_builder(server);
+    // Settings only a restart changes (a reload keeps them, see reload.rs): read once.
+    let started_on = gateway.config();
+    let builder = http_builder(&started_on.server);
+    let handshake = started_on.server.header_timeout;
     let graceful = GracefulShutdown::new();
-    let tls = server
-        .tls
-        .as_ref()
-        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -176,6 +174,9 @@ async fn serve(
         let Some((slot, tcp)) = admit(&gateway, tcp) else {
             continue;
         };
+        // What a reload may change (TLS certificates, trusted proxies) is read per connection.
+        let generation = gateway.current();
+        let server = &generation.config.server;
         let gw = gateway.clone();
         let app = app.clone();
         let peer = Peer::new(peer, &server.trusted_proxies).with_scheme(server.scheme());
@@ -184,7 +185,7 @@ async fn serve(
                 dispatch(gw.clone(), app.clone(), peer.clone(), request)
             });
         let connections = gateway.connections.clone();
-        let Some(acceptor) = &tls else {
+        let Some(acceptor) = &generation.tls else {
             let conn = builder
                 .serve_connection(TokioIo::new(tcp), service)
                 .into_owned();
@@ -198,7 +199,6 @@ async fn serve(
         // The handshake runs on the connection's task, bounded like a request head: a client
         // that opens a connection and never finishes it holds nothing else up.
         let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
-        let handshake = server.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let Some(stream) = tls_handshake(&acceptor, tcp, handshake).await else {
@@ -233,11 +233,10 @@ fn admit(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
     }
-    let server = &gateway.config.server;
     let tcp = crate::conn::StallGuard::new(
         tcp,
         gateway.connections.write_timeout,
-        server.header_timeout,
+        gateway.connections.header_timeout,
     );
     Some((slot, tcp))
 }
@@ -309,9 +308,12 @@ async fn drain(
     gateway.draining.store(true, Ordering::Relaxed);
     gateway.shutdown.cancel();
     drop(listener);
-    if tokio::time::timeout(gateway.config.server.shutdown_timeout, graceful.shutdown())
-        .await
-        .is_err()
+    if tokio::time::timeout(
+        gateway.config().server.shutdown_timeout,
+        graceful.shutdown(),
+    )
+    .await
+    .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }

@@ -27,8 +27,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let others = routes(gateway.clone());
     Router::new().fallback(
         move |ConnectInfo(addr): ConnectInfo<SocketAddr>, request: Request| {
-            let peer = Peer::new(addr, &gateway.config.server.trusted_proxies)
-                .with_scheme(gateway.config.server.scheme());
+            let config = gateway.config();
+            let peer =
+                Peer::new(addr, &config.server.trusted_proxies).with_scheme(config.server.scheme());
             let (gateway, others) = (gateway.clone(), others.clone());
             async move {
                 match super::listen::dispatch(gateway, others, peer, request).await {
@@ -109,12 +110,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         )
             .into_response()
     } else {
-        let upstreams: Vec<&str> = gw
-            .config
-            .upstreams
-            .iter()
-            .map(|u| u.name.as_ref())
-            .collect();
+        let config = gw.config();
+        let upstreams: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_ref()).collect();
         Json(json!({"status": "ready", "upstreams": upstreams})).into_response()
     }
 }
@@ -126,8 +123,9 @@ async fn protected_resource_metadata(
     Path(name): Path<String>,
     headers: http::HeaderMap,
 ) -> Response {
-    let jwt = gw.config.auth.as_ref().and_then(|a| a.jwt());
-    let guarded = gw
+    let generation = gw.current();
+    let jwt = generation.config.auth.as_ref().and_then(|a| a.jwt());
+    let guarded = generation
         .pipelines
         .get(name.as_str())
         .is_some_and(|p| p.has(&StageKind::Auth));
@@ -138,7 +136,7 @@ async fn protected_resource_metadata(
         )
         .into_response(None);
     };
-    let server = &gw.config.server;
+    let server = &generation.config.server;
     let (_, resource) = crate::stages::auth::resource_urls(
         server.public_url.as_deref(),
         server.scheme(),

@@ -115,6 +115,8 @@ pub struct ActiveSession {
     pub upstream: String,
     pub caller: Option<String>,
     pub idle: Duration,
+    /// Unix seconds when the session began.
+    pub issued_at: u64,
 }
 
 #[derive(Debug)]
@@ -413,6 +415,21 @@ impl Sessions {
         table.ended.push(claims.id.clone(), claims.expires_at);
     }
 
+    /// Ends a tracked session by its id (the admin API): this replica answers 404 for it from
+    /// now on. `false` when no session with that id is tracked here.
+    pub fn end_by_id(&self, id: &str) -> bool {
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(expires_at) = table.active.peek(id).map(|e| e.expires_at) else {
+            return false;
+        };
+        table.remove(id);
+        table.ended.push(id.to_string(), expires_at);
+        true
+    }
+
     fn track(&self, upstream: &str, claims: &SessionClaims, token: &str) {
         let now = Instant::now();
         let mut table = self
@@ -487,6 +504,7 @@ impl Sessions {
                 upstream: e.upstream.clone(),
                 caller: e.caller.clone(),
                 idle: now.duration_since(e.last_seen),
+                issued_at: e.issued_at,
             })
             .collect()
     }

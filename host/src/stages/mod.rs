@@ -26,7 +26,10 @@ pub struct Built {
 }
 
 /// Builds every route's pipeline: its own `pipeline:` list, else the global one. `redis` is the
-/// process's connection, for `rate_limit.backend: redis`.
+/// process's connection, for `rate_limit.backend: redis`. `buckets`: in-memory buckets to keep
+/// (a reload's previous ones), used when this config keeps its buckets in memory with the same
+/// `max_buckets`. A kept bucket whose limit changed keeps its tokens, up to the new capacity
+/// (a tightened limit applies at once; a loosened one refills at its new rate).
 ///
 /// # Panics
 /// If a pipeline names a plugin that `plugins` does not hold (load them with [`Plugins::load`]
@@ -37,6 +40,7 @@ pub fn build(
     client: &UpstreamClient,
     plugins: &Plugins,
     redis: Option<&Redis>,
+    buckets: Option<&Arc<ratelimit::MemoryBackend>>,
 ) -> Built {
     let auth: Option<Arc<dyn Stage>> = config.auth.clone().map(|a| {
         Arc::new(auth::Auth::new(
@@ -46,11 +50,15 @@ pub fn build(
             config.server.scheme(),
         )) as Arc<dyn Stage>
     });
+    let kept = buckets;
     let buckets = config
         .rate_limit
         .as_ref()
         .filter(|r| r.backend == crate::config::StateBackend::Memory)
-        .map(|r| Arc::new(ratelimit::MemoryBackend::new(r.max_buckets)));
+        .map(|r| match kept {
+            Some(b) if b.max_buckets() == r.max_buckets => b.clone(),
+            _ => Arc::new(ratelimit::MemoryBackend::new(r.max_buckets)),
+        });
     let rate_limit: Option<Arc<dyn Stage>> = config.rate_limit.clone().map(|r| {
         let backend: Arc<dyn ratelimit::Backend> = match &buckets {
             Some(memory) => memory.clone(),

@@ -214,6 +214,43 @@ pub trait Backend: Send + Sync + 'static {
     -> BoxFuture<'a, Result<(), String>>;
 }
 
+/// Which buckets an admin request means: every field given must match (`None`: any).
+#[derive(Debug, Clone, Default)]
+pub struct BucketFilter {
+    pub client: Option<String>,
+    pub server: Option<String>,
+    pub tool: Option<String>,
+}
+
+impl BucketFilter {
+    fn selects(&self, key: &BucketKey) -> bool {
+        let (client, server, tool) = match key {
+            BucketKey::Client(c) => (Some(c), None, None),
+            BucketKey::ClientOnServer { client, server } => (Some(client), Some(server), None),
+            BucketKey::Server(s) => (None, Some(s), None),
+            BucketKey::Tool {
+                client,
+                server,
+                tool,
+            } => (Some(client), Some(server), Some(tool)),
+        };
+        let matches = |want: &Option<String>, have: Option<&Arc<str>>| {
+            want.as_deref()
+                .is_none_or(|w| have.is_some_and(|h| h.as_ref() == w))
+        };
+        matches(&self.client, client) && matches(&self.server, server) && matches(&self.tool, tool)
+    }
+}
+
+/// One bucket as [`MemoryBackend::inspect`] sees it.
+#[derive(Debug, Clone)]
+pub struct BucketState {
+    pub key: BucketKey,
+    pub limit: Limit,
+    /// Tokens available now.
+    pub tokens: f64,
+}
+
 /// The tokens one request took, kept in its context until it is forwarded (or refunded).
 #[derive(Debug, Clone, Default)]
 struct Charged(Vec<(BucketKey, Limit)>);
@@ -223,6 +260,7 @@ const SHARDS: usize = 16;
 /// Buckets in process memory: sharded maps, bounded, idle buckets forgotten.
 pub struct MemoryBackend {
     shards: Vec<Mutex<HashMap<BucketKey, (Bucket, Limit)>>>,
+    max_buckets: usize,
     max_per_shard: usize,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -231,6 +269,7 @@ impl MemoryBackend {
     pub fn new(max_buckets: usize) -> Self {
         MemoryBackend {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            max_buckets,
             max_per_shard: max_buckets.div_ceil(SHARDS).max(1),
             hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -251,6 +290,45 @@ impl MemoryBackend {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|_, (b, l)| !b.is_full(l, now));
         }
+    }
+
+    /// The bound it was built with (`rate_limit.max_buckets`).
+    pub fn max_buckets(&self) -> usize {
+        self.max_buckets
+    }
+
+    /// The buckets `filter` selects, with the tokens they hold now (the admin API's view).
+    /// Buckets not listed are full (a forgotten bucket is the same as a new one).
+    pub fn inspect(&self, filter: &BucketFilter) -> Vec<BucketState> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            out.extend(shard.iter().filter(|(key, _)| filter.selects(key)).map(
+                |(key, (bucket, limit))| BucketState {
+                    key: key.clone(),
+                    limit: *limit,
+                    tokens: bucket.available(limit, now),
+                },
+            ));
+        }
+        out
+    }
+
+    /// Refills the buckets `filter` selects (forgets them: a new bucket is full); how many.
+    pub fn reset(&self, filter: &BucketFilter) -> usize {
+        let mut reset = 0;
+        for shard in &self.shards {
+            let mut shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = shard.len();
+            shard.retain(|key, _| !filter.selects(key));
+            reset += before - shard.len();
+        }
+        reset
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,86 @@
+//! The latest decisions, kept in memory for the admin dashboard: who asked what of which route
+//! and what the gateway decided. Never bodies, arguments or credentials; bounded.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::Summary;
+
+/// How many decisions are kept.
+pub const RECENT_DECISIONS: usize = 100;
+
+/// One decision, as the dashboard lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentDecision {
+    pub at_unix_ms: u64,
+    pub request_id: String,
+    pub route: String,
+    pub caller: Option<String>,
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    pub decision: &'static str,
+    pub stage: Option<String>,
+    pub status: u16,
+    pub duration_ms: f64,
+}
+
+/// A ring of the last [`RECENT_DECISIONS`] decisions.
+#[derive(Debug, Default)]
+pub struct RecentDecisions {
+    ring: Mutex<VecDeque<RecentDecision>>,
+}
+
+/// Text from a client, cut to a length a dashboard row can show.
+fn short(text: &str) -> String {
+    text.chars().take(120).collect()
+}
+
+impl RecentDecisions {
+    pub(super) fn push(&self, s: &Summary, duration_ms: f64) {
+        let at_unix_ms = s
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let entry = RecentDecision {
+            at_unix_ms,
+            request_id: short(&s.request_id),
+            route: short(&s.server),
+            caller: s.caller.as_deref().map(short),
+            method: s.method_name.as_deref().map(short),
+            tool: s.tool.as_deref().map(short),
+            decision: s.decision.as_str(),
+            stage: s.stage.clone(),
+            status: s.status,
+            duration_ms: (duration_ms * 1000.0).round() / 1000.0,
+        };
+        let mut ring = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ring.len() == RECENT_DECISIONS {
+            ring.pop_front();
+        }
+        ring.push_back(entry);
+    }
+
+    /// The kept decisions, newest first.
+    pub fn list(&self) -> Vec<RecentDecision> {
+        self.ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Milliseconds since the epoch now (for the dashboard's clock).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
