@@ -300,13 +300,24 @@ impl RawResponse {
 /// POSTs a JSON body over a plain HTTP/1.1 connection (closed after the response), as a client
 /// without an SDK would.
 pub fn raw_post(base: &str, path: &str, headers: &[(&str, &str)], body: &str) -> RawResponse {
+    raw_request(base, "POST", path, headers, body)
+}
+
+/// [`raw_post`] with any method.
+pub fn raw_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
     let addr = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
@@ -343,6 +354,57 @@ pub fn raw_post(base: &str, path: &str, headers: &[(&str, &str)], body: &str) ->
             body.to_string()
         },
     }
+}
+
+/// The admin API of a gateway started with `admin:` (see [`start_with_admin`]).
+pub struct AdminApi {
+    pub base: String,
+    pub token: String,
+}
+
+impl AdminApi {
+    /// `method path` with the admin token; the status and the body as JSON (`Null` if not JSON).
+    pub fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        let auth = format!("Bearer {}", self.token);
+        let r = raw_request(&self.base, method, path, &[("authorization", &auth)], "");
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `GET path`, which must answer 200.
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call("GET", path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+}
+
+/// The admin token the tests' gateways are started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Starts a gateway whose config has an `admin:` section reading `ADMIN_TOKEN` from the
+/// environment (`token_env: ADMIN_TOKEN`); returns it, its base URL and its admin API.
+pub fn start_with_admin(config: &Path, env: &[(&str, &str)]) -> (Proc, String, AdminApi) {
+    let mut all = vec![("ADMIN_TOKEN", ADMIN_TOKEN)];
+    all.extend_from_slice(env);
+    let (mut gw, base) = start_gateway(config, &all);
+    let line = gw.wait_for("mcpgate admin listening on ", Duration::from_secs(30));
+    let admin = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    (
+        gw,
+        base,
+        AdminApi {
+            base: admin,
+            token: ADMIN_TOKEN.to_string(),
+        },
+    )
 }
 
 /// The payload of a chunked HTTP/1.1 body.

@@ -266,3 +266,78 @@ with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
     let waited = closed_within(garbage, Duration::from_secs(10));
     assert!(waited < Duration::from_millis(400), "{waited:?}");
 }
+
+/// Which of two CAs the listener's certificate verifies against now, as a fresh client sees it.
+fn trusted_by(port: &str, cas: &[&str]) -> Vec<bool> {
+    let probe = r#"
+import socket, ssl, sys
+port = int(sys.argv[1])
+for ca in sys.argv[2:]:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname="127.0.0.1").close()
+        print("trusted")
+    except ssl.SSLCertVerificationError:
+        print("refused")
+"#;
+    let out = Command::new(python())
+        .args(["-c", probe, port])
+        .args(cas)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines().map(|l| l == "trusted").collect()
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_its_files_change() {
+    let dir = TempDir::new("tls-renew");
+    let (old_dir, new_dir, live) = (dir.0.join("old"), dir.0.join("new"), dir.0.join("live"));
+    for d in [&old_dir, &new_dir, &live] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let (old_ca, old_cert, old_key) = test_pki(&old_dir);
+    let (new_ca, new_cert, new_key) = test_pki(&new_dir);
+    let (cert, key) = (live.join("server.pem"), live.join("server.key"));
+    std::fs::copy(&old_cert, &cert).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let (_server, upstream) = start_demo_server();
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\n  watch_config: true\n  tls: {{cert: \"{}\", key: \"{}\"}}\nupstreams:\n  demo:\n    url: {upstream}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let (mut gw, base) = start_gateway(&cfg, &[]);
+    let port = base.rsplit(':').next().unwrap().to_string();
+    assert_eq!(trusted_by(&port, &[&old_ca, &new_ca]), [true, false]);
+
+    let url = format!("{base}/servers/demo/mcp");
+    // The renewal: the key, then the chain, written in place (as certbot's deploy hooks do).
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    gw.wait_for("config reloaded", Duration::from_secs(60));
+    assert_eq!(trusted_by(&port, &[&old_ca, &new_ca]), [false, true]);
+    let out = run_client(
+        "py_client over the renewed certificate",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/py_client.py"))
+            .args([&url, "2026-07-28"])
+            .env("SSL_CERT_FILE", &new_ca),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out["echo"], "héllo through the gateway", "{out}");
+
+    // A half-written renewal (a key that does not match the chain) is refused; the renewed
+    // certificate keeps being served.
+    std::fs::copy(&old_key, &key).unwrap();
+    gw.wait_for("config reload refused", Duration::from_secs(60));
+    assert_eq!(trusted_by(&port, &[&old_ca, &new_ca]), [false, true]);
+}

@@ -243,6 +243,13 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        // Bounded like the gateway's own connections: a first byte and each head within
+        // server.header_timeout, a client that stops reading within server.write_timeout.
+        let tcp = crate::conn::StallGuard::new(
+            tcp,
+            gateway.connections.write_timeout,
+            gateway.connections.header_timeout,
+        );
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: http::Request<_>| {
             use tower::ServiceExt as _;
