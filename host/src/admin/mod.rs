@@ -101,6 +101,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 "/",
                 get(|| asset("text/html; charset=utf-8", DASHBOARD_HTML)),
             )
+            // No icon: an empty answer, so browsers do not log a 404 for it.
+            .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
             .route(
                 "/assets/dashboard.js",
                 get(|| asset("text/javascript; charset=utf-8", DASHBOARD_JS)),

@@ -49,7 +49,12 @@ impl RecentDecisions {
             request_id: short(&s.request_id),
             route: short(&s.server),
             caller: s.caller.as_deref().map(short),
-            method: s.method_name.as_deref().map(short),
+            // Requests without a JSON-RPC method (GET streams, DELETE) show the HTTP method.
+            method: Some(
+                s.method_name
+                    .as_deref()
+                    .map_or_else(|| s.http_method.to_string(), short),
+            ),
             tool: s.tool.as_deref().map(short),
             decision: s.decision.as_str(),
             stage: s.stage.clone(),
