@@ -303,3 +303,42 @@ fn carry_over(running: &Config, next: &mut Config) -> Vec<String> {
     next.admin = running.admin.clone();
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::carry_over;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Config {
+        let env = |k: &str| (k == "T").then(|| "an-admin-token-of-some-length".to_string());
+        Config::parse(text, "t.yaml", &env).unwrap()
+    }
+
+    #[test]
+    fn keys_only_a_restart_applies_keep_their_running_values() {
+        let running = parse(
+            "server: {port: 8080, workers: 2}\nupstreams:\n  a: {url: http://127.0.0.1:1/mcp}\n",
+        );
+        let mut next = parse(
+            "server: {port: 9090, workers: 4, max_body_bytes: 1000}\nsessions: {ttl: 5000}\n\
+             admin: {token_env: T}\nupstreams:\n  a: {url: http://127.0.0.1:1/mcp}\n",
+        );
+        let changed = carry_over(&running, &mut next);
+        let keys: Vec<&str> = changed
+            .iter()
+            .map(|c| c.split(':').next().unwrap())
+            .collect();
+        assert_eq!(keys, ["server.port", "server.workers", "sessions", "admin"]);
+        assert_eq!(next.server.port, 8080);
+        assert_eq!(next.server.workers, 2);
+        assert_eq!(next.sessions.ttl, running.sessions.ttl);
+        assert!(next.admin.is_none());
+        // What a reload may change, changes.
+        assert_eq!(next.server.max_body_bytes, 1000);
+        // The same file twice: nothing to report.
+        let mut same = parse(
+            "server: {port: 8080, workers: 2}\nupstreams:\n  a: {url: http://127.0.0.1:1/mcp}\n",
+        );
+        assert!(carry_over(&running, &mut same).is_empty());
+    }
+}

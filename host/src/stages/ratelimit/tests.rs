@@ -141,3 +141,74 @@ async fn exact_under_concurrency() {
         "exactly capacity allowed out of 400 concurrent attempts"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn buckets_are_inspected_and_reset_by_filter() {
+    let backend = MemoryBackend::new(100);
+    let l = limit(2.0, 0.001);
+    let (alice, bob, gh): (Arc<str>, Arc<str>, Arc<str>) =
+        ("alice".into(), "bob".into(), "github".into());
+    let tool = BucketKey::Tool {
+        client: alice.clone(),
+        server: gh.clone(),
+        tool: "search".into(),
+    };
+    for key in [
+        BucketKey::Client(alice.clone()),
+        BucketKey::Client(bob.clone()),
+        BucketKey::Server(gh.clone()),
+        tool.clone(),
+    ] {
+        backend.take_now(&[(key, l)]);
+    }
+    let all = backend.inspect(&BucketFilter::default());
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|b| (b.tokens - 1.0).abs() < 1e-6));
+    let of_alice = BucketFilter {
+        client: Some("alice".into()),
+        ..BucketFilter::default()
+    };
+    // Alice's own bucket and her tool bucket; not the server's (it names no client).
+    assert_eq!(backend.inspect(&of_alice).len(), 2);
+    let on_github_tool = BucketFilter {
+        server: Some("github".into()),
+        tool: Some("search".into()),
+        ..BucketFilter::default()
+    };
+    let found = backend.inspect(&on_github_tool);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key, tool);
+    assert_eq!(backend.reset(&of_alice), 2);
+    assert_eq!(backend.len(), 2);
+    // A reset bucket is a new one: full.
+    assert!(matches!(
+        backend.take_now(&[(BucketKey::Client(alice.clone()), l)]),
+        Decision::Allowed(s) if (s.remaining - 1.0).abs() < 1e-6
+    ));
+    assert_eq!(backend.reset(&BucketFilter::default()), 3);
+    assert!(backend.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_limit_keeps_the_tokens_up_to_its_capacity() {
+    // What a reload that changes a limit does to a kept bucket.
+    let backend = MemoryBackend::new(100);
+    let key = BucketKey::Client("alice".into());
+    let wide = limit(10.0, 0.001);
+    for _ in 0..3 {
+        backend.take_now(&[(key.clone(), wide)]);
+    }
+    // Tightened to 2: at most 2 left, not a fresh bucket of 2 on top of what was spent.
+    let tight = limit(2.0, 0.001);
+    let d = backend.take_now(&[(key.clone(), tight)]);
+    assert!(
+        matches!(d, Decision::Allowed(ref s) if (s.remaining - 1.0).abs() < 1e-6),
+        "{d:?}"
+    );
+    // Loosened again: the tokens left stay, they do not jump to the new capacity.
+    let d = backend.take_now(&[(key, wide)]);
+    assert!(
+        matches!(d, Decision::Allowed(ref s) if s.remaining < 1.0),
+        "{d:?}"
+    );
+}
