@@ -264,7 +264,13 @@ fn an_admin_section_needs_a_strong_token_from_the_environment() {
 fn the_event_stream_sends_snapshots_and_is_bounded() {
     let (_server, upstream) = start_demo_server();
     let dir = TempDir::new("admin-events");
-    let cfg = dir.file("gw.yaml", &admin_config(&upstream, ""));
+    let cfg = dir.file(
+        "gw.yaml",
+        &admin_config(&upstream, "").replace(
+            "  port: 0\n  token_env",
+            "  port: 0\n  max_event_streams: 3\n  token_env",
+        ),
+    );
     let (_gw, base, admin) = start_with_admin(&cfg, &[]);
     let open = || {
         let mut s = connect(&admin.base);
@@ -294,8 +300,8 @@ fn the_event_stream_sends_snapshots_and_is_bounded() {
     let later = read_some(&mut first, "\"requests\":1");
     assert!(later.contains("\"demo\""), "{later}");
 
-    // Sixteen streams at once; the seventeenth is refused with a reason, not held.
-    let mut streams: Vec<_> = (1..16).map(|_| open()).collect();
+    // admin.max_event_streams (3) at once; the next is refused with a reason, not held.
+    let mut streams: Vec<_> = (1..3).map(|_| open()).collect();
     for s in &mut streams {
         read_some(s, "event: snapshot");
     }
@@ -320,15 +326,21 @@ fn idle_admin_connections_are_bounded() {
     let dir = TempDir::new("admin-idle");
     let cfg = dir.file(
         "gw.yaml",
-        &admin_config("http://127.0.0.1:1/mcp", "").replace(
-            "server:\n  port: 0\n",
-            "server:\n  port: 0\n  header_timeout: 1000\n",
-        ),
+        &admin_config("http://127.0.0.1:1/mcp", "")
+            .replace(
+                "server:\n  port: 0\n",
+                "server:\n  port: 0\n  header_timeout: 1000\n",
+            )
+            .replace(
+                "  port: 0\n  token_env",
+                "  port: 0\n  max_connections: 8\n  token_env",
+            ),
     );
     let (_gw, _base, admin) = start_with_admin(&cfg, &[]);
-    // 80 connections that send nothing: past the 64 the admin listener holds, the rest are
-    // closed at once, and the silent ones are closed after server.header_timeout.
-    let mut idle: Vec<_> = (0..80).map(|_| connect(&admin.base)).collect();
+    // 20 connections that send nothing: past the 8 the admin listener holds
+    // (admin.max_connections), the rest are closed at once, and the silent ones are closed after
+    // server.header_timeout.
+    let mut idle: Vec<_> = (0..20).map(|_| connect(&admin.base)).collect();
     let started = std::time::Instant::now();
     for s in &mut idle {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

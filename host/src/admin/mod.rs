@@ -26,11 +26,6 @@ use tokio::sync::Semaphore;
 
 use crate::server::Gateway;
 
-/// Admin connections open at once; more are closed at once.
-pub const MAX_ADMIN_CONNECTIONS: usize = 64;
-/// Dashboards streaming `/admin/events` at once; more get a 503.
-pub const MAX_EVENT_STREAMS: usize = 16;
-
 /// An admin API error: the status and a message, as JSON.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let mut response = (
@@ -63,7 +58,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let admin = Admin {
         token_sha256: admin_cfg.as_ref().map_or([0; 32], |a| a.token_sha256),
         dashboard: admin_cfg.as_ref().is_some_and(|a| a.dashboard),
-        streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+        streams: Arc::new(Semaphore::new(
+            admin_cfg.as_ref().map_or(1, |a| a.max_event_streams),
+        )),
         gateway: gateway.clone(),
     };
     let mut api = Router::new()
@@ -208,8 +205,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves the admin listener until `shutdown`: at most [`MAX_ADMIN_CONNECTIONS`] connections,
-/// each bounded like the gateway's (request heads within `server.header_timeout`).
+/// Serves the admin listener until `shutdown`: at most `admin.max_connections` connections,
+/// each bounded like the gateway's (a first byte and each request head within
+/// `server.header_timeout`, a client that stops reading within `server.write_timeout`).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -217,7 +215,12 @@ pub async fn serve(
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let app = router(gateway.clone());
-    let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let max = gateway
+        .config()
+        .admin
+        .as_ref()
+        .map_or(1, |a| a.max_connections);
+    let permits = Arc::new(Semaphore::new(max));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -239,8 +242,8 @@ pub async fn serve(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(
-                max = MAX_ADMIN_CONNECTIONS,
-                "admin connection refused: too many open"
+                max,
+                "admin connection refused: too many open (admin.max_connections)"
             );
             continue;
         };

@@ -165,15 +165,12 @@ pub(super) async fn current(State(admin): State<Admin>) -> Response {
 }
 
 /// `GET /admin/events`: a snapshot every [`EVENT_INTERVAL`] as SSE (`event: snapshot`), until the
-/// client goes or the gateway drains. At most [`super::MAX_EVENT_STREAMS`] at once.
+/// client goes or the gateway drains. At most `admin.max_event_streams` at once.
 pub(super) async fn events(State(admin): State<Admin>) -> Response {
     let Ok(permit) = admin.streams.clone().try_acquire_owned() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{} dashboards are streaming already: close one, or poll /admin/snapshot",
-                super::MAX_EVENT_STREAMS
-            ),
+            "admin.max_event_streams dashboards are streaming already: close one, or poll /admin/snapshot",
         );
     };
     let shutdown = admin.gateway.shutdown_token();

@@ -12,6 +12,12 @@ use super::Validator;
 pub const DEFAULT_ADMIN_PORT: u16 = 9190;
 /// The shortest admin token accepted: the admin API can end sessions and reload the config.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+/// `admin.max_connections` when absent.
+pub const DEFAULT_ADMIN_CONNECTIONS: usize = 64;
+/// `admin.max_event_streams` when absent.
+pub const DEFAULT_EVENT_STREAMS: usize = 16;
+/// `admin.recent_decisions` when absent.
+pub const DEFAULT_RECENT_DECISIONS: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,6 +27,9 @@ pub(super) struct RawAdmin {
     port: Option<u16>,
     token_env: Option<String>,
     dashboard: Option<bool>,
+    max_connections: Option<usize>,
+    max_event_streams: Option<usize>,
+    recent_decisions: Option<usize>,
 }
 
 /// `admin:` validated.
@@ -33,6 +42,12 @@ pub struct AdminConfig {
     pub token_sha256: [u8; 32],
     /// Serve the web dashboard at `/` (default true).
     pub dashboard: bool,
+    /// Admin connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Dashboards streaming `/admin/events` at once; more get a 503.
+    pub max_event_streams: usize,
+    /// Decisions kept in memory for the dashboard (never bodies).
+    pub recent_decisions: usize,
 }
 
 impl Validator<'_> {
@@ -74,6 +89,23 @@ impl Validator<'_> {
             port: raw.port.unwrap_or(DEFAULT_ADMIN_PORT),
             token_sha256: sha2::Sha256::digest(token.unwrap_or_default().as_bytes()).into(),
             dashboard: raw.dashboard.unwrap_or(true),
+            max_connections: self.at_least_one(
+                "admin.max_connections",
+                raw.max_connections,
+                DEFAULT_ADMIN_CONNECTIONS,
+            ),
+            max_event_streams: self.at_least_one(
+                "admin.max_event_streams",
+                raw.max_event_streams,
+                DEFAULT_EVENT_STREAMS,
+            ),
+            recent_decisions: self
+                .at_least_one(
+                    "admin.recent_decisions",
+                    raw.recent_decisions,
+                    DEFAULT_RECENT_DECISIONS,
+                )
+                .min(100_000),
         };
         raw.enabled.unwrap_or(true).then_some(config)
     }

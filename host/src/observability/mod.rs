@@ -117,7 +117,7 @@ impl Observability {
             recent: config
                 .admin
                 .as_ref()
-                .map(|_| recent::RecentDecisions::default()),
+                .map(|a| recent::RecentDecisions::new(a.recent_decisions)),
             metrics_token: cfg.metrics.as_ref().and_then(|m| m.token_sha256),
             metrics,
             audit,

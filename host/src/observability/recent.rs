@@ -9,9 +9,6 @@ use serde::Serialize;
 
 use super::Summary;
 
-/// How many decisions are kept.
-pub const RECENT_DECISIONS: usize = 100;
-
 /// One decision, as the dashboard lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecentDecision {
@@ -27,10 +24,11 @@ pub struct RecentDecision {
     pub duration_ms: f64,
 }
 
-/// A ring of the last [`RECENT_DECISIONS`] decisions.
-#[derive(Debug, Default)]
+/// A ring of the last decisions (`admin.recent_decisions`).
+#[derive(Debug)]
 pub struct RecentDecisions {
     ring: Mutex<VecDeque<RecentDecision>>,
+    max: usize,
 }
 
 /// Text from a client, cut to a length a dashboard row can show.
@@ -39,6 +37,13 @@ fn short(text: &str) -> String {
 }
 
 impl RecentDecisions {
+    pub fn new(max: usize) -> Self {
+        RecentDecisions {
+            ring: Mutex::new(VecDeque::with_capacity(max.min(1024))),
+            max: max.max(1),
+        }
+    }
+
     pub(super) fn push(&self, s: &Summary, duration_ms: f64) {
         let at_unix_ms = s
             .time
@@ -65,7 +70,7 @@ impl RecentDecisions {
             .ring
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if ring.len() == RECENT_DECISIONS {
+        while ring.len() >= self.max {
             ring.pop_front();
         }
         ring.push_back(entry);
