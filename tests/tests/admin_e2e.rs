@@ -351,3 +351,30 @@ fn idle_admin_connections_are_bounded() {
     // The API answers afterwards.
     assert_eq!(admin.get("/admin/status")["generation"], 1);
 }
+
+#[test]
+fn an_unreachable_upstream_shows_in_the_routes_health() {
+    let dir = TempDir::new("admin-health");
+    let port = free_port();
+    let cfg = dir.file(
+        "gw.yaml",
+        &admin_config(&format!("http://127.0.0.1:{port}/mcp"), ""),
+    );
+    let (_gw, base, admin) = start_with_admin(&cfg, &[]);
+    let before = admin.get("/admin/routes");
+    assert_eq!(
+        before["routes"][0]["health"]["reachable"],
+        Value::Null,
+        "{before}"
+    );
+    let r = Client::new(&base, "demo", MODERN).send("1", "tools/list", json!({}));
+    assert_eq!(r.status, 502, "{}", r.body);
+    let after = admin.get("/admin/routes");
+    let health = &after["routes"][0]["health"];
+    assert_eq!(health["reachable"], false, "{after}");
+    assert_eq!(health["failures"], 1, "{after}");
+    assert!(health["last_error"].as_str().unwrap().len() > 5, "{after}");
+    // The failure is a decision the dashboard lists.
+    let snapshot = admin.get("/admin/snapshot");
+    assert_eq!(snapshot["routes"]["demo"]["errors"], 1, "{snapshot}");
+}

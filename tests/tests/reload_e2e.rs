@@ -352,3 +352,45 @@ fn a_plugin_replaced_on_disk_is_picked_up_and_an_unchanged_one_kept() {
     assert_eq!(still.to_string().contains("error"), text.contains("error"));
     assert_eq!(admin.get("/admin/status")["generation"], 2);
 }
+
+#[test]
+fn sessions_and_spent_buckets_survive_a_reload() {
+    let (_server, upstream) = start_demo_server();
+    let dir = TempDir::new("reload-state");
+    let limits = "rate_limit:\n  per_client: {capacity: 3, refill_rate: 0.001}\n";
+    let base_cfg = config(&upstream, &["demo"], ALLOW_ALL);
+    let cfg = dir.file("gw.yaml", &format!("{base_cfg}{limits}"));
+    let (mut gw, base, admin) = start_with_admin(&cfg, &[]);
+    // A legacy session (initialize took a token), then two more calls: the bucket is empty.
+    let legacy = Client::new(&base, "demo", LEGACY);
+    let list = |c: &Client| c.send("5", "tools/list", json!({}));
+    assert_eq!(list(&legacy).status, 200);
+    assert_eq!(list(&legacy).status, 200);
+    assert_eq!(list(&legacy).status, 429);
+
+    // A reload that changes something else (the policy) keeps both.
+    dir.file(
+        "gw.yaml",
+        &format!("{}{limits}", config(&upstream, &["demo"], DENY_SLOW)),
+    );
+    sighup(&gw);
+    gw.wait_for("config reloaded", Duration::from_secs(30));
+    assert_eq!(list(&legacy).status, 429, "the spent bucket stays spent");
+    assert_eq!(admin.get("/admin/sessions")["count"], 1);
+
+    // Loosened limit: the bucket keeps its (few) tokens but refills at the new rate; the session
+    // is the same one throughout.
+    dir.file(
+        "gw.yaml",
+        &format!(
+            "{}rate_limit:\n  per_client: {{capacity: 3, refill_rate: 1000}}\n",
+            config(&upstream, &["demo"], DENY_SLOW)
+        ),
+    );
+    let (status, report) = admin.call("POST", "/admin/reload");
+    assert_eq!(status, 200, "{report}");
+    std::thread::sleep(Duration::from_millis(50));
+    let after = list(&legacy);
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(admin.get("/admin/sessions")["count"], 1);
+}
