@@ -77,6 +77,17 @@ fn call(base: &str, route: &str, tool: &str, arguments: Value) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The tightened policy (`DENY_SLOW`) refuses `slow_count` on the demo route.
+fn assert_slow_count_denied(base: &str) {
+    let denied = call(
+        base,
+        "demo",
+        "slow_count",
+        json!({"steps": 1, "delay_ms": 1}),
+    );
+    assert_eq!(denied["error"]["code"], -32007, "{denied}");
+}
+
 #[test]
 fn a_stream_under_way_finishes_on_its_config_and_the_next_call_sees_the_new_one() {
     let (_server, upstream) = start_demo_server();
@@ -107,13 +118,7 @@ fn a_stream_under_way_finishes_on_its_config_and_the_next_call_sees_the_new_one(
     );
 
     // The next call is judged by the new policy; other tools still pass.
-    let denied = call(
-        &base,
-        "demo",
-        "slow_count",
-        json!({"steps": 1, "delay_ms": 1}),
-    );
-    assert_eq!(denied["error"]["code"], -32007, "{denied}");
+    assert_slow_count_denied(&base);
     let echo = call(&base, "demo", "echo", json!({"text": "after"}));
     assert_eq!(echo["result"]["content"][0]["text"], "after", "{echo}");
 
@@ -212,13 +217,7 @@ fn a_broken_config_is_refused_and_the_running_one_keeps_serving() {
     assert_eq!(report["generation"], 2, "{report}");
     let config = admin.get("/admin/config");
     assert_ne!(config["effective"]["server"]["workers"], 7, "{config}");
-    let denied = call(
-        &base,
-        "demo",
-        "slow_count",
-        json!({"steps": 1, "delay_ms": 1}),
-    );
-    assert_eq!(denied["error"]["code"], -32007, "{denied}");
+    assert_slow_count_denied(&base);
 
     let metrics = get(&base, "/metrics");
     assert_eq!(

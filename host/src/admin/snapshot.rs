@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Admin, error};
+use crate::observability::metrics::MergedHistogram;
 use crate::observability::recent::now_unix_ms;
 
 /// How often `/admin/events` sends a snapshot.
@@ -66,37 +67,19 @@ fn sum_counter(
 
 /// Per-route latency percentiles from the request-duration histogram (all methods merged).
 fn latency(family: &MetricFamily, routes: &mut BTreeMap<String, RouteStats>) {
-    let mut merged: BTreeMap<&str, Vec<(f64, u64)>> = BTreeMap::new();
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut merged: BTreeMap<&str, MergedHistogram> = BTreeMap::new();
     for m in family.get_metric() {
-        let server = label(m, "server");
-        let h = m.get_histogram();
-        *counts.entry(server).or_default() += h.get_sample_count();
-        let buckets = merged.entry(server).or_default();
-        for (i, b) in h.get_bucket().iter().enumerate() {
-            match buckets.get_mut(i) {
-                Some(slot) => slot.1 += b.cumulative_count(),
-                None => buckets.push((b.upper_bound(), b.cumulative_count())),
-            }
-        }
+        merged
+            .entry(label(m, "server"))
+            .or_default()
+            .add(m.get_histogram());
     }
-    for (server, buckets) in merged {
-        let Some(r) = routes.get_mut(server) else {
-            continue;
-        };
-        let count = counts.get(server).copied().unwrap_or(0);
-        let quantile = |q: f64| {
-            let rank = (q * count as f64).ceil().max(1.0) as u64;
-            (count > 0).then(|| {
-                buckets
-                    .iter()
-                    .find(|(_, c)| *c >= rank)
-                    .map_or(f64::INFINITY, |(bound, _)| *bound)
-            })
-        };
-        r.p50_seconds = quantile(0.5);
-        r.p90_seconds = quantile(0.9);
-        r.p99_seconds = quantile(0.99);
+    for (server, h) in merged {
+        if let Some(r) = routes.get_mut(server) {
+            r.p50_seconds = h.quantile(0.5);
+            r.p90_seconds = h.quantile(0.9);
+            r.p99_seconds = h.quantile(0.99);
+        }
     }
 }
 

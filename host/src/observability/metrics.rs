@@ -541,24 +541,19 @@ impl Metrics {
     /// Resolves the handles of routes not seen before (a reload added them). Routes a reload
     /// removed keep theirs: their series stay until the process ends, like any counter's.
     pub fn add_routes(&self, upstreams: &[Arc<Upstream>]) {
-        let current = self.routes.load();
-        if upstreams.iter().all(|u| current.contains_key(&u.name)) {
-            return;
+        let names = upstreams.iter().map(|u| u.name.clone());
+        let added = add_missing(&self.routes, names, |name| {
+            Arc::new(RouteMetrics::new(
+                name.clone(),
+                self.families.clone(),
+                &self.config,
+            ))
+        });
+        if added {
+            let mut names: Vec<Arc<str>> = self.routes.load().keys().cloned().collect();
+            names.sort();
+            self.session_routes.store(Arc::new(names));
         }
-        let mut next = HashMap::clone(&current);
-        for u in upstreams {
-            next.entry(u.name.clone()).or_insert_with(|| {
-                Arc::new(RouteMetrics::new(
-                    u.name.clone(),
-                    self.families.clone(),
-                    &self.config,
-                ))
-            });
-        }
-        let mut names: Vec<Arc<str>> = next.keys().cloned().collect();
-        names.sort();
-        self.session_routes.store(Arc::new(names));
-        self.routes.store(Arc::new(next));
     }
 
     /// The handles of route `name` (`_unknown` for routes that are not configured).
@@ -685,6 +680,64 @@ impl Collector for TaskGauge {
     }
 }
 
+/// Histograms of the same buckets added together, for percentiles across label values (the
+/// admin API's and dashboard's p50/p99).
+#[derive(Debug, Default)]
+pub struct MergedHistogram {
+    /// (upper bound, cumulative count) per bucket.
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+}
+
+impl MergedHistogram {
+    pub fn add(&mut self, h: &prometheus::proto::Histogram) {
+        self.count += h.get_sample_count();
+        for (i, b) in h.get_bucket().iter().enumerate() {
+            match self.buckets.get_mut(i) {
+                Some(slot) => slot.1 += b.cumulative_count(),
+                None => self.buckets.push((b.upper_bound(), b.cumulative_count())),
+            }
+        }
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (infinity past the last bucket);
+    /// `None` before any sample.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        (self.count > 0).then(|| {
+            self.buckets
+                .iter()
+                .find(|(_, cumulative)| *cumulative >= rank)
+                .map_or(f64::INFINITY, |(bound, _)| *bound)
+        })
+    }
+}
+
+/// Adds to a map read lock-free an entry, made by `make`, for each name it does not hold yet
+/// (routes a reload added). Entries of names no longer configured stay.
+pub fn add_missing<V>(
+    map: &ArcSwap<HashMap<Arc<str>, V>>,
+    names: impl Iterator<Item = Arc<str>> + Clone,
+    mut make: impl FnMut(&Arc<str>) -> V,
+) -> bool
+where
+    V: Clone,
+{
+    let current = map.load();
+    if names.clone().all(|n| current.contains_key(&n)) {
+        return false;
+    }
+    let mut next = HashMap::clone(&current);
+    for n in names {
+        if let std::collections::hash_map::Entry::Vacant(slot) = next.entry(n) {
+            let v = make(slot.key());
+            slot.insert(v);
+        }
+    }
+    map.store(Arc::new(next));
+    true
+}
+
 /// The registry as Prometheus text (exposition format 0.0.4).
 pub fn encode(registry: &Registry) -> String {
     use prometheus::Encoder as _;
@@ -730,6 +783,28 @@ mod tests {
         assert_eq!(&*set.label("listed4"), OTHER);
         assert_eq!(&*set.label(&"x".repeat(200)), OTHER);
         assert_eq!(set.names.load().len(), 5);
+    }
+
+    #[test]
+    fn merged_histograms_give_percentiles_across_label_values() {
+        let opts = HistogramOpts::new("h", "h").buckets(vec![0.001, 0.01, 0.1]);
+        let h = HistogramVec::new(opts, &["route"]).unwrap();
+        let mut merged = MergedHistogram::default();
+        assert_eq!(merged.quantile(0.5), None);
+        for _ in 0..90 {
+            h.with_label_values(&["a"]).observe(0.0005);
+        }
+        for _ in 0..9 {
+            h.with_label_values(&["b"]).observe(0.05);
+        }
+        h.with_label_values(&["b"]).observe(5.0);
+        for m in Collector::collect(&h)[0].get_metric() {
+            merged.add(m.get_histogram());
+        }
+        assert_eq!(merged.quantile(0.5), Some(0.001));
+        assert_eq!(merged.quantile(0.95), Some(0.1));
+        // The slowest sample is past the last bucket.
+        assert_eq!(merged.quantile(1.0), Some(f64::INFINITY));
     }
 
     #[test]

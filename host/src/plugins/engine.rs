@@ -142,31 +142,15 @@ impl PluginSeries {
             .filter(|((_, outcome), _)| FAILURES.contains(outcome))
             .map(|(_, c)| c.get())
             .sum();
-        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        let mut merged = crate::observability::metrics::MergedHistogram::default();
         for h in &self.duration {
-            let proto = prometheus::core::Metric::metric(h);
-            for (i, b) in proto.get_histogram().get_bucket().iter().enumerate() {
-                match buckets.get_mut(i) {
-                    Some(slot) => slot.1 += b.cumulative_count(),
-                    None => buckets.push((b.upper_bound(), b.cumulative_count())),
-                }
-            }
+            merged.add(prometheus::core::Metric::metric(h).get_histogram());
         }
-        let count: u64 = self.duration.iter().map(|h| h.get_sample_count()).sum();
-        let quantile = |q: f64| {
-            let rank = (q * count as f64).ceil().max(1.0) as u64;
-            (count > 0).then(|| {
-                buckets
-                    .iter()
-                    .find(|(_, cumulative)| *cumulative >= rank)
-                    .map_or(f64::INFINITY, |(bound, _)| *bound)
-            })
-        };
         CallSummary {
             calls,
             failures,
-            p50_seconds: quantile(0.5),
-            p99_seconds: quantile(0.99),
+            p50_seconds: merged.quantile(0.5),
+            p99_seconds: merged.quantile(0.99),
         }
     }
 }

@@ -115,15 +115,8 @@ impl UpstreamHealth {
 
     /// Gives the upstreams that have no record one.
     pub fn add_routes(&self, upstreams: &[Arc<Upstream>]) {
-        let current = self.routes.load();
-        if upstreams.iter().all(|u| current.contains_key(&u.name)) {
-            return;
-        }
-        let mut next = HashMap::clone(&current);
-        for u in upstreams {
-            next.entry(u.name.clone()).or_default();
-        }
-        self.routes.store(Arc::new(next));
+        let names = upstreams.iter().map(|u| u.name.clone());
+        crate::observability::metrics::add_missing(&self.routes, names, |_| Arc::default());
     }
 
     /// The record of one upstream.
