@@ -14,6 +14,7 @@
 //! - [`stages`]: the built-in stages (auth, rate limit, policy) and pipeline assembly.
 //! - [`plugins`]: WebAssembly plugin stages: the sandbox, loading, the per-call lifecycle.
 //! - [`proxy`]: the upstream client, header rules, the streaming relay.
+//! - [`stdio`]: MCP servers spoken to over stdio (processes the gateway starts).
 //! - [`error`]: the request path's one error type, turned into a response in one place.
 //! - [`redis`]: the Redis connection replicas share state through (buckets, plugin kv).
 //! - [`observability`]: Prometheus metrics, the audit log, tracing spans and OTLP export.
@@ -39,6 +40,7 @@ pub mod redis;
 pub mod server;
 pub mod session;
 pub mod stages;
+pub mod stdio;
 pub mod tls;
 
 pub use config::Config;
