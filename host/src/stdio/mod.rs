@@ -2,6 +2,10 @@
 //!
 //! - `child.rs`: one server process: newline-delimited JSON-RPC in and out, stderr into the log,
 //!   an environment of its own, killed with its handle. Nothing it writes is trusted.
+//! - `peer.rs`: JSON-RPC with one process: requests under ids of the gateway's own, answers back
+//!   under the client's, the rest to listeners; the process's death fails what waits at once.
 pub mod child;
+pub mod peer;
 
 pub use child::{Child, ChildSpec, FromChild};
+pub use peer::{PeerError, StdioPeer};
