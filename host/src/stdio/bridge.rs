@@ -1,0 +1,614 @@
+//! A stdio server as a Streamable HTTP endpoint the gateway forwards to like any other upstream:
+//! a listener on 127.0.0.1 (a port the OS picks) that only the gateway may use (every request
+//! must carry a random token of this process's own, [`BRIDGE_HEADER`]), in front of the server's
+//! processes. The whole pipeline (auth, limits, policy, plugins, sessions, metrics, audit) runs in
+//! the gateway as for an HTTP upstream; the bridge only speaks stdio.
+//!
+//! Sessions map onto processes so that no client ever shares a server's state with another:
+//! - **legacy era**: `initialize` starts a process for the session (at most `max_processes` at
+//!   once: one more is refused with 503 and a JSON-RPC error saying so); its requests, the GET
+//!   stream and DELETE go to that process; DELETE, the process's death or the gateway's shutdown
+//!   end it (its client then gets 404 and initializes again). A request is answered as an SSE
+//!   stream that carries what the server writes meanwhile (progress, logging, sampling and other
+//!   server requests) and ends with the answer; with a GET stream open, server messages go there.
+//! - **2026-07-28**: stateless, so one process per route serves every client (each request under
+//!   an id of the gateway's own); it is started on first use and started again, after a pause
+//!   that doubles with each crash (up to 30 s), when it dies. Its server messages are not
+//!   relayed, since nothing tells whose they are (see README).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use serde_json::value::RawValue;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::child::ChildSpec;
+use super::peer::{PeerError, StdioPeer};
+use crate::mcp::headers::MCP_SESSION_ID;
+use crate::mcp::{Era, Message, MessageKind, ParsedBody, jsonrpc};
+
+/// The header that carries the bridge's token (added by the gateway as the upstream's credential).
+pub const BRIDGE_HEADER: HeaderName = HeaderName::from_static("x-mcpgate-bridge");
+/// The largest request body the bridge reads (the gateway's own limit applies before it).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+/// The longest pause before the shared process is started again after a crash.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// What one stdio route runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioRoute {
+    pub child: ChildSpec,
+    /// Legacy sessions (one process each) at once.
+    pub max_processes: usize,
+}
+
+/// A legacy session: its process, and what the server writes on its own.
+struct Session {
+    peer: Arc<StdioPeer>,
+    outbox: tokio::sync::Mutex<broadcast::Receiver<Bytes>>,
+}
+
+/// The shared process of the 2026-07-28 era, and its crash history.
+#[derive(Default)]
+struct Shared {
+    peer: Option<Arc<StdioPeer>>,
+    crashes: u32,
+    next_start: Option<Instant>,
+}
+
+/// One stdio route's bridge.
+pub struct Bridge {
+    route: StdioRoute,
+    token: String,
+    addr: SocketAddr,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    shared: Mutex<Shared>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("route", &self.route.child.route)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn rpc_error(
+    status: StatusCode,
+    id: Option<&RawValue>,
+    code: i32,
+    message: &str,
+) -> Response<Body> {
+    json(status, jsonrpc::error_body(id, code, message, None))
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+fn sse_event(message: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(message.len() + 16);
+    event.extend_from_slice(b"event: message\ndata: ");
+    event.extend_from_slice(message);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+impl Bridge {
+    /// Binds the bridge's listener on 127.0.0.1 and serves it until the bridge is dropped or
+    /// [`Bridge::stop`]ped. Needs a tokio runtime.
+    pub fn start(route: StdioRoute) -> std::io::Result<Arc<Bridge>> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let token: [u8; 32] = rand::random();
+        let bridge = Arc::new(Bridge {
+            route,
+            token: token.iter().map(|b| format!("{b:02x}")).collect(),
+            addr,
+            sessions: Mutex::new(HashMap::new()),
+            shared: Mutex::new(Shared::default()),
+            stop: CancellationToken::new(),
+        });
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tokio::spawn(serve(
+            listener,
+            Arc::downgrade(&bridge),
+            bridge.stop.clone(),
+        ));
+        Ok(bridge)
+    }
+
+    /// The URL the gateway forwards to.
+    pub fn url(&self) -> http::Uri {
+        format!("http://{}/mcp", self.addr)
+            .parse()
+            .expect("a loopback URL")
+    }
+
+    /// The credential the gateway sends with every request.
+    pub fn credential(&self) -> (HeaderName, HeaderValue) {
+        (
+            BRIDGE_HEADER,
+            HeaderValue::from_str(&self.token).expect("hex is a header value"),
+        )
+    }
+
+    /// What it runs.
+    pub fn route(&self) -> &StdioRoute {
+        &self.route
+    }
+
+    /// Processes running now (sessions, and the shared one).
+    pub fn processes(&self) -> usize {
+        let sessions = self.lock_sessions().len();
+        let shared = self
+            .lock_shared()
+            .peer
+            .as_ref()
+            .is_some_and(|p| !p.ended().is_cancelled());
+        sessions + usize::from(shared)
+    }
+
+    /// Stops serving and ends every process.
+    pub fn stop(&self) {
+        self.stop.cancel();
+        self.lock_sessions().clear();
+        self.lock_shared().peer = None;
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn handle(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+        use subtle::ConstantTimeEq as _;
+        let presented = request
+            .headers()
+            .get(&BRIDGE_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !bool::from(presented.ct_eq(self.token.as_bytes())) {
+            return empty(StatusCode::FORBIDDEN);
+        }
+        let session = request
+            .headers()
+            .get(&MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match *request.method() {
+            Method::POST => {}
+            Method::GET => return self.get_stream(session.as_deref()),
+            Method::DELETE => {
+                let ended = session.and_then(|s| self.lock_sessions().remove(&s));
+                return empty(if ended.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::NOT_FOUND
+                });
+            }
+            _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
+        }
+        let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return empty(StatusCode::PAYLOAD_TOO_LARGE),
+        };
+        let parsed = match ParsedBody::parse(&body) {
+            Ok(p) if !p.batch && p.messages.len() == 1 => p,
+            Ok(_) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    jsonrpc::INVALID_REQUEST,
+                    "stdio routes take one message per request (no batches)",
+                );
+            }
+            Err(e) => {
+                return rpc_error(StatusCode::BAD_REQUEST, e.id.as_deref(), e.code, &e.message);
+            }
+        };
+        let message = parsed.messages.into_iter().next().expect("one message");
+        self.post(session, message).await
+    }
+
+    async fn post(self: Arc<Self>, session: Option<String>, message: Message) -> Response<Body> {
+        let id = message.id.clone();
+        let unavailable = |why: &str| {
+            rpc_error(
+                StatusCode::BAD_GATEWAY,
+                id.as_deref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                why,
+            )
+        };
+        if message.era == Era::Modern {
+            let peer = match self.shared_peer() {
+                Ok(p) => p,
+                Err(why) => return unavailable(&why),
+            };
+            return answer(peer, None, message).await;
+        }
+        if message.method.as_deref() == Some("initialize") {
+            return self.initialize(message).await;
+        }
+        let Some(s) = session.and_then(|s| self.lock_sessions().get(&s).cloned()) else {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                id.as_deref(),
+                jsonrpc::SESSION_NOT_FOUND,
+                "session not found: initialize again",
+            );
+        };
+        if message.kind == MessageKind::Request {
+            answer(s.peer.clone(), Some(s), message).await
+        } else {
+            match s.peer.send(&message).await {
+                Ok(()) => empty(StatusCode::ACCEPTED),
+                Err(e) => unavailable(&e.to_string()),
+            }
+        }
+    }
+
+    /// A legacy `initialize`: a process of its own for the new session.
+    async fn initialize(self: Arc<Self>, message: Message) -> Response<Body> {
+        let id = message.id.clone();
+        if self.lock_sessions().len() >= self.route.max_processes {
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id.as_deref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "this stdio server runs at most {} sessions at once (upstreams.{}.max_processes): try again later",
+                    self.route.max_processes, self.route.child.route
+                ),
+            );
+        }
+        let peer = match StdioPeer::start(&self.route.child) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(route = %self.route.child.route, error = %e, "cannot start the stdio server");
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    id.as_deref(),
+                    jsonrpc::UPSTREAM_UNAVAILABLE,
+                    "the stdio server could not be started (see the gateway's log)",
+                );
+            }
+        };
+        let outbox = peer.server_messages();
+        match peer.call(&message).await {
+            Ok(answer) => {
+                let key: [u8; 16] = rand::random();
+                let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                let session = Arc::new(Session {
+                    peer: peer.clone(),
+                    outbox: tokio::sync::Mutex::new(outbox),
+                });
+                self.lock_sessions().insert(key.clone(), session);
+                // A process that dies ends its session.
+                let weak = Arc::downgrade(&self);
+                let (ended, k) = (peer.ended().clone(), key.clone());
+                tokio::spawn(async move {
+                    ended.cancelled().await;
+                    if let Some(bridge) = weak.upgrade() {
+                        bridge.lock_sessions().remove(&k);
+                    }
+                });
+                let mut r = json(StatusCode::OK, answer.raw().get().as_bytes().to_vec());
+                r.headers_mut().insert(
+                    MCP_SESSION_ID,
+                    HeaderValue::from_str(&key).expect("hex is a header value"),
+                );
+                r
+            }
+            Err(e) => rpc_error(
+                StatusCode::BAD_GATEWAY,
+                id.as_deref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &e.to_string(),
+            ),
+        }
+    }
+
+    /// The shared process of the 2026-07-28 era, started when there is none (or it died), unless
+    /// it is pausing after a crash.
+    fn shared_peer(&self) -> Result<Arc<StdioPeer>, String> {
+        let mut shared = self.lock_shared();
+        if let Some(p) = &shared.peer {
+            if !p.ended().is_cancelled() {
+                return Ok(p.clone());
+            }
+            shared.crashes += 1;
+            let pause = Duration::from_millis(100)
+                .saturating_mul(1 << shared.crashes.min(16))
+                .min(MAX_BACKOFF);
+            shared.next_start = Some(Instant::now() + pause);
+            shared.peer = None;
+            tracing::warn!(route = %self.route.child.route, crashes = shared.crashes, ?pause, "stdio server died: starting it again after a pause");
+        }
+        if let Some(at) = shared.next_start
+            && Instant::now() < at
+        {
+            return Err(format!(
+                "the stdio server crashed and restarts in {} ms",
+                at.saturating_duration_since(Instant::now()).as_millis()
+            ));
+        }
+        let peer = StdioPeer::start(&self.route.child).map_err(|e| {
+            tracing::warn!(route = %self.route.child.route, error = %e, "cannot start the stdio server");
+            "the stdio server could not be started (see the gateway's log)".to_string()
+        })?;
+        shared.peer = Some(peer.clone());
+        Ok(peer)
+    }
+
+    /// A legacy GET stream: what the session's server writes on its own.
+    fn get_stream(&self, session: Option<&str>) -> Response<Body> {
+        let Some(s) = session.and_then(|s| self.lock_sessions().get(s).cloned()) else {
+            return empty(StatusCode::NOT_FOUND);
+        };
+        let stream = futures_util::stream::unfold(s, |s| async move {
+            let next = {
+                let mut outbox = s.outbox.lock().await;
+                tokio::select! {
+                    m = outbox.recv() => m.ok(),
+                    () = s.peer.ended().cancelled() => None,
+                }
+            };
+            next.map(|m| {
+                (
+                    Ok::<_, Infallible>(http_body::Frame::data(sse_event(&m))),
+                    s,
+                )
+            })
+        });
+        sse_response(http_body_util::StreamBody::new(stream).boxed())
+    }
+}
+
+fn sse_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+/// A request's answer as an SSE stream: what the session's server writes meanwhile (legacy; a
+/// GET stream open elsewhere takes it first), then the answer.
+async fn answer(
+    peer: Arc<StdioPeer>,
+    session: Option<Arc<Session>>,
+    message: Message,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let call = peer.call(&message);
+        tokio::pin!(call);
+        let result = loop {
+            let relay = async {
+                match &session {
+                    Some(s) => match s.outbox.try_lock() {
+                        Ok(mut outbox) => outbox.recv().await.ok(),
+                        Err(_) => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = &mut call => break result,
+                Some(m) = relay => {
+                    if tx.send(sse_event(&m)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let text = match result {
+            Ok(answer) => answer.raw().get().as_bytes().to_vec(),
+            Err(e) => jsonrpc::error_body(
+                message.id.as_deref(),
+                match e {
+                    PeerError::Ended(_) => jsonrpc::UPSTREAM_UNAVAILABLE,
+                    PeerError::Invalid(_) => jsonrpc::INTERNAL_ERROR,
+                },
+                &e.to_string(),
+                None,
+            ),
+        };
+        let _ = tx.send(sse_event(&text)).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(http_body::Frame::data(b)), rx))
+    });
+    sse_response(http_body_util::StreamBody::new(stream).boxed())
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    bridge: std::sync::Weak<Bridge>,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return,
+        };
+        let Some(b) = bridge.upgrade() else { return };
+        let service = hyper::service::service_fn(move |req| {
+            let b = b.clone();
+            async move { Ok::<_, Infallible>(b.handle(req).await) }
+        });
+        tokio::spawn(async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A stdio "server": answers initialize and any request with its method, writing a progress
+    /// notification before each answer.
+    const SERVER: &str = r#"
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m or "method" not in m:
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}), flush=True)
+    print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"method": m["method"]}}), flush=True)
+"#;
+
+    fn route(max_processes: usize) -> StdioRoute {
+        StdioRoute {
+            child: ChildSpec {
+                route: "py".into(),
+                command: "python3".into(),
+                args: vec!["-c".into(), SERVER.into()],
+                env: BTreeMap::new(),
+                cwd: None,
+                max_message_bytes: 1 << 20,
+            },
+            max_processes,
+        }
+    }
+
+    async fn post(
+        bridge: &Bridge,
+        token: Option<&str>,
+        session: Option<&str>,
+        body: &str,
+    ) -> reqwest::Response {
+        let mut req = reqwest::Client::new()
+            .post(bridge.url().to_string())
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.header(BRIDGE_HEADER.as_str(), t);
+        }
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send().await.unwrap()
+    }
+
+    const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+    #[tokio::test]
+    async fn legacy_sessions_get_a_process_each_within_the_bound() {
+        let bridge = Bridge::start(route(1)).unwrap();
+        let token = bridge.credential().1.to_str().unwrap().to_string();
+        // Without the token (another local process), nothing.
+        assert_eq!(post(&bridge, None, None, INIT).await.status(), 403);
+        assert_eq!(post(&bridge, Some("guess"), None, INIT).await.status(), 403);
+
+        let init = post(&bridge, Some(&token), None, INIT).await;
+        assert_eq!(init.status(), 200);
+        let session = init.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(init.text().await.unwrap().contains("initialize"));
+        assert_eq!(bridge.processes(), 1);
+
+        // A request: its progress, then its answer, on one SSE stream.
+        let call = r#"{"jsonrpc":"2.0","id":"c1","method":"tools/list","params":{}}"#;
+        let r = post(&bridge, Some(&token), Some(&session), call).await;
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let text = r.text().await.unwrap();
+        let progress = text.find("notifications/progress").expect(&text);
+        let result = text.find(r#""id":"c1""#).expect(&text);
+        assert!(progress < result, "{text}");
+
+        // The bound: a second session is refused while the first lives.
+        let refused = post(&bridge, Some(&token), None, INIT).await;
+        assert_eq!(refused.status(), 503);
+        assert!(refused.text().await.unwrap().contains("max_processes"));
+
+        // An unknown session is 404; DELETE ends the session and its process.
+        let unknown = post(&bridge, Some(&token), Some("nope"), call).await;
+        assert_eq!(unknown.status(), 404);
+        let deleted = reqwest::Client::new()
+            .delete(bridge.url().to_string())
+            .header(BRIDGE_HEADER.as_str(), &token)
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 200);
+        assert_eq!(
+            post(&bridge, Some(&token), Some(&session), call)
+                .await
+                .status(),
+            404
+        );
+        assert_eq!(post(&bridge, Some(&token), None, INIT).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn modern_requests_share_one_process() {
+        let bridge = Bridge::start(route(4)).unwrap();
+        let token = bridge.credential().1.to_str().unwrap().to_string();
+        let call = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        for _ in 0..3 {
+            let r = post(&bridge, Some(&token), None, call).await;
+            assert_eq!(r.status(), 200);
+            let text = r.text().await.unwrap();
+            assert!(text.contains(r#""id":5"#), "{text}");
+            // Nothing but the answer: the shared process's notifications are nobody's.
+            assert!(!text.contains("progress"), "{text}");
+        }
+        assert_eq!(bridge.processes(), 1);
+    }
+}
