@@ -5,8 +5,9 @@ protocol eras on that one endpoint: the session-based revisions (initialize, Mcp
 the stateless 2026-07-28 revision.
 
     python examples/demo_server.py [--port N]     # N=0 (default) picks a free port
+    python examples/demo_server.py --stdio        # MCP over stdin/stdout instead (a stdio route)
 
-It prints `PORT <n>` on stdout once it is listening, so scripts can find it.
+Over HTTP it prints `PORT <n>` on stdout once it is listening, so scripts can find it.
 
 Tools:
   echo(text)           returns the text
@@ -79,8 +80,12 @@ async def serve(server: MCPServer, port: int = 0, app_options: dict | None = Non
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stdio", action="store_true", help="speak MCP over stdin/stdout")
     args = parser.parse_args()
-    await serve(mcp, args.port)
+    if args.stdio:
+        await mcp.run_stdio_async()
+    else:
+        await serve(mcp, args.port)
 
 
 if __name__ == "__main__":

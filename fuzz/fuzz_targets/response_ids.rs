@@ -219,6 +219,7 @@ fuzz_target!(|input: Input| {
         stream_idle_timeout: None,
         credential: None,
         pipeline: None,
+        stdio: None,
     });
     let mut cx = RequestContext::new(
         "fuzz".into(),

@@ -145,11 +145,14 @@ fn main() -> ExitCode {
                     } else {
                         stages.join(" → ")
                     };
+                    let target = match &u.stdio {
+                        Some(s) => format!("stdio: {} {}", s.child.command, s.child.args.join(" ")),
+                        None => mcpgate::config::display_url(&u.url),
+                    };
                     println!(
-                        "{:<20} {base}/servers/{}/mcp -> {}  (timeout {}ms, {auth}, stages: {stages})",
+                        "{:<20} {base}/servers/{}/mcp -> {target}  (timeout {}ms, {auth}, stages: {stages})",
                         u.name,
                         u.name,
-                        mcpgate::config::display_url(&u.url),
                         u.timeout.as_millis()
                     );
                 }

@@ -14,6 +14,7 @@ mod pipeline;
 mod plugins;
 mod redis;
 mod server;
+mod stdio;
 pub mod yaml;
 
 pub(crate) use check::Validator;
@@ -88,7 +89,16 @@ struct RawSessions {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawUpstream {
+    /// `http` (the default) or `stdio`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
     url: Option<String>,
+    command: Option<String>,
+    args: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    cwd: Option<String>,
+    max_processes: Option<usize>,
+    max_message_bytes: Option<usize>,
     timeout: Option<u64>,
     stream_idle_timeout: Option<u64>,
     auth: Option<RawUpstreamAuth>,
@@ -170,7 +180,7 @@ impl StageName {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: Arc<str>,
     pub url: Uri,
@@ -182,6 +192,9 @@ pub struct Upstream {
     pub credential: Option<(HeaderName, HeaderValue)>,
     /// This route's stage order, when it overrides the global `pipeline:`.
     pub pipeline: Option<Vec<StageName>>,
+    /// `type: stdio`: the program the gateway starts. `url` is then the bridge the gateway
+    /// forwards to (a placeholder until it listens, see `crate::stdio::Bridge`).
+    pub stdio: Option<crate::stdio::StdioRoute>,
 }
 
 impl Config {
@@ -401,18 +414,41 @@ impl Validator<'_> {
         {
             self.error(&path, format!("upstream name `{name}` may only use letters, digits, `-` and `_` (it becomes /servers/{name}/mcp)"));
         }
-        let url = match raw.url {
-            None => {
-                self.missing(&format!("{path}.url"), "required: the upstream's Streamable HTTP endpoint, e.g. http://127.0.0.1:3001/mcp");
-                None
-            }
-            Some(text) => match parse_upstream_url(&text) {
-                Ok(uri) => Some(uri),
-                Err(e) => {
-                    self.error(&format!("{path}.url"), e);
-                    None
+        let raw_stdio = stdio::RawStdio {
+            command: raw.command,
+            args: raw.args,
+            env: raw.env,
+            cwd: raw.cwd,
+            max_processes: raw.max_processes,
+            max_message_bytes: raw.max_message_bytes,
+        };
+        let (url, stdio) = match raw.kind.as_deref() {
+            None | Some("http") => {
+                if let Some(key) = raw_stdio.any() {
+                    self.error(
+                        &format!("{path}.{key}"),
+                        "only a `type: stdio` upstream runs a program: add `type: stdio` (and no `url`)",
+                    );
                 }
-            },
+                (self.upstream_url(&path, raw.url), None)
+            }
+            Some("stdio") => {
+                if raw.url.is_some() {
+                    self.error(
+                        &format!("{path}.url"),
+                        "a `type: stdio` upstream has no URL: the gateway starts `command` and speaks to it over stdio",
+                    );
+                }
+                let placeholder = Uri::from_static(stdio::STDIO_PLACEHOLDER_URL);
+                (Some(placeholder), self.stdio(&path, name, raw_stdio))
+            }
+            Some(other) => {
+                self.error(
+                    &format!("{path}.type"),
+                    format!("unknown upstream type `{other}` (expected `http` or `stdio`)"),
+                );
+                (None, None)
+            }
         };
         let timeout = raw.timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
         if timeout == 0 {
@@ -434,7 +470,25 @@ impl Validator<'_> {
             stream_idle_timeout: (idle > 0).then(|| Duration::from_millis(idle)),
             credential,
             pipeline: None,
+            stdio,
         })
+    }
+
+    /// An HTTP upstream's `url`.
+    fn upstream_url(&mut self, path: &str, url: Option<String>) -> Option<Uri> {
+        match url {
+            None => {
+                self.missing(&format!("{path}.url"), "required: the upstream's Streamable HTTP endpoint, e.g. http://127.0.0.1:3001/mcp (or `type: stdio` with a `command`)");
+                None
+            }
+            Some(text) => match parse_upstream_url(&text) {
+                Ok(uri) => Some(uri),
+                Err(e) => {
+                    self.error(&format!("{path}.url"), e);
+                    None
+                }
+            },
+        }
     }
 
     fn upstream_auth(

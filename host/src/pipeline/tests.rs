@@ -63,6 +63,7 @@ fn cx(body: &str) -> RequestContext {
         stream_idle_timeout: None,
         credential: None,
         pipeline: None,
+        stdio: None,
     });
     RequestContext::new(
         "req".into(),

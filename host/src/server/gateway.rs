@@ -119,6 +119,8 @@ pub struct Gateway {
     pub health: UpstreamHealth,
     /// Reloads: where the config comes from, the last outcome, their metrics.
     pub reloads: Reloads,
+    /// The bridges of stdio routes (their processes), kept across reloads.
+    pub bridges: crate::stdio::Bridges,
     /// Cancelled when the drain begins: GET streams end so their clients resume elsewhere.
     pub(super) shutdown: CancellationToken,
     pub(super) draining: AtomicBool,
@@ -171,8 +173,14 @@ impl Gateway {
         let health = UpstreamHealth::new(&config.upstreams);
         let reloads = Reloads::new(&obs.registry);
         let client = deps.client.clone();
+        let bridges = crate::stdio::Bridges::default();
+        let mut config = config;
+        bridges
+            .attach(&mut config)
+            .map_err(|e| format!("cannot start a stdio route's bridge: {e}"))?;
         let generation = Generation::build(1, config, plugins.clone(), &obs, None);
         Ok(Gateway {
+            bridges,
             current: ArcSwap::from_pointee(generation),
             sessions,
             obs: Arc::new(obs),

@@ -188,6 +188,9 @@ impl Gateway {
             lines(e.to_string())
         })?;
         report.plugins = changes;
+        self.bridges
+            .attach(&mut next)
+            .map_err(|e| vec![format!("cannot start a stdio route's bridge: {e}")])?;
         let names = |c: &Config| -> Vec<String> {
             c.upstreams.iter().map(|u| u.name.to_string()).collect()
         };

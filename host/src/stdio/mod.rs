@@ -13,3 +13,71 @@ pub mod peer;
 pub use bridge::{BRIDGE_HEADER, Bridge, StdioRoute};
 pub use child::{Child, ChildSpec, FromChild};
 pub use peer::{PeerError, StdioPeer};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+
+/// The bridges of the stdio routes, kept across reloads: a route whose program, arguments,
+/// environment and bounds are unchanged keeps its bridge (and its sessions' processes); a
+/// changed or removed one is stopped (its sessions end: their clients initialize again).
+#[derive(Debug, Default)]
+pub struct Bridges {
+    running: Mutex<HashMap<Arc<str>, Arc<Bridge>>>,
+}
+
+impl Bridges {
+    /// Points each stdio upstream of `config` at its bridge (started when it has none), with
+    /// the bridge's token as the upstream's credential. Needs a tokio runtime.
+    pub fn attach(&self, config: &mut Config) -> std::io::Result<()> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = HashMap::new();
+        for upstream in &mut config.upstreams {
+            let Some(route) = &upstream.stdio else {
+                continue;
+            };
+            let bridge = match running.remove(&upstream.name) {
+                Some(b) if b.route() == route => b,
+                old => match Bridge::start(route.clone()) {
+                    Ok(b) => {
+                        if let Some(old) = old {
+                            old.stop();
+                        }
+                        b
+                    }
+                    Err(e) => {
+                        // Nothing changes: what ran keeps running.
+                        if let Some(old) = old {
+                            running.insert(upstream.name.clone(), old);
+                        }
+                        running.extend(next);
+                        return Err(e);
+                    }
+                },
+            };
+            let mut attached = (**upstream).clone();
+            attached.url = bridge.url();
+            attached.credential = Some(bridge.credential());
+            *upstream = Arc::new(attached);
+            next.insert(upstream.name.clone(), bridge);
+        }
+        for (_, gone) in running.drain() {
+            gone.stop();
+        }
+        *running = next;
+        Ok(())
+    }
+
+    /// The bridge of a route.
+    pub fn get(&self, route: &str) -> Option<Arc<Bridge>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(route)
+            .cloned()
+    }
+}

@@ -1,0 +1,201 @@
+//! stdio servers behind a route, through the real binary: the Python SDK client in both eras
+//! against the demo server run as a stdio program, the same pipeline (a policy denial), a process
+//! killed mid-call, a server that writes garbage to stdout, and the bound on processes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use mcpgate_e2e::*;
+use serde_json::json;
+
+fn stdio_config(command: &str, args: &[&str], extra: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "server:\n  port: 0\nadmin:\n  port: 0\n  token_env: ADMIN_TOKEN\nupstreams:\n  py:\n    type: stdio\n    command: \"{command}\"\n    args: [{}]\n{extra}",
+        args.join(", ")
+    )
+}
+
+fn demo_stdio(extra: &str) -> String {
+    let python = python();
+    let demo = repo().join("examples/demo_server.py");
+    stdio_config(
+        python.to_str().unwrap(),
+        &[demo.to_str().unwrap(), "--stdio"],
+        extra,
+    )
+}
+
+/// The stdio server processes the gateway runs now (its children).
+fn children(gw: &Proc) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &gw.pid().to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn sdk_clients_of_both_eras_reach_a_stdio_server_through_the_pipeline() {
+    let dir = TempDir::new("stdio");
+    let policy =
+        "policy:\n  default: allow\n  rules:\n    - tools: [whoami]\n      decision: deny\n";
+    let cfg = dir.file("gw.yaml", &demo_stdio(policy));
+    let (gw, base, admin) = start_with_admin(&cfg, &[]);
+    let url = format!("{base}/servers/py/mcp");
+    for (mode, version) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
+        let out = run_client(
+            &format!("py_client {mode} over a stdio route"),
+            Command::new(python())
+                .arg(repo().join("tests/e2e/py_client.py"))
+                .args([&url, mode]),
+            Duration::from_secs(120),
+        );
+        assert_eq!(out["protocol_version"], version, "{out}");
+        assert_eq!(out["echo"], "héllo through the gateway", "{out}");
+        assert_eq!(out["add"], "42", "{out}");
+        assert_eq!(out["slow"]["text"], "counted to 3", "{out}");
+        if mode == "legacy" {
+            // A session's process: its progress reaches the client.
+            assert_eq!(
+                out["slow"]["progress"].as_array().unwrap().len(),
+                3,
+                "{out}"
+            );
+        }
+        assert_eq!(out["unknown_tool_is_error"], true, "{out}");
+    }
+    // The legacy clients' sessions ended (DELETE): its process is gone; the shared modern one
+    // stays.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(children(&gw).len(), 1, "{:?}", children(&gw));
+    // The policy stands between clients and the stdio server like any other, in both eras.
+    for era in [LEGACY, MODERN] {
+        let denied = Client::new(&base, "py", era).answer(
+            "3",
+            "tools/call",
+            json!({"name": "whoami", "arguments": {}}),
+        );
+        assert!(denied.contains("-32007"), "{denied}");
+    }
+    let routes = admin.get("/admin/routes");
+    assert_eq!(routes["routes"][0]["health"]["reachable"], true, "{routes}");
+}
+
+#[test]
+fn a_server_killed_mid_call_fails_that_call_and_its_session_starts_again() {
+    let dir = TempDir::new("stdio-kill");
+    let cfg = dir.file("gw.yaml", &demo_stdio(""));
+    let (gw, base, _admin) = start_with_admin(&cfg, &[]);
+    let client = Client::new(&base, "py", LEGACY);
+    assert_eq!(children(&gw).len(), 1);
+    // A slow call, and the process killed while it runs.
+    let slow = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let r = client.send(
+            "7",
+            "tools/call",
+            json!({"name": "slow_count", "arguments": {"steps": 50, "delay_ms": 200}}),
+        );
+        (r, started.elapsed(), client)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    for pid in children(&gw) {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    let (r, took, client) = slow.join().unwrap();
+    assert!(
+        took < Duration::from_secs(8),
+        "answered when the process died, not at the end: {took:?}"
+    );
+    let answer = r.messages().join("\n");
+    assert!(
+        answer.contains("-32010") && answer.contains("ended"),
+        "{answer}"
+    );
+    // The session died with its process: 404, and a new session works.
+    let after = client.send("8", "tools/list", json!({}));
+    assert_eq!(after.status, 404, "{}", after.body);
+    let again = Client::new(&base, "py", LEGACY);
+    assert!(again.answer("9", "tools/list", json!({})).contains("echo"));
+}
+
+#[test]
+fn garbage_on_stdout_is_skipped_and_processes_are_bounded() {
+    let dir = TempDir::new("stdio-garbage");
+    let python = python();
+    let demo = repo().join("examples/demo_server.py");
+    // A wrapper that writes noise before the server starts (as servers that log to stdout do).
+    let script = format!(
+        "echo 'Starting server...'; echo '{{not json'; printf '%0200000d\\n' 0; exec '{}' '{}' --stdio",
+        python.display(),
+        demo.display()
+    );
+    let cfg = dir.file(
+        "gw.yaml",
+        &stdio_config(
+            "sh",
+            &["-c", &script.replace('"', "\\\"")],
+            "    max_processes: 2\n",
+        ),
+    );
+    let (mut gw, base, _admin) = start_with_admin(&cfg, &[]);
+    let a = Client::new(&base, "py", LEGACY);
+    assert!(a.answer("1", "tools/list", json!({})).contains("echo"));
+    gw.wait_for("not a JSON-RPC message", Duration::from_secs(10));
+    let _b = Client::new(&base, "py", LEGACY);
+    // The third session is over max_processes: refused with a reason, the others unharmed.
+    let third = raw_post(
+        &base,
+        "/servers/py/mcp",
+        &[("mcp-protocol-version", LEGACY)],
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#,
+    );
+    assert_eq!(third.status, 503, "{}", third.body);
+    assert!(third.body.contains("max_processes"), "{}", third.body);
+    assert!(
+        a.answer(
+            "2",
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "still"}})
+        )
+        .contains("still")
+    );
+}
+
+#[test]
+fn a_stdio_route_is_checked_by_validate() {
+    let dir = TempDir::new("stdio-validate");
+    for (upstream, needle) in [
+        ("    type: stdio\n", "upstreams.py.command: required"),
+        (
+            "    type: stdio\n    command: x\n    url: http://127.0.0.1:1/mcp\n",
+            "upstreams.py.url",
+        ),
+        (
+            "    url: http://127.0.0.1:1/mcp\n    command: x\n",
+            "add `type: stdio`",
+        ),
+        ("    type: carrier-pigeon\n", "unknown upstream type"),
+        (
+            "    type: stdio\n    command: x\n    cwd: /nonexistent/dir\n",
+            "not a directory",
+        ),
+        (
+            "    type: stdio\n    command: x\n    max_processes: 0\n",
+            "max_processes",
+        ),
+    ] {
+        let cfg = dir.file("gw.yaml", &format!("upstreams:\n  py:\n{upstream}"));
+        let (ok, out, err) = run_mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+        let text = out + &err;
+        assert!(!ok, "{text}");
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
