@@ -199,3 +199,38 @@ fn a_stdio_route_is_checked_by_validate() {
         assert!(text.contains(needle), "{needle}: {text}");
     }
 }
+
+#[test]
+fn server_everything_over_stdio_with_the_typescript_client() {
+    let dir = TempDir::new("stdio-everything");
+    let everything = node_modules().join("@modelcontextprotocol/server-everything/dist/index.js");
+    let cfg = dir.file(
+        "gw.yaml",
+        &stdio_config("node", &[everything.to_str().unwrap(), "stdio"], ""),
+    );
+    let (_gw, base, _admin) = start_with_admin(&cfg, &[]);
+    let out = run_client(
+        "ts_client over a stdio route",
+        Command::new("node")
+            .arg(repo().join("tests/e2e/ts_client.mjs"))
+            .arg(format!("{base}/servers/py/mcp"))
+            .current_dir(repo().join("tests/e2e")),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out["echo"], "Echo: hello through the gateway", "{out}");
+    assert_eq!(out["sum"], "The sum of 2 and 40 is 42.", "{out}");
+    // Progress and two sampling round trips (server → client → server) through the session's
+    // process.
+    assert_eq!(
+        out["slow"]["progress"].as_array().unwrap().len(),
+        4,
+        "{out}"
+    );
+    assert_eq!(out["samplingRequests"], 2, "{out}");
+    assert!(
+        out["sampling"][1].as_str().unwrap().contains("second"),
+        "{out}"
+    );
+    assert_eq!(out["terminated"], true, "{out}");
+    assert_eq!(out["afterDeleteStatus"], 404, "{out}");
+}

@@ -27,7 +27,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use serde_json::value::RawValue;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::child::ChildSpec;
@@ -52,10 +52,132 @@ pub struct StdioRoute {
     pub max_processes: usize,
 }
 
-/// A legacy session: its process, and what the server writes on its own.
+/// Server messages waiting for a slow client, per stream; past it they are dropped (logged).
+const STREAM_BUFFER: usize = 256;
+
+/// A legacy session: its process, and the streams its server messages go to.
 struct Session {
     peer: Arc<StdioPeer>,
-    outbox: tokio::sync::Mutex<broadcast::Receiver<Bytes>>,
+    sinks: Mutex<Sinks>,
+}
+
+/// Where a session's server messages go: to the request they concern (its progress token), else
+/// to the latest request under way (messages during a call belong to it, as the protocol asks),
+/// else to the GET stream; with none, they are dropped.
+#[derive(Default)]
+struct Sinks {
+    calls: Vec<CallSink>,
+    get: Option<mpsc::Sender<Bytes>>,
+    next: u64,
+}
+
+struct CallSink {
+    key: u64,
+    progress_token: Option<String>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// The `params.progressToken` of a progress notification, as JSON text.
+fn progress_token_of(message: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(rename = "progressToken", borrow)]
+        token: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Note<'a> {
+        #[serde(borrow)]
+        params: Option<Params<'a>>,
+    }
+    let note: Note<'_> = serde_json::from_slice(message).ok()?;
+    Some(note.params?.token?.get().to_string())
+}
+
+/// The `params._meta.progressToken` of a request, as JSON text.
+fn request_progress_token(message: &Message) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Meta<'a> {
+        #[serde(rename = "progressToken", borrow)]
+        token: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(rename = "_meta", borrow)]
+        meta: Option<Meta<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        params: Option<Params<'a>>,
+    }
+    let r: Request<'_> = serde_json::from_str(message.raw().get()).ok()?;
+    Some(r.params?.meta?.token?.get().to_string())
+}
+
+impl Session {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sinks> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Routes one server message (called in the order the server wrote them).
+    fn deliver(&self, route: &str, message: Bytes) {
+        let mut sinks = self.lock();
+        let token = if sinks.calls.is_empty() {
+            None
+        } else {
+            progress_token_of(&message)
+        };
+        let by_token = token.and_then(|t| {
+            sinks
+                .calls
+                .iter()
+                .find(|c| c.progress_token.as_deref() == Some(t.as_str()))
+        });
+        let target = by_token
+            .or(sinks.calls.last())
+            .map(|c| c.tx.clone())
+            .or_else(|| sinks.get.clone());
+        let Some(tx) = target else {
+            tracing::debug!(
+                route,
+                "stdio server message with no client stream open: dropped"
+            );
+            return;
+        };
+        match tx.try_send(sse_event(&message)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    route,
+                    "a client reads its stream too slowly: a server message was dropped"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                if sinks.get.as_ref().is_some_and(|g| g.same_channel(&tx)) {
+                    sinks.get = None;
+                }
+            }
+        }
+    }
+
+    /// A request under way: its stream receives the session's server messages meanwhile.
+    fn open_call(&self, progress_token: Option<String>, tx: mpsc::Sender<Bytes>) -> u64 {
+        let mut sinks = self.lock();
+        sinks.next += 1;
+        let key = sinks.next;
+        sinks.calls.push(CallSink {
+            key,
+            progress_token,
+            tx,
+        });
+        key
+    }
+
+    fn close_call(&self, key: u64) {
+        self.lock().calls.retain(|c| c.key != key);
+    }
 }
 
 /// The shared process of the 2026-07-28 era, and its crash history.
@@ -310,15 +432,21 @@ impl Bridge {
                 );
             }
         };
-        let outbox = peer.server_messages();
+        let session = Arc::new(Session {
+            peer: peer.clone(),
+            sinks: Mutex::new(Sinks::default()),
+        });
+        let weak_session = Arc::downgrade(&session);
+        let route = self.route.child.route.clone();
+        peer.set_listener(Arc::new(move |m| {
+            if let Some(s) = weak_session.upgrade() {
+                s.deliver(&route, m);
+            }
+        }));
         match peer.call(&message).await {
             Ok(answer) => {
                 let key: [u8; 16] = rand::random();
                 let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                let session = Arc::new(Session {
-                    peer: peer.clone(),
-                    outbox: tokio::sync::Mutex::new(outbox),
-                });
                 self.lock_sessions().insert(key.clone(), session);
                 // A process that dies ends its session.
                 let weak = Arc::downgrade(&self);
@@ -382,20 +510,15 @@ impl Bridge {
         let Some(s) = session.and_then(|s| self.lock_sessions().get(s).cloned()) else {
             return empty(StatusCode::NOT_FOUND);
         };
-        let stream = futures_util::stream::unfold(s, |s| async move {
-            let next = {
-                let mut outbox = s.outbox.lock().await;
-                tokio::select! {
-                    m = outbox.recv() => m.ok(),
-                    () = s.peer.ended().cancelled() => None,
-                }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        s.lock().get = Some(tx);
+        let ended = s.peer.ended().clone();
+        let stream = futures_util::stream::unfold((rx, ended), |(mut rx, ended)| async move {
+            let next = tokio::select! {
+                m = rx.recv() => m,
+                () = ended.cancelled() => None,
             };
-            next.map(|m| {
-                (
-                    Ok::<_, Infallible>(http_body::Frame::data(sse_event(&m))),
-                    s,
-                )
-            })
+            next.map(|m| (Ok::<_, Infallible>(http_body::Frame::data(m)), (rx, ended)))
         });
         sse_response(http_body_util::StreamBody::new(stream).boxed())
     }
@@ -410,36 +533,25 @@ fn sse_response(body: Body) -> Response<Body> {
     r
 }
 
-/// A request's answer as an SSE stream: what the session's server writes meanwhile (legacy; a
-/// GET stream open elsewhere takes it first), then the answer.
+/// A request's answer as an SSE stream: the session's server messages written while it runs
+/// (legacy), then the answer.
 async fn answer(
     peer: Arc<StdioPeer>,
     session: Option<Arc<Session>>,
     message: Message,
 ) -> Response<Body> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+    let call = session.as_ref().map(|s| {
+        (
+            s.clone(),
+            s.open_call(request_progress_token(&message), tx.clone()),
+        )
+    });
     tokio::spawn(async move {
-        let call = peer.call(&message);
-        tokio::pin!(call);
-        let result = loop {
-            let relay = async {
-                match &session {
-                    Some(s) => match s.outbox.try_lock() {
-                        Ok(mut outbox) => outbox.recv().await.ok(),
-                        Err(_) => std::future::pending().await,
-                    },
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                result = &mut call => break result,
-                Some(m) = relay => {
-                    if tx.send(sse_event(&m)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        };
+        let result = peer.call(&message).await;
+        if let Some((s, key)) = call {
+            s.close_call(key);
+        }
         let text = match result {
             Ok(answer) => answer.raw().get().as_bytes().to_vec(),
             Err(e) => jsonrpc::error_body(

@@ -1,8 +1,10 @@
 //! JSON-RPC with one stdio server process: each request goes out under an id of the gateway's own
 //! (`mcpgate-<n>`), so requests of different clients never collide on the process's stdin, and
 //! its answer comes back under the client's id, byte for byte otherwise. Everything else the
-//! server writes (notifications, its own requests: sampling, elicitation, roots) goes to whoever
-//! listens. When the process ends, every request still waiting gets [`PeerError::Ended`] at once.
+//! server writes (notifications, its own requests: sampling, elicitation, roots) goes to the
+//! listener, called in the order the server wrote: a progress notification written before an
+//! answer is delivered before that answer is. When the process ends, every request still waiting
+//! gets [`PeerError::Ended`] at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,14 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::child::{Child, ChildSpec, FromChild};
 use crate::mcp::{Message, MessageKind};
 
-/// Server messages buffered for a listener that lags; past it the listener misses the oldest.
-pub const SERVER_MESSAGE_BUFFER: usize = 256;
+/// Receives what the server writes on its own, in order, on the task reading its stdout (so it
+/// must not block).
+pub type Listener = Arc<dyn Fn(Bytes) + Send + Sync>;
 
 /// Why a request to the process got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +37,7 @@ pub struct StdioPeer {
     child: Child,
     pending: Mutex<HashMap<String, oneshot::Sender<Message>>>,
     next: AtomicU64,
-    server_messages: broadcast::Sender<Bytes>,
+    listener: Mutex<Option<Listener>>,
     ended: CancellationToken,
     why: Mutex<Option<String>>,
 }
@@ -64,12 +67,11 @@ impl StdioPeer {
     /// Starts the process and the task that routes what it writes.
     pub fn start(spec: &ChildSpec) -> std::io::Result<Arc<StdioPeer>> {
         let (child, mut from_child) = Child::spawn(spec)?;
-        let (server_messages, _) = broadcast::channel(SERVER_MESSAGE_BUFFER);
         let peer = Arc::new(StdioPeer {
             child,
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
-            server_messages,
+            listener: Mutex::new(None),
             ended: CancellationToken::new(),
             why: Mutex::new(None),
         });
@@ -125,7 +127,14 @@ impl StdioPeer {
             return;
         }
         // Nobody listening is fine: a notification with no client stream is dropped.
-        let _ = self.server_messages.send(bytes);
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(deliver) = listener {
+            deliver(bytes);
+        }
     }
 
     fn end(&self, why: String) {
@@ -202,9 +211,13 @@ impl StdioPeer {
         Ok(())
     }
 
-    /// What the server writes on its own (notifications, requests to the client), from now on.
-    pub fn server_messages(&self) -> broadcast::Receiver<Bytes> {
-        self.server_messages.subscribe()
+    /// Where what the server writes on its own (notifications, requests to the client) goes
+    /// from now on.
+    pub fn set_listener(&self, listener: Listener) {
+        *self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(listener);
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -257,7 +270,10 @@ for line in sys.stdin:
     #[tokio::test]
     async fn answers_come_back_under_the_clients_own_ids_even_when_they_collide() {
         let peer = StdioPeer::start(&spec()).unwrap();
-        let mut notes = peer.server_messages();
+        let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+        peer.set_listener(Arc::new(move |m| {
+            let _ = tx.send(m);
+        }));
         // Two clients both using id 1, and one spelling it as a string: no collision.
         let (ra, rb, rc) = (
             request("1", "tools/list"),
@@ -286,6 +302,7 @@ for line in sys.stdin:
             .await
             .unwrap()
             .unwrap();
+        // In the order written: the notification for a request came before its answer.
         assert!(String::from_utf8_lossy(&note).contains("notifications/message"));
     }
 
