@@ -234,3 +234,59 @@ fn server_everything_over_stdio_with_the_typescript_client() {
     assert_eq!(out["terminated"], true, "{out}");
     assert_eq!(out["afterDeleteStatus"], 404, "{out}");
 }
+
+#[test]
+fn a_server_that_keeps_crashing_is_reported_as_a_crash_loop() {
+    let dir = TempDir::new("stdio-crash");
+    let cfg = dir.file(
+        "gw.yaml",
+        &stdio_config(
+            "sh",
+            &["-c", "echo 'cannot open the database' >&2; exit 1"],
+            "",
+        )
+        .replace(
+            "server:\n  port: 0\n",
+            "server:\n  port: 0\nobservability:\n  metrics: {}\n",
+        ),
+    );
+    let (mut gw, base, admin) = start_with_admin(&cfg, &[]);
+    assert_eq!(
+        metric(
+            &get(&base, "/metrics"),
+            "mcpgate_upstream_up{server=\"py\"}"
+        ),
+        1.0
+    );
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+    for _ in 0..5 {
+        let r = raw_post(
+            &base,
+            "/servers/py/mcp",
+            &[("mcp-protocol-version", LEGACY)],
+            init,
+        );
+        // A clear JSON-RPC error naming the process's end, not a hang.
+        assert_eq!(r.status, 502, "{}", r.body);
+        assert!(
+            r.body.contains("-32010") && r.body.contains("ended"),
+            "{}",
+            r.body
+        );
+    }
+    // Its stderr is in the gateway's log, labelled with the route.
+    gw.wait_for("cannot open the database", Duration::from_secs(10));
+    let routes = admin.get("/admin/routes");
+    let status = &routes["routes"][0]["stdio"]["status"];
+    assert_eq!(status["state"], "crash_loop", "{routes}");
+    assert_eq!(status["crashes"], 5, "{routes}");
+    let ready: serde_json::Value = serde_json::from_str(&get(&base, "/readyz")).unwrap();
+    assert_eq!(ready["stdio"]["py"], "crash_loop", "{ready}");
+    assert_eq!(
+        metric(
+            &get(&base, "/metrics"),
+            "mcpgate_upstream_up{server=\"py\"}"
+        ),
+        0.0
+    );
+}

@@ -67,6 +67,15 @@ pub(super) async fn routes(State(admin): State<Admin>) -> Response {
                 "stages": stages,
                 "sessions": counts.get(u.name.as_ref()).copied().unwrap_or(0),
                 "health": gw.health.view(&u.name),
+                "stdio": gw.bridges.get(&u.name).map(|b| {
+                    let status = b.status();
+                    json!({
+                        "command": b.route().child.command,
+                        "args": b.route().child.args,
+                        "max_processes": b.route().max_processes,
+                        "status": status,
+                    })
+                }),
             })
         })
         .collect();

@@ -120,7 +120,7 @@ pub struct Gateway {
     /// Reloads: where the config comes from, the last outcome, their metrics.
     pub reloads: Reloads,
     /// The bridges of stdio routes (their processes), kept across reloads.
-    pub bridges: crate::stdio::Bridges,
+    pub bridges: Arc<crate::stdio::Bridges>,
     /// Cancelled when the drain begins: GET streams end so their clients resume elsewhere.
     pub(super) shutdown: CancellationToken,
     pub(super) draining: AtomicBool,
@@ -173,7 +173,8 @@ impl Gateway {
         let health = UpstreamHealth::new(&config.upstreams);
         let reloads = Reloads::new(&obs.registry);
         let client = deps.client.clone();
-        let bridges = crate::stdio::Bridges::default();
+        let bridges = Arc::new(crate::stdio::Bridges::default());
+        bridges.register_metrics(&obs.registry);
         let mut config = config;
         bridges
             .attach(&mut config)

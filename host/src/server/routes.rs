@@ -112,7 +112,15 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     } else {
         let config = gw.config();
         let upstreams: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_ref()).collect();
-        Json(json!({"status": "ready", "upstreams": upstreams})).into_response()
+        // stdio routes report their state; a crash-looping one is reported, not fatal: the
+        // other routes still serve.
+        let stdio: serde_json::Map<String, serde_json::Value> = gw
+            .bridges
+            .statuses()
+            .into_iter()
+            .map(|(name, st)| (name.to_string(), json!(st.state)))
+            .collect();
+        Json(json!({"status": "ready", "upstreams": upstreams, "stdio": stdio})).into_response()
     }
 }
 

@@ -41,6 +41,30 @@ pub const BRIDGE_HEADER: HeaderName = HeaderName::from_static("x-mcpgate-bridge"
 const MAX_BODY: usize = 64 * 1024 * 1024;
 /// The longest pause before the shared process is started again after a crash.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Unexpected process ends within [`CRASH_WINDOW`] that make a crash loop.
+pub const CRASH_LOOP_CRASHES: usize = 5;
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+
+/// A stdio route's state, for the admin API, readiness and `mcpgate_upstream_up`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StdioStatus {
+    /// `running` (a process is up), `idle` (none needed yet), `crash_loop` (at least
+    /// [`CRASH_LOOP_CRASHES`] unexpected ends in the last [`CRASH_WINDOW`]).
+    pub state: &'static str,
+    pub processes: usize,
+    pub sessions: usize,
+    /// Unexpected ends since the gateway started.
+    pub crashes: u64,
+    pub last_crash: Option<String>,
+}
+
+/// Unexpected ends of a route's processes.
+#[derive(Default)]
+struct Crashes {
+    recent: std::collections::VecDeque<Instant>,
+    total: u64,
+    last: Option<String>,
+}
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -195,6 +219,7 @@ pub struct Bridge {
     addr: SocketAddr,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     shared: Mutex<Shared>,
+    crashes: Mutex<Crashes>,
     stop: CancellationToken,
 }
 
@@ -254,6 +279,7 @@ impl Bridge {
             addr,
             sessions: Mutex::new(HashMap::new()),
             shared: Mutex::new(Shared::default()),
+            crashes: Mutex::new(Crashes::default()),
             stop: CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -294,6 +320,51 @@ impl Bridge {
             .as_ref()
             .is_some_and(|p| !p.ended().is_cancelled());
         sessions + usize::from(shared)
+    }
+
+    /// Records a process that ended without being asked to.
+    fn crashed(&self, why: String) {
+        let mut c = self
+            .crashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        c.recent.push_back(now);
+        while c.recent.len() > CRASH_LOOP_CRASHES
+            || c.recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            c.recent.pop_front();
+        }
+        c.total += 1;
+        c.last = Some(why);
+    }
+
+    /// The route's state now.
+    pub fn status(&self) -> StdioStatus {
+        let c = self
+            .crashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let looping = c.recent.len() >= CRASH_LOOP_CRASHES
+            && c.recent
+                .front()
+                .is_some_and(|t| t.elapsed() <= CRASH_WINDOW);
+        let processes = self.processes();
+        StdioStatus {
+            state: if looping {
+                "crash_loop"
+            } else if processes > 0 {
+                "running"
+            } else {
+                "idle"
+            },
+            processes,
+            sessions: self.lock_sessions().len(),
+            crashes: c.total,
+            last_crash: c.last.clone(),
+        }
     }
 
     /// Stops serving and ends every process.
@@ -451,10 +522,19 @@ impl Bridge {
                 // A process that dies ends its session.
                 let weak = Arc::downgrade(&self);
                 let (ended, k) = (peer.ended().clone(), key.clone());
+                let peer_for_why = Arc::downgrade(&peer);
                 tokio::spawn(async move {
                     ended.cancelled().await;
-                    if let Some(bridge) = weak.upgrade() {
-                        bridge.lock_sessions().remove(&k);
+                    if let Some(bridge) = weak.upgrade()
+                        && bridge.lock_sessions().remove(&k).is_some()
+                        && !bridge.stop.is_cancelled()
+                    {
+                        // Still registered: nobody ended it (DELETE removes it first).
+                        let why = peer_for_why
+                            .upgrade()
+                            .and_then(|p| p.ended_because())
+                            .unwrap_or_else(|| "ended".into());
+                        bridge.crashed(why);
                     }
                 });
                 let mut r = json(StatusCode::OK, answer.raw().get().as_bytes().to_vec());
@@ -464,22 +544,27 @@ impl Bridge {
                 );
                 r
             }
-            Err(e) => rpc_error(
-                StatusCode::BAD_GATEWAY,
-                id.as_deref(),
-                jsonrpc::UPSTREAM_UNAVAILABLE,
-                &e.to_string(),
-            ),
+            Err(e) => {
+                if let PeerError::Ended(why) = &e {
+                    self.crashed(why.clone());
+                }
+                rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    id.as_deref(),
+                    jsonrpc::UPSTREAM_UNAVAILABLE,
+                    &e.to_string(),
+                )
+            }
         }
     }
 
     /// The shared process of the 2026-07-28 era, started when there is none (or it died), unless
     /// it is pausing after a crash.
-    fn shared_peer(&self) -> Result<Arc<StdioPeer>, String> {
+    fn shared_peer(self: &Arc<Self>) -> Result<Arc<StdioPeer>, String> {
         let mut shared = self.lock_shared();
-        if let Some(p) = &shared.peer {
+        if let Some(p) = shared.peer.clone() {
             if !p.ended().is_cancelled() {
-                return Ok(p.clone());
+                return Ok(p);
             }
             shared.crashes += 1;
             let pause = Duration::from_millis(100)
@@ -502,6 +587,21 @@ impl Bridge {
             "the stdio server could not be started (see the gateway's log)".to_string()
         })?;
         shared.peer = Some(peer.clone());
+        // Its end, unless the gateway asked for it, is a crash (counted for the crash loop).
+        let (weak, ended, p) = (
+            Arc::downgrade(self),
+            peer.ended().clone(),
+            Arc::downgrade(&peer),
+        );
+        tokio::spawn(async move {
+            ended.cancelled().await;
+            if let Some(bridge) = weak.upgrade()
+                && !bridge.stop.is_cancelled()
+            {
+                let why = p.upgrade().and_then(|p| p.ended_because());
+                bridge.crashed(why.unwrap_or_else(|| "ended".into()));
+            }
+        });
         Ok(peer)
     }
 

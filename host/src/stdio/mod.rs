@@ -10,7 +10,7 @@ pub mod bridge;
 pub mod child;
 pub mod peer;
 
-pub use bridge::{BRIDGE_HEADER, Bridge, StdioRoute};
+pub use bridge::{BRIDGE_HEADER, Bridge, StdioRoute, StdioStatus};
 pub use child::{Child, ChildSpec, FromChild};
 pub use peer::{PeerError, StdioPeer};
 
@@ -72,6 +72,31 @@ impl Bridges {
         Ok(())
     }
 
+    /// Every stdio route's state, by route name.
+    pub fn statuses(&self) -> Vec<(Arc<str>, StdioStatus)> {
+        let mut out: Vec<_> = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, b)| (name.clone(), b.status()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Stops every bridge and ends their processes (the gateway's shutdown).
+    pub fn stop_all(&self) {
+        for (_, b) in self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+        {
+            b.stop();
+        }
+    }
+
     /// The bridge of a route.
     pub fn get(&self, route: &str) -> Option<Arc<Bridge>> {
         self.running
@@ -79,5 +104,52 @@ impl Bridges {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(route)
             .cloned()
+    }
+}
+
+/// `mcpgate_upstream_up{server}` for stdio routes, read from the bridges when scraped: 1 while
+/// the route's server can serve (running, or started on demand), 0 in a crash loop.
+#[derive(Clone)]
+struct UpGauge {
+    bridges: Arc<Bridges>,
+    gauge: prometheus::IntGaugeVec,
+}
+
+impl prometheus::core::Collector for UpGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge.reset();
+        for (name, status) in self.bridges.statuses() {
+            self.gauge
+                .with_label_values(&[name.as_ref()])
+                .set(i64::from(status.state != "crash_loop"));
+        }
+        self.gauge.collect()
+    }
+}
+
+impl Bridges {
+    /// Registers `mcpgate_upstream_up{server}` (stdio routes) in `registry`.
+    pub fn register_metrics(self: &Arc<Self>, registry: &prometheus::Registry) {
+        let gauge = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "mcpgate_upstream_up",
+                "stdio routes: 1 while the server runs or can be started, 0 in a crash loop",
+            ),
+            &["server"],
+        )
+        .expect("valid metric");
+        let collector = UpGauge {
+            bridges: self.clone(),
+            gauge,
+        };
+        if let Err(e) = registry.register(Box::new(collector))
+            && !matches!(e, prometheus::Error::AlreadyReg)
+        {
+            tracing::warn!(error = %e, "mcpgate_upstream_up not registered");
+        }
     }
 }
