@@ -290,3 +290,29 @@ fn a_server_that_keeps_crashing_is_reported_as_a_crash_loop() {
         0.0
     );
 }
+
+#[test]
+fn abandoned_sessions_give_their_processes_back() {
+    let dir = TempDir::new("stdio-idle");
+    let cfg = dir.file(
+        "gw.yaml",
+        &demo_stdio("    max_processes: 1\n    idle_timeout: 400\n"),
+    );
+    let (gw, base, _admin) = start_with_admin(&cfg, &[]);
+    // A client that initializes and goes away without DELETE holds the only process...
+    let abandoned = Client::new(&base, "py", LEGACY);
+    assert_eq!(children(&gw).len(), 1);
+    // ...until it has been idle for idle_timeout: then another client gets it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !children(&gw).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle process was not stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let next = Client::new(&base, "py", LEGACY);
+    assert!(next.answer("1", "tools/list", json!({})).contains("echo"));
+    let gone = abandoned.send("2", "tools/list", json!({}));
+    assert_eq!(gone.status, 404, "{}", gone.body);
+}

@@ -99,6 +99,8 @@ struct RawUpstream {
     cwd: Option<String>,
     max_processes: Option<usize>,
     max_message_bytes: Option<usize>,
+    /// stdio: a legacy session's process unused this long is stopped (ms).
+    idle_timeout: Option<u64>,
     timeout: Option<u64>,
     stream_idle_timeout: Option<u64>,
     auth: Option<RawUpstreamAuth>,
@@ -421,6 +423,7 @@ impl Validator<'_> {
             cwd: raw.cwd,
             max_processes: raw.max_processes,
             max_message_bytes: raw.max_message_bytes,
+            idle_timeout: raw.idle_timeout,
         };
         let (url, stdio) = match raw.kind.as_deref() {
             None | Some("http") => {

@@ -11,6 +11,8 @@ use crate::stdio::{ChildSpec, StdioRoute};
 pub const DEFAULT_MAX_PROCESSES: usize = 16;
 /// `max_message_bytes` when absent: the largest message read from a server's stdout.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// `idle_timeout` when absent (ms): a legacy session's process unused this long is stopped.
+pub const DEFAULT_STDIO_IDLE_MS: u64 = 10 * 60 * 1000;
 /// The placeholder URL of a stdio route until its bridge listens (never connected to).
 pub const STDIO_PLACEHOLDER_URL: &str = "http://stdio.invalid/mcp";
 
@@ -23,6 +25,7 @@ pub(super) struct RawStdio {
     pub cwd: Option<String>,
     pub max_processes: Option<usize>,
     pub max_message_bytes: Option<usize>,
+    pub idle_timeout: Option<u64>,
 }
 
 impl RawStdio {
@@ -35,6 +38,7 @@ impl RawStdio {
             ("cwd", self.cwd.is_some()),
             ("max_processes", self.max_processes.is_some()),
             ("max_message_bytes", self.max_message_bytes.is_some()),
+            ("idle_timeout", self.idle_timeout.is_some()),
         ]
         .into_iter()
         .find(|(_, present)| *present)
@@ -93,6 +97,11 @@ impl Validator<'_> {
                 max_message_bytes,
             },
             max_processes,
+            idle_timeout: self.positive_ms(
+                &format!("{path}.idle_timeout"),
+                raw.idle_timeout,
+                DEFAULT_STDIO_IDLE_MS,
+            ),
         })
     }
 }

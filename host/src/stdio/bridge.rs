@@ -74,6 +74,9 @@ pub struct StdioRoute {
     pub child: ChildSpec,
     /// Legacy sessions (one process each) at once.
     pub max_processes: usize,
+    /// A legacy session unused this long (no request, no open stream) is ended and its process
+    /// stopped, so sessions clients abandon do not hold `max_processes`.
+    pub idle_timeout: Duration,
 }
 
 /// Server messages waiting for a slow client, per stream; past it they are dropped (logged).
@@ -83,6 +86,7 @@ const STREAM_BUFFER: usize = 256;
 struct Session {
     peer: Arc<StdioPeer>,
     sinks: Mutex<Sinks>,
+    last_used: Mutex<Instant>,
 }
 
 /// Where a session's server messages go: to the request they concern (its progress token), else
@@ -139,6 +143,27 @@ fn request_progress_token(message: &Message) -> Option<String> {
 }
 
 impl Session {
+    fn touch(&self) {
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Unused for `idle`: no request under way, no GET stream open, none for that long.
+    fn idle_for(&self, idle: Duration) -> bool {
+        let sinks = self.lock();
+        let streams = !sinks.calls.is_empty() || sinks.get.as_ref().is_some_and(|g| !g.is_closed());
+        drop(sinks);
+        !streams
+            && self
+                .last_used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .elapsed()
+                >= idle
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Sinks> {
         self.sinks
             .lock()
@@ -367,6 +392,19 @@ impl Bridge {
         }
     }
 
+    /// Ends the legacy sessions left idle past `idle_timeout` (their processes stop); how many.
+    pub fn reap_idle(&self) -> usize {
+        let idle = self.route.idle_timeout;
+        let mut sessions = self.lock_sessions();
+        let before = sessions.len();
+        sessions.retain(|_, s| !s.idle_for(idle));
+        let reaped = before - sessions.len();
+        if reaped > 0 {
+            tracing::info!(route = %self.route.child.route, reaped, "stdio sessions idle past idle_timeout ended");
+        }
+        reaped
+    }
+
     /// Stops serving and ends every process.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -459,7 +497,11 @@ impl Bridge {
         if message.method.as_deref() == Some("initialize") {
             return self.initialize(message).await;
         }
-        let Some(s) = session.and_then(|s| self.lock_sessions().get(&s).cloned()) else {
+        let found = session.and_then(|s| self.lock_sessions().get(&s).cloned());
+        if let Some(s) = &found {
+            s.touch();
+        }
+        let Some(s) = found else {
             return rpc_error(
                 StatusCode::NOT_FOUND,
                 id.as_deref(),
@@ -506,6 +548,7 @@ impl Bridge {
         let session = Arc::new(Session {
             peer: peer.clone(),
             sinks: Mutex::new(Sinks::default()),
+            last_used: Mutex::new(Instant::now()),
         });
         let weak_session = Arc::downgrade(&session);
         let route = self.route.child.route.clone();
@@ -680,8 +723,19 @@ async fn serve(
     stop: CancellationToken,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    let every = bridge.upgrade().map_or(Duration::from_secs(30), |b| {
+        (b.route.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    });
+    let mut reap = tokio::time::interval(every);
     loop {
         let tcp = tokio::select! {
+            _ = reap.tick() => {
+                match bridge.upgrade() {
+                    Some(b) => { b.reap_idle(); }
+                    None => return,
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(_) => {
@@ -733,6 +787,7 @@ for line in sys.stdin:
                 max_message_bytes: 1 << 20,
             },
             max_processes,
+            idle_timeout: Duration::from_secs(600),
         }
     }
 
