@@ -58,14 +58,13 @@ fn sdk_clients_of_both_eras_reach_a_stdio_server_through_the_pipeline() {
         assert_eq!(out["echo"], "héllo through the gateway", "{out}");
         assert_eq!(out["add"], "42", "{out}");
         assert_eq!(out["slow"]["text"], "counted to 3", "{out}");
-        if mode == "legacy" {
-            // A session's process: its progress reaches the client.
-            assert_eq!(
-                out["slow"]["progress"].as_array().unwrap().len(),
-                3,
-                "{out}"
-            );
-        }
+        // Progress reaches the client in both eras (on the shared 2026-07-28 process, under a
+        // token of the gateway's own, restored to the client's).
+        assert_eq!(
+            out["slow"]["progress"].as_array().unwrap().len(),
+            3,
+            "{out}"
+        );
         assert_eq!(out["unknown_tool_is_error"], true, "{out}");
     }
     // The legacy clients' sessions ended (DELETE): its process is gone; the shared modern one

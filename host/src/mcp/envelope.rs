@@ -414,6 +414,36 @@ impl Message {
         self.reparsed(text)
     }
 
+    /// The message with `params.<path>` set to `value` (raw JSON): every other value kept byte
+    /// for byte, objects on the way made when missing. Used to give a request's progress token
+    /// (`params._meta.progressToken`) one of the gateway's own, and to restore it.
+    pub fn with_param(&self, path: &[&str], value: &RawValue) -> Result<Message, EnvelopeError> {
+        let mut full = vec!["params"];
+        full.extend_from_slice(path);
+        let text = self.set_path(self.raw.get(), &full, value.get())?;
+        self.reparsed(text)
+    }
+
+    fn set_path(&self, text: &str, path: &[&str], value: &str) -> Result<String, EnvelopeError> {
+        let Some((key, rest)) = path.split_first() else {
+            return Ok(value.to_string());
+        };
+        let inner = if rest.is_empty() {
+            value.to_string()
+        } else {
+            let members = self.members(text)?;
+            let child = members
+                .0
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.get())
+                .filter(|v| v.trim_start().starts_with('{'))
+                .unwrap_or("{}");
+            self.set_path(child, rest, value)?
+        };
+        self.spliced(text, key, &inner)
+    }
+
     fn members<'t>(&self, text: &'t str) -> Result<Members<'t>, EnvelopeError> {
         Members::of(text).map_err(|e| EnvelopeError {
             code: jsonrpc::INVALID_REQUEST,

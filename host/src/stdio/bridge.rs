@@ -13,8 +13,10 @@
 //!   server requests) and ends with the answer; with a GET stream open, server messages go there.
 //! - **2026-07-28**: stateless, so one process per route serves every client (each request under
 //!   an id of the gateway's own); it is started on first use and started again, after a pause
-//!   that doubles with each crash (up to 30 s), when it dies. Its server messages are not
-//!   relayed, since nothing tells whose they are (see README).
+//!   that doubles with each crash (up to 30 s), when it dies. A request that asks for
+//!   progress gets a progress token of the gateway's own, and its progress comes back on its
+//!   stream under the client's token; the process's other messages belong to no request and
+//!   are not relayed.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -245,7 +247,17 @@ pub struct Bridge {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     shared: Mutex<Shared>,
     crashes: Mutex<Crashes>,
+    /// 2026-07-28 requests under way that asked for progress: the gateway's token → the
+    /// client's token and the request's stream.
+    progress: Mutex<HashMap<String, ModernCall>>,
+    next_token: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
+}
+
+/// A 2026-07-28 request under way on the shared process, for its progress notifications.
+struct ModernCall {
+    client_token: Box<RawValue>,
+    tx: mpsc::Sender<Bytes>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -305,6 +317,8 @@ impl Bridge {
             sessions: Mutex::new(HashMap::new()),
             shared: Mutex::new(Shared::default()),
             crashes: Mutex::new(Crashes::default()),
+            progress: Mutex::new(HashMap::new()),
+            next_token: std::sync::atomic::AtomicU64::new(1),
             stop: CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -345,6 +359,65 @@ impl Bridge {
             .as_ref()
             .is_some_and(|p| !p.ended().is_cancelled());
         sessions + usize::from(shared)
+    }
+
+    fn lock_progress(&self) -> std::sync::MutexGuard<'_, HashMap<String, ModernCall>> {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A message the shared process wrote on its own: a progress notification for a request
+    /// under way goes to that request's stream with the client's token; anything else is
+    /// nobody's and dropped.
+    fn deliver_progress(&self, message: Bytes) {
+        let Some(ours) = progress_token_of(&message) else {
+            return;
+        };
+        let calls = self.lock_progress();
+        let Some(call) = calls.get(&ours) else {
+            return;
+        };
+        let restored = std::str::from_utf8(&message)
+            .ok()
+            .and_then(|t| RawValue::from_string(t.to_string()).ok())
+            .and_then(|raw| Message::parse(&raw).ok())
+            .and_then(|m| m.with_param(&["progressToken"], &call.client_token).ok());
+        if let Some(m) = restored
+            && call
+                .tx
+                .try_send(sse_event(m.raw().get().as_bytes()))
+                .is_err()
+        {
+            tracing::debug!(route = %self.route.child.route, "a progress notification was dropped (slow client)");
+        }
+    }
+
+    /// Gives a 2026-07-28 request that asks for progress a token of the gateway's own (clients'
+    /// tokens may collide on the shared process); `None` when it asks for none.
+    fn register_progress(
+        &self,
+        message: &Message,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Option<(Message, String)> {
+        let theirs = request_progress_token(message)?;
+        let n = self
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ours = format!("\"mcpgate-p-{n}\"");
+        let ours_raw = RawValue::from_string(ours.clone()).ok()?;
+        let rewritten = message
+            .with_param(&["_meta", "progressToken"], &ours_raw)
+            .ok()?;
+        let client_token = RawValue::from_string(theirs).ok()?;
+        self.lock_progress().insert(
+            ours.clone(),
+            ModernCall {
+                client_token,
+                tx: tx.clone(),
+            },
+        );
+        Some((rewritten, ours))
     }
 
     /// Records a process that ended without being asked to.
@@ -492,7 +565,7 @@ impl Bridge {
                 Ok(p) => p,
                 Err(why) => return unavailable(&why),
             };
-            return answer(peer, None, message).await;
+            return answer(peer, Routing::Modern(self.clone()), message).await;
         }
         if message.method.as_deref() == Some("initialize") {
             return self.initialize(message).await;
@@ -510,7 +583,7 @@ impl Bridge {
             );
         };
         if message.kind == MessageKind::Request {
-            answer(s.peer.clone(), Some(s), message).await
+            answer(s.peer.clone(), Routing::Session(s), message).await
         } else {
             match s.peer.send(&message).await {
                 Ok(()) => empty(StatusCode::ACCEPTED),
@@ -629,6 +702,12 @@ impl Bridge {
             tracing::warn!(route = %self.route.child.route, error = %e, "cannot start the stdio server");
             "the stdio server could not be started (see the gateway's log)".to_string()
         })?;
+        let weak = Arc::downgrade(self);
+        peer.set_listener(Arc::new(move |m| {
+            if let Some(bridge) = weak.upgrade() {
+                bridge.deliver_progress(m);
+            }
+        }));
         shared.peer = Some(peer.clone());
         // Its end, unless the gateway asked for it, is a crash (counted for the crash loop).
         let (weak, ended, p) = (
@@ -676,26 +755,47 @@ fn sse_response(body: Body) -> Response<Body> {
     r
 }
 
-/// A request's answer as an SSE stream: the session's server messages written while it runs
-/// (legacy), then the answer.
-async fn answer(
-    peer: Arc<StdioPeer>,
-    session: Option<Arc<Session>>,
-    message: Message,
-) -> Response<Body> {
+/// Where a request's server messages go while it runs.
+enum Routing {
+    /// A legacy session's: the session routes them (see [`Sinks`]).
+    Session(Arc<Session>),
+    /// The shared 2026-07-28 process: the request's own progress notifications.
+    Modern(Arc<Bridge>),
+}
+
+/// What a request registered to receive its server messages.
+enum Registered {
+    Call(u64),
+    Token(String),
+    Nothing,
+}
+
+/// A request's answer as an SSE stream: the server messages that belong to it, written while it
+/// runs, then the answer.
+async fn answer(peer: Arc<StdioPeer>, routing: Routing, message: Message) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-    let call = session.as_ref().map(|s| {
-        (
-            s.clone(),
-            s.open_call(request_progress_token(&message), tx.clone()),
-        )
-    });
     tokio::spawn(async move {
-        let result = peer.call(&message).await;
-        if let Some((s, key)) = call {
-            s.close_call(key);
+        // Registered before the request is written, so nothing it causes is missed.
+        let (outgoing, registered) = match &routing {
+            Routing::Session(s) => {
+                let key = s.open_call(request_progress_token(&message), tx.clone());
+                (None, Registered::Call(key))
+            }
+            Routing::Modern(b) => match b.register_progress(&message, &tx) {
+                Some((rewritten, ours)) => (Some(rewritten), Registered::Token(ours)),
+                None => (None, Registered::Nothing),
+            },
+        };
+        let result = peer.call(outgoing.as_ref().unwrap_or(&message)).await;
+        match (&routing, registered) {
+            (Routing::Session(s), Registered::Call(key)) => s.close_call(key),
+            (Routing::Modern(b), Registered::Token(ours)) => {
+                b.lock_progress().remove(&ours);
+            }
+            _ => {}
         }
         let text = match result {
+            // The answer carries the id of what was sent: the client's.
             Ok(answer) => answer.raw().get().as_bytes().to_vec(),
             Err(e) => jsonrpc::error_body(
                 message.id.as_deref(),
@@ -772,7 +872,8 @@ for line in sys.stdin:
     m = json.loads(line)
     if "id" not in m or "method" not in m:
         continue
-    print(json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}), flush=True)
+    token = m.get("params", {}).get("_meta", {}).get("progressToken", 1)
+    print(json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1, "for": m.get("params", {}).get("name")}}), flush=True)
     print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"method": m["method"]}}), flush=True)
 "#;
 
@@ -873,9 +974,33 @@ for line in sys.stdin:
             assert_eq!(r.status(), 200);
             let text = r.text().await.unwrap();
             assert!(text.contains(r#""id":5"#), "{text}");
-            // Nothing but the answer: the shared process's notifications are nobody's.
+            // Nothing but the answer: a notification for no request under way is nobody's.
             assert!(!text.contains("progress"), "{text}");
         }
         assert_eq!(bridge.processes(), 1);
+        // Two clients that chose the same progress token each get their own progress only,
+        // with their token.
+        let with_token = |id: u32| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"x{id}","_meta":{{"progressToken":"p","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+            )
+        };
+        let (a, b) = (with_token(41), with_token(42));
+        let (a, b) = tokio::join!(
+            post(&bridge, Some(&token), None, &a),
+            post(&bridge, Some(&token), None, &b)
+        );
+        for (r, mine, other) in [(a, 41, 42), (b, 42, 41)] {
+            let text = r.text().await.unwrap();
+            // The progress of this request, not of the other one.
+            assert!(text.contains(&format!(r#""for":"x{mine}""#)), "{text}");
+            assert_eq!(text.matches("notifications/progress").count(), 1, "{text}");
+            assert!(
+                text.contains(r#""progressToken":"p""#),
+                "the client's token back: {text}"
+            );
+            assert!(text.contains(&format!(r#""id":{mine}"#)), "{text}");
+            assert!(!text.contains(&format!(r#""id":{other}"#)), "{text}");
+        }
     }
 }

@@ -284,3 +284,30 @@ fn unmodified_single_body_is_forwarded_verbatim() {
         body.as_bytes()
     );
 }
+
+#[test]
+fn a_param_is_set_in_place_keeping_every_other_byte() {
+    let raw = RawValue::from_string(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p","big":1e400,"n":123456789012345678901234567890}}}"#.into(),
+    )
+    .unwrap();
+    let m = Message::parse(&raw).unwrap();
+    let ours = RawValue::from_string(r#""g1""#.into()).unwrap();
+    let set = m.with_param(&["_meta", "progressToken"], &ours).unwrap();
+    let text = set.raw().get();
+    assert!(text.contains(r#""progressToken":"g1""#), "{text}");
+    assert!(
+        text.contains("1e400") && text.contains("123456789012345678901234567890"),
+        "{text}"
+    );
+    assert_eq!(set.target.as_deref(), Some("x"));
+    assert_eq!(set.id.as_ref().unwrap().get(), "1");
+    // Objects on the way are made when missing.
+    let bare = RawValue::from_string(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#.into()).unwrap();
+    let set = Message::parse(&bare)
+        .unwrap()
+        .with_param(&["_meta", "progressToken"], &ours)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(set.raw().get()).unwrap();
+    assert_eq!(v["params"]["_meta"]["progressToken"], "g1");
+}
