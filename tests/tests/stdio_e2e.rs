@@ -315,3 +315,51 @@ fn abandoned_sessions_give_their_processes_back() {
     let gone = abandoned.send("2", "tools/list", json!({}));
     assert_eq!(gone.status, 404, "{}", gone.body);
 }
+
+#[test]
+fn a_reload_keeps_unchanged_stdio_servers_and_restarts_changed_ones() {
+    let dir = TempDir::new("stdio-reload");
+    let cfg = dir.file("gw.yaml", &demo_stdio(""));
+    let (mut gw, base, admin) = start_with_admin(&cfg, &[]);
+    let session = Client::new(&base, "py", LEGACY);
+    let before = children(&gw);
+    assert_eq!(before.len(), 1);
+
+    // A reload that changes something else keeps the process and the session.
+    let policy =
+        "policy:\n  default: allow\n  rules:\n    - tools: [whoami]\n      decision: deny\n";
+    dir.file("gw.yaml", &demo_stdio(policy));
+    let (status, report) = admin.call("POST", "/admin/reload");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(children(&gw), before);
+    assert!(
+        session
+            .answer("1", "tools/list", json!({}))
+            .contains("echo")
+    );
+
+    // Changing the route's process settings stops its processes: the session ends (404) and a
+    // new one runs the new settings.
+    dir.file(
+        "gw.yaml",
+        &demo_stdio(&format!("    env: {{DEMO_FLAVOUR: new}}\n{policy}")),
+    );
+    sighup(&gw);
+    gw.wait_for("config reloaded", Duration::from_secs(30));
+    let gone = session.send("2", "tools/list", json!({}));
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    let fresh = Client::new(&base, "py", LEGACY);
+    assert!(fresh.answer("3", "tools/list", json!({})).contains("echo"));
+    let after = children(&gw);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before);
+}
+
+fn sighup(gw: &Proc) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
