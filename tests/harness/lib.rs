@@ -381,6 +381,16 @@ impl AdminApi {
     }
 }
 
+/// Sends SIGHUP (reload) to a started gateway.
+pub fn sighup(gw: &Proc) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -HUP {}", gw.pid());
+}
+
 /// The admin token the tests' gateways are started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 

@@ -5,20 +5,10 @@
 //! all answer.
 
 use std::io::{Read as _, Write as _};
-use std::process::Command;
 use std::time::Duration;
 
 use mcpgate_e2e::*;
 use serde_json::{Value, json};
-
-fn sighup(gw: &Proc) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -HUP");
-}
 
 /// A 2026-07-28 `slow_count` call on a connection of its own (closed after the response),
 /// left unread for the test to read as it goes.

@@ -354,12 +354,3 @@ fn a_reload_keeps_unchanged_stdio_servers_and_restarts_changed_ones() {
     assert_eq!(after.len(), 1);
     assert_ne!(after, before);
 }
-
-fn sighup(gw: &Proc) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
