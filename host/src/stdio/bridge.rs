@@ -41,6 +41,12 @@ use crate::mcp::{Era, Message, MessageKind, ParsedBody, jsonrpc};
 pub const BRIDGE_HEADER: HeaderName = HeaderName::from_static("x-mcpgate-bridge");
 /// The largest request body the bridge reads (the gateway's own limit applies before it).
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Connections to a bridge at once (the gateway's pooled ones; others are closed).
+const MAX_BRIDGE_CONNECTIONS: usize = 1024;
+/// Bound on a request head on a bridge connection, idle keep-alive included: longer than the
+/// gateway's upstream pool keeps an idle connection (60 s), so the bridge never closes one the
+/// gateway is about to reuse.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(90);
 /// The longest pause before the shared process is started again after a crash.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Unexpected process ends within [`CRASH_WINDOW`] that make a crash loop.
@@ -827,6 +833,7 @@ async fn serve(
         (b.route.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
     });
     let mut reap = tokio::time::interval(every);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_BRIDGE_CONNECTIONS));
     loop {
         let tcp = tokio::select! {
             _ = reap.tick() => {
@@ -845,15 +852,31 @@ async fn serve(
             },
             () = stop.cancelled() => return,
         };
-        let Some(b) = bridge.upgrade() else { return };
+        // Only the gateway should connect; any other local process gets nothing without the
+        // token, and cannot hold more than MAX_BRIDGE_CONNECTIONS connections or a silent one
+        // past HEAD_TIMEOUT.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (weak, stop) = (bridge.clone(), stop.clone());
         let service = hyper::service::service_fn(move |req| {
-            let b = b.clone();
-            async move { Ok::<_, Infallible>(b.handle(req).await) }
+            let b = weak.upgrade().filter(|_| !stop.is_cancelled());
+            async move {
+                Ok::<_, Infallible>(match b {
+                    Some(b) => b.handle(req).await,
+                    // Stopped (a reload changed the route): a pooled connection gets nothing.
+                    None => empty(StatusCode::SERVICE_UNAVAILABLE),
+                })
+            }
         });
         tokio::spawn(async move {
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let _permit = permit;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT);
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }
@@ -962,6 +985,29 @@ for line in sys.stdin:
             404
         );
         assert_eq!(post(&bridge, Some(&token), None, INIT).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_bridge_serves_nothing_more_on_open_connections() {
+        let bridge = Bridge::start(route(2)).unwrap();
+        let token = bridge.credential().1.to_str().unwrap().to_string();
+        let client = reqwest::Client::new();
+        let init = |c: &reqwest::Client| {
+            c.post(bridge.url().to_string())
+                .header(BRIDGE_HEADER.as_str(), &token)
+                .header("content-type", "application/json")
+                .body(INIT)
+                .send()
+        };
+        assert_eq!(init(&client).await.unwrap().status(), 200);
+        assert_eq!(bridge.processes(), 1);
+        bridge.stop();
+        assert_eq!(bridge.processes(), 0);
+        // The same (pooled) connection: refused, no process started.
+        if let Ok(r) = init(&client).await {
+            assert_eq!(r.status(), 503);
+        }
+        assert_eq!(bridge.processes(), 0);
     }
 
     #[tokio::test]
