@@ -320,7 +320,7 @@ fn abandoned_sessions_give_their_processes_back() {
 fn a_reload_keeps_unchanged_stdio_servers_and_restarts_changed_ones() {
     let dir = TempDir::new("stdio-reload");
     let cfg = dir.file("gw.yaml", &demo_stdio(""));
-    let (mut gw, base, admin) = start_with_admin(&cfg, &[]);
+    let (gw, base, admin) = start_with_admin(&cfg, &[]);
     let session = Client::new(&base, "py", LEGACY);
     let before = children(&gw);
     assert_eq!(before.len(), 1);
@@ -345,7 +345,15 @@ fn a_reload_keeps_unchanged_stdio_servers_and_restarts_changed_ones() {
         &demo_stdio(&format!("    env: {{DEMO_FLAVOUR: new}}\n{policy}")),
     );
     sighup(&gw);
-    gw.wait_for("config reloaded", Duration::from_secs(30));
+    // (The admin reload above logged "config reloaded" too: wait for this one's generation.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while admin.get("/admin/status")["generation"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SIGHUP reload did not apply"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let gone = session.send("2", "tools/list", json!({}));
     assert_eq!(gone.status, 404, "{}", gone.body);
     let fresh = Client::new(&base, "py", LEGACY);

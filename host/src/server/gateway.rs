@@ -178,7 +178,8 @@ impl Gateway {
         let mut config = config;
         bridges
             .attach(&mut config)
-            .map_err(|e| format!("cannot start a stdio route's bridge: {e}"))?;
+            .map_err(|e| format!("cannot start a stdio route's bridge: {e}"))?
+            .stop();
         let generation = Generation::build(1, config, plugins.clone(), &obs, None);
         Ok(Gateway {
             bridges,

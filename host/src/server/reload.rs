@@ -148,10 +148,12 @@ impl Gateway {
                 .errors
                 .push("this gateway was not started from a config file: nothing to reload".into()),
             Some(source) => match self.try_reload(source, &current, &mut report).await {
-                Ok(next) => {
+                Ok((next, retired)) => {
                     report.result = "applied";
                     report.generation = next.number;
                     self.install(next);
+                    // Only now: requests starting from here on use the new bridges.
+                    retired.stop();
                 }
                 Err(errors) => report.errors = errors,
             },
@@ -160,13 +162,14 @@ impl Gateway {
         report
     }
 
-    /// Builds the next generation from `source`, or says why not (every error).
+    /// Builds the next generation from `source`, with the stdio bridges it replaced (still
+    /// running), or says why not (every error).
     async fn try_reload(
         &self,
         source: &ConfigSource,
         current: &Generation,
         report: &mut ReloadReport,
-    ) -> Result<Generation, Vec<String>> {
+    ) -> Result<(Generation, crate::stdio::Retired), Vec<String>> {
         let lines = |text: String| text.lines().map(str::to_string).collect::<Vec<_>>();
         let mut next = Config::load(&source.path).map_err(|e| lines(e.to_string()))?;
         if let Some(port) = source.port {
@@ -188,7 +191,8 @@ impl Gateway {
             lines(e.to_string())
         })?;
         report.plugins = changes;
-        self.bridges
+        let retired = self
+            .bridges
             .attach(&mut next)
             .map_err(|e| vec![format!("cannot start a stdio route's bridge: {e}")])?;
         let names = |c: &Config| -> Vec<String> {
@@ -205,12 +209,15 @@ impl Gateway {
             .filter(|n| !after.contains(n))
             .cloned()
             .collect();
-        Ok(Generation::build(
-            current.number + 1,
-            next,
-            plugins,
-            &self.obs,
-            current.buckets.as_ref(),
+        Ok((
+            Generation::build(
+                current.number + 1,
+                next,
+                plugins,
+                &self.obs,
+                current.buckets.as_ref(),
+            ),
+            retired,
         ))
     }
 

@@ -29,32 +29,32 @@ pub struct Bridges {
 
 impl Bridges {
     /// Points each stdio upstream of `config` at its bridge (started when it has none), with
-    /// the bridge's token as the upstream's credential. Needs a tokio runtime.
-    pub fn attach(&self, config: &mut Config) -> std::io::Result<()> {
+    /// the bridge's token as the upstream's credential. The bridges of routes removed or changed
+    /// are returned, still running: the caller stops them once the config that no longer uses
+    /// them serves ([`Retired::stop`]), so no request meets a stopped bridge in between. Needs a
+    /// tokio runtime.
+    pub fn attach(&self, config: &mut Config) -> std::io::Result<Retired> {
         let mut running = self
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = HashMap::new();
+        let mut retired = Vec::new();
         for upstream in &mut config.upstreams {
             let Some(route) = &upstream.stdio else {
                 continue;
             };
-            let bridge = match running.remove(&upstream.name) {
-                Some(b) if b.route() == route => b,
-                old => match Bridge::start(route.clone()) {
-                    Ok(b) => {
-                        if let Some(old) = old {
-                            old.stop();
-                        }
-                        b
-                    }
+            let bridge = match running.get(&upstream.name) {
+                Some(b) if b.route() == route => b.clone(),
+                _ => match Bridge::start(route.clone()) {
+                    Ok(b) => b,
                     Err(e) => {
-                        // Nothing changes: what ran keeps running.
-                        if let Some(old) = old {
-                            running.insert(upstream.name.clone(), old);
+                        // Nothing changes: what ran keeps running; what was started stops.
+                        for (name, b) in next {
+                            if !running.get(&name).is_some_and(|r| Arc::ptr_eq(r, &b)) {
+                                b.stop();
+                            }
                         }
-                        running.extend(next);
                         return Err(e);
                     }
                 },
@@ -65,11 +65,13 @@ impl Bridges {
             *upstream = Arc::new(attached);
             next.insert(upstream.name.clone(), bridge);
         }
-        for (_, gone) in running.drain() {
-            gone.stop();
+        for (name, old) in running.drain() {
+            if !next.get(&name).is_some_and(|b| Arc::ptr_eq(b, &old)) {
+                retired.push(old);
+            }
         }
         *running = next;
-        Ok(())
+        Ok(Retired(retired))
     }
 
     /// Every stdio route's state, by route name.
@@ -104,6 +106,20 @@ impl Bridges {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(route)
             .cloned()
+    }
+}
+
+/// Bridges a new config no longer uses, still running until [`Retired::stop`].
+#[derive(Debug, Default)]
+#[must_use = "retired bridges keep their processes until stopped"]
+pub struct Retired(Vec<Arc<Bridge>>);
+
+impl Retired {
+    /// Stops them (their sessions end: the clients initialize again).
+    pub fn stop(self) {
+        for b in self.0 {
+            b.stop();
+        }
     }
 }
 
