@@ -130,9 +130,14 @@ fn garbage_on_stdout_is_skipped_and_processes_are_bounded() {
     let dir = TempDir::new("stdio-garbage");
     let python = python();
     let demo = repo().join("examples/demo_server.py");
-    // A wrapper that writes noise before the server starts (as servers that log to stdout do).
+    // A wrapper that writes noise before the server starts (as servers that log to stdout do):
+    // lines that are not JSON-RPC, a message over max_message_bytes; on stderr a 5000-byte line
+    // and a burst of 300 lines, then one more a second later.
     let script = format!(
-        "echo 'Starting server...'; echo '{{not json'; printf '%0200000d\\n' 0; exec '{}' '{}' --stdio",
+        "echo 'Starting server...'; echo '{{not json'; \
+         printf '{{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":\"%0200000d\"}}\\n' 0; \
+         printf '%05000d\\n' 7 >&2; i=0; while [ $i -lt 300 ]; do echo noise$i >&2; i=$((i+1)); done; \
+         sleep 1.2; echo after-the-burst >&2; exec '{}' '{}' --stdio",
         python.display(),
         demo.display()
     );
@@ -141,13 +146,26 @@ fn garbage_on_stdout_is_skipped_and_processes_are_bounded() {
         &stdio_config(
             "sh",
             &["-c", &script.replace('"', "\\\"")],
-            "    max_processes: 2\n",
+            "    max_processes: 2\n    max_message_bytes: 100000\n",
         ),
     );
     let (mut gw, base, _admin) = start_with_admin(&cfg, &[]);
     let a = Client::new(&base, "py", LEGACY);
     assert!(a.answer("1", "tools/list", json!({})).contains("echo"));
     gw.wait_for("not a JSON-RPC message", Duration::from_secs(10));
+    gw.wait_for("over the bound: dropped", Duration::from_secs(10));
+    // stderr: the long line cut at 4 KiB, the burst bounded to 100 lines a second and the rest
+    // counted, reported when the next line comes.
+    let cut = gw.wait_for("(a line of 5000 bytes, cut)", Duration::from_secs(10));
+    assert!(cut.len() < 4096 + 300, "{} bytes logged", cut.len());
+    gw.wait_for("lines dropped", Duration::from_secs(10));
+    gw.wait_for("after-the-burst", Duration::from_secs(10));
+    let noise = gw
+        .drain()
+        .iter()
+        .filter(|l| l.contains("stdio server: noise"))
+        .count();
+    assert!((1..=100).contains(&noise), "{noise} noise lines logged");
     let _b = Client::new(&base, "py", LEGACY);
     // The third session is over max_processes: refused with a reason, the others unharmed.
     let third = raw_post(

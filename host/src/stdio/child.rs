@@ -182,12 +182,13 @@ async fn read_messages<R: AsyncRead + Unpin>(
 
 enum Line {
     Complete,
-    /// Longer than the bound: this many bytes were read and dropped, up to its newline.
+    /// Longer than the bound: this many bytes were read up to its newline, only the first
+    /// `max` of them kept.
     TooLong(usize),
     End,
 }
 
-/// One line into `out` (without the newline), holding at most `max` bytes of it.
+/// One line into `out` (without the newline), holding at most its first `max` bytes.
 async fn read_bounded_line<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     out: &mut Vec<u8>,
@@ -209,12 +210,10 @@ async fn read_bounded_line<R: AsyncRead + Unpin>(
             Some(i) => (&buf[..i], Some(i + 1)),
             None => (buf, None),
         };
+        // Holds at most `max` bytes: the start of a longer line (its caller drops or cuts it).
+        let room = max.saturating_sub(seen);
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
         seen += chunk.len();
-        if seen <= max {
-            out.extend_from_slice(chunk);
-        } else {
-            out.clear();
-        }
         let used = done.unwrap_or(chunk.len());
         reader.consume(used);
         if done.is_some() {
@@ -236,14 +235,13 @@ async fn log_stderr<R: AsyncRead + Unpin>(route: Arc<str>, stderr: R) {
     let (mut logged, mut dropped) = (0u32, 0u64);
     loop {
         line.clear();
-        match read_bounded_line(&mut reader, &mut line, MAX_STDERR_LINE).await {
+        let cut = match read_bounded_line(&mut reader, &mut line, MAX_STDERR_LINE).await {
             Ok(Line::End) | Err(_) => break,
-            Ok(Line::Complete | Line::TooLong(_)) => {}
-        }
+            Ok(Line::Complete) => None,
+            Ok(Line::TooLong(n)) => Some(n),
+        };
         if window.elapsed() >= Duration::from_secs(1) {
-            if dropped > 0 {
-                tracing::warn!(route = %route, dropped, "stdio server stderr: lines dropped (over the rate bound)");
-            }
+            report_dropped(&route, dropped);
             window = Instant::now();
             logged = 0;
             dropped = 0;
@@ -254,7 +252,24 @@ async fn log_stderr<R: AsyncRead + Unpin>(route: Arc<str>, stderr: R) {
         }
         logged += 1;
         let text = String::from_utf8_lossy(&line);
-        tracing::info!(route = %route, "stdio server: {}", text.trim_end());
+        match cut {
+            None => tracing::info!(route = %route, "stdio server: {}", text.trim_end()),
+            Some(n) => {
+                tracing::info!(route = %route, "stdio server: {}… (a line of {n} bytes, cut)", text)
+            }
+        }
+    }
+    // A burst at the end is reported too, not only when a later line opens a new window.
+    report_dropped(&route, dropped);
+}
+
+fn report_dropped(route: &str, dropped: u64) {
+    if dropped > 0 {
+        tracing::warn!(
+            route,
+            dropped,
+            "stdio server stderr: lines dropped (over the rate bound)"
+        );
     }
 }
 
