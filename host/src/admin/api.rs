@@ -11,12 +11,8 @@ use serde_json::{Value, json};
 
 use super::{Admin, error};
 use crate::config::{Config, StateBackend};
+use crate::observability::unix_ms;
 use crate::stages::ratelimit::{BucketFilter, BucketKey};
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

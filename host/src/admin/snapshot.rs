@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::{Admin, error};
 use crate::observability::metrics::MergedHistogram;
-use crate::observability::recent::now_unix_ms;
+use crate::observability::unix_ms;
 
 /// How often `/admin/events` sends a snapshot.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
@@ -129,7 +129,7 @@ pub(crate) fn take(admin: &Admin) -> Value {
     let mut decisions = gw.obs.recent.as_ref().map(|r| r.list()).unwrap_or_default();
     decisions.truncate(SNAPSHOT_DECISIONS);
     json!({
-        "at_unix_ms": now_unix_ms(),
+        "at_unix_ms": unix_ms(std::time::SystemTime::now()),
         "generation": generation.number,
         "draining": gw.is_draining(),
         "uptime_seconds": gw.started().elapsed().map_or(0, |d| d.as_secs()),

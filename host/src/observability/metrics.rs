@@ -487,6 +487,16 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     c
 }
 
+/// Registers a collector that a second gateway in the same registry (tests, embedders) may
+/// have registered already: that is fine; any other refusal is logged.
+pub fn register_shared(registry: &Registry, collector: Box<dyn Collector>) {
+    if let Err(e) = registry.register(collector)
+        && !matches!(e, prometheus::Error::AlreadyReg)
+    {
+        tracing::warn!(error = %e, "metric not registered");
+    }
+}
+
 impl Metrics {
     /// Registers every family in `registry` and resolves the handles of each configured route.
     pub fn new(

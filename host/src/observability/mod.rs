@@ -39,6 +39,13 @@ use crate::session::Sessions;
 use audit::{AuditLog, AuditRecord};
 use metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
 
+/// Milliseconds since the Unix epoch of `t` (0 before it): the admin API's and dashboard's
+/// timestamps.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The three signals, as configured under `observability:`.
 pub struct Observability {
     pub registry: Registry,

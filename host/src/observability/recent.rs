@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -45,10 +44,7 @@ impl RecentDecisions {
     }
 
     pub(super) fn push(&self, s: &Summary, duration_ms: f64) {
-        let at_unix_ms = s
-            .time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_unix_ms = super::unix_ms(s.time);
         let entry = RecentDecision {
             at_unix_ms,
             request_id: short(&s.request_id),
@@ -86,11 +82,4 @@ impl RecentDecisions {
             .cloned()
             .collect()
     }
-}
-
-/// Milliseconds since the epoch now (for the dashboard's clock).
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -104,16 +104,8 @@ impl PluginStage {
 
     /// What the admin API shows of a loaded plugin.
     pub fn status(&self) -> PluginStatus {
-        use std::fmt::Write as _;
         let spec = &self.loaded.spec;
-        let sha256 = self
-            .loaded
-            .file_sha256
-            .iter()
-            .fold(String::new(), |mut hex, b| {
-                let _ = write!(hex, "{b:02x}");
-                hex
-            });
+        let sha256 = crate::session::hex(&self.loaded.file_sha256);
         PluginStatus {
             name: spec.name.to_string(),
             file: spec.file.display().to_string(),

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
@@ -78,17 +78,9 @@ impl Reloads {
             "The config generation serving new requests (1 at start, one more per applied reload)",
         )
         .expect("valid metric");
-        // A second gateway in the same registry (tests) shares the first one's series.
-        for c in [
-            Box::new(total.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(generation.clone()),
-        ] {
-            if let Err(e) = registry.register(c)
-                && !matches!(e, prometheus::Error::AlreadyReg)
-            {
-                tracing::warn!(error = %e, "reload metrics not registered");
-            }
-        }
+        use crate::observability::metrics::register_shared;
+        register_shared(registry, Box::new(total.clone()));
+        register_shared(registry, Box::new(generation.clone()));
         for result in ["applied", "refused"] {
             total.with_label_values(&[result]);
         }
@@ -121,9 +113,7 @@ impl Reloads {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::observability::unix_ms(SystemTime::now())
 }
 
 impl Gateway {

@@ -175,6 +175,17 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
+/// Bytes as lowercase hex (session ids, tokens, file digests).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -213,7 +224,7 @@ impl Sessions {
         let issued_at = now_unix();
         let claims = SessionClaims {
             upstream_session: upstream_session.to_string(),
-            id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            id: hex(&id),
             caller: caller.map(str::to_string),
             issued_at,
             expires_at: issued_at.saturating_add(self.ttl.as_secs().max(1)),

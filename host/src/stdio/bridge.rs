@@ -318,7 +318,7 @@ impl Bridge {
         let token: [u8; 32] = rand::random();
         let bridge = Arc::new(Bridge {
             route,
-            token: token.iter().map(|b| format!("{b:02x}")).collect(),
+            token: crate::session::hex(&token),
             addr,
             sessions: Mutex::new(HashMap::new()),
             shared: Mutex::new(Shared::default()),
@@ -639,7 +639,7 @@ impl Bridge {
         match peer.call(&message).await {
             Ok(answer) => {
                 let key: [u8; 16] = rand::random();
-                let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                let key = crate::session::hex(&key);
                 self.lock_sessions().insert(key.clone(), session);
                 // A process that dies ends its session.
                 let weak = Arc::downgrade(&self);

@@ -162,10 +162,6 @@ impl Bridges {
             bridges: self.clone(),
             gauge,
         };
-        if let Err(e) = registry.register(Box::new(collector))
-            && !matches!(e, prometheus::Error::AlreadyReg)
-        {
-            tracing::warn!(error = %e, "mcpgate_upstream_up not registered");
-        }
+        crate::observability::metrics::register_shared(registry, Box::new(collector));
     }
 }
