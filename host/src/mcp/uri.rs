@@ -10,6 +10,16 @@
 //! (a server that decodes them would see other segments than the policy did), double encoding
 //! (`%252e`), control characters, and dot segments in opaque URIs (`mcp:a/../b`).
 
+/// Whether a hex digit appended to `out` would make (part of) a `%XX` escape.
+fn completes_escape(out: &str) -> bool {
+    let b = out.as_bytes();
+    match b {
+        [.., b'%'] => true,
+        [.., b'%', d] => d.is_ascii_hexdigit(),
+        _ => false,
+    }
+}
+
 /// `uri` normalised, or why it cannot be.
 pub fn normalize(uri: &str) -> Result<String, String> {
     if uri.bytes().any(|b| b.is_ascii_control()) {
@@ -45,6 +55,14 @@ pub fn normalize(uri: &str) -> Result<String, String> {
                     return Err(format!("it is percent-encoded twice ({})", &text[i..i + 5]));
                 }
                 // RFC 3986 unreserved characters mean the same encoded or not.
+                // A decoded hex digit after a lone `%` spells a new escape (`%%33e` is `%3e`):
+                // percent-encoding twice by another route, refused like `%25`.
+                b'0'..=b'9' | b'A'..=b'F' | b'a'..=b'f' if completes_escape(&out) => {
+                    return Err(format!(
+                        "it is percent-encoded twice ({} completes an escape after `%`)",
+                        &text[i..i + 3]
+                    ));
+                }
                 b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                     out.push(octet as char);
                 }
@@ -121,6 +139,11 @@ mod tests {
             "file:///docs%2F..%2Fetc/passwd",
             "file:///docs/%5c..%5cetc",
             "file:///docs/%252e%252e/etc/passwd",
+            // A decoded hex digit completing an escape after a lone `%` (found by fuzzing: the
+            // first pass gave `d:ee/%EE%3e`, the second `%3E`).
+            "D:ee/%ee%%33e",
+            "file:///docs/%%32e%%32e/etc/passwd",
+            "file:///docs/%2%65",
             "file:///docs/a%00.md",
             "file:///docs/a\n.md",
             "mcp:docs/../secret",
