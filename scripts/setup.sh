@@ -52,6 +52,18 @@ if [ ! -f "$stamp" ]; then
 fi
 
 if [ "$only_python" != "--python" ]; then
+  # The Python SDK's 1.x line in a venv of its own: its WebSocket client is gone from 2.x.
+  venv1=tests/e2e/.venv-mcp1
+  stamp1="$venv1/.installed-$(sha256sum tests/e2e/requirements-mcp1.txt | cut -c1-16)"
+  if [ ! -f "$stamp1" ]; then
+    say "installing the Python MCP SDK 1.x (WebSocket client) into $venv1"
+    python3 -m venv "$venv1"
+    "$venv1/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements-mcp1.txt
+    rm -f "$venv1"/.installed-* && touch "$stamp1"
+  fi
+fi
+
+if [ "$only_python" != "--python" ]; then
   # Node: the TypeScript SDK and server-everything, exactly as locked.
   lock_stamp="tests/e2e/node_modules/.installed-$(sha256sum tests/e2e/package-lock.json | cut -c1-16)"
   if [ ! -f "$lock_stamp" ]; then

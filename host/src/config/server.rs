@@ -21,12 +21,30 @@ pub const DEFAULT_DISCARD_BODY_BYTES: usize = 64 * 1024 * 1024;
 const DEFAULT_SSE_KEEPALIVE_MS: u64 = 15_000;
 /// Upper bound on `server.workers`.
 pub const MAX_WORKERS: u64 = 1024;
+/// `server.websocket.idle_timeout` when absent: a socket with no message either way and nothing
+/// in flight for this long is closed.
+pub const DEFAULT_WS_IDLE_TIMEOUT_MS: u64 = 600_000;
+/// `server.websocket.ping_interval` when absent.
+pub const DEFAULT_WS_PING_INTERVAL_MS: u64 = 30_000;
+/// `server.websocket.max_in_flight` when absent: requests one socket may have awaiting answers.
+pub const DEFAULT_WS_MAX_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawTls {
     cert: Option<String>,
     key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawWebSocket {
+    enabled: Option<bool>,
+    max_message_bytes: Option<usize>,
+    idle_timeout: Option<u64>,
+    ping_interval: Option<u64>,
+    max_in_flight: Option<usize>,
+    query_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +68,7 @@ pub(super) struct RawServer {
     watch_config: Option<bool>,
     tls: Option<RawTls>,
     trusted_proxies: Option<Vec<String>>,
+    websocket: Option<RawWebSocket>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +113,33 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::Tls>,
     /// Reload when the config file, a plugin's file or a TLS file changes (polled, debounced).
     pub watch_config: bool,
+    /// WebSocket clients on the MCP routes (`server.websocket`).
+    pub websocket: WebSocketConfig,
+}
+
+/// `server.websocket`: clients that connect to an MCP route over WebSocket (subprotocol `mcp`,
+/// one JSON-RPC message per text frame). Each message goes through the route's pipeline like a
+/// POST; these bound the socket itself.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// Whether an MCP route accepts the upgrade at all (default true).
+    pub enabled: bool,
+    /// The largest message (and frame) a client may send; a larger one closes the socket with
+    /// 1009. Default: `server.max_body_bytes`, the bound on a POST's body.
+    pub max_message_bytes: usize,
+    /// A socket with no message either way and no request in flight for this long is closed
+    /// (1000). Pings do not count as messages.
+    pub idle_timeout: Duration,
+    /// The gateway pings the client this often; a client that sends nothing (not even a pong)
+    /// for two intervals is dropped.
+    pub ping_interval: Duration,
+    /// Requests one socket may have awaiting their answers; one more is answered at once with
+    /// a JSON-RPC error.
+    pub max_in_flight: usize,
+    /// The query parameter that may carry the caller's credential on the upgrade, for browsers,
+    /// which cannot set headers on a WebSocket (`None`, the default: credentials come in
+    /// headers only).
+    pub query_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -304,9 +350,52 @@ impl Validator<'_> {
             discard_body_bytes: raw.discard_body_bytes.unwrap_or(DEFAULT_DISCARD_BODY_BYTES),
             tls: raw.tls.and_then(|t| self.tls(t)),
             watch_config: raw.watch_config.unwrap_or(false),
+            websocket: self.websocket(raw.websocket.unwrap_or_default(), max_body_bytes),
             sse_keepalive: raw.sse_keepalive.map(|ms| {
                 self.positive_ms("server.sse_keepalive", Some(ms), DEFAULT_SSE_KEEPALIVE_MS)
             }),
+        }
+    }
+
+    /// `server.websocket`, its bounds defaulting to the POST's.
+    fn websocket(&mut self, raw: RawWebSocket, max_body_bytes: u64) -> WebSocketConfig {
+        let query_token = raw.query_token.map(|q| q.trim().to_string());
+        if let Some(q) = &query_token
+            && (q.is_empty()
+                || !q
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+        {
+            self.error(
+                "server.websocket.query_token",
+                format!(
+                    "`{q}` is not a query parameter name (letters, digits, `_`, `-`, `.`; for example access_token)"
+                ),
+            );
+        }
+        WebSocketConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            max_message_bytes: self.at_least_one(
+                "server.websocket.max_message_bytes",
+                raw.max_message_bytes,
+                usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            ),
+            idle_timeout: self.positive_ms(
+                "server.websocket.idle_timeout",
+                raw.idle_timeout,
+                DEFAULT_WS_IDLE_TIMEOUT_MS,
+            ),
+            ping_interval: self.positive_ms(
+                "server.websocket.ping_interval",
+                raw.ping_interval,
+                DEFAULT_WS_PING_INTERVAL_MS,
+            ),
+            max_in_flight: self.at_least_one(
+                "server.websocket.max_in_flight",
+                raw.max_in_flight,
+                DEFAULT_WS_MAX_IN_FLIGHT,
+            ),
+            query_token,
         }
     }
 

@@ -54,6 +54,22 @@ pub fn decode_value(raw: &[u8]) -> Result<String, String> {
     }
 }
 
+/// A routing header value for `text`: as is where a header can carry it unchanged, else in the
+/// base64 sentinel (non-ASCII, control characters, surrounding whitespace, or text that itself
+/// looks like a sentinel). [`decode_value`] gives `text` back.
+pub fn encode_value(text: &str) -> http::HeaderValue {
+    let plain = !text.starts_with("=?base64?")
+        && !text.starts_with([' ', '\t'])
+        && !text.ends_with([' ', '\t'])
+        && text.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if plain && let Ok(v) = http::HeaderValue::from_str(text) {
+        return v;
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    http::HeaderValue::from_str(&format!("=?base64?{encoded}?="))
+        .expect("base64 is a valid header value")
+}
+
 /// The single value of a routing header: `Ok(None)` when absent, an error when repeated.
 fn single(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Violation> {
     let mut values = headers.get_all(name).iter();
@@ -159,6 +175,26 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn encoded_values_decode_to_the_text() {
+        for text in [
+            "echo",
+            "a b",
+            "h\u{e9}llo",
+            " padded",
+            "tab\t",
+            "=?base64?x?=",
+            "line\nbreak",
+            "",
+            "file:///tmp/a b.txt",
+        ] {
+            let v = encode_value(text);
+            assert_eq!(decode_value(v.as_bytes()).as_deref(), Ok(text), "{text:?}");
+        }
+        assert_eq!(encode_value("echo").as_bytes(), b"echo");
+        assert!(encode_value("h\u{e9}").as_bytes().starts_with(b"=?base64?"));
     }
 
     #[test]

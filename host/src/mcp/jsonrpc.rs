@@ -50,6 +50,10 @@ pub const UPSTREAM_REFUSED: i32 = -32016;
 /// `on_redis_error: fail_closed` (HTTP 503 with Retry-After).
 pub const STATE_UNAVAILABLE: i32 = -32014;
 
+/// A WebSocket client has `server.websocket.max_in_flight` requests awaiting answers already; this
+/// one was not sent (nothing was charged).
+pub const TOO_MANY_IN_FLIGHT: i32 = -32017;
+
 /// Serialises one JSON-RPC error response. `id` is the request's raw id (echoed byte for byte),
 /// or `null` when the request had none or could not be read.
 pub fn error_body(

@@ -126,6 +126,16 @@ pub fn event_data(raw: &[u8]) -> Option<Vec<u8>> {
     data
 }
 
+/// The event's `id:` (the last one, as the SSE rules say), if it has one that a `Last-Event-ID`
+/// header can carry: an id with a NUL is ignored, as browsers do.
+pub fn event_id(raw: &[u8]) -> Option<&[u8]> {
+    lines(raw)
+        .filter_map(field)
+        .filter(|(name, value)| *name == b"id" && !value.contains(&0))
+        .map(|(_, value)| value)
+        .last()
+}
+
 /// The event with its data replaced by `data` (one `data:` line, which JSON always fits in), keeping
 /// every other line (`id:`, `event:`, `retry:`, comments) where it was.
 pub fn replace_data(raw: &[u8], data: &[u8]) -> Bytes {
@@ -213,6 +223,21 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(raw)
             );
+        }
+    }
+
+    #[test]
+    fn event_ids() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (b"id: 4\ndata: {}\n\n", Some(b"4")),
+            (b"id:a\nid: b\ndata: x\n\n", Some(b"b")),
+            (b"data: x\n\n", None),
+            (b"id\ndata: x\n\n", Some(b"")),
+            (b"id: a\0b\ndata: x\n\n", None),
+            (b": id: 7\n\n", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(event_id(raw), *want, "{}", String::from_utf8_lossy(raw));
         }
     }
 

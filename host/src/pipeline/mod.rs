@@ -305,6 +305,18 @@ impl Pipeline {
         Ok(Outcome::Forward)
     }
 
+    /// Runs only the authentication stages, over no message: what a WebSocket upgrade checks
+    /// before it is accepted (every message on the socket then runs the whole pipeline). Charges
+    /// nothing.
+    pub async fn authenticate(&self, cx: &mut RequestContext) -> Result<(), GatewayError> {
+        for stage in self.stages.iter().filter(|s| s.kind() == StageKind::Auth) {
+            if let Verdict::Reject(e) = stage.on_request(cx).await {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// `result`, after giving back what the stages charged when it is an error: a request that
     /// is not forwarded is not charged.
     pub async fn refunding<T>(

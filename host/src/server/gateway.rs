@@ -121,6 +121,8 @@ pub struct Gateway {
     pub reloads: Reloads,
     /// The bridges of stdio routes (their processes), kept across reloads.
     pub bridges: Arc<crate::stdio::Bridges>,
+    /// WebSocket clients on the MCP routes (the drain waits for them).
+    pub websockets: super::websocket::WebSockets,
     /// Cancelled when the drain begins: GET streams end so their clients resume elsewhere.
     pub(super) shutdown: CancellationToken,
     pub(super) draining: AtomicBool,
@@ -172,6 +174,7 @@ impl Gateway {
         let connections = Arc::new(crate::conn::Connections::new(&config.server, &obs.registry));
         let health = UpstreamHealth::new(&config.upstreams);
         let reloads = Reloads::new(&obs.registry);
+        let websockets = super::websocket::WebSockets::new(&obs.registry);
         let client = deps.client.clone();
         let bridges = Arc::new(crate::stdio::Bridges::default());
         bridges.register_metrics(&obs.registry);
@@ -183,6 +186,7 @@ impl Gateway {
         let generation = Generation::build(1, config, plugins.clone(), &obs, None);
         Ok(Gateway {
             bridges,
+            websockets,
             current: ArcSwap::from_pointee(generation),
             sessions,
             obs: Arc::new(obs),

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Gateway;
+use super::websocket;
 use crate::error::GatewayError;
 use crate::mcp::jsonrpc;
 use crate::proxy::relay::BoxError;
@@ -180,14 +181,22 @@ async fn serve(
         let gw = gateway.clone();
         let app = app.clone();
         let peer = Peer::new(peer, &server.trusted_proxies).with_scheme(server.scheme());
+        // The connection's slot: a WebSocket holds it after hyper lets the connection go.
+        let slot = Arc::new(slot);
+        let held = slot.clone();
         let service =
-            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                if websocket::is_upgrade(request.headers()) {
+                    request
+                        .extensions_mut()
+                        .insert(websocket::HeldSlot::new(held.clone()));
+                }
                 dispatch(gw.clone(), app.clone(), peer.clone(), request)
             });
         let connections = gateway.connections.clone();
         let Some(acceptor) = &generation.tls else {
             let conn = builder
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
@@ -205,7 +214,7 @@ async fn serve(
                 return;
             };
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             connection_ended(&connections, watcher.watch(conn).await);
         });
@@ -308,12 +317,13 @@ async fn drain(
     gateway.draining.store(true, Ordering::Relaxed);
     gateway.shutdown.cancel();
     drop(listener);
-    if tokio::time::timeout(
-        gateway.config().server.shutdown_timeout,
-        graceful.shutdown(),
-    )
-    .await
-    .is_err()
+    let connections = async {
+        graceful.shutdown().await;
+        gateway.websockets.drained().await;
+    };
+    if tokio::time::timeout(gateway.config().server.shutdown_timeout, connections)
+        .await
+        .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
@@ -348,6 +358,13 @@ where
         .into_response(None));
     }
     match mcp_route_name(request.uri().path()) {
+        Some(name)
+            if request.method() == http::Method::GET
+                && websocket::is_upgrade(request.headers()) =>
+        {
+            let name = name.into_owned();
+            Ok(websocket::upgrade(gw, &name, peer, request).await)
+        }
         Some(name) => {
             let name = name.into_owned();
             Ok(super::exchange::serve_mcp(gw, &name, peer, request).await)

@@ -10,6 +10,7 @@
 //! - `routes.rs`: health, readiness, metrics, OAuth protected-resource metadata.
 //! - `exchange.rs`: one request on an MCP route, phase by phase (`McpExchange`).
 //! - `body.rs`: reading a request body within its size and time limits.
+//! - `websocket.rs`: WebSocket clients on the MCP routes, each message an exchange.
 
 mod body;
 mod exchange;
@@ -19,6 +20,7 @@ mod listen;
 pub mod reload;
 mod routes;
 pub mod watch;
+pub mod websocket;
 
 pub use gateway::{Gateway, Generation};
 pub use listen::{run, run_workers};
