@@ -3,6 +3,8 @@
 //! sure every child dies with the test.
 
 pub mod services;
+pub mod ws;
+pub use ws::{Ws, WsEvent, ws_connect, ws_connect_offering};
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -653,24 +653,8 @@ impl Socket {
             let _ = tokio::time::timeout(END_SESSION_TIMEOUT, &mut writer).await;
             writer.abort();
         }
-        if self.session.id.is_some() {
-            let request =
-                self.shared
-                    .request(Method::DELETE, Bytes::new(), None, Some(&self.session));
-            let shared = self.shared.clone();
-            let end = super::exchange::serve_mcp(
-                shared.gw.clone(),
-                &shared.route,
-                shared.peer.clone(),
-                request,
-            );
-            if tokio::time::timeout(END_SESSION_TIMEOUT, end)
-                .await
-                .is_err()
-            {
-                tracing::debug!(route = %shared.route, "the WebSocket's session did not end in time");
-            }
-        }
+        let session = std::mem::take(&mut self.session);
+        self.shared.end_session(session).await;
         ended
     }
 
@@ -703,6 +687,10 @@ impl Socket {
                     .await;
                 EndReason::Protocol
             }
+            // The client went away without a close frame (killed, network gone).
+            WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => EndReason::Client,
             WsError::Protocol(p) => {
                 tracing::debug!(error = %p, "WebSocket protocol error");
                 self.close(CloseCode::Protocol, "WebSocket protocol error")
@@ -788,7 +776,10 @@ impl Socket {
                 if let Some(listening) = self.listening.take() {
                     listening.abort();
                 }
-                self.session = answered.session;
+                // A second `initialize` on one socket: its first session ends here, not at
+                // the session's idle timeout.
+                let replaced = std::mem::replace(&mut self.session, answered.session);
+                tokio::spawn(self.shared.clone().end_session_owned(replaced));
                 let listen = self
                     .shared
                     .clone()
@@ -905,6 +896,26 @@ impl Shared {
         }
         *request.headers_mut() = headers;
         request
+    }
+
+    /// Ends `session` upstream (DELETE through the route), if there is one; bounded in time.
+    async fn end_session(&self, session: Session) {
+        if session.id.is_none() {
+            return;
+        }
+        let request = self.request(Method::DELETE, Bytes::new(), None, Some(&session));
+        let end =
+            super::exchange::serve_mcp(self.gw.clone(), &self.route, self.peer.clone(), request);
+        if tokio::time::timeout(END_SESSION_TIMEOUT, end)
+            .await
+            .is_err()
+        {
+            tracing::debug!(route = %self.route, "a WebSocket's session did not end in time");
+        }
+    }
+
+    async fn end_session_owned(self: Arc<Self>, session: Session) {
+        self.end_session(session).await;
     }
 
     /// One message's exchange through the route, its answer relayed to the socket.
@@ -1165,5 +1176,91 @@ impl<'a> Relay<'a> {
         {
             self.open = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn upgrade_requests_are_recognised_by_token() {
+        assert!(is_upgrade(&headers(&[("upgrade", "websocket")])));
+        assert!(is_upgrade(&headers(&[("upgrade", "h2c, WebSocket")])));
+        assert!(!is_upgrade(&headers(&[("upgrade", "h2c")])));
+        assert!(!is_upgrade(&headers(&[("upgrade", "websockets")])));
+        assert!(!is_upgrade(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_template_keeps_the_caller_and_drops_what_belongs_to_one_message() {
+        let t = template(&headers(&[
+            ("authorization", "Bearer abc"),
+            ("x-api-key", "k"),
+            ("user-agent", "sdk"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "mcp"),
+            ("mcp-session-id", "forged"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "x"),
+            ("mcp-param-region", "eu"),
+            ("x-request-id", "same-for-every-message"),
+            ("origin", "http://localhost"),
+            ("content-length", "0"),
+        ]));
+        let mut kept: Vec<&str> = t.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            [
+                "authorization",
+                "user-agent",
+                "x-api-key",
+                "x-forwarded-for"
+            ]
+        );
+    }
+
+    fn config(yaml: &str) -> crate::config::Config {
+        let env = |name: &str| (name == "WS_TEST_KEY").then(|| "0123456789abcdef".to_string());
+        crate::config::Config::parse(yaml, "t.yaml", &env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_query_token_goes_where_the_routes_auth_reads_it() {
+        let api_key = config(
+            "auth:\n  type: api-key\n  keys:\n    - {id: a, key_env: WS_TEST_KEY}\nupstreams:\n  x: {url: \"http://127.0.0.1:1/mcp\"}\n",
+        );
+        let mut t = HeaderMap::new();
+        query_credential(&mut t, Some("a=1&token=s%20ecret"), "token", &api_key);
+        assert_eq!(t.get("x-api-key").unwrap(), "s ecret");
+        // A credential in a header wins over the query.
+        let mut t = headers(&[("x-api-key", "from-header")]);
+        query_credential(&mut t, Some("token=from-query"), "token", &api_key);
+        assert_eq!(t.get("x-api-key").unwrap(), "from-header");
+        // Another parameter name: nothing.
+        let mut t = HeaderMap::new();
+        query_credential(&mut t, Some("access_token=x"), "token", &api_key);
+        assert!(t.is_empty());
+        // No auth: nothing to carry.
+        let open = config("upstreams:\n  x: {url: \"http://127.0.0.1:1/mcp\"}\n");
+        let mut t = HeaderMap::new();
+        query_credential(&mut t, Some("token=x"), "token", &open);
+        assert!(t.is_empty());
     }
 }

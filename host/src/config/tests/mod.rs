@@ -735,3 +735,56 @@ fn sse_keepalive_is_off_by_default_and_positive_when_set() {
         "greater than 0",
     );
 }
+
+#[test]
+fn websocket_section_defaults_and_errors() {
+    let ws = parse(ROUTE).unwrap().server.websocket;
+    assert!(ws.enabled);
+    // The bound on a message defaults to the bound on a POST's body.
+    assert_eq!(ws.max_message_bytes, 4 * 1024 * 1024);
+    assert_eq!(ws.idle_timeout, Duration::from_secs(600));
+    assert_eq!(ws.ping_interval, Duration::from_secs(30));
+    assert_eq!(ws.max_in_flight, 32);
+    assert_eq!(ws.query_token, None);
+    let set = parse(&format!(
+        "server:\n  max_body_bytes: 1000\n  websocket:\n    enabled: false\n    query_token: access_token\n{ROUTE}"
+    ))
+    .unwrap()
+    .server
+    .websocket;
+    assert!(!set.enabled);
+    assert_eq!(set.max_message_bytes, 1000);
+    assert_eq!(set.query_token.as_deref(), Some("access_token"));
+    assert_errors_at(&[
+        (
+            "server:\n  websocket:\n    max_message_bytes: 0\n",
+            "server.websocket.max_message_bytes",
+            "at least 1",
+        ),
+        (
+            "server:\n  websocket:\n    idle_timeout: 0\n",
+            "server.websocket.idle_timeout",
+            "greater than 0",
+        ),
+        (
+            "server:\n  websocket:\n    ping_interval: 0\n",
+            "server.websocket.ping_interval",
+            "greater than 0",
+        ),
+        (
+            "server:\n  websocket:\n    max_in_flight: 0\n",
+            "server.websocket.max_in_flight",
+            "at least 1",
+        ),
+        (
+            "server:\n  websocket:\n    query_token: \"a b\"\n",
+            "server.websocket.query_token",
+            "not a query parameter name",
+        ),
+        (
+            "server:\n  websocket:\n    pings: 3\n",
+            "server.websocket.pings",
+            "unknown",
+        ),
+    ]);
+}
