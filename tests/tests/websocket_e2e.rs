@@ -353,6 +353,7 @@ fn hostile_websocket_clients_end_alone() {
     let answer = ws.until_response(&json!(1), wait).pop().unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "legacy", "{answer}");
     wait_sessions(&admin, 1);
+    assert_eq!(admin.get("/admin/status")["websocket_connections"], 1);
     // A second initialize on the socket: its first session is ended, not left to idle out.
     let first_id = admin.get("/admin/sessions")["sessions"][0]["id"].clone();
     ws.initialize(LEGACY);

@@ -32,6 +32,7 @@ pub(super) async fn status(State(admin): State<Admin>) -> Response {
         "config_file": gw.reloads.source().map(|s| s.path.display().to_string()),
         "last_reload": gw.reloads.last(),
         "open_connections": gw.connections.open(),
+        "websocket_connections": gw.websockets.open(),
         "active_sessions": gw.sessions.active_count(),
     }))
     .into_response()
