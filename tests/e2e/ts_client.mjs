@@ -4,7 +4,7 @@
 //   node ts_client.mjs <url>
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import { answerSampling } from "./sampling.mjs";
 
 const url = new URL(process.argv[2]);
 const out = {};
@@ -12,15 +12,7 @@ const transport = new StreamableHTTPClientTransport(url);
 const client = new Client({ name: "mcpgate-e2e", version: "1.0.0" }, { capabilities: { sampling: {} } });
 // Sampling is a server→client request on the response stream; the client posts its answer back
 // through the gateway (a JSON-RPC response, 202). Count the round trips.
-let samplingRequests = 0;
-client.setRequestHandler(CreateMessageRequestSchema, async (request) => {
-  samplingRequests += 1;
-  return {
-    model: "e2e-model",
-    role: "assistant",
-    content: { type: "text", text: `sampled #${samplingRequests}: ${request.params.messages[0].content.text}` },
-  };
-});
+const sampled = answerSampling(client);
 await client.connect(transport);
 out.sessionId = transport.sessionId;
 out.protocolVersion = transport.protocolVersion;
@@ -47,7 +39,7 @@ for (const prompt of ["first", "second"]) {
   const r = await client.callTool({ name: "trigger-sampling-request", arguments: { prompt, maxTokens: 10 } });
   out.sampling.push(r.content[0].text);
 }
-out.samplingRequests = samplingRequests;
+out.samplingRequests = sampled.requests;
 
 // Ending the session sends DELETE; the gateway forwards it and forgets the id.
 const ended = transport.sessionId;

@@ -6,21 +6,13 @@
 //   node --experimental-websocket ws_ts_client.mjs <ws-url>
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { WebSocketClientTransport } from "@modelcontextprotocol/sdk/client/websocket.js";
-import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import { answerSampling } from "./sampling.mjs";
 
 const url = new URL(process.argv[2]);
 const out = {};
 const transport = new WebSocketClientTransport(url);
 const client = new Client({ name: "mcpgate-ws-e2e", version: "1.0.0" }, { capabilities: { sampling: {} } });
-let samplingRequests = 0;
-client.setRequestHandler(CreateMessageRequestSchema, async (request) => {
-  samplingRequests += 1;
-  return {
-    model: "e2e-model",
-    role: "assistant",
-    content: { type: "text", text: `sampled #${samplingRequests}: ${request.params.messages[0].content.text}` },
-  };
-});
+const sampled = answerSampling(client);
 let closed = false;
 transport.onclose = () => { closed = true; };
 await client.connect(transport);
@@ -63,7 +55,7 @@ for (const prompt of ["first", "second"]) {
   const r = await client.callTool({ name: "trigger-sampling-request", arguments: { prompt, maxTokens: 10 } });
   out.sampling.push(r.content[0].text);
 }
-out.samplingRequests = samplingRequests;
+out.samplingRequests = sampled.requests;
 out.closedEarly = closed;
 await client.close();
 console.log(JSON.stringify(out));

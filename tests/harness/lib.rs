@@ -253,6 +253,23 @@ pub fn start_demo_server() -> (Proc, String) {
     (server, format!("{base}/mcp"))
 }
 
+/// Starts `@modelcontextprotocol/server-everything` (TypeScript SDK) over Streamable HTTP on a
+/// free port; returns it and its /mcp URL.
+pub fn start_everything() -> (Proc, String) {
+    let port = free_port();
+    let node_modules = node_modules();
+    let mut server = Proc::spawn(
+        "server-everything",
+        Command::new("node")
+            .arg(node_modules.join("@modelcontextprotocol/server-everything/dist/index.js"))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .current_dir(node_modules.parent().unwrap()),
+    );
+    server.wait_for("listening on port", Duration::from_secs(60));
+    (server, format!("http://127.0.0.1:{port}/mcp"))
+}
+
 /// Runs a client to completion and parses the one JSON object it prints last.
 pub fn run_client(name: &str, cmd: &mut Command, timeout: Duration) -> serde_json::Value {
     finish_client(Proc::spawn(name, cmd), timeout)

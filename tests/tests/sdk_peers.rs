@@ -86,18 +86,8 @@ fn python_sdk_client_and_server_in_both_eras() {
 
 #[test]
 fn typescript_sdk_client_with_server_everything() {
-    let port = free_port();
-    let node_modules = node_modules();
-    let mut server = Proc::spawn(
-        "server-everything",
-        Command::new("node")
-            .arg(node_modules.join("@modelcontextprotocol/server-everything/dist/index.js"))
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .current_dir(node_modules.parent().unwrap()),
-    );
-    server.wait_for("listening on port", Duration::from_secs(60));
-    let (_gw, url, _dir) = gateway_for("everything", &format!("http://127.0.0.1:{port}/mcp"));
+    let (_server, upstream) = start_everything();
+    let (_gw, url, _dir) = gateway_for("everything", &upstream);
     let out = run_client(
         "ts_client",
         Command::new("node")

@@ -16,21 +16,6 @@ const TS_KEY: &str = "ws-ts-key-0123456789";
 const PY_KEY: &str = "ws-py-key-0123456789";
 const KEY: &str = "ws-raw-key-0123456789";
 
-fn everything() -> (Proc, String) {
-    let port = free_port();
-    let node_modules = node_modules();
-    let mut server = Proc::spawn(
-        "server-everything",
-        Command::new("node")
-            .arg(node_modules.join("@modelcontextprotocol/server-everything/dist/index.js"))
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .current_dir(node_modules.parent().unwrap()),
-    );
-    server.wait_for("listening on port", Duration::from_secs(60));
-    (server, format!("http://127.0.0.1:{port}/mcp"))
-}
-
 fn ws_url(base: &str, route: &str) -> String {
     format!(
         "{}/servers/{route}/mcp",
@@ -86,7 +71,7 @@ fn scale(out: &Value) -> f64 {
 
 #[test]
 fn sdk_websocket_clients_reach_http_and_stdio_routes_through_the_pipeline() {
-    let (_everything, upstream) = everything();
+    let (_everything, upstream) = start_everything();
     let dir = TempDir::new("ws-sdk");
     let demo = repo().join("examples/demo_server.py");
     let cfg = dir.file(

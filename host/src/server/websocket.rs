@@ -637,6 +637,7 @@ impl Socket {
             while let Some(done) = self.requests.join_next().await {
                 self.answered(done).await;
             }
+            while self.others.join_next().await.is_some() {}
             self.close(CloseCode::Away, "the gateway is shutting down")
                 .await;
         }
