@@ -48,6 +48,8 @@ async def slow_count(steps: int, delay_ms: int, ctx: Context) -> str:
     """Count to `steps`, waiting `delay_ms` between steps and reporting progress after each."""
     for i in range(1, steps + 1):
         await asyncio.sleep(delay_ms / 1000)
+        # On stderr, so a test can see how far a cancelled call got (a gateway logs it).
+        print(f"slow_count step {i}/{steps}", file=sys.stderr, flush=True)
         await ctx.report_progress(i, steps, f"step {i}")
     return f"counted to {steps}"
 

@@ -380,3 +380,41 @@ fn a_reload_keeps_unchanged_stdio_servers_and_restarts_changed_ones() {
     assert_eq!(after.len(), 1);
     assert_ne!(after, before);
 }
+
+#[test]
+fn a_call_whose_client_leaves_is_cancelled_at_the_stdio_server() {
+    let dir = TempDir::new("stdio-cancel");
+    let cfg = dir.file("gw.yaml", &demo_stdio(""));
+    let (mut gw, base, _admin) = start_with_admin(&cfg, &[]);
+    // A 2026-07-28 call on the shared process: ten steps of 300 ms, each reporting progress; the
+    // client leaves after two (the gateway notices when a progress event cannot be written).
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"slow_count","arguments":{{"steps":10,"delay_ms":300}},"_meta":{{"progressToken":"p","io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let mut call = connect(&base);
+    std::io::Write::write_all(
+        &mut call,
+        format!(
+            "POST /servers/py/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\nMcp-Name: slow_count\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    gw.wait_for("slow_count step 2/10", Duration::from_secs(30));
+    drop(call);
+    // The server heard `notifications/cancelled` and stopped: no step past a few more.
+    std::thread::sleep(Duration::from_secs(4));
+    let log = gw.drain().join("\n");
+    assert!(!log.contains("slow_count step 10/10"), "{log}");
+    assert!(!log.contains("slow_count step 9/10"), "{log}");
+    // The process serves the next call.
+    let c = Client::new(&base, "py", MODERN);
+    let r = c.send(
+        "2",
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"3\""), "{}", r.body);
+}

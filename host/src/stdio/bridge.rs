@@ -792,7 +792,12 @@ async fn answer(peer: Arc<StdioPeer>, routing: Routing, message: Message) -> Res
                 None => (None, Registered::Nothing),
             },
         };
-        let result = peer.call(outgoing.as_ref().unwrap_or(&message)).await;
+        // The client leaving (its stream dropped) drops the call, which cancels it at the
+        // server (`notifications/cancelled`, see `StdioPeer::call`).
+        let result = tokio::select! {
+            result = peer.call(outgoing.as_ref().unwrap_or(&message)) => Some(result),
+            () = tx.closed() => None,
+        };
         match (&routing, registered) {
             (Routing::Session(s), Registered::Call(key)) => s.close_call(key),
             (Routing::Modern(b), Registered::Token(ours)) => {
@@ -800,6 +805,9 @@ async fn answer(peer: Arc<StdioPeer>, routing: Routing, message: Message) -> Res
             }
             _ => {}
         }
+        let Some(result) = result else {
+            return;
+        };
         let text = match result {
             // The answer carries the id of what was sent: the client's.
             Ok(answer) => answer.raw().get().as_bytes().to_vec(),

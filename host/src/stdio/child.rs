@@ -128,6 +128,12 @@ impl Child {
         self.stdin.send(message).await.is_ok()
     }
 
+    /// [`Child::send`] without waiting (from a `Drop`): `false` when the child is gone or its
+    /// stdin queue is full.
+    pub fn try_send(&self, message: Bytes) -> bool {
+        self.stdin.try_send(message).is_ok()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }

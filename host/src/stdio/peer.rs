@@ -52,14 +52,26 @@ impl std::fmt::Debug for StdioPeer {
 }
 
 /// Removes the entry of a request that stopped waiting (answered, timed out, its client gone).
+/// A request given up before its answer is cancelled at the server (`notifications/cancelled`
+/// under the gateway's id), so an abandoned call stops using the process; `initialize` is never
+/// cancelled (the protocol forbids it).
 struct Waiting<'a> {
     peer: &'a StdioPeer,
     id: String,
+    cancellable: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.peer.lock_pending().remove(&self.id);
+        let abandoned = self.peer.lock_pending().remove(&self.id).is_some();
+        if abandoned && self.cancellable && !self.peer.ended.is_cancelled() {
+            let note = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":"{}","reason":"the client went away"}}}}"#,
+                self.id
+            );
+            // Best effort: a full stdin queue means the server is busy reading anyway.
+            let _ = self.peer.child.try_send(Bytes::from(note));
+        }
     }
 }
 
@@ -180,7 +192,11 @@ impl StdioPeer {
             .map_err(|e| PeerError::Invalid(e.message))?;
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id.clone(), tx);
-        let _waiting = Waiting { peer: self, id };
+        let _waiting = Waiting {
+            peer: self,
+            id,
+            cancellable: request.method() != "initialize",
+        };
         if !self
             .child
             .send(Bytes::copy_from_slice(outgoing.raw().get().as_bytes()))
@@ -236,11 +252,17 @@ mod tests {
     /// notification first, and dies when asked.
     const ECHO_SERVER: &str = r#"
 import json, sys, os
+cancelled = []
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("method") == "die":
         os._exit(7)
+    if m.get("method") == "notifications/cancelled":
+        cancelled.append(m["params"]["requestId"])
     if "id" not in m:
+        continue
+    if m.get("method") == "cancelled":
+        print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"cancelled": cancelled}}), flush=True)
         continue
     print(json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"for": m["id"]}}), flush=True)
     if m.get("method") == "slow":
@@ -344,5 +366,13 @@ for line in sys.stdin:
         assert!(gave_up.is_err());
         assert!(peer.lock_pending().is_empty());
         assert!(peer.call(&request("2", "ping")).await.is_ok());
+        // The server was told to stop working on the abandoned request (under the gateway's
+        // id); answered requests are not cancelled.
+        let seen = peer.call(&request("3", "cancelled")).await.unwrap();
+        let seen: serde_json::Value = serde_json::from_str(seen.raw().get()).unwrap();
+        assert_eq!(
+            seen["result"]["cancelled"],
+            serde_json::json!(["mcpgate-1"])
+        );
     }
 }
