@@ -313,14 +313,15 @@ fn abandoned_sessions_give_their_processes_back() {
     let dir = TempDir::new("stdio-idle");
     let cfg = dir.file(
         "gw.yaml",
-        &demo_stdio("    max_processes: 1\n    idle_timeout: 400\n"),
+        // Long enough that a busy machine's initialize → initialized gap never reaches it.
+        &demo_stdio("    max_processes: 1\n    idle_timeout: 2000\n"),
     );
     let (gw, base, _admin) = start_with_admin(&cfg, &[]);
     // A client that initializes and goes away without DELETE holds the only process...
     let abandoned = Client::new(&base, "py", LEGACY);
     assert_eq!(children(&gw).len(), 1);
     // ...until it has been idle for idle_timeout: then another client gets it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !children(&gw).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
