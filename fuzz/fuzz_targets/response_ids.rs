@@ -220,6 +220,7 @@ fuzz_target!(|input: Input| {
         credential: None,
         pipeline: None,
         stdio: None,
+        federation: None,
     });
     let mut cx = RequestContext::new(
         "fuzz".into(),

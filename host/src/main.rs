@@ -302,6 +302,7 @@ async fn serve(path: PathBuf, cfg: Config, port: Option<u16>) -> ExitCode {
     let result = mcpgate::run_workers(listener, gateway.clone(), workers, shutdown).await;
     // The stdio servers end with the gateway (after the drain: their last calls are answered).
     gateway.bridges.stop_all();
+    gateway.federations.stop_all();
     if let Some(audit) = &gateway.obs.audit {
         let audit_flushed = std::time::Duration::from_secs(5);
         let _ = tokio::task::block_in_place(|| audit.flush(audit_flushed));

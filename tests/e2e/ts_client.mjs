@@ -1,12 +1,13 @@
 // Drive server-everything through mcpgate with the official TypeScript SDK client (1.x);
 // print what happened as one JSON object.
 //
-//   node ts_client.mjs <url>
+//   node ts_client.mjs <url> [prefix]     (a federated route: every tool it calls named with it)
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { answerSampling } from "./sampling.mjs";
 
 const url = new URL(process.argv[2]);
+const prefix = process.argv[3] ?? "";
 const out = {};
 const transport = new StreamableHTTPClientTransport(url);
 const client = new Client({ name: "mcpgate-e2e", version: "1.0.0" }, { capabilities: { sampling: {} } });
@@ -19,15 +20,15 @@ out.protocolVersion = transport.protocolVersion;
 
 const tools = await client.listTools();
 out.tools = tools.tools.map((t) => t.name).sort();
-const echo = await client.callTool({ name: "echo", arguments: { message: "hello through the gateway" } });
+const echo = await client.callTool({ name: prefix + "echo", arguments: { message: "hello through the gateway" } });
 out.echo = echo.content[0].text;
-const sum = await client.callTool({ name: "get-sum", arguments: { a: 2, b: 40 } });
+const sum = await client.callTool({ name: prefix + "get-sum", arguments: { a: 2, b: 40 } });
 out.sum = sum.content[0].text;
 
 const progress = [];
 const started = performance.now();
 const slow = await client.callTool(
-  { name: "trigger-long-running-operation", arguments: { duration: 1.2, steps: 4 } },
+  { name: prefix + "trigger-long-running-operation", arguments: { duration: 1.2, steps: 4 } },
   undefined,
   { onprogress: (p) => progress.push({ progress: p.progress, total: p.total, at: performance.now() }) },
 );
@@ -36,7 +37,7 @@ out.slow = { text: slow.content[0].text, started, resultAt: performance.now(), p
 // Two sampling round trips in a row: the proxy must keep the round trip working repeatedly.
 out.sampling = [];
 for (const prompt of ["first", "second"]) {
-  const r = await client.callTool({ name: "trigger-sampling-request", arguments: { prompt, maxTokens: 10 } });
+  const r = await client.callTool({ name: prefix + "trigger-sampling-request", arguments: { prompt, maxTokens: 10 } });
   out.sampling.push(r.content[0].text);
 }
 out.samplingRequests = sampled.requests;

@@ -9,6 +9,7 @@
 
 mod admin;
 mod check;
+mod federation;
 mod observability;
 mod pipeline;
 mod plugins;
@@ -31,6 +32,7 @@ use serde::Deserialize;
 /// Each section's runtime type lives with the module that uses it.
 pub use crate::session::SessionConfig;
 pub use admin::{AdminConfig, DEFAULT_ADMIN_PORT, MIN_ADMIN_TOKEN_CHARS};
+pub use federation::{DEFAULT_PREFIX, Federation, FederationMember};
 pub use observability::{
     AuditConfig, AuditSink, MetricsConfig, MetricsListener, ObservabilityConfig, TracingConfig,
 };
@@ -105,6 +107,9 @@ struct RawUpstream {
     stream_idle_timeout: Option<u64>,
     auth: Option<RawUpstreamAuth>,
     pipeline: Option<Vec<String>>,
+    /// A federated route: the upstreams it serves together, and their prefix.
+    members: Option<Vec<federation::RawMember>>,
+    prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +202,9 @@ pub struct Upstream {
     /// `type: stdio`: the program the gateway starts. `url` is then the bridge the gateway
     /// forwards to (a placeholder until it listens, see `crate::stdio::Bridge`).
     pub stdio: Option<crate::stdio::StdioRoute>,
+    /// A federated route (`members`): `url` is then its endpoint (a placeholder until it
+    /// listens, see `crate::federation::Federator`).
+    pub federation: Option<Federation>,
 }
 
 impl Config {
@@ -356,7 +364,8 @@ impl Validator<'_> {
                     Arc::new(up)
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        self.federation_members(&upstreams);
         Config {
             server,
             sessions,
@@ -425,7 +434,35 @@ impl Validator<'_> {
             max_message_bytes: raw.max_message_bytes,
             idle_timeout: raw.idle_timeout,
         };
+        let federated = matches!(raw.kind.as_deref(), Some("federated"))
+            || (raw.kind.is_none() && raw.members.is_some());
+        if !federated && raw.members.is_some() {
+            self.error(
+                &format!("{path}.members"),
+                "`members` make a federated route: drop `type` (or write `type: federated`)",
+            );
+        }
+        if !federated && raw.prefix.is_some() {
+            self.error(
+                &format!("{path}.prefix"),
+                "only a federated route (one with `members`) has a prefix",
+            );
+        }
+        let mut federation = None;
         let (url, stdio) = match raw.kind.as_deref() {
+            _ if federated => {
+                if let Some(key) = raw_stdio.any().or(raw.url.as_ref().map(|_| "url")) {
+                    self.error(
+                        &format!("{path}.{key}"),
+                        "a federated route serves its `members`: it has no `url` or `command` of its own",
+                    );
+                }
+                federation = self.federation(&path, raw.members.unwrap_or_default(), raw.prefix);
+                (
+                    Some(Uri::from_static(federation::FEDERATION_PLACEHOLDER_URL)),
+                    None,
+                )
+            }
             None | Some("http") => {
                 if let Some(key) = raw_stdio.any() {
                     self.error(
@@ -448,7 +485,9 @@ impl Validator<'_> {
             Some(other) => {
                 self.error(
                     &format!("{path}.type"),
-                    format!("unknown upstream type `{other}` (expected `http` or `stdio`)"),
+                    format!(
+                        "unknown upstream type `{other}` (expected `http`, `stdio` or `federated`)"
+                    ),
                 );
                 (None, None)
             }
@@ -474,6 +513,7 @@ impl Validator<'_> {
             credential,
             pipeline: None,
             stdio,
+            federation,
         })
     }
 

@@ -64,6 +64,7 @@ fn cx(body: &str) -> RequestContext {
         credential: None,
         pipeline: None,
         stdio: None,
+        federation: None,
     });
     RequestContext::new(
         "req".into(),

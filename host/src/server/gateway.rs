@@ -121,6 +121,8 @@ pub struct Gateway {
     pub reloads: Reloads,
     /// The bridges of stdio routes (their processes), kept across reloads.
     pub bridges: Arc<crate::stdio::Bridges>,
+    /// The endpoints of federated routes, kept across reloads.
+    pub federations: Arc<crate::federation::Federations>,
     /// WebSocket clients on the MCP routes (the drain waits for them).
     pub websockets: super::websocket::WebSockets,
     /// Cancelled when the drain begins: GET streams end so their clients resume elsewhere.
@@ -183,9 +185,16 @@ impl Gateway {
             .attach(&mut config)
             .map_err(|e| format!("cannot start a stdio route's bridge: {e}"))?
             .stop();
+        let federations = Arc::new(crate::federation::Federations::default());
+        federations.register_metrics(&obs.registry);
+        federations
+            .attach(&mut config, &client)
+            .map_err(|e| format!("cannot start a federated route's endpoint: {e}"))?
+            .stop();
         let generation = Generation::build(1, config, plugins.clone(), &obs, None);
         Ok(Gateway {
             bridges,
+            federations,
             websockets,
             current: ArcSwap::from_pointee(generation),
             sessions,

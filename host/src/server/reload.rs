@@ -181,10 +181,15 @@ impl Gateway {
             lines(e.to_string())
         })?;
         report.plugins = changes;
-        let retired = self
+        let mut retired = self
             .bridges
             .attach(&mut next)
             .map_err(|e| vec![format!("cannot start a stdio route's bridge: {e}")])?;
+        retired.extend(
+            self.federations
+                .attach(&mut next, &self.client)
+                .map_err(|e| vec![format!("cannot start a federated route's endpoint: {e}")])?,
+        );
         let names = |c: &Config| -> Vec<String> {
             c.upstreams.iter().map(|u| u.name.to_string()).collect()
         };

@@ -20,33 +20,27 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use http_body_util::BodyExt as _;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::child::ChildSpec;
 use super::peer::{PeerError, StdioPeer};
+pub use crate::loopback::BRIDGE_HEADER;
+use crate::loopback::{
+    Body, Endpoint, Loopback, empty, json, rpc_error, sse_event, sse_from, sse_response,
+};
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::{Era, Message, MessageKind, ParsedBody, jsonrpc};
 
-/// The header that carries the bridge's token (added by the gateway as the upstream's credential).
-pub const BRIDGE_HEADER: HeaderName = HeaderName::from_static("x-mcpgate-bridge");
 /// The largest request body the bridge reads (the gateway's own limit applies before it).
 const MAX_BODY: usize = 64 * 1024 * 1024;
-/// Connections to a bridge at once (the gateway's pooled ones; others are closed).
-const MAX_BRIDGE_CONNECTIONS: usize = 1024;
-/// Bound on a request head on a bridge connection, idle keep-alive included: longer than the
-/// gateway's upstream pool keeps an idle connection (60 s), so the bridge never closes one the
-/// gateway is about to reuse.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(90);
 /// The longest pause before the shared process is started again after a crash.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Unexpected process ends within [`CRASH_WINDOW`] that make a crash loop.
@@ -73,8 +67,6 @@ struct Crashes {
     total: u64,
     last: Option<String>,
 }
-
-type Body = BoxBody<Bytes, Infallible>;
 
 /// What one stdio route runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,8 +240,7 @@ struct Shared {
 /// One stdio route's bridge.
 pub struct Bridge {
     route: StdioRoute,
-    token: String,
-    addr: SocketAddr,
+    loopback: Loopback,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     shared: Mutex<Shared>,
     crashes: Mutex<Crashes>,
@@ -257,7 +248,6 @@ pub struct Bridge {
     /// client's token and the request's stream.
     progress: Mutex<HashMap<String, ModernCall>>,
     next_token: std::sync::atomic::AtomicU64,
-    stop: CancellationToken,
 }
 
 /// A 2026-07-28 request under way on the shared process, for its progress notifications.
@@ -270,85 +260,36 @@ impl std::fmt::Debug for Bridge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bridge")
             .field("route", &self.route.child.route)
-            .field("addr", &self.addr)
+            .field("url", &self.loopback.url())
             .finish_non_exhaustive()
     }
-}
-
-fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn rpc_error(
-    status: StatusCode,
-    id: Option<&RawValue>,
-    code: i32,
-    message: &str,
-) -> Response<Body> {
-    json(status, jsonrpc::error_body(id, code, message, None))
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()).boxed());
-    *r.status_mut() = status;
-    r
-}
-
-fn sse_event(message: &[u8]) -> Bytes {
-    let mut event = Vec::with_capacity(message.len() + 16);
-    event.extend_from_slice(b"event: message\ndata: ");
-    event.extend_from_slice(message);
-    event.extend_from_slice(b"\n\n");
-    Bytes::from(event)
 }
 
 impl Bridge {
     /// Binds the bridge's listener on 127.0.0.1 and serves it until the bridge is dropped or
     /// [`Bridge::stop`]ped. Needs a tokio runtime.
     pub fn start(route: StdioRoute) -> std::io::Result<Arc<Bridge>> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let token: [u8; 32] = rand::random();
         let bridge = Arc::new(Bridge {
             route,
-            token: crate::session::hex(&token),
-            addr,
+            loopback: Loopback::bind()?,
             sessions: Mutex::new(HashMap::new()),
             shared: Mutex::new(Shared::default()),
             crashes: Mutex::new(Crashes::default()),
             progress: Mutex::new(HashMap::new()),
             next_token: std::sync::atomic::AtomicU64::new(1),
-            stop: CancellationToken::new(),
         });
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        tokio::spawn(serve(
-            listener,
-            Arc::downgrade(&bridge),
-            bridge.stop.clone(),
-        ));
+        bridge.loopback.serve(Arc::downgrade(&bridge))?;
         Ok(bridge)
     }
 
     /// The URL the gateway forwards to.
     pub fn url(&self) -> http::Uri {
-        format!("http://{}/mcp", self.addr)
-            .parse()
-            .expect("a loopback URL")
+        self.loopback.url()
     }
 
     /// The credential the gateway sends with every request.
     pub fn credential(&self) -> (HeaderName, HeaderValue) {
-        (
-            BRIDGE_HEADER,
-            HeaderValue::from_str(&self.token).expect("hex is a header value"),
-        )
+        self.loopback.credential()
     }
 
     /// What it runs.
@@ -486,7 +427,7 @@ impl Bridge {
 
     /// Stops serving and ends every process.
     pub fn stop(&self) {
-        self.stop.cancel();
+        self.loopback.stop();
         self.lock_sessions().clear();
         self.lock_shared().peer = None;
     }
@@ -503,16 +444,7 @@ impl Bridge {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn handle(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
-        use subtle::ConstantTimeEq as _;
-        let presented = request
-            .headers()
-            .get(&BRIDGE_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !bool::from(presented.ct_eq(self.token.as_bytes())) {
-            return empty(StatusCode::FORBIDDEN);
-        }
+    async fn serve(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
         let session = request
             .headers()
             .get(&MCP_SESSION_ID)
@@ -649,7 +581,7 @@ impl Bridge {
                     ended.cancelled().await;
                     if let Some(bridge) = weak.upgrade()
                         && bridge.lock_sessions().remove(&k).is_some()
-                        && !bridge.stop.is_cancelled()
+                        && !bridge.loopback.is_stopped()
                     {
                         // Still registered: nobody ended it (DELETE removes it first).
                         let why = peer_for_why
@@ -724,7 +656,7 @@ impl Bridge {
         tokio::spawn(async move {
             ended.cancelled().await;
             if let Some(bridge) = weak.upgrade()
-                && !bridge.stop.is_cancelled()
+                && !bridge.loopback.is_stopped()
             {
                 let why = p.upgrade().and_then(|p| p.ended_because());
                 bridge.crashed(why.unwrap_or_else(|| "ended".into()));
@@ -750,15 +682,6 @@ impl Bridge {
         });
         sse_response(http_body_util::StreamBody::new(stream).boxed())
     }
-}
-
-fn sse_response(body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r
 }
 
 /// Where a request's server messages go while it runs.
@@ -823,69 +746,30 @@ async fn answer(peer: Arc<StdioPeer>, routing: Routing, message: Message) -> Res
         };
         let _ = tx.send(sse_event(&text)).await;
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(http_body::Frame::data(b)), rx))
-    });
-    sse_response(http_body_util::StreamBody::new(stream).boxed())
+    sse_from(rx)
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    bridge: std::sync::Weak<Bridge>,
-    stop: CancellationToken,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let every = bridge.upgrade().map_or(Duration::from_secs(30), |b| {
-        (b.route.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
-    });
-    let mut reap = tokio::time::interval(every);
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_BRIDGE_CONNECTIONS));
-    loop {
-        let tcp = tokio::select! {
-            _ = reap.tick() => {
-                match bridge.upgrade() {
-                    Some(b) => { b.reap_idle(); }
-                    None => return,
-                }
-                continue;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
-        // Only the gateway should connect; any other local process gets nothing without the
-        // token, and cannot hold more than MAX_BRIDGE_CONNECTIONS connections or a silent one
-        // past HEAD_TIMEOUT.
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            continue;
-        };
-        let (weak, stop) = (bridge.clone(), stop.clone());
-        let service = hyper::service::service_fn(move |req| {
-            let b = weak.upgrade().filter(|_| !stop.is_cancelled());
-            async move {
-                Ok::<_, Infallible>(match b {
-                    Some(b) => b.handle(req).await,
-                    // Stopped (a reload changed the route): a pooled connection gets nothing.
-                    None => empty(StatusCode::SERVICE_UNAVAILABLE),
-                })
-            }
-        });
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT);
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        });
+impl crate::loopback::Stop for Bridge {
+    fn stop(&self) {
+        Bridge::stop(self);
+    }
+}
+
+impl Endpoint for Bridge {
+    fn handle(
+        self: Arc<Self>,
+        request: Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.serve(request)
+    }
+
+    fn tick(&self) {
+        self.reap_idle();
+    }
+
+    /// Idle sessions are reaped within a quarter of `idle_timeout`.
+    fn tick_every(&self) -> Duration {
+        (self.route.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
     }
 }
 

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+pub use crate::loopback::Retired;
 
 /// The bridges of the stdio routes, kept across reloads: a route whose program, arguments,
 /// environment and bounds are unchanged keeps its bridge (and its sessions' processes); a
@@ -39,7 +40,7 @@ impl Bridges {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = HashMap::new();
-        let mut retired = Vec::new();
+        let mut retired = Retired::default();
         for upstream in &mut config.upstreams {
             let Some(route) = &upstream.stdio else {
                 continue;
@@ -71,7 +72,7 @@ impl Bridges {
             }
         }
         *running = next;
-        Ok(Retired(retired))
+        Ok(retired)
     }
 
     /// Every stdio route's state, by route name.
@@ -106,20 +107,6 @@ impl Bridges {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(route)
             .cloned()
-    }
-}
-
-/// Bridges a new config no longer uses, still running until [`Retired::stop`].
-#[derive(Debug, Default)]
-#[must_use = "retired bridges keep their processes until stopped"]
-pub struct Retired(Vec<Arc<Bridge>>);
-
-impl Retired {
-    /// Stops them (their sessions end: the clients initialize again).
-    pub fn stop(self) {
-        for b in self.0 {
-            b.stop();
-        }
     }
 }
 

@@ -788,3 +788,93 @@ fn websocket_section_defaults_and_errors() {
         ),
     ]);
 }
+
+#[test]
+fn federated_routes() {
+    let cfg = parse(
+        "upstreams:\n  github: {url: http://g/mcp}\n  jira: {url: http://j/mcp}\n  team:\n    members: [github, {name: jira, prefix: \"\"}]\n",
+    )
+    .unwrap();
+    let team = cfg.upstream("team").unwrap();
+    let f = team.federation.as_ref().unwrap();
+    assert_eq!(f.members[0].name.as_ref(), "github");
+    assert_eq!(f.members[0].prefix, "github_");
+    assert_eq!(f.members[1].prefix, "");
+    assert!(cfg.upstream("github").unwrap().federation.is_none());
+    let custom = parse(
+        "upstreams:\n  a: {url: http://a/mcp}\n  b: {url: http://b/mcp}\n  t: {members: [a, b], prefix: \"{member}.\"}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        custom
+            .upstream("t")
+            .unwrap()
+            .federation
+            .as_ref()
+            .unwrap()
+            .members[1]
+            .prefix,
+        "b."
+    );
+
+    let base = "upstreams:\n  a: {url: http://a/mcp}\n  b: {url: http://b/mcp}\n";
+    for (team, path, needle) in [
+        (
+            "  t: {members: [a, nope]}\n",
+            "upstreams.t.members[1]",
+            "no upstream is named `nope`",
+        ),
+        (
+            "  t: {members: [a, t]}\n",
+            "upstreams.t.members[1]",
+            "its own member",
+        ),
+        (
+            "  t: {members: [a]}\n  u: {members: [t]}\n",
+            "upstreams.u.members[0]",
+            "federated route itself",
+        ),
+        (
+            "  t: {members: [a, a]}\n",
+            "upstreams.t.members[1]",
+            "listed twice",
+        ),
+        (
+            "  t: {members: [a, b], prefix: \"x_\"}\n",
+            "upstreams.t.members[1]",
+            "both get the prefix `x_`",
+        ),
+        (
+            "  t: {members: [a, b], prefix: \"{member} \"}\n",
+            "upstreams.t.prefix",
+            "may only use",
+        ),
+        (
+            "  t: {members: [a, {name: b, prefix: \"b:\"}]}\n",
+            "upstreams.t.members[1].prefix",
+            "may only use",
+        ),
+        (
+            "  t: {members: []}\n",
+            "upstreams.t.members",
+            "at least one member",
+        ),
+        (
+            "  t: {members: [a], url: http://t/mcp}\n",
+            "upstreams.t.url",
+            "no `url` or `command`",
+        ),
+        (
+            "  t: {type: stdio, command: x, members: [a]}\n",
+            "upstreams.t.members",
+            "drop `type`",
+        ),
+        (
+            "  t: {url: http://t/mcp, prefix: x}\n",
+            "upstreams.t.prefix",
+            "only a federated route",
+        ),
+    ] {
+        assert_error_at(&format!("{base}{team}"), path, needle);
+    }
+}

@@ -1,0 +1,1173 @@
+//! One federated route's endpoint: a Streamable HTTP server (on 127.0.0.1, only for this
+//! gateway, see `crate::loopback`) in front of the route's members.
+//!
+//! - **Names**: each member's tools and prompts are listed as `<prefix><name>` (the prefix is
+//!   `{member}_` unless the config says otherwise); a call or `prompts/get` is routed to the
+//!   member whose prefix its name carries (the longest that fits), the prefix stripped on the way.
+//!   Resource URIs are kept as the members list them and routed to the member that listed them.
+//! - **Lists** (tools, prompts, resources, resource templates) are asked of every member in
+//!   parallel, each within its own `timeout`; a member that fails or times out is left out with a
+//!   warning and `mcpgate_federation_member_failures_total`, never failing the list. A page's
+//!   `nextCursor` is the gateway's own (each member's cursor inside it). A name two members
+//!   would both list is served from the first (in `members` order) and logged with both sources.
+//! - **Legacy sessions**: `initialize` opens one session per member in parallel; the route's
+//!   session id carries them all (the gateway seals it into the client's token like any
+//!   upstream's), capabilities are merged, `serverInfo` is the gateway's own. The GET stream
+//!   merges the members' streams; DELETE ends every member's session.
+//! - **What flows back**: progress and other notifications pass through; a member's request to
+//!   the client (sampling, elicitation, roots) goes out under an id that names the member, so the
+//!   client's answer is routed back to it with the member's own id. Client notifications
+//!   (`initialized`, `cancelled`, roots changes) go to every member: ids are the client's own
+//!   and unique within its session, so a member ignores a cancellation that is not its own.
+//! - **2026-07-28**: stateless; the same routing, the routing headers rewritten where a name
+//!   is, `server/discover` merged under the gateway's identity.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::config::{Federation, Upstream};
+use crate::loopback::{
+    BRIDGE_HEADER, Body, Endpoint, Loopback, empty, json as json_response, rpc_error, sse_event,
+    sse_from,
+};
+use crate::mcp::headers::{MCP_NAME, MCP_SESSION_ID};
+use crate::mcp::jsonrpc;
+use crate::proxy::{Outgoing, Peer, UpstreamClient};
+
+/// The largest request body the endpoint reads (the gateway's own limit applies before it).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+/// The largest answer of one member the endpoint reads whole (for merging).
+const MAX_MEMBER_ANSWER: usize = 16 * 1024 * 1024;
+/// Resource URIs remembered (which member listed them); past it the map starts afresh.
+const MAX_KNOWN_URIS: usize = 100_000;
+/// Messages waiting for a slow client on one relayed stream.
+const STREAM_BUFFER: usize = 256;
+/// The prefix of a server request's id as the client sees it: `mcpgate-fed:<member>:<raw id>`.
+const REMAPPED_ID: &str = "mcpgate-fed:";
+/// The prefix of the route's own session ids and cursors.
+const OWN_TOKEN: &str = "fed1.";
+
+/// A member as the endpoint reaches it.
+#[derive(Debug, Clone)]
+struct Member {
+    name: Arc<str>,
+    prefix: String,
+    upstream: Arc<Upstream>,
+}
+
+/// One federated route's endpoint.
+pub struct Federator {
+    route: Arc<str>,
+    loopback: Loopback,
+    members: ArcSwap<Vec<Member>>,
+    client: UpstreamClient,
+    /// The gateway, as the members' requests come from it (its `X-Forwarded-*` are believed).
+    peer: Peer,
+    /// Resource URI → the member that listed it.
+    uris: Mutex<HashMap<String, Arc<str>>>,
+    failures: Option<prometheus::IntCounterVec>,
+}
+
+impl std::fmt::Debug for Federator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federator")
+            .field("route", &self.route)
+            .field("members", &self.members.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::loopback::Stop for Federator {
+    fn stop(&self) {
+        self.loopback.stop();
+    }
+}
+
+impl Endpoint for Federator {
+    fn handle(
+        self: Arc<Self>,
+        request: Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.serve(request)
+    }
+}
+
+/// A member's answer read whole: the JSON-RPC response to the request, and its session header.
+struct Answer {
+    message: Value,
+    session: Option<String>,
+}
+
+impl Federator {
+    /// Binds the endpoint and serves it until dropped or stopped. Needs a tokio runtime.
+    pub fn start(
+        route: Arc<str>,
+        client: UpstreamClient,
+        failures: Option<prometheus::IntCounterVec>,
+    ) -> std::io::Result<Arc<Federator>> {
+        let loopback = Loopback::bind()?;
+        let gateway: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        let trusted = crate::config::Cidr::parse("127.0.0.1/32").expect("a CIDR");
+        let federator = Arc::new(Federator {
+            route,
+            loopback,
+            members: ArcSwap::from_pointee(Vec::new()),
+            client,
+            peer: Peer::new(gateway, &[trusted]),
+            uris: Mutex::new(HashMap::new()),
+            failures,
+        });
+        federator.loopback.serve(Arc::downgrade(&federator))?;
+        Ok(federator)
+    }
+
+    pub fn url(&self) -> http::Uri {
+        self.loopback.url()
+    }
+
+    pub fn credential(&self) -> (HeaderName, HeaderValue) {
+        self.loopback.credential()
+    }
+
+    pub fn stop(&self) {
+        self.loopback.stop();
+    }
+
+    /// The members as `upstreams` (the whole config's, stdio routes attached) describe them.
+    pub fn set_members(&self, federation: &Federation, upstreams: &[Arc<Upstream>]) {
+        let members = federation
+            .members
+            .iter()
+            .filter_map(|m| {
+                let upstream = upstreams.iter().find(|u| u.name == m.name)?.clone();
+                Some(Member {
+                    name: m.name.clone(),
+                    prefix: m.prefix.clone(),
+                    upstream,
+                })
+            })
+            .collect();
+        self.members.store(Arc::new(members));
+    }
+
+    async fn serve(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let session = match parts.headers.get(&MCP_SESSION_ID).map(decode_session) {
+            None => None,
+            Some(Some(s)) => Some(s),
+            Some(None) => return empty(StatusCode::NOT_FOUND),
+        };
+        match parts.method {
+            Method::POST => {}
+            Method::GET => return self.get_stream(&parts.headers, session.as_ref()).await,
+            Method::DELETE => {
+                self.end_sessions(&parts.headers, session.as_ref()).await;
+                return empty(StatusCode::OK);
+            }
+            _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
+        }
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return empty(StatusCode::PAYLOAD_TOO_LARGE),
+        };
+        let message: Value = match serde_json::from_slice(&body) {
+            Ok(Value::Object(m)) => Value::Object(m),
+            Ok(_) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    jsonrpc::INVALID_REQUEST,
+                    "federated routes take one message per request (no batches)",
+                );
+            }
+            Err(e) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    jsonrpc::PARSE_ERROR,
+                    &format!("not JSON: {e}"),
+                );
+            }
+        };
+        let headers = parts.headers;
+        let method = message
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let has_id = message.get("id").is_some_and(|id| !id.is_null());
+        match (method.as_deref(), has_id) {
+            // A client's answer to a member's request.
+            (None, _) => {
+                self.answer_member(&headers, session.as_ref(), message)
+                    .await
+            }
+            (Some(_), false) => self.notify_all(&headers, session.as_ref(), &body).await,
+            (Some(m), true) => {
+                self.request(m, &headers, session.as_ref(), message, body)
+                    .await
+            }
+        }
+    }
+
+    /// One request of the client's, by method.
+    async fn request(
+        &self,
+        method: &str,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        message: Value,
+        body: Bytes,
+    ) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        match method {
+            "initialize" => self.initialize(headers, message, body).await,
+            "ping" => result(&id, json!({})),
+            "server/discover" => self.discover(headers, message, body).await,
+            "tools/list" => self.list(headers, session, message, "tools", "name").await,
+            "prompts/list" => {
+                self.list(headers, session, message, "prompts", "name")
+                    .await
+            }
+            "resources/list" => {
+                self.list(headers, session, message, "resources", "uri")
+                    .await
+            }
+            "resources/templates/list" => {
+                self.list(
+                    headers,
+                    session,
+                    message,
+                    "resourceTemplates",
+                    "uriTemplate",
+                )
+                .await
+            }
+            "tools/call" | "prompts/get" => self.call_by_name(headers, session, message).await,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.call_by_uri(headers, session, message, body).await
+            }
+            "completion/complete" => self.complete(headers, session, message).await,
+            "logging/setLevel" => {
+                let members = self.members.load_full();
+                let asks = members
+                    .iter()
+                    .map(|m| self.ask(m, headers, session, body.clone()));
+                futures_util::future::join_all(asks).await;
+                result(&id, json!({}))
+            }
+            other => rpc_error(
+                StatusCode::OK,
+                raw_id(&id).as_deref(),
+                jsonrpc::METHOD_NOT_FOUND,
+                &format!(
+                    "`{other}` is not served by the federated route {}",
+                    self.route
+                ),
+            ),
+        }
+    }
+
+    /// Sends `body` to `member` as a POST (with the member's session, its own credential).
+    async fn send(
+        &self,
+        member: &Member,
+        method: Method,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let mut headers = headers.clone();
+        headers.remove(&BRIDGE_HEADER);
+        let member_session = session.and_then(|s| s.0.get(member.name.as_ref()));
+        let request_id = headers
+            .get(&crate::proxy::X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let outgoing = Outgoing {
+            method,
+            request_id: &request_id,
+            upstream_session: member_session.map(String::as_str),
+            headers,
+            body,
+        };
+        let request = crate::proxy::upstream_request(&member.upstream, outgoing, &self.peer, &[])
+            .map_err(|e| e.to_string())?;
+        let mut waited = None;
+        self.client
+            .send(&member.upstream, request, &mut waited)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Asks `member` and reads its whole answer (JSON, or the response event of an SSE
+    /// stream), within its timeout.
+    async fn ask(
+        &self,
+        member: &Member,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let asked = async {
+            let response = self
+                .send(member, Method::POST, headers, session, body)
+                .await?;
+            let status = response.status();
+            let member_session = response
+                .headers()
+                .get(&MCP_SESSION_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let sse = is_sse(response.headers());
+            let bytes = http_body_util::Limited::new(response.into_body(), MAX_MEMBER_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| format!("its answer broke off: {e}"))?
+                .to_bytes();
+            let message = if sse {
+                let mut splitter = crate::mcp::sse::EventSplitter::default();
+                splitter.push(&bytes);
+                let mut found = None;
+                while let Some(event) = splitter.next_event() {
+                    if let Some(data) = crate::mcp::sse::event_data(&event)
+                        && let Ok(v) = serde_json::from_slice::<Value>(&data)
+                        && v.get("method").is_none()
+                        && (v.get("result").is_some() || v.get("error").is_some())
+                    {
+                        found = Some(v);
+                    }
+                }
+                found
+            } else {
+                serde_json::from_slice::<Value>(&bytes).ok()
+            };
+            match message {
+                Some(message) => Ok(Answer {
+                    message,
+                    session: member_session,
+                }),
+                None => Err(format!(
+                    "it answered HTTP {} without a JSON-RPC response",
+                    status.as_u16()
+                )),
+            }
+        };
+        match tokio::time::timeout(member.upstream.timeout, asked).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer within its timeout ({} ms)",
+                member.upstream.timeout.as_millis()
+            )),
+        }
+    }
+
+    /// A member left out of a merged answer: logged and counted.
+    fn left_out(&self, member: &Member, method: &str, why: &str) {
+        tracing::warn!(route = %self.route, member = %member.name, method, "a member of a federated route was left out: {why}");
+        if let Some(f) = &self.failures {
+            f.with_label_values(&[self.route.as_ref(), member.name.as_ref()])
+                .inc();
+        }
+    }
+
+    /// Asks every member (or those `only` names) the same request in parallel.
+    async fn fan_out(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        bodies: Vec<(Member, Bytes)>,
+        method: &str,
+    ) -> Vec<(Member, Answer)> {
+        let asks = bodies.into_iter().map(|(m, body)| async move {
+            let answer = self.ask(&m, headers, session, body).await;
+            (m, answer)
+        });
+        let mut out = Vec::new();
+        for (m, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(a) if a.message.get("error").is_some() => {
+                    let why = a.message["error"].to_string();
+                    self.left_out(&m, method, &format!("it answered an error: {why}"));
+                }
+                Ok(a) => out.push((m, a)),
+                Err(why) => self.left_out(&m, method, &why),
+            }
+        }
+        out
+    }
+
+    /// `initialize`: a session with every member that answers, capabilities merged.
+    async fn initialize(&self, headers: &HeaderMap, message: Value, body: Bytes) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let members = self.members.load_full();
+        let bodies = members.iter().map(|m| (m.clone(), body.clone())).collect();
+        let answers = self.fan_out(headers, None, bodies, "initialize").await;
+        if answers.is_empty() {
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                raw_id(&id).as_deref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "no member of the federated route {} answered initialize",
+                    self.route
+                ),
+            );
+        }
+        let requested = message["params"]["protocolVersion"].as_str().unwrap_or("");
+        let versions: Vec<&str> = answers
+            .iter()
+            .filter_map(|(_, a)| a.message["result"]["protocolVersion"].as_str())
+            .collect();
+        let version = if versions.contains(&requested) {
+            requested
+        } else {
+            versions.first().copied().unwrap_or(requested)
+        };
+        let mut capabilities = serde_json::Map::new();
+        let mut instructions = Vec::new();
+        let mut sessions = Sessions::default();
+        for (m, a) in &answers {
+            merge_capabilities(&mut capabilities, &a.message["result"]["capabilities"]);
+            if let Some(text) = a.message["result"]["instructions"].as_str() {
+                instructions.push(format!(
+                    "{} (tools and prompts prefixed `{}`): {text}",
+                    m.name, m.prefix
+                ));
+            }
+            if let Some(s) = &a.session {
+                sessions.0.insert(m.name.to_string(), s.clone());
+            }
+        }
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": capabilities,
+            "serverInfo": self.identity(),
+        });
+        if !instructions.is_empty() {
+            result["instructions"] = Value::String(instructions.join("\n\n"));
+        }
+        let mut response = self::result(&id, result);
+        if let Some(v) = sessions.encode() {
+            response.headers_mut().insert(MCP_SESSION_ID, v);
+        }
+        response
+    }
+
+    /// The gateway's identity as a federated route's server.
+    fn identity(&self) -> Value {
+        json!({
+            "name": format!("mcpgate/{}", self.route),
+            "title": format!("{} (federated by mcpgate)", self.route),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// `server/discover` (2026-07-28): the members' answers merged under the gateway's identity.
+    async fn discover(&self, headers: &HeaderMap, message: Value, body: Bytes) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let members = self.members.load_full();
+        let bodies = members.iter().map(|m| (m.clone(), body.clone())).collect();
+        let answers = self.fan_out(headers, None, bodies, "server/discover").await;
+        if answers.is_empty() {
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                raw_id(&id).as_deref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "no member of the federated route {} answered server/discover",
+                    self.route
+                ),
+            );
+        }
+        let mut capabilities = serde_json::Map::new();
+        let mut supported: Option<Vec<Value>> = None;
+        let mut caching = Caching::default();
+        for (_, a) in &answers {
+            let r = &a.message["result"];
+            merge_capabilities(&mut capabilities, &r["capabilities"]);
+            caching.add(r);
+            let theirs = r["supportedVersions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            supported = Some(match supported {
+                None => theirs,
+                Some(ours) => ours.into_iter().filter(|v| theirs.contains(v)).collect(),
+            });
+        }
+        let mut result = json!({
+            "supportedVersions": supported.unwrap_or_default(),
+            "capabilities": capabilities,
+            "_meta": {"io.modelcontextprotocol/serverInfo": self.identity()},
+        });
+        caching.apply(&mut result);
+        self::result(&id, result)
+    }
+
+    /// A list method: every member's page (the first, or the one the gateway's cursor names),
+    /// names prefixed, merged.
+    async fn list(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        message: Value,
+        key: &str,
+        name_field: &str,
+    ) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let method = message["method"].as_str().unwrap_or("").to_string();
+        let members = self.members.load_full();
+        let cursors: Option<HashMap<String, Value>> = match message["params"].get("cursor") {
+            None | Some(Value::Null) => None,
+            Some(c) => match c.as_str().and_then(decode_token) {
+                Some(map) => Some(map),
+                None => {
+                    return rpc_error(
+                        StatusCode::OK,
+                        raw_id(&id).as_deref(),
+                        jsonrpc::INVALID_PARAMS,
+                        "this cursor was not made by this federated route",
+                    );
+                }
+            },
+        };
+        let mut bodies = Vec::new();
+        for m in members.iter() {
+            let mut asked = message.clone();
+            match &cursors {
+                None => {}
+                Some(map) => match map.get(m.name.as_ref()) {
+                    None => continue,
+                    Some(c) => asked["params"]["cursor"] = c.clone(),
+                },
+            }
+            if let Some(params) = asked.get_mut("params").and_then(Value::as_object_mut)
+                && cursors.is_none()
+            {
+                params.remove("cursor");
+            }
+            bodies.push((m.clone(), Bytes::from(asked.to_string())));
+        }
+        let answers = self.fan_out(headers, session, bodies, &method).await;
+        let mut merged: Vec<Value> = Vec::new();
+        let mut seen: HashMap<String, Arc<str>> = HashMap::new();
+        let mut next: HashMap<String, Value> = HashMap::new();
+        let mut caching = Caching::default();
+        for (m, a) in answers {
+            let r = &a.message["result"];
+            caching.add(r);
+            if let Some(c) = r.get("nextCursor").filter(|c| !c.is_null()) {
+                next.insert(m.name.to_string(), c.clone());
+            }
+            for mut entry in r[key].as_array().cloned().unwrap_or_default() {
+                let Some(own) = entry[name_field].as_str().map(str::to_string) else {
+                    continue;
+                };
+                let shown = if name_field == "name" {
+                    format!("{}{own}", m.prefix)
+                } else {
+                    own.clone()
+                };
+                if let Some(first) = seen.get(&shown) {
+                    tracing::warn!(
+                        route = %self.route,
+                        name = %shown,
+                        kept = %first,
+                        dropped = %m.name,
+                        "two members of a federated route list the same name: the first member's is served (give one its own prefix)"
+                    );
+                    continue;
+                }
+                if name_field == "uri" {
+                    self.remember_uri(&own, &m.name);
+                }
+                seen.insert(shown.clone(), m.name.clone());
+                entry[name_field] = Value::String(shown);
+                merged.push(entry);
+            }
+        }
+        let mut result = json!({ key: merged });
+        if !next.is_empty() {
+            result["nextCursor"] = Value::String(encode_token(&next));
+        }
+        caching.apply(&mut result);
+        self::result(&id, result)
+    }
+
+    fn remember_uri(&self, uri: &str, member: &Arc<str>) {
+        let mut uris = self
+            .uris
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if uris.len() >= MAX_KNOWN_URIS {
+            uris.clear();
+        }
+        uris.insert(uri.to_string(), member.clone());
+    }
+
+    /// The member a prefixed name belongs to (the longest prefix that fits), and the name
+    /// without it.
+    fn by_name(&self, name: &str) -> Option<(Member, String)> {
+        let members = self.members.load();
+        members
+            .iter()
+            .filter(|m| name.starts_with(&m.prefix) && name.len() > m.prefix.len())
+            .max_by_key(|m| m.prefix.len())
+            .map(|m| (m.clone(), name[m.prefix.len()..].to_string()))
+    }
+
+    /// `tools/call`, `prompts/get`: to the member the name's prefix names, the prefix stripped.
+    async fn call_by_name(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        mut message: Value,
+    ) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let name = message["params"]["name"].as_str().unwrap_or("").to_string();
+        let Some((member, own)) = self.by_name(&name) else {
+            return rpc_error(
+                StatusCode::OK,
+                raw_id(&id).as_deref(),
+                jsonrpc::INVALID_PARAMS,
+                &format!(
+                    "`{name}` names no member's tool or prompt on the federated route {} (names carry the member's prefix)",
+                    self.route
+                ),
+            );
+        };
+        message["params"]["name"] = Value::String(own.clone());
+        let mut headers = headers.clone();
+        if headers.contains_key(&MCP_NAME) {
+            headers.insert(MCP_NAME, crate::mcp::headers::encode_value(&own));
+        }
+        self.relay(
+            &member,
+            &headers,
+            session,
+            Bytes::from(message.to_string()),
+            &id,
+        )
+        .await
+    }
+
+    /// Resource requests: to the member that listed the URI; an unknown URI is asked of each
+    /// member in turn until one serves it.
+    async fn call_by_uri(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        message: Value,
+        body: Bytes,
+    ) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let uri = message["params"]["uri"].as_str().unwrap_or("").to_string();
+        let known = self
+            .uris
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&uri)
+            .cloned();
+        let members = self.members.load_full();
+        if let Some(m) = known.and_then(|k| members.iter().find(|m| m.name == k)) {
+            return self.relay(m, headers, session, body, &id).await;
+        }
+        let mut last = None;
+        for m in members.iter() {
+            match self.ask(m, headers, session, body.clone()).await {
+                Ok(a) if a.message.get("result").is_some() => {
+                    self.remember_uri(&uri, &m.name);
+                    return json_response(StatusCode::OK, a.message.to_string().into_bytes());
+                }
+                Ok(a) => last = Some(a.message),
+                Err(why) => tracing::debug!(route = %self.route, member = %m.name, "{why}"),
+            }
+        }
+        match last {
+            Some(error) => json_response(StatusCode::OK, error.to_string().into_bytes()),
+            None => rpc_error(
+                StatusCode::OK,
+                raw_id(&id).as_deref(),
+                jsonrpc::INVALID_PARAMS,
+                &format!(
+                    "no member of the federated route {} serves `{uri}`",
+                    self.route
+                ),
+            ),
+        }
+    }
+
+    /// `completion/complete`: by the prompt's prefixed name, or the resource's URI.
+    async fn complete(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        mut message: Value,
+    ) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let reference = &message["params"]["ref"];
+        let target = match reference["type"].as_str() {
+            Some("ref/prompt") => {
+                let name = reference["name"].as_str().unwrap_or("");
+                self.by_name(name).map(|(m, own)| (m, Some(own)))
+            }
+            Some("ref/resource") => {
+                let uri = reference["uri"].as_str().unwrap_or("");
+                let known = self
+                    .uris
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(uri)
+                    .cloned();
+                let members = self.members.load();
+                known
+                    .and_then(|k| members.iter().find(|m| m.name == k).cloned())
+                    .or_else(|| members.first().cloned())
+                    .map(|m| (m, None))
+            }
+            _ => None,
+        };
+        let Some((member, own)) = target else {
+            return result(&id, json!({"completion": {"values": []}}));
+        };
+        if let Some(own) = own {
+            message["params"]["ref"]["name"] = Value::String(own);
+        }
+        self.relay(
+            &member,
+            headers,
+            session,
+            Bytes::from(message.to_string()),
+            &id,
+        )
+        .await
+    }
+
+    /// Forwards one request to `member` and streams its answer back, the member's requests to
+    /// the client under remapped ids.
+    async fn relay(
+        &self,
+        member: &Member,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        body: Bytes,
+        id: &Value,
+    ) -> Response<Body> {
+        let response = match self
+            .send(member, Method::POST, headers, session, body)
+            .await
+        {
+            Ok(r) => r,
+            Err(why) => {
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    raw_id(id).as_deref(),
+                    jsonrpc::UPSTREAM_UNAVAILABLE,
+                    &format!(
+                        "member {} of the federated route {}: {why}",
+                        member.name, self.route
+                    ),
+                );
+            }
+        };
+        let status = response.status();
+        if !is_sse(response.headers()) {
+            let bytes = match http_body_util::Limited::new(response.into_body(), MAX_MEMBER_ANSWER)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return rpc_error(
+                        StatusCode::BAD_GATEWAY,
+                        raw_id(id).as_deref(),
+                        jsonrpc::UPSTREAM_UNAVAILABLE,
+                        &format!("member {}'s answer broke off: {e}", member.name),
+                    );
+                }
+            };
+            return json_response(status, bytes.to_vec());
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(pump(response.into_body(), member.name.clone(), tx));
+        sse_from(rx)
+    }
+
+    /// A notification of the client's: to every member (of its session).
+    async fn notify_all(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        body: &Bytes,
+    ) -> Response<Body> {
+        let members = self.members.load_full();
+        let sends = members
+            .iter()
+            .filter(|m| session.is_none_or(|s| s.0.contains_key(m.name.as_ref())))
+            .map(|m| async move {
+                if let Ok(r) = self
+                    .send(m, Method::POST, headers, session, body.clone())
+                    .await
+                {
+                    let _ = r.into_body().collect().await;
+                }
+            });
+        futures_util::future::join_all(sends).await;
+        empty(StatusCode::ACCEPTED)
+    }
+
+    /// The client's answer to a member's request: back to that member, under its own id.
+    async fn answer_member(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        mut message: Value,
+    ) -> Response<Body> {
+        let remapped = message.get("id").and_then(Value::as_str).and_then(unmap_id);
+        let Some((member_name, original)) = remapped else {
+            tracing::debug!(route = %self.route, "a client answered a request no member made: dropped");
+            return empty(StatusCode::ACCEPTED);
+        };
+        let members = self.members.load_full();
+        let Some(member) = members.iter().find(|m| *m.name == *member_name) else {
+            return empty(StatusCode::ACCEPTED);
+        };
+        message["id"] = original;
+        match self
+            .send(
+                member,
+                Method::POST,
+                headers,
+                session,
+                Bytes::from(message.to_string()),
+            )
+            .await
+        {
+            Ok(r) => {
+                let status = r.status();
+                let _ = r.into_body().collect().await;
+                empty(if status.is_success() {
+                    StatusCode::ACCEPTED
+                } else {
+                    status
+                })
+            }
+            Err(why) => {
+                tracing::warn!(route = %self.route, member = %member.name, "a client's answer could not be delivered: {why}");
+                empty(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+
+    /// The session's GET stream: every member's, merged.
+    async fn get_stream(&self, headers: &HeaderMap, session: Option<&Sessions>) -> Response<Body> {
+        let Some(session) = session else {
+            return empty(StatusCode::METHOD_NOT_ALLOWED);
+        };
+        let members = self.members.load_full();
+        let opens = members
+            .iter()
+            .filter(|m| session.0.contains_key(m.name.as_ref()))
+            .map(|m| async move {
+                let r = self
+                    .send(m, Method::GET, headers, Some(session), Bytes::new())
+                    .await;
+                (m.name.clone(), r)
+            });
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let mut any = false;
+        for (name, opened) in futures_util::future::join_all(opens).await {
+            match opened {
+                Ok(r) if r.status() == StatusCode::OK && is_sse(r.headers()) => {
+                    any = true;
+                    tokio::spawn(pump(r.into_body(), name, tx.clone()));
+                }
+                Ok(r) => {
+                    tracing::debug!(route = %self.route, member = %name, status = r.status().as_u16(), "no GET stream from this member");
+                }
+                Err(why) => {
+                    tracing::debug!(route = %self.route, member = %name, "no GET stream from this member: {why}");
+                }
+            }
+        }
+        if !any {
+            return empty(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        sse_from(rx)
+    }
+
+    /// DELETE: every member's session ends.
+    async fn end_sessions(&self, headers: &HeaderMap, session: Option<&Sessions>) {
+        let Some(session) = session else { return };
+        let members = self.members.load_full();
+        let ends = members
+            .iter()
+            .filter(|m| session.0.contains_key(m.name.as_ref()))
+            .map(|m| async move {
+                if let Ok(r) = self
+                    .send(m, Method::DELETE, headers, Some(session), Bytes::new())
+                    .await
+                {
+                    let _ = r.into_body().collect().await;
+                }
+            });
+        futures_util::future::join_all(ends).await;
+    }
+}
+
+/// Relays a member's SSE stream to `tx`: each event's message as an event of its own (ids of
+/// the member's stream are not passed: the client cannot resume a merged stream by them); a
+/// request of the member's to the client goes out under a remapped id.
+async fn pump(mut body: hyper::body::Incoming, member: Arc<str>, tx: mpsc::Sender<Bytes>) {
+    let mut splitter = crate::mcp::sse::EventSplitter::default();
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            () = tx.closed() => return,
+        };
+        let Some(Ok(frame)) = frame else { return };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        splitter.push(&data);
+        while let Some(event) = splitter.next_event() {
+            let Some(data) = crate::mcp::sse::event_data(&event).filter(|d| !d.is_empty()) else {
+                continue;
+            };
+            let data = remap_request(&member, data);
+            if tx.send(sse_event(&data)).await.is_err() {
+                return;
+            }
+        }
+        if splitter.pending() > MAX_MEMBER_ANSWER {
+            tracing::warn!(member = %member, "an event of a member's stream is too large: the stream ends");
+            return;
+        }
+    }
+}
+
+/// A member's message: a request to the client gets an id that names the member.
+fn remap_request(member: &str, data: Vec<u8>) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&data) else {
+        return data;
+    };
+    if v.get("method").is_none() {
+        return data;
+    }
+    let Some(id) = v.get("id").filter(|id| !id.is_null()) else {
+        return data;
+    };
+    v["id"] = Value::String(format!("{REMAPPED_ID}{member}:{id}"));
+    v.to_string().into_bytes()
+}
+
+/// A remapped id back to (member, the member's own id).
+fn unmap_id(id: &str) -> Option<(String, Value)> {
+    let rest = id.strip_prefix(REMAPPED_ID)?;
+    let (member, raw) = rest.split_once(':')?;
+    Some((member.to_string(), serde_json::from_str(raw).ok()?))
+}
+
+/// Each member's session id, as the route's one session id carries them.
+#[derive(Debug, Default, Clone)]
+struct Sessions(HashMap<String, String>);
+
+impl Sessions {
+    fn encode(&self) -> Option<HeaderValue> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let map: HashMap<String, Value> = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        HeaderValue::from_str(&encode_token(&map)).ok()
+    }
+}
+
+fn decode_session(v: &HeaderValue) -> Option<Sessions> {
+    let map = decode_token(v.to_str().ok()?)?;
+    Some(Sessions(
+        map.into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+            .collect(),
+    ))
+}
+
+/// A map as one of the route's own tokens (session ids, cursors): `fed1.` + base64url(JSON).
+fn encode_token(map: &HashMap<String, Value>) -> String {
+    let text = serde_json::to_string(map).expect("a map of JSON values");
+    format!(
+        "{OWN_TOKEN}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    )
+}
+
+fn decode_token(token: &str) -> Option<HashMap<String, Value>> {
+    let b64 = token.strip_prefix(OWN_TOKEN)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Capabilities of several servers as one: a capability any member has; `listChanged` and
+/// `subscribe` where any member offers them.
+fn merge_capabilities(into: &mut serde_json::Map<String, Value>, theirs: &Value) {
+    let Some(theirs) = theirs.as_object() else {
+        return;
+    };
+    for (k, v) in theirs {
+        match (into.get_mut(k), v) {
+            (None, _) => {
+                into.insert(k.clone(), v.clone());
+            }
+            (Some(Value::Object(ours)), Value::Object(more)) => {
+                for (flag, value) in more {
+                    let on = value.as_bool() == Some(true)
+                        || ours.get(flag).and_then(Value::as_bool) == Some(true);
+                    if value.is_boolean() {
+                        ours.insert(flag.clone(), Value::Bool(on));
+                    } else {
+                        ours.entry(flag.clone()).or_insert_with(|| value.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `ttlMs` and `cacheScope` of merged 2026-07-28 results: the shortest time, and `private` when
+/// any member's is.
+#[derive(Default)]
+struct Caching {
+    ttl: Option<u64>,
+    private: bool,
+    any: bool,
+    /// A member's result carried `resultType` (2026-07-28): the merged one does too.
+    typed: bool,
+}
+
+impl Caching {
+    fn add(&mut self, result: &Value) {
+        self.typed |= result.get("resultType").is_some();
+        if let Some(t) = result.get("ttlMs").and_then(Value::as_u64) {
+            self.ttl = Some(self.ttl.map_or(t, |o| o.min(t)));
+            self.any = true;
+        }
+        if let Some(s) = result.get("cacheScope").and_then(Value::as_str) {
+            self.private |= s == "private";
+            self.any = true;
+        }
+    }
+
+    fn apply(&self, result: &mut Value) {
+        if self.typed {
+            result["resultType"] = json!("complete");
+        }
+        if !self.any {
+            return;
+        }
+        result["ttlMs"] = json!(self.ttl.unwrap_or(0));
+        result["cacheScope"] = json!(if self.private { "private" } else { "public" });
+    }
+}
+
+fn is_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+fn raw_id(id: &Value) -> Option<Box<serde_json::value::RawValue>> {
+    serde_json::value::RawValue::from_string(id.to_string()).ok()
+}
+
+/// A JSON-RPC result for `id`.
+fn result(id: &Value, result: Value) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        json!({"jsonrpc": "2.0", "id": id, "result": result})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remapped_ids_come_back_to_their_member() {
+        for raw in [r#"7"#, r#""abc""#, r#""a:b""#] {
+            let out = remap_request(
+                "github",
+                format!(r#"{{"jsonrpc":"2.0","id":{raw},"method":"sampling/createMessage"}}"#)
+                    .into_bytes(),
+            );
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            let (member, id) = unmap_id(v["id"].as_str().unwrap()).unwrap();
+            assert_eq!(member, "github");
+            assert_eq!(id, serde_json::from_str::<Value>(raw).unwrap());
+        }
+        // Notifications and responses pass byte for byte.
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#.to_vec();
+        assert_eq!(remap_request("m", note.clone()), note);
+        assert_eq!(unmap_id("7"), None);
+    }
+
+    #[test]
+    fn sessions_and_cursors_round_trip() {
+        let mut s = Sessions::default();
+        s.0.insert("a".into(), "sess-1".into());
+        s.0.insert("b".into(), "sess-2".into());
+        let v = s.encode().unwrap();
+        let back = decode_session(&v).unwrap();
+        assert_eq!(back.0, s.0);
+        assert!(decode_session(&HeaderValue::from_static("fed1.!!")).is_none());
+        assert!(decode_session(&HeaderValue::from_static("other")).is_none());
+        assert!(Sessions::default().encode().is_none());
+    }
+
+    #[test]
+    fn capabilities_merge_by_union() {
+        let mut into = serde_json::Map::new();
+        merge_capabilities(
+            &mut into,
+            &json!({"tools": {"listChanged": false}, "logging": {}}),
+        );
+        merge_capabilities(
+            &mut into,
+            &json!({"tools": {"listChanged": true}, "prompts": {}}),
+        );
+        assert_eq!(
+            Value::Object(into),
+            json!({"tools": {"listChanged": true}, "logging": {}, "prompts": {}})
+        );
+    }
+
+    #[test]
+    fn merged_caching_is_the_strictest() {
+        let mut c = Caching::default();
+        c.add(&json!({"ttlMs": 5000, "cacheScope": "public"}));
+        c.add(&json!({"ttlMs": 1000, "cacheScope": "private"}));
+        let mut r = json!({});
+        c.apply(&mut r);
+        assert_eq!(r, json!({"ttlMs": 1000, "cacheScope": "private"}));
+        let mut none = json!({});
+        Caching::default().apply(&mut none);
+        assert_eq!(none, json!({}));
+    }
+}

@@ -1,0 +1,95 @@
+//! Federated routes (`upstreams.<name>.members`, issue 20): one endpoint serving several other
+//! upstreams, their tools and prompts under prefixed names.
+//!
+//! - `federator.rs`: the route's endpoint ([`Federator`]), an internal Streamable HTTP server on
+//!   127.0.0.1 like a stdio route's bridge (`crate::loopback`): the gateway forwards the route's
+//!   traffic to it after the route's whole pipeline ran on the client-facing (prefixed) names, and
+//!   it speaks to the members: merged `initialize` and lists, calls routed by prefix, server
+//!   requests' ids remapped so answers reach the member that asked.
+
+mod federator;
+
+pub use federator::Federator;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::loopback::Retired;
+use crate::proxy::UpstreamClient;
+
+/// The endpoints of the federated routes, one per route for the process's life: a reload gives
+/// a route's endpoint its new members; a route no longer federated has its endpoint retired.
+#[derive(Debug, Default)]
+pub struct Federations {
+    running: Mutex<HashMap<Arc<str>, Arc<Federator>>>,
+    failures: std::sync::OnceLock<prometheus::IntCounterVec>,
+}
+
+impl Federations {
+    /// `mcpgate_federation_member_failures_total{route, member}` joins `registry`.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) {
+        let failures = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "mcpgate_federation_member_failures_total",
+                "Members of federated routes that failed or timed out while the route fanned a request out to them (their entries were left out)",
+            ),
+            &["route", "member"],
+        )
+        .expect("valid metric");
+        crate::observability::metrics::register_shared(registry, Box::new(failures.clone()));
+        let _ = self.failures.set(failures);
+    }
+
+    /// Points each federated upstream of `config` at its endpoint (started when it has none)
+    /// with the endpoint's token as its credential, and gives the endpoint the members as this
+    /// config has them (after the stdio routes were attached to their bridges). Endpoints of
+    /// routes no longer federated are returned, still serving. Needs a tokio runtime.
+    pub fn attach(&self, config: &mut Config, client: &UpstreamClient) -> std::io::Result<Retired> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = HashMap::new();
+        let upstreams = config.upstreams.clone();
+        for upstream in &mut config.upstreams {
+            let Some(federation) = &upstream.federation else {
+                continue;
+            };
+            let federator = match running.get(&upstream.name) {
+                Some(f) => f.clone(),
+                None => Federator::start(
+                    upstream.name.clone(),
+                    client.clone(),
+                    self.failures.get().cloned(),
+                )?,
+            };
+            federator.set_members(federation, &upstreams);
+            let mut attached = (**upstream).clone();
+            attached.url = federator.url();
+            attached.credential = Some(federator.credential());
+            *upstream = Arc::new(attached);
+            next.insert(upstream.name.clone(), federator);
+        }
+        let mut retired = Retired::default();
+        for (name, old) in running.drain() {
+            if !next.contains_key(&name) {
+                retired.push(old);
+            }
+        }
+        *running = next;
+        Ok(retired)
+    }
+
+    /// Stops every endpoint (shutdown, after the drain).
+    pub fn stop_all(&self) {
+        for f in self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            f.stop();
+        }
+    }
+}

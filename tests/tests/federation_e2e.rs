@@ -1,0 +1,209 @@
+//! Federated routes through the real binary: one route serving several members (a Python SDK
+//! server over HTTP, the same server over stdio, server-everything) to real SDK clients of both
+//! eras: merged lists with prefixed names, calls routed by prefix, progress and sampling round
+//! trips, a policy on prefixed names, a member that is down, and a collision `validate` refuses.
+
+use std::process::Command;
+use std::time::Duration;
+
+use mcpgate_e2e::*;
+use serde_json::{Value, json};
+
+fn federated_config(alpha_url: &str, extra: &str) -> String {
+    let python = python();
+    let demo = repo().join("examples/demo_server.py");
+    format!(
+        r#"server:
+  port: 0
+observability:
+  metrics: {{path: /metrics}}
+upstreams:
+  alpha:
+    url: {alpha_url}
+  beta:
+    type: stdio
+    command: "{python}"
+    args: ["{demo}", "--stdio"]
+  team:
+    members: [alpha, beta]
+{extra}"#,
+        python = python.display(),
+        demo = demo.display(),
+    )
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn python_sdk_clients_of_both_eras_use_a_federated_route() {
+    let (_alpha, alpha_url) = start_demo_server();
+    let dir = TempDir::new("fed-py");
+    let policy = "policy:\n  default: allow\n  rules:\n    - name: no-alpha-whoami\n      tools: [alpha_whoami]\n      decision: deny\n";
+    let cfg = dir.file("gw.yaml", &federated_config(&alpha_url, policy));
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let url = format!("{base}/servers/team/mcp");
+    for (mode, version) in [("legacy", LEGACY), ("2026-07-28", MODERN)] {
+        for prefix in ["alpha_", "beta_"] {
+            let out = run_client(
+                &format!("py_client {mode} {prefix}"),
+                Command::new(python())
+                    .arg(repo().join("tests/e2e/py_client.py"))
+                    .args([&url, mode, prefix]),
+                Duration::from_secs(120),
+            );
+            assert_eq!(out["protocol_version"], version, "{out}");
+            let tools = names(&out["tools"]);
+            for t in [
+                "alpha_echo",
+                "alpha_add",
+                "alpha_slow_count",
+                "beta_echo",
+                "beta_whoami",
+            ] {
+                assert!(tools.contains(&t.to_string()), "{t} missing: {out}");
+            }
+            // The policy judges the client-facing name: the denied tool is not even listed.
+            assert!(!tools.contains(&"alpha_whoami".to_string()), "{out}");
+            assert_eq!(tools.len(), 7, "{out}");
+            assert_eq!(out["echo"], "héllo through the gateway", "{out}");
+            assert_eq!(out["add"], "42", "{out}");
+            assert_eq!(out["slow"]["text"], "counted to 3", "{out}");
+            assert_eq!(
+                out["slow"]["progress"].as_array().unwrap().len(),
+                3,
+                "{out}"
+            );
+            assert_eq!(out["unknown_tool_is_error"], true, "{out}");
+        }
+    }
+    // The denied prefixed tool is refused when called anyway.
+    let c = Client::new(&base, "team", MODERN);
+    let r = c.send(
+        "9",
+        "tools/call",
+        json!({"name": "alpha_whoami", "arguments": {}}),
+    );
+    assert!(r.body.contains("-32007"), "{}", r.body);
+    // A name with no member's prefix.
+    let r = c.send(
+        "10",
+        "tools/call",
+        json!({"name": "gamma_echo", "arguments": {}}),
+    );
+    assert!(r.body.contains("names no member's tool"), "{}", r.body);
+}
+
+#[test]
+fn progress_and_sampling_round_trips_cross_a_federated_route() {
+    let (_everything, upstream) = start_everything();
+    let (_alpha, alpha_url) = start_demo_server();
+    let dir = TempDir::new("fed-ts");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nupstreams:\n  everything:\n    url: {upstream}\n  alpha:\n    url: {alpha_url}\n  team:\n    members: [alpha, {{name: everything, prefix: \"ev.\"}}]\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let out = run_client(
+        "ts_client through a federated route",
+        Command::new("node")
+            .arg(repo().join("tests/e2e/ts_client.mjs"))
+            .arg(format!("{base}/servers/team/mcp"))
+            .arg("ev.")
+            .current_dir(repo().join("tests/e2e")),
+        Duration::from_secs(120),
+    );
+    let tools = names(&out["tools"]);
+    assert!(tools.contains(&"ev.echo".to_string()), "{out}");
+    assert!(tools.contains(&"alpha_echo".to_string()), "{out}");
+    assert_eq!(out["echo"], "Echo: hello through the gateway", "{out}");
+    assert_eq!(out["sum"], "The sum of 2 and 40 is 42.", "{out}");
+    assert_eq!(
+        out["slow"]["progress"].as_array().unwrap().len(),
+        4,
+        "{out}"
+    );
+    // The member's sampling requests reached the client under remapped ids, and the client's
+    // answers reached the member: twice.
+    assert_eq!(out["samplingRequests"], 2, "{out}");
+    assert!(
+        out["sampling"][1]
+            .as_str()
+            .unwrap()
+            .contains("sampled #2: Resource trigger-sampling-request context: second"),
+        "{out}"
+    );
+    assert_eq!(out["terminated"], true, "{out}");
+    assert_eq!(out["afterDeleteStatus"], 404, "{out}");
+}
+
+#[test]
+fn a_member_that_is_down_is_left_out_not_fatal() {
+    let (_alpha, alpha_url) = start_demo_server();
+    let dead = format!("http://127.0.0.1:{}/mcp", free_port());
+    let dir = TempDir::new("fed-down");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nobservability:\n  metrics: {{path: /metrics}}\nupstreams:\n  alpha:\n    url: {alpha_url}\n  dead:\n    url: {dead}\n    timeout: 2000\n  team:\n    members: [alpha, dead]\n"
+        ),
+    );
+    let (mut gw, base) = start_gateway(&cfg, &[]);
+    for (mode, version) in [("legacy", LEGACY), ("2026-07-28", MODERN)] {
+        let out = run_client(
+            &format!("py_client {mode} with a member down"),
+            Command::new(python())
+                .arg(repo().join("tests/e2e/py_client.py"))
+                .args([&format!("{base}/servers/team/mcp"), mode, "alpha_"]),
+            Duration::from_secs(120),
+        );
+        assert_eq!(out["protocol_version"], version, "{out}");
+        assert_eq!(
+            names(&out["tools"]),
+            [
+                "alpha_add",
+                "alpha_echo",
+                "alpha_slow_count",
+                "alpha_whoami"
+            ],
+            "{out}"
+        );
+        assert_eq!(out["add"], "42", "{out}");
+    }
+    let failures = metric(
+        &get(&base, "/metrics"),
+        "mcpgate_federation_member_failures_total{member=\"dead\",route=\"team\"}",
+    );
+    assert!(failures >= 2.0, "{failures}");
+    gw.wait_for(
+        "a member of a federated route was left out",
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn validate_refuses_members_whose_names_would_collide() {
+    let dir = TempDir::new("fed-validate");
+    let cfg = dir.file(
+        "gw.yaml",
+        "upstreams:\n  a: {url: \"http://127.0.0.1:1/mcp\"}\n  b: {url: \"http://127.0.0.1:2/mcp\"}\n  team:\n    members: [a, b]\n    prefix: \"x_\"\n",
+    );
+    let (ok, _out, err) = run_mcpgate(&["validate", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("upstreams.team.members[1]"), "{err}");
+    assert!(
+        err.contains("`b` and `a` both get the prefix `x_`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":5:") || err.contains(":4:"),
+        "the line is named: {err}"
+    );
+}
