@@ -207,3 +207,52 @@ fn validate_refuses_members_whose_names_would_collide() {
         "the line is named: {err}"
     );
 }
+
+#[test]
+fn subscription_streams_of_members_merge_into_one() {
+    let (_alpha, alpha_url) = start_demo_server();
+    let (_gamma, gamma_url) = start_demo_server();
+    let dir = TempDir::new("fed-listen");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nupstreams:\n  alpha:\n    url: {alpha_url}\n  gamma:\n    url: {gamma_url}\n  team:\n    members: [alpha, gamma]\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":"listen-1","method":"subscriptions/listen","params":{{"notifications":{{"toolsListChanged":true}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let mut s = connect(&base);
+    std::io::Write::write_all(
+        &mut s,
+        format!(
+            "POST /servers/team/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Both members (HTTP servers) acknowledge; the client hears it once, and the stream stays
+    // open while theirs are.
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert_eq!(
+        seen.matches("notifications/subscriptions/acknowledged")
+            .count(),
+        1,
+        "{seen}"
+    );
+    assert!(!seen.contains("\"resultType\":\"complete\""), "{seen}");
+}

@@ -20,7 +20,8 @@
 //!   (`initialized`, `cancelled`, roots changes) go to every member: ids are the client's own
 //!   and unique within its session, so a member ignores a cancellation that is not its own.
 //! - **2026-07-28**: stateless; the same routing, the routing headers rewritten where a name
-//!   is, `server/discover` merged under the gateway's identity.
+//!   is, `server/discover` merged under the gateway's identity, `subscriptions/listen` streams
+//!   merged (one acknowledgement; the client's stream completes once every member's has).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -256,6 +257,7 @@ impl Federator {
                 self.call_by_uri(headers, session, message, body).await
             }
             "completion/complete" => self.complete(headers, session, message).await,
+            "subscriptions/listen" => self.listen(headers, message, body).await,
             "logging/setLevel" => {
                 let members = self.members.load_full();
                 let asks = members
@@ -803,6 +805,69 @@ impl Federator {
         sse_from(rx)
     }
 
+    /// `subscriptions/listen` (2026-07-28): every member's subscription stream, merged. One
+    /// acknowledgement reaches the client; a member that completes its stream does not end the
+    /// client's, which completes (once, under the client's id) when every member's has ended.
+    async fn listen(&self, headers: &HeaderMap, message: Value, body: Bytes) -> Response<Body> {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let members = self.members.load_full();
+        let opens = members.iter().map(|m| {
+            let body = body.clone();
+            async move { (m, self.send(m, Method::POST, headers, None, body).await) }
+        });
+        let (inner_tx, mut inner_rx) = mpsc::channel(STREAM_BUFFER);
+        let filter = Arc::new(Listening {
+            id: id.clone(),
+            acknowledged: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut any = false;
+        for (m, opened) in futures_util::future::join_all(opens).await {
+            match opened {
+                Ok(r) if r.status() == StatusCode::OK && is_sse(r.headers()) => {
+                    any = true;
+                    tokio::spawn(pump_filtered(
+                        r.into_body(),
+                        m.name.clone(),
+                        inner_tx.clone(),
+                        Some(filter.clone()),
+                    ));
+                }
+                Ok(r) => self.left_out(
+                    m,
+                    "subscriptions/listen",
+                    &format!("it answered HTTP {}", r.status().as_u16()),
+                ),
+                Err(why) => self.left_out(m, "subscriptions/listen", &why),
+            }
+        }
+        drop(inner_tx);
+        if !any {
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                raw_id(&id).as_deref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "no member of the federated route {} opened a subscription stream",
+                    self.route
+                ),
+            );
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            while let Some(event) = inner_rx.recv().await {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            let done = json!({"jsonrpc": "2.0", "id": id, "result": {
+                "resultType": "complete",
+                "_meta": {"io.modelcontextprotocol/subscriptionId": id},
+            }});
+            let _ = tx.send(sse_event(done.to_string().as_bytes())).await;
+        });
+        sse_from(rx)
+    }
+
     /// A notification of the client's: to every member (of its session).
     async fn notify_all(
         &self,
@@ -928,7 +993,43 @@ impl Federator {
 /// Relays a member's SSE stream to `tx`: each event's message as an event of its own (ids of
 /// the member's stream are not passed: the client cannot resume a merged stream by them); a
 /// request of the member's to the client goes out under a remapped id.
-async fn pump(mut body: hyper::body::Incoming, member: Arc<str>, tx: mpsc::Sender<Bytes>) {
+async fn pump(body: hyper::body::Incoming, member: Arc<str>, tx: mpsc::Sender<Bytes>) {
+    pump_filtered(body, member, tx, None).await;
+}
+
+/// A merged subscription stream's rules for each member's messages.
+struct Listening {
+    /// The client's `subscriptions/listen` id.
+    id: Value,
+    acknowledged: std::sync::atomic::AtomicBool,
+}
+
+impl Listening {
+    /// Whether a member's message goes to the client: not a member's completion of the stream
+    /// (the merged stream completes once, itself), and the acknowledgement only once.
+    fn passes(&self, data: &[u8]) -> bool {
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return true;
+        };
+        if v.get("method").is_none() && v.get("id") == Some(&self.id) {
+            return false;
+        }
+        if v["method"] == "notifications/subscriptions/acknowledged" {
+            return !self
+                .acknowledged
+                .swap(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+/// [`pump`], with a subscription stream's rules.
+async fn pump_filtered(
+    mut body: hyper::body::Incoming,
+    member: Arc<str>,
+    tx: mpsc::Sender<Bytes>,
+    listening: Option<Arc<Listening>>,
+) {
     let mut splitter = crate::mcp::sse::EventSplitter::default();
     loop {
         let frame = tokio::select! {
@@ -944,6 +1045,9 @@ async fn pump(mut body: hyper::body::Incoming, member: Arc<str>, tx: mpsc::Sende
             let Some(data) = crate::mcp::sse::event_data(&event).filter(|d| !d.is_empty()) else {
                 continue;
             };
+            if listening.as_ref().is_some_and(|l| !l.passes(&data)) {
+                continue;
+            }
             let data = remap_request(&member, data);
             if tx.send(sse_event(&data)).await.is_err() {
                 return;
