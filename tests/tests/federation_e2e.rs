@@ -256,3 +256,42 @@ fn subscription_streams_of_members_merge_into_one() {
     );
     assert!(!seen.contains("\"resultType\":\"complete\""), "{seen}");
 }
+
+#[test]
+fn a_hostile_member_costs_only_its_own_entries() {
+    let (_alpha, alpha_url) = start_demo_server();
+    // tools/list: an SSE event that never ends; resources/list: 1 MiB of JSON.
+    let (_evil, evil_base) = raw_upstream(&[]);
+    let evil_url = format!("{evil_base}/mcp");
+    let dir = TempDir::new("fed-hostile");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nobservability:\n  metrics: {{path: /metrics}}\nupstreams:\n  alpha:\n    url: {alpha_url}\n  evil:\n    url: {evil_url}\n    timeout: 2000\n  team:\n    members: [alpha, evil]\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let c = Client::new(&base, "team", LEGACY);
+    let started = std::time::Instant::now();
+    let listed = c.answer("1", "tools/list", json!({}));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let tools: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["alpha_echo", "alpha_add", "alpha_slow_count", "alpha_whoami"]);
+    // Bounded by the hostile member's own timeout, not by its endless event.
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    let failures = metric(
+        &get(&base, "/metrics"),
+        "mcpgate_federation_member_failures_total{member=\"evil\",route=\"team\"}",
+    );
+    assert!(failures >= 1.0, "{failures}");
+    // Its broken answers reach only the calls that asked for them; the other member serves on.
+    let broken = c.send("2", "tools/call", json!({"name": "evil_reset_before_headers", "arguments": {}}));
+    assert!(broken.body.contains("-32010"), "{}", broken.body);
+    let sum = c.answer("3", "tools/call", json!({"name": "alpha_add", "arguments": {"a": 40, "b": 2}}));
+    assert!(sum.contains("42"), "{sum}");
+}
