@@ -281,17 +281,115 @@ fn a_hostile_member_costs_only_its_own_entries() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(tools, ["alpha_echo", "alpha_add", "alpha_slow_count", "alpha_whoami"]);
+    assert_eq!(
+        tools,
+        [
+            "alpha_echo",
+            "alpha_add",
+            "alpha_slow_count",
+            "alpha_whoami"
+        ]
+    );
     // Bounded by the hostile member's own timeout, not by its endless event.
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     let failures = metric(
         &get(&base, "/metrics"),
         "mcpgate_federation_member_failures_total{member=\"evil\",route=\"team\"}",
     );
     assert!(failures >= 1.0, "{failures}");
     // Its broken answers reach only the calls that asked for them; the other member serves on.
-    let broken = c.send("2", "tools/call", json!({"name": "evil_reset_before_headers", "arguments": {}}));
+    let broken = c.send(
+        "2",
+        "tools/call",
+        json!({"name": "evil_reset_before_headers", "arguments": {}}),
+    );
     assert!(broken.body.contains("-32010"), "{}", broken.body);
-    let sum = c.answer("3", "tools/call", json!({"name": "alpha_add", "arguments": {"a": 40, "b": 2}}));
+    let sum = c.answer(
+        "3",
+        "tools/call",
+        json!({"name": "alpha_add", "arguments": {"a": 40, "b": 2}}),
+    );
     assert!(sum.contains("42"), "{sum}");
+}
+
+fn counting_server(flags: &[&str]) -> (Proc, String) {
+    let (p, base) = start_ported(
+        "counting_server.py",
+        Command::new(python())
+            .arg(repo().join("tests/e2e/counting_server.py"))
+            .args(flags)
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    (p, format!("{base}/mcp"))
+}
+
+/// How many tools/list requests a counting member has served (asked through the route).
+fn served_lists(c: &Client, id: &str, tool: &str) -> u64 {
+    let answer = c.answer(id, "tools/call", json!({"name": tool, "arguments": {}}));
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn member_catalogs_are_cached_as_their_scope_and_ttl_allow() {
+    let (_public, public_url) = counting_server(&["--ttl", "60000", "--scope", "public"]);
+    let (_private, private_url) = counting_server(&["--ttl", "60000", "--scope", "private"]);
+    let (_legacy, legacy_url) = counting_server(&[]);
+    let dir = TempDir::new("fed-cache");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nobservability:\n  metrics: {{path: /metrics}}\nupstreams:\n  pub:\n    url: {public_url}\n  priv:\n    url: {private_url}\n  old:\n    url: {legacy_url}\n  modern:\n    members: [pub, priv]\n  cached:\n    members: [old]\n    catalog_ttl: 60000\n  uncached:\n    members: [old]\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+
+    // 2026-07-28: a public page is served from the cache for its ttlMs; a private one never is.
+    let c = Client::new(&base, "modern", MODERN);
+    for id in ["1", "2", "3"] {
+        let listed = c.answer(id, "tools/list", json!({}));
+        assert!(
+            listed.contains("pub_count") && listed.contains("priv_count"),
+            "{listed}"
+        );
+        assert!(listed.contains("\"cacheScope\":\"private\""), "{listed}");
+    }
+    assert_eq!(served_lists(&c, "4", "pub_count"), 1);
+    assert_eq!(served_lists(&c, "5", "priv_count"), 3);
+
+    // Legacy, with catalog_ttl: one list for every session, until the member says it changed.
+    let a = Client::new(&base, "cached", LEGACY);
+    let b = Client::new(&base, "cached", LEGACY);
+    a.answer("1", "tools/list", json!({}));
+    b.answer("1", "tools/list", json!({}));
+    assert_eq!(served_lists(&a, "2", "old_count"), 1);
+    let touched = a.send(
+        "3",
+        "tools/call",
+        json!({"name": "old_touch", "arguments": {}}),
+    );
+    assert!(touched.body.contains("list_changed"), "{}", touched.body);
+    b.answer("4", "tools/list", json!({}));
+    assert_eq!(served_lists(&b, "5", "old_count"), 2);
+
+    // Without catalog_ttl, legacy lists are not cached.
+    let u = Client::new(&base, "uncached", LEGACY);
+    u.answer("1", "tools/list", json!({}));
+    u.answer("2", "tools/list", json!({}));
+    assert_eq!(served_lists(&u, "3", "old_count"), 4);
+
+    let metrics = get(&base, "/metrics");
+    let hits = metric(
+        &metrics,
+        "mcpgate_federation_catalog_requests_total{member=\"pub\",result=\"hit\",route=\"modern\"}",
+    );
+    assert_eq!(hits, 2.0, "{metrics}");
 }

@@ -31,6 +31,10 @@ pub(super) struct RawMemberSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Federation {
     pub members: Vec<FederationMember>,
+    /// How long a legacy member's list is served from the route's cache (until a
+    /// `list_changed` from it comes first); `None` (the default): legacy lists are not cached.
+    /// 2026-07-28 lists are cached as their own `ttlMs` and `cacheScope` say.
+    pub catalog_ttl: Option<std::time::Duration>,
 }
 
 /// One member: the upstream it is, and the prefix its tool and prompt names get.
@@ -57,6 +61,7 @@ impl Validator<'_> {
         path: &str,
         members: Vec<RawMember>,
         prefix: Option<String>,
+        catalog_ttl: Option<u64>,
     ) -> Option<Federation> {
         let template = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string());
         if members.is_empty() {
@@ -108,7 +113,12 @@ impl Validator<'_> {
                 prefix: applied,
             });
         }
-        Some(Federation { members: out })
+        Some(Federation {
+            members: out,
+            catalog_ttl: catalog_ttl
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis),
+        })
     }
 
     /// Each federated route's members must be other upstreams of this config, and not federated

@@ -110,6 +110,8 @@ struct RawUpstream {
     /// A federated route: the upstreams it serves together, and their prefix.
     members: Option<Vec<federation::RawMember>>,
     prefix: Option<String>,
+    /// A federated route: how long legacy members' lists are cached (ms; 0, the default: not).
+    catalog_ttl: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -442,6 +444,12 @@ impl Validator<'_> {
                 "`members` make a federated route: drop `type` (or write `type: federated`)",
             );
         }
+        if !federated && raw.catalog_ttl.is_some() {
+            self.error(
+                &format!("{path}.catalog_ttl"),
+                "only a federated route (one with `members`) caches catalogs",
+            );
+        }
         if !federated && raw.prefix.is_some() {
             self.error(
                 &format!("{path}.prefix"),
@@ -457,7 +465,12 @@ impl Validator<'_> {
                         "a federated route serves its `members`: it has no `url` or `command` of its own",
                     );
                 }
-                federation = self.federation(&path, raw.members.unwrap_or_default(), raw.prefix);
+                federation = self.federation(
+                    &path,
+                    raw.members.unwrap_or_default(),
+                    raw.prefix,
+                    raw.catalog_ttl,
+                );
                 (
                     Some(Uri::from_static(federation::FEDERATION_PLACEHOLDER_URL)),
                     None,

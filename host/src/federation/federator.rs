@@ -57,6 +57,98 @@ const REMAPPED_ID: &str = "mcpgate-fed:";
 /// The prefix of the route's own session ids and cursors.
 const OWN_TOKEN: &str = "fed1.";
 
+/// Cached list pages at most (one per member, method, cursor and protocol version); past it the
+/// cache starts afresh.
+const MAX_CACHED_PAGES: usize = 10_000;
+
+/// The metrics of the federated routes.
+#[derive(Debug, Clone)]
+pub struct FederationMetrics {
+    /// `mcpgate_federation_member_failures_total{route, member}`.
+    pub failures: prometheus::IntCounterVec,
+    /// `mcpgate_federation_catalog_requests_total{route, member, result}` (`hit`, `miss`).
+    pub catalog: prometheus::IntCounterVec,
+}
+
+/// Members' list pages kept for their time to live: a 2026-07-28 page its `ttlMs` when its
+/// `cacheScope` is `public` (a `private` one is never kept: it is one caller's), a legacy page
+/// `catalog_ttl` when the route sets it. A member's `list_changed` drops its pages of that list.
+/// Policy filtering happens after, in the gateway, per caller.
+#[derive(Default)]
+struct Catalog {
+    pages: Mutex<HashMap<PageKey, (Value, std::time::Instant)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PageKey {
+    member: Arc<str>,
+    method: String,
+    cursor: Option<String>,
+    version: String,
+}
+
+impl Catalog {
+    fn get(&self, key: &PageKey) -> Option<Value> {
+        let mut pages = self
+            .pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (result, expires) = pages.get(key)?;
+        let now = std::time::Instant::now();
+        if *expires <= now {
+            pages.remove(key);
+            return None;
+        }
+        let mut result = result.clone();
+        if result.get("ttlMs").is_some() {
+            // What is left of its time, so a client caching it too does not outlive it.
+            let left = u64::try_from((*expires - now).as_millis()).unwrap_or(u64::MAX);
+            result["ttlMs"] = json!(left);
+        }
+        Some(result)
+    }
+
+    fn put(&self, key: PageKey, result: &Value, legacy_ttl: Option<std::time::Duration>) {
+        let ttl = match result.get("cacheScope").and_then(Value::as_str) {
+            Some("public") => result
+                .get("ttlMs")
+                .and_then(Value::as_u64)
+                .filter(|t| *t > 0)
+                .map(std::time::Duration::from_millis),
+            Some(_) => None,
+            None if result.get("ttlMs").is_some() => None,
+            None => legacy_ttl,
+        };
+        let Some(ttl) = ttl else { return };
+        let mut pages = self
+            .pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pages.len() >= MAX_CACHED_PAGES {
+            pages.clear();
+        }
+        pages.insert(key, (result.clone(), std::time::Instant::now() + ttl));
+    }
+
+    /// A member said one of its lists changed.
+    fn changed(&self, member: &str, method: &str) {
+        self.pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| !(*k.member == *member && k.method == method));
+    }
+}
+
+/// The list a `notifications/<kind>/list_changed` is about.
+fn changed_list(method: &str) -> Option<&'static str> {
+    match method {
+        "notifications/tools/list_changed" => Some("tools/list"),
+        "notifications/prompts/list_changed" => Some("prompts/list"),
+        "notifications/resources/list_changed" => Some("resources/list"),
+        _ => None,
+    }
+}
+
 /// A member as the endpoint reaches it.
 #[derive(Debug, Clone)]
 struct Member {
@@ -75,7 +167,10 @@ pub struct Federator {
     peer: Peer,
     /// Resource URI → the member that listed it.
     uris: Mutex<HashMap<String, Arc<str>>>,
-    failures: Option<prometheus::IntCounterVec>,
+    catalog: Arc<Catalog>,
+    /// `catalog_ttl` of the route as configured now.
+    legacy_ttl: Mutex<Option<std::time::Duration>>,
+    metrics: Option<FederationMetrics>,
 }
 
 impl std::fmt::Debug for Federator {
@@ -113,7 +208,7 @@ impl Federator {
     pub fn start(
         route: Arc<str>,
         client: UpstreamClient,
-        failures: Option<prometheus::IntCounterVec>,
+        metrics: Option<FederationMetrics>,
     ) -> std::io::Result<Arc<Federator>> {
         let loopback = Loopback::bind()?;
         let gateway: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -125,7 +220,9 @@ impl Federator {
             client,
             peer: Peer::new(gateway, &[trusted]),
             uris: Mutex::new(HashMap::new()),
-            failures,
+            catalog: Arc::new(Catalog::default()),
+            legacy_ttl: Mutex::new(None),
+            metrics,
         });
         federator.loopback.serve(Arc::downgrade(&federator))?;
         Ok(federator)
@@ -158,6 +255,16 @@ impl Federator {
             })
             .collect();
         self.members.store(Arc::new(members));
+        *self
+            .legacy_ttl
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = federation.catalog_ttl;
+        // A reload may have changed what the members are: nothing cached is trusted.
+        self.catalog
+            .pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     async fn serve(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -376,8 +483,9 @@ impl Federator {
     /// A member left out of a merged answer: logged and counted.
     fn left_out(&self, member: &Member, method: &str, why: &str) {
         tracing::warn!(route = %self.route, member = %member.name, method, "a member of a federated route was left out: {why}");
-        if let Some(f) = &self.failures {
-            f.with_label_values(&[self.route.as_ref(), member.name.as_ref()])
+        if let Some(m) = &self.metrics {
+            m.failures
+                .with_label_values(&[self.route.as_ref(), member.name.as_ref()])
                 .inc();
         }
     }
@@ -543,14 +651,34 @@ impl Federator {
                 }
             },
         };
+        let version = message["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| {
+                headers
+                    .get(&crate::mcp::headers::MCP_PROTOCOL_VERSION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let legacy_ttl = *self
+            .legacy_ttl
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut bodies = Vec::new();
+        let mut cached = Vec::new();
+        let mut keys = HashMap::new();
         for m in members.iter() {
             let mut asked = message.clone();
+            let mut cursor = None;
             match &cursors {
                 None => {}
                 Some(map) => match map.get(m.name.as_ref()) {
                     None => continue,
-                    Some(c) => asked["params"]["cursor"] = c.clone(),
+                    Some(c) => {
+                        cursor = Some(c.to_string());
+                        asked["params"]["cursor"] = c.clone();
+                    }
                 },
             }
             if let Some(params) = asked.get_mut("params").and_then(Value::as_object_mut)
@@ -558,9 +686,36 @@ impl Federator {
             {
                 params.remove("cursor");
             }
+            let key = PageKey {
+                member: m.name.clone(),
+                method: method.clone(),
+                cursor,
+                version: version.clone(),
+            };
+            if let Some(result) = self.catalog.get(&key) {
+                self.count_catalog(m, "hit");
+                cached.push((
+                    m.clone(),
+                    Answer {
+                        message: json!({"result": result}),
+                        session: None,
+                    },
+                ));
+                continue;
+            }
+            self.count_catalog(m, "miss");
+            keys.insert(m.name.clone(), key);
             bodies.push((m.clone(), Bytes::from(asked.to_string())));
         }
-        let answers = self.fan_out(headers, session, bodies, &method).await;
+        let mut answers = self.fan_out(headers, session, bodies, &method).await;
+        for (m, a) in &answers {
+            if let Some(key) = keys.remove(&m.name) {
+                self.catalog.put(key, &a.message["result"], legacy_ttl);
+            }
+        }
+        // In the members' order, cached or not: the first member's name wins a collision.
+        answers.extend(cached);
+        answers.sort_by_key(|(m, _)| members.iter().position(|o| o.name == m.name));
         let mut merged: Vec<Value> = Vec::new();
         let mut seen: HashMap<String, Arc<str>> = HashMap::new();
         let mut next: HashMap<String, Value> = HashMap::new();
@@ -604,6 +759,14 @@ impl Federator {
         }
         caching.apply(&mut result);
         self::result(&id, result)
+    }
+
+    fn count_catalog(&self, member: &Member, result: &str) {
+        if let Some(m) = &self.metrics {
+            m.catalog
+                .with_label_values(&[self.route.as_ref(), member.name.as_ref(), result])
+                .inc();
+        }
     }
 
     fn remember_uri(&self, uri: &str, member: &Arc<str>) {
@@ -801,7 +964,12 @@ impl Federator {
             return json_response(status, bytes.to_vec());
         }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(pump(response.into_body(), member.name.clone(), tx));
+        tokio::spawn(pump(
+            response.into_body(),
+            member.name.clone(),
+            tx,
+            self.catalog.clone(),
+        ));
         sse_from(rx)
     }
 
@@ -830,6 +998,7 @@ impl Federator {
                         m.name.clone(),
                         inner_tx.clone(),
                         Some(filter.clone()),
+                        self.catalog.clone(),
                     ));
                 }
                 Ok(r) => self.left_out(
@@ -955,7 +1124,7 @@ impl Federator {
             match opened {
                 Ok(r) if r.status() == StatusCode::OK && is_sse(r.headers()) => {
                     any = true;
-                    tokio::spawn(pump(r.into_body(), name, tx.clone()));
+                    tokio::spawn(pump(r.into_body(), name, tx.clone(), self.catalog.clone()));
                 }
                 Ok(r) => {
                     tracing::debug!(route = %self.route, member = %name, status = r.status().as_u16(), "no GET stream from this member");
@@ -993,8 +1162,13 @@ impl Federator {
 /// Relays a member's SSE stream to `tx`: each event's message as an event of its own (ids of
 /// the member's stream are not passed: the client cannot resume a merged stream by them); a
 /// request of the member's to the client goes out under a remapped id.
-async fn pump(body: hyper::body::Incoming, member: Arc<str>, tx: mpsc::Sender<Bytes>) {
-    pump_filtered(body, member, tx, None).await;
+async fn pump(
+    body: hyper::body::Incoming,
+    member: Arc<str>,
+    tx: mpsc::Sender<Bytes>,
+    catalog: Arc<Catalog>,
+) {
+    pump_filtered(body, member, tx, None, catalog).await;
 }
 
 /// A merged subscription stream's rules for each member's messages.
@@ -1029,6 +1203,7 @@ async fn pump_filtered(
     member: Arc<str>,
     tx: mpsc::Sender<Bytes>,
     listening: Option<Arc<Listening>>,
+    catalog: Arc<Catalog>,
 ) {
     let mut splitter = crate::mcp::sse::EventSplitter::default();
     loop {
@@ -1048,6 +1223,9 @@ async fn pump_filtered(
             if listening.as_ref().is_some_and(|l| !l.passes(&data)) {
                 continue;
             }
+            if let Some(list) = list_changed_in(&data) {
+                catalog.changed(&member, list);
+            }
             let data = remap_request(&member, data);
             if tx.send(sse_event(&data)).await.is_err() {
                 return;
@@ -1058,6 +1236,17 @@ async fn pump_filtered(
             return;
         }
     }
+}
+
+/// The list a member's `list_changed` notification is about.
+fn list_changed_in(data: &[u8]) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Note<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    let note: Note = serde_json::from_slice(data).ok()?;
+    changed_list(note.method.as_deref()?)
 }
 
 /// A member's message: a request to the client gets an id that names the member.

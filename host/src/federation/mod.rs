@@ -9,7 +9,7 @@
 
 mod federator;
 
-pub use federator::Federator;
+pub use federator::{FederationMetrics, Federator};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,11 +23,12 @@ use crate::proxy::UpstreamClient;
 #[derive(Debug, Default)]
 pub struct Federations {
     running: Mutex<HashMap<Arc<str>, Arc<Federator>>>,
-    failures: std::sync::OnceLock<prometheus::IntCounterVec>,
+    metrics: std::sync::OnceLock<FederationMetrics>,
 }
 
 impl Federations {
-    /// `mcpgate_federation_member_failures_total{route, member}` joins `registry`.
+    /// `mcpgate_federation_member_failures_total{route, member}` and
+    /// `mcpgate_federation_catalog_requests_total{route, member, result}` join `registry`.
     pub fn register_metrics(&self, registry: &prometheus::Registry) {
         let failures = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
@@ -37,8 +38,17 @@ impl Federations {
             &["route", "member"],
         )
         .expect("valid metric");
+        let catalog = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "mcpgate_federation_catalog_requests_total",
+                "List pages of federated routes' members, served from the route's catalog cache (hit) or asked of the member (miss)",
+            ),
+            &["route", "member", "result"],
+        )
+        .expect("valid metric");
         crate::observability::metrics::register_shared(registry, Box::new(failures.clone()));
-        let _ = self.failures.set(failures);
+        crate::observability::metrics::register_shared(registry, Box::new(catalog.clone()));
+        let _ = self.metrics.set(FederationMetrics { failures, catalog });
     }
 
     /// Points each federated upstream of `config` at its endpoint (started when it has none)
@@ -61,7 +71,7 @@ impl Federations {
                 None => Federator::start(
                     upstream.name.clone(),
                     client.clone(),
-                    self.failures.get().cloned(),
+                    self.metrics.get().cloned(),
                 )?,
             };
             federator.set_members(federation, &upstreams);

@@ -817,6 +817,20 @@ fn federated_routes() {
         "b."
     );
 
+    assert_eq!(f.catalog_ttl, None);
+    let ttl =
+        parse("upstreams:\n  a: {url: http://a/mcp}\n  t: {members: [a], catalog_ttl: 30000}\n")
+            .unwrap();
+    assert_eq!(
+        ttl.upstream("t")
+            .unwrap()
+            .federation
+            .as_ref()
+            .unwrap()
+            .catalog_ttl,
+        Some(Duration::from_secs(30))
+    );
+
     let base = "upstreams:\n  a: {url: http://a/mcp}\n  b: {url: http://b/mcp}\n";
     for (team, path, needle) in [
         (
@@ -873,6 +887,11 @@ fn federated_routes() {
             "  t: {url: http://t/mcp, prefix: x}\n",
             "upstreams.t.prefix",
             "only a federated route",
+        ),
+        (
+            "  t: {url: http://t/mcp, catalog_ttl: 1000}\n",
+            "upstreams.t.catalog_ttl",
+            "caches catalogs",
         ),
     ] {
         assert_error_at(&format!("{base}{team}"), path, needle);
