@@ -70,6 +70,32 @@ fn now_us() -> u128 {
         .as_micros()
 }
 
+/// Sends `requests` requests one after another (after a few unmeasured ones); returns how long
+/// each took, its whole answer read.
+pub async fn latencies(
+    client: &Http,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    requests: usize,
+) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(requests);
+    for i in 0..requests + 5 {
+        let started = std::time::Instant::now();
+        let resp = client
+            .request(post(url, headers, body))
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(resp.status(), 200, "{url}");
+        let _ = resp.into_body().collect().await;
+        if i >= 5 {
+            out.push(started.elapsed());
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Sends `requests` requests one after another, each answered by an SSE stream whose events
 /// carry `"sentUs":"<wall-clock µs>"`; returns how late every event arrived.
 pub async fn sse_delays(

@@ -29,6 +29,9 @@ pub struct Report {
     pub rss_idle: u64,
     pub rss_sessions: (usize, u64),
     pub startup: Vec<(String, Duration)>,
+    /// A federated route's `tools/list` fan-out: members, each member's p50 (direct), the
+    /// route's p50.
+    pub federation: Option<(usize, Vec<Duration>, Duration)>,
 }
 
 fn us(d: Duration) -> String {
@@ -74,6 +77,7 @@ impl Report {
             rss_idle: 0,
             rss_sessions: (0, 0),
             startup: Vec::new(),
+            federation: None,
         }
     }
 
@@ -215,6 +219,16 @@ impl Report {
                 us(pct(d, 0.5)),
                 us(pct(d, 0.9)),
                 us(pct(d, 0.99))
+            );
+        }
+        if let Some((members, direct, federated)) = &self.federation {
+            let slowest = direct.iter().max().copied().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "\n### Federated route: tools/list over {members} members (2026-07-28, sequential, p50)\n\n| what | p50 |\n|---|---|\n| slowest member, direct | {} |\n| the federated route through mcpgate | {} |\n| added over the slowest member | {} |",
+                us(slowest),
+                us(*federated),
+                us(federated.saturating_sub(slowest))
             );
         }
         let _ = writeln!(

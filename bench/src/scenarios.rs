@@ -147,6 +147,66 @@ fn start_redis() -> Option<RedisServer> {
     Some(RedisServer::start())
 }
 
+/// `tools/list` over a federated route of 10 members, sequentially: each member's p50 when asked
+/// directly, and the route's p50 through mcpgate (built-ins on the route).
+fn federated_fan_out(
+    opts: &Options,
+    rt: &tokio::runtime::Runtime,
+    http: &client::Http,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (usize, Vec<Duration>, Duration) {
+    const MEMBERS: usize = 10;
+    let members: Vec<(Proc, String)> = (0..MEMBERS)
+        .map(|i| {
+            procs::start_ported(
+                &format!("bench-upstream (member {i})"),
+                Command::new(procs::bin("bench-upstream")).args(["--tools", "20"]),
+            )
+        })
+        .collect();
+    let names: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}")).collect();
+    let routes: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&members)
+        .map(|(n, (_, url))| (n.as_str(), url.as_str()))
+        .collect();
+    let path = write_config(dir, "federated.yaml", &builtins(), &routes);
+    let mut yaml = std::fs::read_to_string(&path).unwrap();
+    yaml.push_str(&format!("  fed:\n    members: [{}]\n", names.join(", ")));
+    std::fs::write(&path, yaml).unwrap();
+    let (gw, base, _) = procs::start_mcpgate(&path, env);
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let headers = [
+        ("X-API-Key", API_KEY),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/list"),
+    ];
+    let requests = if opts.quick { 50 } else { 300 };
+    let p50 = |d: Vec<Duration>| d[d.len() / 2];
+    let direct = members
+        .iter()
+        .map(|(_, url)| {
+            p50(rt.block_on(client::latencies(
+                http,
+                &format!("{url}/mcp"),
+                &headers,
+                list,
+                requests,
+            )))
+        })
+        .collect();
+    let federated = p50(rt.block_on(client::latencies(
+        http,
+        &format!("{base}/servers/fed/mcp"),
+        &headers,
+        list,
+        requests,
+    )));
+    drop((gw, members));
+    (MEMBERS, direct, federated)
+}
+
 /// Writes a gateway config: `section`, then `routes` as `(name, upstream base URL)`.
 fn write_config(dir: &Path, file: &str, section: &str, routes: &[(&str, &str)]) -> PathBuf {
     let mut yaml = format!("{section}upstreams:\n");
@@ -395,6 +455,10 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         report.sse.push((name.to_string(), delays));
     }
     drop((up_paced, floor_paced, gw_paced));
+
+    // A federated route over 10 members: tools/list (20 tools each) through the route, against
+    // each member answering directly.
+    report.federation = Some(federated_fan_out(opts, rt, &http, &dir, &env));
 
     // Memory: idle, then with 10,000 live legacy sessions; and start-up time with a plugin.
     let builtins_yaml = write_config(&dir, "memory.yaml", &builtins(), &[("json", &json_url)]);

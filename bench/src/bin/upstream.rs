@@ -1,14 +1,14 @@
 //! A fast MCP upstream for benchmarks: Streamable HTTP on 127.0.0.1, both eras, as little work
 //! per request as an answer allows, so the proxy in front of it is what gets measured.
 //!
-//!   bench-upstream [--sse EVENTS] [--interval-us N]
+//!   bench-upstream [--sse EVENTS] [--interval-us N] [--tools N]
 //!
 //! Prints `PORT <n>` once listening. `initialize` gets a session id (`Mcp-Session-Id: s<n>`);
 //! notifications and responses get 202; every other request gets a result: one JSON body, or
 //! with `--sse N` an SSE stream of N-1 progress notifications and the result, `--interval-us`
 //! apart. Each event's data carries `"sentUs"`, the wall-clock microseconds when it was written,
-//! so a client can measure how late each event arrives. GET is 405 (no server stream);
-//! DELETE is 200.
+//! so a client can measure how late each event arrives. With `--tools N`, `tools/list` lists N
+//! tools (a federated route's fan-out scenario). GET is 405 (no server stream); DELETE is 200.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use hyper::body::{Frame, Incoming};
 
 struct Mode {
     sse_events: usize,
+    /// `tools/list` answers this many tools (0: a result like any other request's).
+    tools: usize,
     interval: Duration,
     sessions: AtomicU64,
 }
@@ -79,6 +81,20 @@ async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body
         r.headers_mut()
             .insert("mcp-session-id", format!("s{n}").parse().unwrap());
         return Ok(r);
+    }
+    if method == "tools/list" && mode.tools > 0 {
+        let tools: Vec<serde_json::Value> = (0..mode.tools)
+            .map(|i| {
+                serde_json::json!({"name": format!("tool_{i}"), "description": "a benchmark tool",
+                    "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}}})
+            })
+            .collect();
+        let list = serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"tools":tools}});
+        return Ok(full(
+            StatusCode::OK,
+            Some("application/json"),
+            serde_json::to_vec(&list).unwrap(),
+        ));
     }
     let result = move |sent: u128| {
         serde_json::to_vec(&serde_json::json!({"jsonrpc":"2.0","id":id,"result":{
@@ -144,6 +160,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = Arc::new(Mode {
         sse_events: arg(&args, "--sse").unwrap_or(0) as usize,
+        tools: arg(&args, "--tools").unwrap_or(0) as usize,
         interval: Duration::from_micros(arg(&args, "--interval-us").unwrap_or(0)),
         sessions: AtomicU64::new(0),
     });
