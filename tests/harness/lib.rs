@@ -270,6 +270,30 @@ pub fn start_everything() -> (Proc, String) {
     (server, format!("http://127.0.0.1:{port}/mcp"))
 }
 
+/// What every run of tests/e2e/ts_client.mjs against server-everything must show, whatever is in
+/// between: echo and sum answered, four progress notifications, two sampling round trips (each
+/// answer naming its prompt), the session ended by DELETE and refused afterwards (404).
+pub fn assert_everything_session(out: &serde_json::Value) {
+    assert_eq!(out["echo"], "Echo: hello through the gateway", "{out}");
+    assert_eq!(out["sum"], "The sum of 2 and 40 is 42.", "{out}");
+    assert_eq!(
+        out["slow"]["progress"].as_array().map(Vec::len),
+        Some(4),
+        "{out}"
+    );
+    assert_eq!(out["samplingRequests"], 2, "{out}");
+    for (i, prompt) in ["first", "second"].into_iter().enumerate() {
+        let answer = out["sampling"][i].as_str().unwrap_or_default();
+        let want = format!(
+            "sampled #{}: Resource trigger-sampling-request context: {prompt}",
+            i + 1
+        );
+        assert!(answer.contains(&want), "{want}: {out}");
+    }
+    assert_eq!(out["terminated"], true, "{out}");
+    assert_eq!(out["afterDeleteStatus"], 404, "{out}");
+}
+
 /// Runs a client to completion and parses the one JSON object it prints last.
 pub fn run_client(name: &str, cmd: &mut Command, timeout: Duration) -> serde_json::Value {
     finish_client(Proc::spawn(name, cmd), timeout)

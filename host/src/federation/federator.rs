@@ -516,23 +516,39 @@ impl Federator {
         out
     }
 
+    /// The same request to every member, without a session; the error the client gets when
+    /// none answers.
+    async fn ask_all(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        method: &str,
+        id: &Value,
+    ) -> Result<Vec<(Member, Answer)>, Response<Body>> {
+        let members = self.members.load_full();
+        let bodies = members.iter().map(|m| (m.clone(), body.clone())).collect();
+        let answers = self.fan_out(headers, None, bodies, method).await;
+        if answers.is_empty() {
+            return Err(rpc_error(
+                StatusCode::BAD_GATEWAY,
+                raw_id(id).as_deref(),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "no member of the federated route {} answered {method}",
+                    self.route
+                ),
+            ));
+        }
+        Ok(answers)
+    }
+
     /// `initialize`: a session with every member that answers, capabilities merged.
     async fn initialize(&self, headers: &HeaderMap, message: Value, body: Bytes) -> Response<Body> {
         let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let members = self.members.load_full();
-        let bodies = members.iter().map(|m| (m.clone(), body.clone())).collect();
-        let answers = self.fan_out(headers, None, bodies, "initialize").await;
-        if answers.is_empty() {
-            return rpc_error(
-                StatusCode::BAD_GATEWAY,
-                raw_id(&id).as_deref(),
-                jsonrpc::UPSTREAM_UNAVAILABLE,
-                &format!(
-                    "no member of the federated route {} answered initialize",
-                    self.route
-                ),
-            );
-        }
+        let answers = match self.ask_all(headers, body, "initialize", &id).await {
+            Ok(a) => a,
+            Err(refused) => return refused,
+        };
         let requested = message["params"]["protocolVersion"].as_str().unwrap_or("");
         let versions: Vec<&str> = answers
             .iter()
@@ -585,20 +601,10 @@ impl Federator {
     /// `server/discover` (2026-07-28): the members' answers merged under the gateway's identity.
     async fn discover(&self, headers: &HeaderMap, message: Value, body: Bytes) -> Response<Body> {
         let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let members = self.members.load_full();
-        let bodies = members.iter().map(|m| (m.clone(), body.clone())).collect();
-        let answers = self.fan_out(headers, None, bodies, "server/discover").await;
-        if answers.is_empty() {
-            return rpc_error(
-                StatusCode::BAD_GATEWAY,
-                raw_id(&id).as_deref(),
-                jsonrpc::UPSTREAM_UNAVAILABLE,
-                &format!(
-                    "no member of the federated route {} answered server/discover",
-                    self.route
-                ),
-            );
-        }
+        let answers = match self.ask_all(headers, body, "server/discover", &id).await {
+            Ok(a) => a,
+            Err(refused) => return refused,
+        };
         let mut capabilities = serde_json::Map::new();
         let mut supported: Option<Vec<Value>> = None;
         let mut caching = Caching::default();
