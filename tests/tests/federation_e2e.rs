@@ -377,3 +377,56 @@ fn member_catalogs_are_cached_as_their_scope_and_ttl_allow() {
     );
     assert_eq!(hits, 2.0, "{metrics}");
 }
+
+#[test]
+fn names_two_members_would_both_serve_are_reported_at_load_and_served_once() {
+    // The demo server's `slow_count` under `a_` and the counting server's `count` under
+    // `a_slow_`: both would be `a_slow_count`. Prefixes differ, so only the catalogs show it.
+    let (_demo, demo_url) = start_demo_server();
+    let (_counter, counter_url) = counting_server(&[]);
+    let dir = TempDir::new("fed-collide");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nobservability:\n  metrics: {{path: /metrics}}\nupstreams:\n  demo:\n    url: {demo_url}\n  counter:\n    url: {counter_url}\n  team:\n    members: [{{name: demo, prefix: a_}}, {{name: counter, prefix: a_slow_}}]\n"
+        ),
+    );
+    let (mut gw, base) = start_gateway(&cfg, &[]);
+    let line = gw.wait_for("would be served by member demo", Duration::from_secs(30));
+    assert!(line.contains("`a_slow_count`"), "{line}");
+    assert!(line.contains("by member counter (its `count`)"), "{line}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(
+        &get(&base, "/metrics"),
+        "mcpgate_federation_name_collisions{route=\"team\"}",
+    ) != 1.0
+    {
+        assert!(std::time::Instant::now() < deadline, "no collision counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Served once, from the first member; the list says so in the log too.
+    let c = Client::new(&base, "team", MODERN);
+    let listed: Value = serde_json::from_str(&c.answer("1", "tools/list", json!({}))).unwrap();
+    let tools: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools.iter().filter(|t| **t == "a_slow_count").count(),
+        1,
+        "{tools:?}"
+    );
+    assert!(tools.contains(&"a_slow_touch"), "{tools:?}");
+    let r = c.send(
+        "2",
+        "tools/call",
+        json!({"name": "a_slow_count", "arguments": {"steps": 1, "delay_ms": 1}}),
+    );
+    assert!(
+        r.body.contains("counted to 1"),
+        "the first member's: {}",
+        r.body
+    );
+}

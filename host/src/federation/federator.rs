@@ -40,7 +40,7 @@ use crate::loopback::{
     BRIDGE_HEADER, Body, Endpoint, Loopback, empty, json as json_response, rpc_error, sse_event,
     sse_from,
 };
-use crate::mcp::headers::{MCP_NAME, MCP_SESSION_ID};
+use crate::mcp::headers::{MCP_METHOD, MCP_NAME, MCP_SESSION_ID};
 use crate::mcp::jsonrpc;
 use crate::proxy::{Outgoing, Peer, UpstreamClient};
 
@@ -68,6 +68,9 @@ pub struct FederationMetrics {
     pub failures: prometheus::IntCounterVec,
     /// `mcpgate_federation_catalog_requests_total{route, member, result}` (`hit`, `miss`).
     pub catalog: prometheus::IntCounterVec,
+    /// `mcpgate_federation_name_collisions{route}`: names two members would both serve, as the
+    /// last catalog check found them.
+    pub collisions: prometheus::IntGaugeVec,
 }
 
 /// Members' list pages kept for their time to live: a 2026-07-28 page its `ttlMs` when its
@@ -167,6 +170,9 @@ pub struct Federator {
     peer: Peer,
     /// Resource URI → the member that listed it.
     uris: Mutex<HashMap<String, Arc<str>>>,
+    /// A prefixed tool or prompt name → the member a list served it from, where prefixes alone
+    /// are ambiguous (one member's prefix extends another's).
+    names: Mutex<HashMap<String, Arc<str>>>,
     catalog: Arc<Catalog>,
     /// `catalog_ttl` of the route as configured now.
     legacy_ttl: Mutex<Option<std::time::Duration>>,
@@ -220,6 +226,7 @@ impl Federator {
             client,
             peer: Peer::new(gateway, &[trusted]),
             uris: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
             catalog: Arc::new(Catalog::default()),
             legacy_ttl: Mutex::new(None),
             metrics,
@@ -259,12 +266,167 @@ impl Federator {
             .legacy_ttl
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = federation.catalog_ttl;
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         // A reload may have changed what the members are: nothing cached is trusted.
         self.catalog
             .pages
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+    }
+
+    /// At start and on every reload: asks every member for its tool and prompt names and logs
+    /// each name two members would both serve after prefixing, with both sources (the first
+    /// member's is the one served). Members that cannot be asked yet are skipped.
+    pub async fn check_catalogs(self: Arc<Self>) {
+        let members = self.members.load_full();
+        let this = &self;
+        let asks = members
+            .iter()
+            .map(|m| async move { (m, this.catalog_names(m).await) });
+        let mut seen: HashMap<String, (Arc<str>, String)> = HashMap::new();
+        let mut collisions = 0;
+        for (m, names) in futures_util::future::join_all(asks).await {
+            let names = match names {
+                Ok(n) => n,
+                Err(why) => {
+                    tracing::debug!(route = %self.route, member = %m.name, "catalog not checked: {why}");
+                    continue;
+                }
+            };
+            for (kind, own) in names {
+                let shown = format!("{}{own}", m.prefix);
+                match seen.get(&shown) {
+                    Some((first, first_own)) => {
+                        collisions += 1;
+                        tracing::warn!(
+                            route = %self.route,
+                            "federated route: the {kind} `{shown}` would be served by member {first} (its `{first_own}`) and by member {} (its `{own}`); {first}'s is served: give one of them its own prefix",
+                            m.name
+                        );
+                    }
+                    None => {
+                        if self.ambiguous(&shown) {
+                            remember(&self.names, &shown, &m.name);
+                        }
+                        seen.insert(shown, (m.name.clone(), own));
+                    }
+                }
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .collisions
+                .with_label_values(&[self.route.as_ref()])
+                .set(collisions);
+        }
+    }
+
+    /// A member's tool and prompt names (`("tool", name)`, `("prompt", name)`), asked statelessly
+    /// (2026-07-28) or, where the member does not speak that, in a session of its own.
+    async fn catalog_names(&self, member: &Member) -> Result<Vec<(&'static str, String)>, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": crate::mcp::MODERN_VERSION,
+                          "io.modelcontextprotocol/clientCapabilities": {}});
+        let mut modern = headers.clone();
+        modern.insert(
+            crate::mcp::headers::MCP_PROTOCOL_VERSION,
+            HeaderValue::from_static(crate::mcp::MODERN_VERSION),
+        );
+        let mut names = Vec::new();
+        let mut session = None;
+        for (kind, method, key) in [
+            ("tool", "tools/list", "tools"),
+            ("prompt", "prompts/list", "prompts"),
+        ] {
+            let body = |meta: Option<&Value>| {
+                let mut m = json!({"jsonrpc": "2.0", "id": "mcpgate-check", "method": method, "params": {}});
+                if let Some(meta) = meta {
+                    m["params"]["_meta"] = meta.clone();
+                }
+                Bytes::from(m.to_string())
+            };
+            let mut asked = modern.clone();
+            asked.insert(MCP_METHOD, HeaderValue::from_static(method));
+            let answer = match (
+                &session,
+                self.ask(member, &asked, None, body(Some(&meta))).await,
+            ) {
+                (None, Ok(a)) if a.message.get("result").is_some() => a,
+                _ => {
+                    if session.is_none() {
+                        session = Some(self.check_session(member, &headers).await?);
+                    }
+                    let mut with_version = headers.clone();
+                    with_version.insert(
+                        crate::mcp::headers::MCP_PROTOCOL_VERSION,
+                        HeaderValue::from_static("2025-11-25"),
+                    );
+                    self.ask(member, &with_version, session.as_ref(), body(None))
+                        .await?
+                }
+            };
+            for entry in answer.message["result"][key]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = entry["name"].as_str() {
+                    names.push((kind, name.to_string()));
+                }
+            }
+        }
+        if let Some(s) = &session
+            && let Ok(r) = self
+                .send(member, Method::DELETE, &headers, Some(s), Bytes::new())
+                .await
+        {
+            let _ = r.into_body().collect().await;
+        }
+        Ok(names)
+    }
+
+    /// A legacy session with `member` for the catalog check.
+    async fn check_session(
+        &self,
+        member: &Member,
+        headers: &HeaderMap,
+    ) -> Result<Sessions, String> {
+        let init = json!({"jsonrpc": "2.0", "id": "mcpgate-check", "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "mcpgate-catalog-check", "version": env!("CARGO_PKG_VERSION")}}});
+        let answer = self
+            .ask(member, headers, None, Bytes::from(init.to_string()))
+            .await?;
+        let mut sessions = Sessions::default();
+        if let Some(s) = answer.session {
+            sessions.0.insert(member.name.to_string(), s);
+        }
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        if let Ok(r) = self
+            .send(
+                member,
+                Method::POST,
+                headers,
+                Some(&sessions),
+                Bytes::from(initialized.to_string()),
+            )
+            .await
+        {
+            let _ = r.into_body().collect().await;
+        }
+        Ok(sessions)
     }
 
     async fn serve(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -753,6 +915,8 @@ impl Federator {
                 }
                 if name_field == "uri" {
                     self.remember_uri(&own, &m.name);
+                } else if name_field == "name" && self.ambiguous(&shown) {
+                    remember(&self.names, &shown, &m.name);
                 }
                 seen.insert(shown.clone(), m.name.clone());
                 entry[name_field] = Value::String(shown);
@@ -776,25 +940,38 @@ impl Federator {
     }
 
     fn remember_uri(&self, uri: &str, member: &Arc<str>) {
-        let mut uris = self
-            .uris
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if uris.len() >= MAX_KNOWN_URIS {
-            uris.clear();
-        }
-        uris.insert(uri.to_string(), member.clone());
+        remember(&self.uris, uri, member);
     }
 
-    /// The member a prefixed name belongs to (the longest prefix that fits), and the name
-    /// without it.
+    /// The member a prefixed name belongs to, and the name without its prefix: the member a
+    /// list served it from, else the one with the longest prefix that fits.
     fn by_name(&self, name: &str) -> Option<(Member, String)> {
         let members = self.members.load();
-        members
+        let listed = self
+            .names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        listed
+            .and_then(|l| members.iter().find(|m| m.name == l))
+            .or_else(|| {
+                members
+                    .iter()
+                    .filter(|m| name.starts_with(&m.prefix) && name.len() > m.prefix.len())
+                    .max_by_key(|m| m.prefix.len())
+            })
+            .map(|m| (m.clone(), name[m.prefix.len()..].to_string()))
+    }
+
+    /// Whether more than one member's prefix fits `name` (only then is a list's choice kept).
+    fn ambiguous(&self, name: &str) -> bool {
+        self.members
+            .load()
             .iter()
             .filter(|m| name.starts_with(&m.prefix) && name.len() > m.prefix.len())
-            .max_by_key(|m| m.prefix.len())
-            .map(|m| (m.clone(), name[m.prefix.len()..].to_string()))
+            .count()
+            > 1
     }
 
     /// `tools/call`, `prompts/get`: to the member the name's prefix names, the prefix stripped.
@@ -1242,6 +1419,17 @@ async fn pump_filtered(
             return;
         }
     }
+}
+
+/// Notes `key` → `member` in a bounded map (past [`MAX_KNOWN_URIS`] it starts afresh).
+fn remember(map: &Mutex<HashMap<String, Arc<str>>>, key: &str, member: &Arc<str>) {
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if map.len() >= MAX_KNOWN_URIS {
+        map.clear();
+    }
+    map.insert(key.to_string(), member.clone());
 }
 
 /// The list a member's `list_changed` notification is about.

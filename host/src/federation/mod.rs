@@ -46,9 +46,22 @@ impl Federations {
             &["route", "member", "result"],
         )
         .expect("valid metric");
+        let collisions = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "mcpgate_federation_name_collisions",
+                "Tool and prompt names two members of a federated route would both serve after prefixing (the first member's is served), as the catalog check at start and reload found them",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
         crate::observability::metrics::register_shared(registry, Box::new(failures.clone()));
         crate::observability::metrics::register_shared(registry, Box::new(catalog.clone()));
-        let _ = self.metrics.set(FederationMetrics { failures, catalog });
+        crate::observability::metrics::register_shared(registry, Box::new(collisions.clone()));
+        let _ = self.metrics.set(FederationMetrics {
+            failures,
+            catalog,
+            collisions,
+        });
     }
 
     /// Points each federated upstream of `config` at its endpoint (started when it has none)
@@ -75,6 +88,8 @@ impl Federations {
                 )?,
             };
             federator.set_members(federation, &upstreams);
+            // Once the members' catalogs are known: names two members would both serve.
+            tokio::spawn(federator.clone().check_catalogs());
             let mut attached = (**upstream).clone();
             attached.url = federator.url();
             attached.credential = Some(federator.credential());
