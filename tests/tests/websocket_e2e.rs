@@ -53,7 +53,17 @@ fn wait_sessions(admin: &AdminApi, want: u64) {
 
 fn progress_before_result(out: &Value) {
     let progress = out["slow"]["progress"].as_array().unwrap();
-    assert_eq!(progress.len(), 4, "{out}");
+    if out.get("protocolVersion").is_some() {
+        assert_eq!(progress.len(), 4, "{out}");
+    } else {
+        // The TypeScript SDK hands a progress notification to its handler a microtask later but
+        // drops the handler as soon as the result arrives; Node's WebSocket dispatches every
+        // message of one read in a row, so when the last progress and the result reach the
+        // client in one TCP read (a loaded machine), that progress is dropped by the client
+        // (seen once in CI; the gateway wrote both, in order). Its SSE transport awaits between
+        // events, so over HTTP all four always count.
+        assert!((3..=4).contains(&progress.len()), "{out}");
+    }
     let first = progress[0]["at"].as_f64().unwrap();
     let result = out["slow"]["resultAt"].as_f64().unwrap();
     // Streamed, not buffered: the first of 4 steps (0.3 s apart) came well before the result.
