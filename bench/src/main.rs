@@ -1,7 +1,7 @@
 //! `mcpgate-bench`: measures mcpgate against the floor (a plain hyper proxy) and against no
 //! proxy at all, on this machine, in one run. See BENCHMARKS.md.
 //!
-//!   mcpgate-bench [--rounds N] [--duration SECS] [--quick] [--out FILE]
+//!   mcpgate-bench [--rounds N] [--duration SECS] [--quick] [--out FILE] [--only federation]
 //!
 //! Every process runs on 127.0.0.1 (in a fresh network namespace when `unshare -n` works);
 //! load comes from `wrk`. Configurations are measured alternately within each round, and the
@@ -21,6 +21,8 @@ pub struct Options {
     pub duration: Duration,
     pub quick: bool,
     pub out: Option<PathBuf>,
+    /// `--only federation`: only the federated route's fan-out measurement.
+    pub only: Option<String>,
 }
 
 fn options() -> Options {
@@ -42,6 +44,7 @@ fn options() -> Options {
         ),
         quick,
         out: value("--out").map(PathBuf::from),
+        only: value("--only"),
     }
 }
 

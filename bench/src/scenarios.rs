@@ -238,6 +238,13 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         "build the plugins first: scripts/build-plugins.sh"
     );
     let mut report = Report::new(opts, procs::in_own_netns());
+    if opts.only.as_deref() == Some("federation") {
+        let http = client::http();
+        let env = [("BENCH_API_KEY", API_KEY)];
+        report.federation = Some(federated_fan_out(opts, rt, &http, &dir, &env));
+        let _ = std::fs::remove_dir_all(&dir);
+        return report;
+    }
 
     let (up_json, json_url) = procs::start_ported(
         "bench-upstream (json)",

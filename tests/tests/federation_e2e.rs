@@ -311,6 +311,19 @@ fn counting_server(flags: &[&str]) -> (Proc, String) {
     (p, format!("{base}/mcp"))
 }
 
+/// Waits until the catalog check the gateway runs at start has ended for `route`.
+fn wait_checked(base: &str, route: &str) {
+    let series = format!("mcpgate_federation_name_collisions{{route=\"{route}\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !get(base, "/metrics").contains(&series) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no catalog check for {route}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// How many tools/list requests a counting member has served (asked through the route).
 fn served_lists(c: &Client, id: &str, tool: &str) -> u64 {
     let answer = c.answer(id, "tools/call", json!({"name": tool, "arguments": {}}));
@@ -335,9 +348,17 @@ fn member_catalogs_are_cached_as_their_scope_and_ttl_allow() {
         ),
     );
     let (_gw, base) = start_gateway(&cfg, &[]);
+    // The catalog check at start asks every member once too: counted from after it.
+    for route in ["modern", "cached", "uncached"] {
+        wait_checked(&base, route);
+    }
+    let c = Client::new(&base, "modern", MODERN);
+    let pub0 = served_lists(&c, "101", "pub_count");
+    let priv0 = served_lists(&c, "102", "priv_count");
+    let probe = Client::new(&base, "uncached", LEGACY);
+    let old0 = served_lists(&probe, "103", "old_count");
 
     // 2026-07-28: a public page is served from the cache for its ttlMs; a private one never is.
-    let c = Client::new(&base, "modern", MODERN);
     for id in ["1", "2", "3"] {
         let listed = c.answer(id, "tools/list", json!({}));
         assert!(
@@ -346,15 +367,15 @@ fn member_catalogs_are_cached_as_their_scope_and_ttl_allow() {
         );
         assert!(listed.contains("\"cacheScope\":\"private\""), "{listed}");
     }
-    assert_eq!(served_lists(&c, "4", "pub_count"), 1);
-    assert_eq!(served_lists(&c, "5", "priv_count"), 3);
+    assert_eq!(served_lists(&c, "4", "pub_count") - pub0, 1);
+    assert_eq!(served_lists(&c, "5", "priv_count") - priv0, 3);
 
     // Legacy, with catalog_ttl: one list for every session, until the member says it changed.
     let a = Client::new(&base, "cached", LEGACY);
     let b = Client::new(&base, "cached", LEGACY);
     a.answer("1", "tools/list", json!({}));
     b.answer("1", "tools/list", json!({}));
-    assert_eq!(served_lists(&a, "2", "old_count"), 1);
+    assert_eq!(served_lists(&a, "2", "old_count") - old0, 1);
     let touched = a.send(
         "3",
         "tools/call",
@@ -362,13 +383,13 @@ fn member_catalogs_are_cached_as_their_scope_and_ttl_allow() {
     );
     assert!(touched.body.contains("list_changed"), "{}", touched.body);
     b.answer("4", "tools/list", json!({}));
-    assert_eq!(served_lists(&b, "5", "old_count"), 2);
+    assert_eq!(served_lists(&b, "5", "old_count") - old0, 2);
 
     // Without catalog_ttl, legacy lists are not cached.
     let u = Client::new(&base, "uncached", LEGACY);
     u.answer("1", "tools/list", json!({}));
     u.answer("2", "tools/list", json!({}));
-    assert_eq!(served_lists(&u, "3", "old_count"), 4);
+    assert_eq!(served_lists(&u, "3", "old_count") - old0, 4);
 
     let metrics = get(&base, "/metrics");
     let hits = metric(
