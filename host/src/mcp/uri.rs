@@ -10,6 +10,19 @@
 //! (a server that decodes them would see other segments than the policy did), double encoding
 //! (`%252e`), control characters, and dot segments in opaque URIs (`mcp:a/../b`).
 
+/// The octet a `%XX` escape's two hex digits spell: exactly two ASCII hex digits (Rust's
+/// `from_str_radix` alone also takes a sign, so `%+f` would read as `%0f`, and a second pass
+/// would then decode what the first left alone).
+pub fn hex_octet(digits: &[u8]) -> Option<u8> {
+    match digits {
+        [a, b] if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => {
+            let text = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        }
+        _ => None,
+    }
+}
+
 /// Whether a hex digit appended to `out` would make (part of) a `%XX` escape.
 fn completes_escape(out: &str) -> bool {
     let b = out.as_bytes();
@@ -35,10 +48,7 @@ pub fn normalize(uri: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(octet) = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(octet) = bytes.get(i + 1..i + 3).and_then(hex_octet)
         {
             match octet {
                 b'/' | b'\\' | 0 => {
@@ -100,6 +110,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn escapes_are_two_hex_digits_and_nothing_else() {
+        assert_eq!(hex_octet(b"2e"), Some(b'.'));
+        assert_eq!(hex_octet(b"C3"), Some(0xc3));
+        for bad in [&b"+f"[..], b"-1", b"f", b"fff", b"g0", b" 1", b""] {
+            assert_eq!(hex_octet(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        for input in ["d:ee/%ee%+%66e3", "x:%+%66%+f", "s://h/%+1/%-0"] {
+            let once = normalize(input).unwrap();
+            assert_eq!(normalize(&once).as_deref(), Ok(once.as_str()), "{input}");
+        }
+    }
+
+    #[test]
     fn normal_forms() {
         let cases: &[(&str, &str)] = &[
             ("file:///docs/a.md", "file:///docs/a.md"),
@@ -124,6 +147,10 @@ mod tests {
             // path).
             ("pd://host?:v/%2e", "pd://host?:v/."),
             ("pd://host/a/..?q=/../x", "pd://host/?q=/../x"),
+            // `%+` is no escape, so nothing it is followed by completes one (the fuzz smoke
+            // found `%+%66` normalised to `%+f`, which a second pass read as the escape `%+f`).
+            ("d:ee/%ee%+%66e3", "d:ee/%EE%+fe3"),
+            ("d:x/%-1", "d:x/%-1"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input).as_deref(), Ok(*want), "{input}");

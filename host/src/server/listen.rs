@@ -396,8 +396,7 @@ fn mcp_route_name(path: &str) -> Option<Cow<'_, str>> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            out.push(crate::mcp::uri::hex_octet(bytes.get(i + 1..i + 3)?)?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -429,6 +428,8 @@ mod tests {
         assert_eq!(mcp_route_name("/servers/%zz/mcp"), None);
         assert_eq!(mcp_route_name("/servers/%ff/mcp"), None);
         assert_eq!(mcp_route_name("/servers/x%4/mcp"), None);
+        // A sign is no hex digit (`u8::from_str_radix` alone would read `%+1` as 0x01).
+        assert_eq!(mcp_route_name("/servers/%+1/mcp"), None);
         assert_eq!(mcp_route_name("/servers/alpha/mcp/"), None);
         assert_eq!(mcp_route_name("/healthz"), None);
     }
