@@ -47,6 +47,11 @@ enum Command {
     Validate {
         #[arg(long, short, default_value = mcpgate::config::DEFAULT_PATH, env = "MCPGATE_CONFIG")]
         config: PathBuf,
+        /// Also ask the members of every federated route for their tool and prompt names
+        /// (starting stdio members for the while): names two members would both serve after
+        /// prefixing are errors; a member that cannot be asked is a warning.
+        #[arg(long)]
+        members: bool,
     },
     /// List the configured upstream servers and the routes they are served at.
     ListServers {
@@ -104,16 +109,33 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => {
+        Command::Validate { config, members } => {
             let checked = load(&config).and_then(|cfg| {
-                runtime()?.block_on(load_plugins(&config, &cfg, Deps::default()))?;
+                let rt = runtime()?;
+                rt.block_on(load_plugins(&config, &cfg, Deps::default()))?;
+                if members {
+                    rt.block_on(check_members(&config, cfg.clone()))?;
+                }
                 Ok(cfg)
             });
             match checked {
                 Ok(cfg) => {
                     let plural = |n: usize| if n == 1 { "" } else { "s" };
+                    let federated = cfg
+                        .upstreams
+                        .iter()
+                        .filter(|u| u.federation.is_some())
+                        .count();
+                    let checked = if members && federated > 0 {
+                        format!(
+                            "; the members of {federated} federated route{} asked for their names",
+                            plural(federated)
+                        )
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "{}: OK ({} upstream{}, {} plugin{})",
+                        "{}: OK ({} upstream{}, {} plugin{}{checked})",
                         config.display(),
                         cfg.upstreams.len(),
                         plural(cfg.upstreams.len()),
@@ -183,6 +205,74 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `validate --members`: every federated route's members asked for their catalogs (stdio
+/// members started, then stopped), collisions reported like config errors, at the route's
+/// `members` key.
+async fn check_members(path: &std::path::Path, mut cfg: Config) -> Result<(), ExitCode> {
+    use mcpgate::config::yaml::{ConfigError, ConfigErrors};
+    if cfg.upstreams.iter().all(|u| u.federation.is_none()) {
+        return Ok(());
+    }
+    let client = Deps::default().client;
+    let bridges = mcpgate::stdio::Bridges::default();
+    let federations = mcpgate::federation::Federations::unchecked();
+    let attached = bridges.attach(&mut cfg).and_then(|retired| {
+        retired.stop();
+        federations.attach(&mut cfg, &client)
+    });
+    let checks = match attached {
+        Ok(retired) => {
+            retired.stop();
+            federations.catalog_checks().await
+        }
+        Err(e) => {
+            eprintln!(
+                "{}: cannot start the members' endpoints: {e}",
+                path.display()
+            );
+            bridges.stop_all();
+            federations.stop_all();
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    bridges.stop_all();
+    federations.stop_all();
+    let root = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| mcpgate::config::yaml::parse(&text).ok());
+    let mut errors = Vec::new();
+    for (route, check) in checks {
+        let key = format!("upstreams.{route}.members");
+        let line = root
+            .as_ref()
+            .and_then(|r| mcpgate::config::yaml::line_of(r, &key));
+        for (member, why) in &check.unasked {
+            let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+            eprintln!(
+                "{}{at}: warning: {key}: member {member} could not be asked for its names ({why}); they were not checked",
+                path.display()
+            );
+        }
+        errors.extend(check.collisions.iter().map(|c| ConfigError {
+            path: key.clone(),
+            line,
+            message: c.to_string(),
+        }));
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    eprint!(
+        "{}",
+        ConfigErrors {
+            source: path.display().to_string(),
+            errors,
+            missing_env: Vec::new(),
+        }
+    );
+    Err(ExitCode::FAILURE)
 }
 
 async fn start(path: PathBuf, cfg: Config, port: Option<u16>, log_format: &str) -> ExitCode {

@@ -11,8 +11,11 @@ it answers POSTs by JSON-RPC method (and tool name):
                       every 10 ms, with no blank line, until the client goes away
   resources/list      a JSON answer of 1 MiB
   prompts/list        a small, ordinary JSON answer
+  resources/templates/list
+                      a JSON answer of 17 MiB (past what a federated route reads whole)
   tools/call big_event
                       one complete SSE event of 1 MiB (then the stream ends)
+  tools/call huge_json a JSON answer of 17 MiB, a failed tool result naming `huge_json`
   tools/call with a fault's name (the faults a gateway must survive):
     reset_before_headers  the connection is reset before any response
     reset_mid_sse         an SSE stream with one progress event, then a reset
@@ -78,6 +81,10 @@ class Handler(BaseHTTPRequestHandler):
         if method == "resources/list":
             resources = [{"uri": f"file:///r/{i}", "name": "r" + "x" * 1000} for i in range(1024)]
             return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {"resources": resources}})
+        if method == "resources/templates/list" or (method == "tools/call" and name == "huge_json"):
+            filler = "z" * (17 * 1024 * 1024)
+            return self.json({"jsonrpc": "2.0", "id": request.get("id"), "result": {
+                "isError": True, "content": [{"type": "text", "text": f"huge_json failed: {filler}"}]}})
         if method == "tools/call" and name in FAULTS:
             return FAULTS[name](self, request.get("id"))
         if method == "tools/call" and name == "big_event":

@@ -627,6 +627,28 @@ impl Client {
         c
     }
 
+    /// The session id the gateway gave this (session-based) client.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// Opens the session's GET stream on a connection of its own, unread ([`read_until`]).
+    pub fn open_get_stream(&self) -> std::net::TcpStream {
+        let mut s = connect(&self.base);
+        let session = self.session.as_deref().expect("a session-based client");
+        s.write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nMCP-Protocol-Version: {}\r\nMcp-Session-Id: {session}\r\n\r\n",
+                self.path,
+                self.base.trim_start_matches("http://"),
+                self.era
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        s
+    }
+
     pub fn post(&self, body: &str, extra: &[(&str, &str)]) -> RawResponse {
         let mut headers: Vec<(&str, &str)> = vec![("mcp-protocol-version", self.era)];
         if let Some(s) = &self.session {
@@ -709,6 +731,33 @@ pub fn connect(base: &str) -> std::net::TcpStream {
     let s = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
+}
+
+/// Reads from `s` until what came contains `needle` (or 30 s pass: a failure); returns what came.
+pub fn read_until(s: &mut std::net::TcpStream, needle: &str) -> String {
+    use std::io::Read as _;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{needle}` within 30 s; got {}",
+            String::from_utf8_lossy(&out)
+        );
+        match s.read(&mut buf) {
+            Ok(0) => panic!(
+                "closed before `{needle}`; got {}",
+                String::from_utf8_lossy(&out)
+            ),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}; got {}", String::from_utf8_lossy(&out)),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reads until the gateway closes the connection (or 20 s pass: a failure); returns what came.

@@ -1,7 +1,10 @@
-//! Federated routes through the real binary: one route serving several members (a Python SDK
-//! server over HTTP, the same server over stdio, server-everything) to real SDK clients of both
-//! eras: merged lists with prefixed names, calls routed by prefix, progress and sampling round
-//! trips, a policy on prefixed names, a member that is down, and a collision `validate` refuses.
+//! Federated routes through the real binary: one route serving several members (Python SDK
+//! servers over HTTP and stdio, server-everything, hostile raw upstreams) to real SDK clients of
+//! both eras: merged lists with prefixed names, calls routed by prefix, progress, sampling and
+//! elicitation round trips (2026-07-28: `input_required` retries), resources, prompts and
+//! completions routed to their member, failures naming the prefixed tool, merged GET streams, a
+//! policy on prefixed names, a member that is down or past the route's bounds, collisions
+//! refused by `validate` (offline, and `--members` asking them), catalog caching.
 
 use std::process::Command;
 use std::time::Duration;
@@ -449,5 +452,255 @@ fn names_two_members_would_both_serve_are_reported_at_load_and_served_once() {
         r.body.contains("counted to 1"),
         "the first member's: {}",
         r.body
+    );
+}
+
+/// `fed_member.py --name <name>` over HTTP; returns it and its /mcp URL.
+fn fed_member(name: &str) -> (Proc, String) {
+    let (p, base) = start_ported(
+        &format!("fed_member.py {name}"),
+        Command::new(python())
+            .arg(repo().join("tests/e2e/fed_member.py"))
+            .args(["--name", name]),
+    );
+    (p, format!("{base}/mcp"))
+}
+
+/// A route `team` of `a` (fed_member over HTTP at `a_url`) and `b` (fed_member over stdio).
+fn members_config(a_url: &str) -> String {
+    format!(
+        "server:\n  port: 0\nupstreams:\n  a:\n    url: {a_url}\n  b:\n    type: stdio\n    command: \"{python}\"\n    args: [\"{member}\", \"--name\", \"b\", \"--stdio\"]\n  team:\n    members: [a, b]\n",
+        python = python().display(),
+        member = repo().join("tests/e2e/fed_member.py").display(),
+    )
+}
+
+#[test]
+fn elicitation_resources_prompts_and_completions_reach_their_member() {
+    let (_a, a_url) = fed_member("a");
+    let dir = TempDir::new("fed-members");
+    let cfg = dir.file("gw.yaml", &members_config(&a_url));
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let url = format!("{base}/servers/team/mcp");
+    for (mode, version) in [("legacy", LEGACY), ("2026-07-28", MODERN)] {
+        let out = run_client(
+            &format!("py_fed_client {mode}"),
+            Command::new(python())
+                .arg(repo().join("tests/e2e/py_fed_client.py"))
+                .args([&url, mode, "a=a_", "b=b_"]),
+            Duration::from_secs(120),
+        );
+        assert_eq!(out["protocol_version"], version, "{out}");
+        // Resources keep the URIs their members gave them; prompts get the prefixes.
+        assert_eq!(
+            out["resources"],
+            json!(["note://a/readme", "note://b/readme"]),
+            "{out}"
+        );
+        assert_eq!(out["prompts"], json!(["a_greet", "b_greet"]), "{out}");
+        for m in ["a", "b"] {
+            let got = &out[m];
+            // Elicitation: a request to the client (session-based) or an input_required round
+            // trip (2026-07-28), answered by the client and back at the member that asked.
+            assert_eq!(got["confirm"], format!("{m}: ship it? -> yes"), "{out}");
+            assert_eq!(got["note"], format!("the note of {m}"), "{out}");
+            assert_eq!(got["greet"], format!("{m} greets ada"), "{out}");
+            assert_eq!(
+                got["completion"],
+                json!([format!("{m}-ada"), format!("{m}-alan")]),
+                "{out}"
+            );
+            // The member's failure names the tool as the client called it.
+            assert_eq!(got["fail"]["is_error"], true, "{out}");
+            assert_eq!(
+                got["fail"]["text"],
+                format!("Error executing tool {m}_fail"),
+                "{out}"
+            );
+        }
+        assert_eq!(
+            out["asked"],
+            json!(["a asks: ship it?", "b asks: ship it?"]),
+            "{out}"
+        );
+    }
+    // An unknown tool of a known member: the member's error, in the client's names.
+    let c = Client::new(&base, "team", MODERN);
+    let r = c.answer(
+        "1",
+        "tools/call",
+        json!({"name": "a_nope", "arguments": {}}),
+    );
+    assert!(r.contains("a_nope"), "{r}");
+    // A URI no member listed is asked of each member; none serves it.
+    let r = c.answer("2", "resources/read", json!({"uri": "note://c/readme"}));
+    assert!(r.contains("\"error\""), "{r}");
+}
+
+#[test]
+fn the_session_stream_merges_every_members_notifications() {
+    let (_a, a_url) = fed_member("a");
+    let (_b, b_url) = fed_member("b");
+    let dir = TempDir::new("fed-get");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nupstreams:\n  a:\n    url: {a_url}\n  b:\n    url: {b_url}\n  team:\n    members: [a, b]\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let c = Client::new(&base, "team", LEGACY);
+    let mut stream = c.open_get_stream();
+    let head = read_until(&mut stream, "\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("text/event-stream"),
+        "{head}"
+    );
+    // Each member announces on its own session's GET stream: both reach the client's one. (A
+    // member's server may register its stream a moment after sending its headers: announce
+    // again until the notification shows.)
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut seen = head;
+    for (id, m) in [(1, "a"), (100, "b")] {
+        let tool = format!("{m}_announce");
+        let note = format!("note://{m}/readme");
+        for attempt in 0.. {
+            assert!(attempt < 40, "nothing from {m}: {seen}");
+            let r = c.answer(
+                &(id + attempt).to_string(),
+                "tools/call",
+                json!({"name": tool, "arguments": {}}),
+            );
+            assert!(r.contains("announced"), "{r}");
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                assert!(n > 0, "the merged stream ended: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            if seen.contains(&note) {
+                break;
+            }
+        }
+    }
+    assert!(
+        seen.matches("notifications/tools/list_changed").count() >= 2,
+        "{seen}"
+    );
+}
+
+#[test]
+fn validate_with_members_asks_them_and_refuses_collisions() {
+    // demo's `slow_count` under `a_` and counter's `count` under `a_slow_` would both be
+    // `a_slow_count`: only asking the members shows it. `s` is a stdio member (started for the
+    // check), `gone` cannot be asked (a warning, not an error).
+    let (_demo, demo_url) = start_demo_server();
+    let (_counter, counter_url) = counting_server(&[]);
+    let dead = format!("http://127.0.0.1:{}/mcp", free_port());
+    let dir = TempDir::new("fed-validate-members");
+    let stdio = format!(
+        "  s:\n    type: stdio\n    command: \"{}\"\n    args: [\"{}\", \"--stdio\"]\n",
+        python().display(),
+        repo().join("examples/demo_server.py").display()
+    );
+    let yaml = |members: &str| {
+        format!(
+            "upstreams:\n  demo:\n    url: {demo_url}\n  counter:\n    url: {counter_url}\n  gone:\n    url: {dead}\n{stdio}  team:\n    members: {members}\n"
+        )
+    };
+    let bad = dir.file(
+        "bad.yaml",
+        &yaml("[{name: demo, prefix: a_}, {name: counter, prefix: a_slow_}, s, gone]"),
+    );
+    // Offline, the prefixes differ: valid.
+    let (ok, out, err) = run_mcpgate(&["validate", "--config", bad.to_str().unwrap()], &[]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run_mcpgate(
+        &["validate", "--members", "--config", bad.to_str().unwrap()],
+        &[],
+    );
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains(":13: upstreams.team.members:"), "{err}");
+    assert!(
+        err.contains("the tool `a_slow_count` would be served by member demo (its `slow_count`) and by member counter (its `count`)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: upstreams.team.members: member gone could not be asked"),
+        "{err}"
+    );
+    // The stdio member was asked (its names collide with nobody's): no warning for it.
+    assert!(!err.contains("member s could not"), "{err}");
+    let good = dir.file(
+        "good.yaml",
+        &yaml("[{name: demo, prefix: a_}, {name: counter, prefix: c_}, s]"),
+    );
+    let (ok, out, err) = run_mcpgate(
+        &["validate", "--members", "--config", good.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("the members of 1 federated route asked for their names"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_member_past_the_federated_bounds_is_refused_and_held_back() {
+    let (_alpha, alpha_url) = start_demo_server();
+    let (mut evil, evil_base) = raw_upstream(&[]);
+    let evil_url = format!("{evil_base}/mcp");
+    let dir = TempDir::new("fed-bounds");
+    let cfg = dir.file(
+        "gw.yaml",
+        &format!(
+            "server:\n  port: 0\nobservability:\n  metrics: {{path: /metrics}}\nupstreams:\n  alpha:\n    url: {alpha_url}\n  evil:\n    url: {evil_url}\n  team:\n    members: [alpha, evil]\n"
+        ),
+    );
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    let c = Client::new(&base, "team", MODERN);
+    // A list answer of 17 MiB: past the 16 MiB a federated route reads whole to merge. The
+    // member is left out (and counted); the list is served.
+    let listed = c.answer("1", "resources/templates/list", json!({}));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert!(listed["result"]["resourceTemplates"].is_array(), "{listed}");
+    assert!(
+        metric(
+            &get(&base, "/metrics"),
+            "mcpgate_federation_member_failures_total{member=\"evil\",route=\"team\"}"
+        ) >= 1.0
+    );
+    // A call answered with 17 MiB of JSON: a clear error for that call, the route serves on.
+    let r = c.send(
+        "2",
+        "tools/call",
+        json!({"name": "evil_huge_json", "arguments": {}}),
+    );
+    assert_eq!(r.status, 502, "{}", &r.body[..r.body.len().min(300)]);
+    assert!(
+        r.body.contains("-32010"),
+        "{}",
+        &r.body[..r.body.len().min(300)]
+    );
+    assert!(r.body.contains("16777216"), "{}", r.body);
+    let sum = c.answer(
+        "3",
+        "tools/call",
+        json!({"name": "alpha_add", "arguments": {"a": 40, "b": 2}}),
+    );
+    assert!(sum.contains("42"), "{sum}");
+    // A member's stream toward a client that does not read: the route's buffer (256 messages)
+    // and the sockets' fill, then the member waits; it is not read without bound.
+    let s = open_call(&base, "team", "4", "evil_firehose", "{}");
+    std::thread::sleep(Duration::from_secs(3));
+    drop(s);
+    let line = evil.wait_for("FIREHOSE ", Duration::from_secs(60));
+    let written: usize = line.trim().trim_start_matches("FIREHOSE ").parse().unwrap();
+    assert!(
+        written < 96 << 20,
+        "the member wrote {written} bytes for a client that read nothing: no backpressure"
     );
 }

@@ -42,6 +42,7 @@ use crate::loopback::{
 };
 use crate::mcp::headers::{MCP_METHOD, MCP_NAME, MCP_SESSION_ID};
 use crate::mcp::jsonrpc;
+use crate::mcp::sse::{EventSplitter, is_event_stream};
 use crate::proxy::{Outgoing, Peer, UpstreamClient};
 
 /// The largest request body the endpoint reads (the gateway's own limit applies before it).
@@ -209,6 +210,43 @@ struct Answer {
     session: Option<String>,
 }
 
+/// What [`Federator::catalog_check`] found.
+#[derive(Debug, Default)]
+pub struct CatalogCheck {
+    /// Names two members would both serve after prefixing, in the order found.
+    pub collisions: Vec<Collision>,
+    /// Members that could not be asked, and why.
+    pub unasked: Vec<(Arc<str>, String)>,
+}
+
+/// A tool or prompt name two members of a federated route would both serve after prefixing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    /// `tool` or `prompt`.
+    pub kind: &'static str,
+    /// The name as the route would serve it.
+    pub shown: String,
+    /// The member that comes first in `members` (its name is the one served), with its own name.
+    pub first: (Arc<str>, String),
+    /// The member whose name is shadowed, with its own name.
+    pub second: (Arc<str>, String),
+}
+
+impl std::fmt::Display for Collision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Collision {
+            kind,
+            shown,
+            first: (a, a_own),
+            second: (b, b_own),
+        } = self;
+        write!(
+            f,
+            "the {kind} `{shown}` would be served by member {a} (its `{a_own}`) and by member {b} (its `{b_own}`); {a}'s is served: give one of them its own prefix"
+        )
+    }
+}
+
 impl Federator {
     /// Binds the endpoint and serves it until dropped or stopped. Needs a tokio runtime.
     pub fn start(
@@ -278,36 +316,52 @@ impl Federator {
             .clear();
     }
 
-    /// At start and on every reload: asks every member for its tool and prompt names and logs
-    /// each name two members would both serve after prefixing, with both sources (the first
-    /// member's is the one served). Members that cannot be asked yet are skipped.
+    /// At start and on every reload: [`Federator::catalog_check`], each collision logged with
+    /// both sources (the first member's name is the one served) and counted in
+    /// `mcpgate_federation_name_collisions`. Members that cannot be asked yet are skipped.
     pub async fn check_catalogs(self: Arc<Self>) {
+        let check = self.catalog_check().await;
+        for (member, why) in &check.unasked {
+            tracing::debug!(route = %self.route, member = %member, "catalog not checked: {why}");
+        }
+        for c in &check.collisions {
+            tracing::warn!(route = %self.route, "federated route: {c}");
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .collisions
+                .with_label_values(&[self.route.as_ref()])
+                .set(i64::try_from(check.collisions.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Asks every member (in parallel) for its tool and prompt names: the names two members
+    /// would both serve after prefixing, and the members that could not be asked. Where
+    /// prefixes alone are ambiguous, the member each name is served from is remembered.
+    pub async fn catalog_check(&self) -> CatalogCheck {
         let members = self.members.load_full();
-        let this = &self;
         let asks = members
             .iter()
-            .map(|m| async move { (m, this.catalog_names(m).await) });
+            .map(|m| async move { (m, self.catalog_names(m).await) });
         let mut seen: HashMap<String, (Arc<str>, String)> = HashMap::new();
-        let mut collisions = 0;
+        let mut check = CatalogCheck::default();
         for (m, names) in futures_util::future::join_all(asks).await {
             let names = match names {
                 Ok(n) => n,
                 Err(why) => {
-                    tracing::debug!(route = %self.route, member = %m.name, "catalog not checked: {why}");
+                    check.unasked.push((m.name.clone(), why));
                     continue;
                 }
             };
             for (kind, own) in names {
                 let shown = format!("{}{own}", m.prefix);
                 match seen.get(&shown) {
-                    Some((first, first_own)) => {
-                        collisions += 1;
-                        tracing::warn!(
-                            route = %self.route,
-                            "federated route: the {kind} `{shown}` would be served by member {first} (its `{first_own}`) and by member {} (its `{own}`); {first}'s is served: give one of them its own prefix",
-                            m.name
-                        );
-                    }
+                    Some((first, first_own)) => check.collisions.push(Collision {
+                        kind,
+                        shown,
+                        first: (first.clone(), first_own.clone()),
+                        second: (m.name.clone(), own),
+                    }),
                     None => {
                         if self.ambiguous(&shown) {
                             remember(&self.names, &shown, &m.name);
@@ -317,12 +371,7 @@ impl Federator {
                 }
             }
         }
-        if let Some(metrics) = &self.metrics {
-            metrics
-                .collisions
-                .with_label_values(&[self.route.as_ref()])
-                .set(collisions);
-        }
+        check
     }
 
     /// A member's tool and prompt names (`("tool", name)`, `("prompt", name)`), asked statelessly
@@ -599,19 +648,18 @@ impl Federator {
                 .get(&MCP_SESSION_ID)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let sse = is_sse(response.headers());
+            let sse = is_event_stream(response.headers());
             let bytes = http_body_util::Limited::new(response.into_body(), MAX_MEMBER_ANSWER)
                 .collect()
                 .await
                 .map_err(|e| format!("its answer broke off: {e}"))?
                 .to_bytes();
             let message = if sse {
-                let mut splitter = crate::mcp::sse::EventSplitter::default();
+                let mut splitter = EventSplitter::default();
                 splitter.push(&bytes);
                 let mut found = None;
-                while let Some(event) = splitter.next_event() {
-                    if let Some(data) = crate::mcp::sse::event_data(&event)
-                        && let Ok(v) = serde_json::from_slice::<Value>(&data)
+                while let Some(data) = splitter.next_message() {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&data)
                         && v.get("method").is_none()
                         && (v.get("result").is_some() || v.get("error").is_some())
                     {
@@ -999,12 +1047,14 @@ impl Federator {
         if headers.contains_key(&MCP_NAME) {
             headers.insert(MCP_NAME, crate::mcp::headers::encode_value(&own));
         }
+        let rename = Rename { own, shown: name };
         self.relay(
             &member,
             &headers,
             session,
             Bytes::from(message.to_string()),
             &id,
+            Some(rename),
         )
         .await
     }
@@ -1028,7 +1078,7 @@ impl Federator {
             .cloned();
         let members = self.members.load_full();
         if let Some(m) = known.and_then(|k| members.iter().find(|m| m.name == k)) {
-            return self.relay(m, headers, session, body, &id).await;
+            return self.relay(m, headers, session, body, &id, None).await;
         }
         let mut last = None;
         for m in members.iter() {
@@ -1097,12 +1147,14 @@ impl Federator {
             session,
             Bytes::from(message.to_string()),
             &id,
+            None,
         )
         .await
     }
 
     /// Forwards one request to `member` and streams its answer back, the member's requests to
-    /// the client under remapped ids.
+    /// the client under remapped ids, the client-facing name restored in a failure's text
+    /// (`rename`).
     async fn relay(
         &self,
         member: &Member,
@@ -1110,6 +1162,7 @@ impl Federator {
         session: Option<&Sessions>,
         body: Bytes,
         id: &Value,
+        rename: Option<Rename>,
     ) -> Response<Body> {
         let response = match self
             .send(member, Method::POST, headers, session, body)
@@ -1129,28 +1182,41 @@ impl Federator {
             }
         };
         let status = response.status();
-        if !is_sse(response.headers()) {
+        if !is_event_stream(response.headers()) {
             let bytes = match http_body_util::Limited::new(response.into_body(), MAX_MEMBER_ANSWER)
                 .collect()
                 .await
             {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
+                    let why = if e.is::<http_body_util::LengthLimitError>() {
+                        format!(
+                            "member {}'s JSON answer is larger than {MAX_MEMBER_ANSWER} bytes, the most a federated route reads whole (a stream of SSE events has no such bound)",
+                            member.name
+                        )
+                    } else {
+                        format!("member {}'s answer broke off: {e}", member.name)
+                    };
                     return rpc_error(
                         StatusCode::BAD_GATEWAY,
                         raw_id(id).as_deref(),
                         jsonrpc::UPSTREAM_UNAVAILABLE,
-                        &format!("member {}'s answer broke off: {e}", member.name),
+                        &why,
                     );
                 }
             };
-            return json_response(status, bytes.to_vec());
+            let restored = rename.as_ref().and_then(|r| r.restore(&bytes));
+            return json_response(status, restored.unwrap_or_else(|| bytes.to_vec()));
         }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(pump(
+        tokio::spawn(pump_filtered(
             response.into_body(),
             member.name.clone(),
             tx,
+            Filter {
+                listening: None,
+                rename,
+            },
             self.catalog.clone(),
         ));
         sse_from(rx)
@@ -1174,13 +1240,16 @@ impl Federator {
         let mut any = false;
         for (m, opened) in futures_util::future::join_all(opens).await {
             match opened {
-                Ok(r) if r.status() == StatusCode::OK && is_sse(r.headers()) => {
+                Ok(r) if r.status() == StatusCode::OK && is_event_stream(r.headers()) => {
                     any = true;
                     tokio::spawn(pump_filtered(
                         r.into_body(),
                         m.name.clone(),
                         inner_tx.clone(),
-                        Some(filter.clone()),
+                        Filter {
+                            listening: Some(filter.clone()),
+                            rename: None,
+                        },
                         self.catalog.clone(),
                     ));
                 }
@@ -1305,7 +1374,7 @@ impl Federator {
         let mut any = false;
         for (name, opened) in futures_util::future::join_all(opens).await {
             match opened {
-                Ok(r) if r.status() == StatusCode::OK && is_sse(r.headers()) => {
+                Ok(r) if r.status() == StatusCode::OK && is_event_stream(r.headers()) => {
                     any = true;
                     tokio::spawn(pump(r.into_body(), name, tx.clone(), self.catalog.clone()));
                 }
@@ -1351,7 +1420,103 @@ async fn pump(
     tx: mpsc::Sender<Bytes>,
     catalog: Arc<Catalog>,
 ) {
-    pump_filtered(body, member, tx, None, catalog).await;
+    pump_filtered(body, member, tx, Filter::default(), catalog).await;
+}
+
+/// What [`pump_filtered`] changes on the way.
+#[derive(Default)]
+struct Filter {
+    /// A merged subscription stream's rules.
+    listening: Option<Arc<Listening>>,
+    /// The names of a relayed call.
+    rename: Option<Rename>,
+}
+
+/// A call or `prompts/get` relayed to a member under the member's own name: where the member's
+/// failure names it (`Unknown tool: echo`), the client reads the name it called
+/// (`alpha_echo`). Only an error's message and a failed tool result's text are touched, and
+/// only whole words.
+struct Rename {
+    own: String,
+    shown: String,
+}
+
+impl Rename {
+    /// `message` with the name restored, or `None` when it needs nothing.
+    fn restore(&self, message: &[u8]) -> Option<Vec<u8>> {
+        if self.own == self.shown || !std::str::from_utf8(message).ok()?.contains(&self.own) {
+            return None;
+        }
+        let mut v: Value = serde_json::from_slice(message).ok()?;
+        if v.get("method").is_some() {
+            return None;
+        }
+        let mut changed = false;
+        if let Some(text) = v.pointer_mut("/error/message") {
+            changed |= self.swap(text);
+        }
+        if v.pointer("/result/isError") == Some(&Value::Bool(true))
+            && let Some(items) = v
+                .pointer_mut("/result/content")
+                .and_then(Value::as_array_mut)
+        {
+            for item in items.iter_mut().filter(|i| i["type"] == "text") {
+                if let Some(text) = item.get_mut("text") {
+                    changed |= self.swap(text);
+                }
+            }
+        }
+        changed.then(|| v.to_string().into_bytes())
+    }
+
+    fn swap(&self, text: &mut Value) -> bool {
+        let Some(t) = text.as_str() else {
+            return false;
+        };
+        match replace_word(t, &self.own, &self.shown) {
+            Some(new) => {
+                *text = Value::String(new);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `text` with each mention of the tool or prompt `word` replaced: the word quoted (`'echo'`,
+/// `"echo"`, `` `echo` ``) or after "tool" or "prompt" (`Unknown tool: echo`, `Error executing
+/// tool echo`), and not part of a longer name. Other occurrences are prose (a tool named `get`
+/// in "could not get the file") and stay.
+fn replace_word(text: &str, word: &str, with: &str) -> Option<String> {
+    let part = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    let mut out = String::with_capacity(text.len() + with.len());
+    let mut last = 0;
+    let mut any = false;
+    for (at, _) in text.match_indices(word) {
+        let end = at + word.len();
+        let before = text[..at].chars().next_back();
+        let after = text[end..].chars().next();
+        if at < last || part(before) || part(after) {
+            continue;
+        }
+        let quoted = matches!(before, Some('\'' | '"' | '`')) && before == after;
+        let lead = text[..at].trim_end_matches([' ', ':']);
+        let named = ["tool", "prompt"].iter().any(|k| {
+            lead.len() >= k.len()
+                && lead.is_char_boundary(lead.len() - k.len())
+                && lead[lead.len() - k.len()..].eq_ignore_ascii_case(k)
+                && !part(lead[..lead.len() - k.len()].chars().next_back())
+        }) && lead.len() < at;
+        if !quoted && !named {
+            continue;
+        }
+        out.push_str(&text[last..at]);
+        out.push_str(with);
+        last = end;
+        any = true;
+    }
+    out.push_str(&text[last..]);
+    any.then_some(out)
 }
 
 /// A merged subscription stream's rules for each member's messages.
@@ -1385,10 +1550,10 @@ async fn pump_filtered(
     mut body: hyper::body::Incoming,
     member: Arc<str>,
     tx: mpsc::Sender<Bytes>,
-    listening: Option<Arc<Listening>>,
+    filter: Filter,
     catalog: Arc<Catalog>,
 ) {
-    let mut splitter = crate::mcp::sse::EventSplitter::default();
+    let mut splitter = EventSplitter::default();
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
@@ -1399,13 +1564,14 @@ async fn pump_filtered(
             continue;
         };
         splitter.push(&data);
-        while let Some(event) = splitter.next_event() {
-            let Some(data) = crate::mcp::sse::event_data(&event).filter(|d| !d.is_empty()) else {
-                continue;
-            };
-            if listening.as_ref().is_some_and(|l| !l.passes(&data)) {
+        while let Some(data) = splitter.next_message() {
+            if filter.listening.as_ref().is_some_and(|l| !l.passes(&data)) {
                 continue;
             }
+            let data = match filter.rename.as_ref().and_then(|r| r.restore(&data)) {
+                Some(restored) => restored,
+                None => data,
+            };
             if let Some(list) = list_changed_in(&data) {
                 catalog.changed(&member, list);
             }
@@ -1509,6 +1675,10 @@ fn decode_token(token: &str) -> Option<HashMap<String, Value>> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Capabilities the route does not federate, left out of the merged ones so that no client
+/// relies on them: tasks (a task's id is one member's, and `tasks/*` requests name no member).
+const NOT_FEDERATED: &[&str] = &["tasks"];
+
 /// Capabilities of several servers as one: a capability any member has; `listChanged` and
 /// `subscribe` where any member offers them.
 fn merge_capabilities(into: &mut serde_json::Map<String, Value>, theirs: &Value) {
@@ -1516,6 +1686,9 @@ fn merge_capabilities(into: &mut serde_json::Map<String, Value>, theirs: &Value)
         return;
     };
     for (k, v) in theirs {
+        if NOT_FEDERATED.contains(&k.as_str()) {
+            continue;
+        }
         match (into.get_mut(k), v) {
             (None, _) => {
                 into.insert(k.clone(), v.clone());
@@ -1570,12 +1743,6 @@ impl Caching {
         result["ttlMs"] = json!(self.ttl.unwrap_or(0));
         result["cacheScope"] = json!(if self.private { "private" } else { "public" });
     }
-}
-
-fn is_sse(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 fn raw_id(id: &Value) -> Option<Box<serde_json::value::RawValue>> {
@@ -1637,12 +1804,92 @@ mod tests {
         );
         merge_capabilities(
             &mut into,
-            &json!({"tools": {"listChanged": true}, "prompts": {}}),
+            &json!({"tools": {"listChanged": true}, "prompts": {}, "tasks": {"list": {}}}),
         );
         assert_eq!(
             Value::Object(into),
             json!({"tools": {"listChanged": true}, "logging": {}, "prompts": {}})
         );
+    }
+
+    #[test]
+    fn the_caches_and_maps_stay_bounded() {
+        let catalog = Catalog::default();
+        let page = json!({"tools": [], "ttlMs": 60000, "cacheScope": "public"});
+        for i in 0..=MAX_CACHED_PAGES {
+            let key = PageKey {
+                member: "m".into(),
+                method: "tools/list".into(),
+                cursor: Some(i.to_string()),
+                version: "2026-07-28".into(),
+            };
+            catalog.put(key, &page, None);
+        }
+        let kept = catalog.pages.lock().unwrap().len();
+        assert!((1..=MAX_CACHED_PAGES).contains(&kept), "{kept}");
+        // Private pages and pages without a time are never kept.
+        let empty = Catalog::default();
+        let key = PageKey {
+            member: "m".into(),
+            method: "tools/list".into(),
+            cursor: None,
+            version: "2026-07-28".into(),
+        };
+        empty.put(
+            key.clone(),
+            &json!({"ttlMs": 60000, "cacheScope": "private"}),
+            None,
+        );
+        empty.put(
+            key.clone(),
+            &json!({"ttlMs": 0, "cacheScope": "public"}),
+            None,
+        );
+        empty.put(key, &json!({"tools": []}), None);
+        assert!(empty.pages.lock().unwrap().is_empty());
+        let uris = Mutex::new(HashMap::new());
+        let member: Arc<str> = "m".into();
+        for i in 0..=MAX_KNOWN_URIS {
+            remember(&uris, &format!("file:///{i}"), &member);
+        }
+        let known = uris.lock().unwrap().len();
+        assert!((1..=MAX_KNOWN_URIS).contains(&known), "{known}");
+    }
+
+    #[test]
+    fn failures_name_what_the_client_called() {
+        let r = Rename {
+            own: "echo".into(),
+            shown: "alpha_echo".into(),
+        };
+        let error =
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"Unknown tool: echo"}}"#;
+        let v: Value = serde_json::from_slice(&r.restore(error).unwrap()).unwrap();
+        assert_eq!(v["error"]["message"], "Unknown tool: alpha_echo");
+        let failed = br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[{"type":"text","text":"Error executing tool echo: 'echo' broke; echo_all, alpha_echo and an echo stay"}]}}"#;
+        let v: Value = serde_json::from_slice(&r.restore(failed).unwrap()).unwrap();
+        assert_eq!(
+            v["result"]["content"][0]["text"],
+            "Error executing tool alpha_echo: 'alpha_echo' broke; echo_all, alpha_echo and an echo stay"
+        );
+        // A result that succeeded, a notification, text without the name: untouched.
+        let fine =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"echo"}]}}"#;
+        assert!(r.restore(fine).is_none());
+        let note =
+            br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"echo"}}"#;
+        assert!(r.restore(note).is_none());
+        assert!(r.restore(br#"{"error":{"message":"echoes"}}"#).is_none());
+        assert!(r.restore(b"\xff echo").is_none());
+        assert_eq!(
+            replace_word("Tool `echo`, Prompt: echo", "echo", "a_echo").unwrap(),
+            "Tool `a_echo`, Prompt: a_echo"
+        );
+        assert_eq!(replace_word("é 'echo' é", "echo", "x").unwrap(), "é 'x' é");
+        assert!(replace_word("could not get it", "get", "x").is_none());
+        assert!(replace_word("mytool get, 'get\"", "get", "x").is_none());
+        assert!(replace_word("tool", "tool", "x").is_none());
+        assert!(replace_word("", "echo", "x").is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 mod federator;
 
-pub use federator::{FederationMetrics, Federator};
+pub use federator::{CatalogCheck, Collision, FederationMetrics, Federator};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,9 +24,20 @@ use crate::proxy::UpstreamClient;
 pub struct Federations {
     running: Mutex<HashMap<Arc<str>, Arc<Federator>>>,
     metrics: std::sync::OnceLock<FederationMetrics>,
+    /// `attach` leaves the catalog check to the caller ([`Federations::unchecked`]).
+    unchecked: bool,
 }
 
 impl Federations {
+    /// Endpoints whose catalogs are checked only when asked ([`Federations::catalog_checks`]),
+    /// not by `attach`: for `mcpgate validate --members`.
+    pub fn unchecked() -> Federations {
+        Federations {
+            unchecked: true,
+            ..Federations::default()
+        }
+    }
+
     /// `mcpgate_federation_member_failures_total{route, member}` and
     /// `mcpgate_federation_catalog_requests_total{route, member, result}` join `registry`.
     pub fn register_metrics(&self, registry: &prometheus::Registry) {
@@ -89,7 +100,9 @@ impl Federations {
             };
             federator.set_members(federation, &upstreams);
             // Once the members' catalogs are known: names two members would both serve.
-            tokio::spawn(federator.clone().check_catalogs());
+            if !self.unchecked {
+                tokio::spawn(federator.clone().check_catalogs());
+            }
             let mut attached = (**upstream).clone();
             attached.url = federator.url();
             attached.credential = Some(federator.credential());
@@ -104,6 +117,22 @@ impl Federations {
         }
         *running = next;
         Ok(retired)
+    }
+
+    /// Every federated route's catalog check ([`Federator::catalog_check`]), in route name order.
+    pub async fn catalog_checks(&self) -> Vec<(Arc<str>, CatalogCheck)> {
+        let mut routes: Vec<(Arc<str>, Arc<Federator>)> = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        let checks = routes
+            .iter()
+            .map(|(route, f)| async move { (route.clone(), f.catalog_check().await) });
+        futures_util::future::join_all(checks).await
     }
 
     /// Stops every endpoint (shutdown, after the drain).

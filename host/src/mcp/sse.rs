@@ -61,6 +61,17 @@ impl EventSplitter {
         None
     }
 
+    /// The message of the next complete event that carries one (its non-empty `data`), skipping
+    /// priming events and keep-alive comments.
+    pub fn next_message(&mut self) -> Option<Vec<u8>> {
+        while let Some(event) = self.next_event() {
+            if let Some(data) = event_data(&event).filter(|d| !d.is_empty()) {
+                return Some(data);
+            }
+        }
+        None
+    }
+
     /// Whatever is left when the stream ends (an unterminated last event), to be passed on as is.
     pub fn take_rest(&mut self) -> Bytes {
         self.scan = 0;
@@ -107,6 +118,19 @@ fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
         }
         None => Some((line, &[][..])),
     }
+}
+
+/// Whether `headers` say the body is an SSE stream (`text/event-stream`, in any case, with or
+/// without parameters).
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+        })
 }
 
 /// The event's data: its `data:` lines joined with `\n`, or `None` if it has none.
@@ -170,6 +194,30 @@ pub fn replace_data(raw: &[u8], data: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_streams_are_known_by_their_content_type() {
+        let with = |ct: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            is_event_stream(&h)
+        };
+        assert!(with("text/event-stream"));
+        assert!(with(" Text/Event-Stream; charset=utf-8"));
+        assert!(!with("application/json"));
+        assert!(!with("text/event"));
+        assert!(!is_event_stream(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn messages_skip_events_without_data() {
+        let mut s = EventSplitter::default();
+        s.push(b": keep-alive\n\nid: 1\ndata:\n\ndata: {\"a\":1}\n\nretry: 5\n\ndata: x");
+        assert_eq!(s.next_message().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(s.next_message(), None);
+        s.push(b"\n\n");
+        assert_eq!(s.next_message().as_deref(), Some(&b"x"[..]));
+    }
 
     fn split_all(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u8>) {
         let mut s = EventSplitter::default();

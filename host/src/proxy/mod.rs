@@ -424,14 +424,7 @@ fn set_forwarding(
 /// the caller, which knows the era and the client's token.
 pub fn clean_response_headers(headers: &mut HeaderMap) -> bool {
     strip_hop_by_hop(headers);
-    let is_sse = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
+    let is_sse = crate::mcp::sse::is_event_stream(headers);
     if is_sse {
         headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
         headers

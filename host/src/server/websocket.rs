@@ -968,7 +968,7 @@ impl Shared {
                 request,
             )
             .await;
-            if response.status() != StatusCode::OK || !is_sse(response.headers()) {
+            if response.status() != StatusCode::OK || !sse::is_event_stream(response.headers()) {
                 tracing::debug!(
                     route = %self.route,
                     status = response.status().as_u16(),
@@ -987,12 +987,6 @@ impl Shared {
             tokio::time::sleep(REOPEN_PAUSE).await;
         }
     }
-}
-
-fn is_sse(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// An answer on its way to the socket: JSON as one message (or one per batch entry), SSE event
@@ -1032,7 +1026,7 @@ impl<'a> Relay<'a> {
 
     async fn response(&mut self, response: Response) {
         let status = response.status();
-        let sse = is_sse(response.headers());
+        let sse = sse::is_event_stream(response.headers());
         let body = response.into_body();
         if sse {
             self.events(body).await;
