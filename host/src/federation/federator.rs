@@ -32,6 +32,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -80,7 +81,7 @@ pub struct FederationMetrics {
 /// Policy filtering happens after, in the gateway, per caller.
 #[derive(Default)]
 struct Catalog {
-    pages: Mutex<HashMap<PageKey, (Value, std::time::Instant)>>,
+    pages: Mutex<HashMap<PageKey, (RawObject, std::time::Instant)>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,7 +93,7 @@ struct PageKey {
 }
 
 impl Catalog {
-    fn get(&self, key: &PageKey) -> Option<Value> {
+    fn get(&self, key: &PageKey) -> Option<RawObject> {
         let mut pages = self
             .pages
             .lock()
@@ -107,16 +108,15 @@ impl Catalog {
         if result.get("ttlMs").is_some() {
             // What is left of its time, so a client caching it too does not outlive it.
             let left = u64::try_from((*expires - now).as_millis()).unwrap_or(u64::MAX);
-            result["ttlMs"] = json!(left);
+            result.set_json("ttlMs", &left);
         }
         Some(result)
     }
 
-    fn put(&self, key: PageKey, result: &Value, legacy_ttl: Option<std::time::Duration>) {
-        let ttl = match result.get("cacheScope").and_then(Value::as_str) {
+    fn put(&self, key: PageKey, result: &RawObject, legacy_ttl: Option<std::time::Duration>) {
+        let ttl = match result.parse::<String>("cacheScope").as_deref() {
             Some("public") => result
-                .get("ttlMs")
-                .and_then(Value::as_u64)
+                .parse::<u64>("ttlMs")
                 .filter(|t| *t > 0)
                 .map(std::time::Duration::from_millis),
             Some(_) => None,
@@ -638,6 +638,21 @@ impl Federator {
         session: Option<&Sessions>,
         body: Bytes,
     ) -> Result<Answer, String> {
+        let (raw, session) = self.ask_raw(member, headers, session, body).await?;
+        let message = serde_json::from_slice::<Value>(&raw)
+            .map_err(|e| format!("its answer is not JSON: {e}"))?;
+        Ok(Answer { message, session })
+    }
+
+    /// [`Federator::ask`], the response message left as JSON text (with the member's session
+    /// id): for a caller that reads only part of it.
+    async fn ask_raw(
+        &self,
+        member: &Member,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<String>), String> {
         let asked = async {
             let response = self
                 .send(member, Method::POST, headers, session, body)
@@ -659,22 +674,16 @@ impl Federator {
                 splitter.push(&bytes);
                 let mut found = None;
                 while let Some(data) = splitter.next_message() {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&data)
-                        && v.get("method").is_none()
-                        && (v.get("result").is_some() || v.get("error").is_some())
-                    {
-                        found = Some(v);
+                    if is_response(&data) {
+                        found = Some(Bytes::from(data));
                     }
                 }
                 found
             } else {
-                serde_json::from_slice::<Value>(&bytes).ok()
+                is_response(&bytes).then_some(bytes)
             };
             match message {
-                Some(message) => Ok(Answer {
-                    message,
-                    session: member_session,
-                }),
+                Some(message) => Ok((message, member_session)),
                 None => Err(format!(
                     "it answered HTTP {} without a JSON-RPC response",
                     status.as_u16()
@@ -720,6 +729,46 @@ impl Federator {
                     self.left_out(&m, method, &format!("it answered an error: {why}"));
                 }
                 Ok(a) => out.push((m, a)),
+                Err(why) => self.left_out(&m, method, &why),
+            }
+        }
+        out
+    }
+
+    /// [`Federator::fan_out`] for list pages: each result read one level deep ([`RawObject`]),
+    /// its entries left as JSON text until merged.
+    async fn fan_out_pages(
+        &self,
+        headers: &HeaderMap,
+        session: Option<&Sessions>,
+        bodies: Vec<(Member, Bytes)>,
+        method: &str,
+    ) -> Vec<(Member, RawObject)> {
+        #[derive(serde::Deserialize)]
+        struct PageAnswer {
+            result: Option<RawObject>,
+            error: Option<Box<RawValue>>,
+        }
+        let asks = bodies.into_iter().map(|(m, body)| async move {
+            let answer = self.ask_raw(&m, headers, session, body).await;
+            (m, answer)
+        });
+        let mut out = Vec::new();
+        for (m, answer) in futures_util::future::join_all(asks).await {
+            let answer = answer.and_then(|(raw, _)| {
+                serde_json::from_slice::<PageAnswer>(&raw)
+                    .map_err(|e| format!("its answer is not a list result: {e}"))
+            });
+            match answer {
+                Ok(PageAnswer {
+                    error: Some(error), ..
+                }) => {
+                    self.left_out(&m, method, &format!("it answered an error: {error}"));
+                }
+                Ok(PageAnswer {
+                    result: Some(page), ..
+                }) => out.push((m, page)),
+                Ok(_) => self.left_out(&m, method, "its answer has no result"),
                 Err(why) => self.left_out(&m, method, &why),
             }
         }
@@ -910,40 +959,37 @@ impl Federator {
             };
             if let Some(result) = self.catalog.get(&key) {
                 self.count_catalog(m, "hit");
-                cached.push((
-                    m.clone(),
-                    Answer {
-                        message: json!({"result": result}),
-                        session: None,
-                    },
-                ));
+                cached.push((m.clone(), result));
                 continue;
             }
             self.count_catalog(m, "miss");
             keys.insert(m.name.clone(), key);
             bodies.push((m.clone(), Bytes::from(asked.to_string())));
         }
-        let mut answers = self.fan_out(headers, session, bodies, &method).await;
-        for (m, a) in &answers {
+        let mut pages = self.fan_out_pages(headers, session, bodies, &method).await;
+        for (m, page) in &pages {
             if let Some(key) = keys.remove(&m.name) {
-                self.catalog.put(key, &a.message["result"], legacy_ttl);
+                self.catalog.put(key, page, legacy_ttl);
             }
         }
         // In the members' order, cached or not: the first member's name wins a collision.
-        answers.extend(cached);
-        answers.sort_by_key(|(m, _)| members.iter().position(|o| o.name == m.name));
-        let mut merged: Vec<Value> = Vec::new();
+        pages.extend(cached);
+        pages.sort_by_key(|(m, _)| members.iter().position(|o| o.name == m.name));
+        let mut merged: Vec<RawObject> = Vec::new();
         let mut seen: HashMap<String, Arc<str>> = HashMap::new();
         let mut next: HashMap<String, Value> = HashMap::new();
         let mut caching = Caching::default();
-        for (m, a) in answers {
-            let r = &a.message["result"];
-            caching.add(r);
-            if let Some(c) = r.get("nextCursor").filter(|c| !c.is_null()) {
-                next.insert(m.name.to_string(), c.clone());
+        for (m, mut page) in pages {
+            caching.add_raw(&page);
+            if let Some(c) = page.parse::<Value>("nextCursor").filter(|c| !c.is_null()) {
+                next.insert(m.name.to_string(), c);
             }
-            for mut entry in r[key].as_array().cloned().unwrap_or_default() {
-                let Some(own) = entry[name_field].as_str().map(str::to_string) else {
+            let entries: Vec<RawObject> = page
+                .take(key)
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or_default();
+            for mut entry in entries {
+                let Some(own) = entry.parse::<String>(name_field) else {
                     continue;
                 };
                 let shown = if name_field == "name" {
@@ -966,17 +1012,20 @@ impl Federator {
                 } else if name_field == "name" && self.ambiguous(&shown) {
                     remember(&self.names, &shown, &m.name);
                 }
-                seen.insert(shown.clone(), m.name.clone());
-                entry[name_field] = Value::String(shown);
+                if name_field == "name" {
+                    entry.set_json(name_field, &shown);
+                }
+                seen.insert(shown, m.name.clone());
                 merged.push(entry);
             }
         }
-        let mut result = json!({ key: merged });
+        let mut result = RawObject::default();
+        result.set_json(key, &merged);
         if !next.is_empty() {
-            result["nextCursor"] = Value::String(encode_token(&next));
+            result.set_json("nextCursor", &encode_token(&next));
         }
-        caching.apply(&mut result);
-        self::result(&id, result)
+        caching.apply_raw(&mut result);
+        self::result(&id, &result)
     }
 
     fn count_catalog(&self, member: &Member, result: &str) {
@@ -1733,6 +1782,28 @@ impl Caching {
         }
     }
 
+    fn add_raw(&mut self, result: &RawObject) {
+        self.typed |= result.get("resultType").is_some();
+        if let Some(t) = result.parse::<u64>("ttlMs") {
+            self.ttl = Some(self.ttl.map_or(t, |o| o.min(t)));
+            self.any = true;
+        }
+        if let Some(s) = result.parse::<String>("cacheScope") {
+            self.private |= s == "private";
+            self.any = true;
+        }
+    }
+
+    fn apply_raw(&self, result: &mut RawObject) {
+        let mut v = Value::Object(serde_json::Map::new());
+        self.apply(&mut v);
+        if let Value::Object(fields) = v {
+            for (k, field) in &fields {
+                result.set_json(k, field);
+            }
+        }
+    }
+
     fn apply(&self, result: &mut Value) {
         if self.typed {
             result["resultType"] = json!("complete");
@@ -1745,18 +1816,112 @@ impl Caching {
     }
 }
 
+/// A JSON object read one level deep: its members in order, each value kept as JSON text. A
+/// list page's entries are merged as these, so a tool's schema is copied, never parsed.
+#[derive(Debug, Clone, Default)]
+struct RawObject(Vec<(String, Box<RawValue>)>);
+
+impl RawObject {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// The member `key` read as a `T` (`None` when absent or of another type).
+    fn parse<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        serde_json::from_str(self.get(key)?.get()).ok()
+    }
+
+    fn take(&mut self, key: &str) -> Option<Box<RawValue>> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// Sets `key` to `value`, where the member was (any later member of that name dropped),
+    /// or last.
+    fn set_json<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        let Ok(raw) = serde_json::value::to_raw_value(value) else {
+            return;
+        };
+        match self.0.iter().position(|(k, _)| k == key) {
+            Some(at) => {
+                self.0[at].1 = raw;
+                let mut i = 0;
+                self.0.retain(|(k, _)| {
+                    i += 1;
+                    i - 1 <= at || k != key
+                });
+            }
+            None => self.0.push((key.to_string(), raw)),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawObject, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(field) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push(field);
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+impl serde::Serialize for RawObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Whether `message` is a JSON-RPC response (a result or an error, not a request).
+fn is_response(message: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        method: Option<serde::de::IgnoredAny>,
+        result: Option<serde::de::IgnoredAny>,
+        error: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(message)
+        .is_ok_and(|p| p.method.is_none() && (p.result.is_some() || p.error.is_some()))
+}
+
 fn raw_id(id: &Value) -> Option<Box<serde_json::value::RawValue>> {
     serde_json::value::RawValue::from_string(id.to_string()).ok()
 }
 
-/// A JSON-RPC result for `id`.
-fn result(id: &Value, result: Value) -> Response<Body> {
-    json_response(
-        StatusCode::OK,
-        json!({"jsonrpc": "2.0", "id": id, "result": result})
-            .to_string()
-            .into_bytes(),
-    )
+/// A JSON-RPC result for `id`, serialized straight from its parts (`json!` would deep-copy
+/// `result` into a new tree first: a merged list's every entry).
+fn result<T: serde::Serialize>(id: &Value, result: T) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a, T> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: T,
+    }
+    let bytes = serde_json::to_vec(&Envelope {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .unwrap_or_default();
+    json_response(StatusCode::OK, bytes)
 }
 
 #[cfg(test)]
@@ -1814,8 +1979,9 @@ mod tests {
 
     #[test]
     fn the_caches_and_maps_stay_bounded() {
+        let raw = |v: Value| serde_json::from_str::<RawObject>(&v.to_string()).unwrap();
         let catalog = Catalog::default();
-        let page = json!({"tools": [], "ttlMs": 60000, "cacheScope": "public"});
+        let page = raw(json!({"tools": [], "ttlMs": 60000, "cacheScope": "public"}));
         for i in 0..=MAX_CACHED_PAGES {
             let key = PageKey {
                 member: "m".into(),
@@ -1837,15 +2003,15 @@ mod tests {
         };
         empty.put(
             key.clone(),
-            &json!({"ttlMs": 60000, "cacheScope": "private"}),
+            &raw(json!({"ttlMs": 60000, "cacheScope": "private"})),
             None,
         );
         empty.put(
             key.clone(),
-            &json!({"ttlMs": 0, "cacheScope": "public"}),
+            &raw(json!({"ttlMs": 0, "cacheScope": "public"})),
             None,
         );
-        empty.put(key, &json!({"tools": []}), None);
+        empty.put(key, &raw(json!({"tools": []})), None);
         assert!(empty.pages.lock().unwrap().is_empty());
         let uris = Mutex::new(HashMap::new());
         let member: Arc<str> = "m".into();
@@ -1890,6 +2056,32 @@ mod tests {
         assert!(replace_word("mytool get, 'get\"", "get", "x").is_none());
         assert!(replace_word("tool", "tool", "x").is_none());
         assert!(replace_word("", "echo", "x").is_none());
+    }
+
+    #[test]
+    fn raw_objects_keep_their_members_as_written() {
+        let mut o: RawObject = serde_json::from_str(
+            r#"{"name":"echo","inputSchema":{"type":"object","x":[1, 2]},"n":1}"#,
+        )
+        .unwrap();
+        assert_eq!(o.parse::<String>("name").as_deref(), Some("echo"));
+        assert_eq!(o.parse::<String>("n"), None);
+        o.set_json("name", "alpha_echo");
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            r#"{"name":"alpha_echo","inputSchema":{"type":"object","x":[1, 2]},"n":1}"#
+        );
+        let mut twice: RawObject = serde_json::from_str(r#"{"a":1,"b":2,"a":3}"#).unwrap();
+        twice.set_json("a", &4);
+        assert_eq!(serde_json::to_string(&twice).unwrap(), r#"{"a":4,"b":2}"#);
+        assert!(o.take("n").is_some() && o.get("n").is_none());
+        assert!(serde_json::from_str::<RawObject>("[1]").is_err());
+        assert!(is_response(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+        assert!(is_response(br#"{"id":1,"error":{"code":1,"message":"x"}}"#));
+        assert!(!is_response(
+            br#"{"id":1,"method":"sampling/createMessage","params":{}}"#
+        ));
+        assert!(!is_response(b"{oops"));
     }
 
     #[test]
