@@ -50,7 +50,7 @@ fn setup(
     let plugins = rt
         .block_on(Plugins::load(&cfg, Deps::default()))
         .unwrap_or_else(|e| panic!("{e} (build the plugins first: scripts/build-plugins.sh)"));
-    let built = mcpgate::stages::build(&cfg, &UpstreamClient::new(), &plugins, None, None);
+    let built = mcpgate::stages::build(&cfg, &UpstreamClient::new(), &plugins, None, None, None);
     (
         built.pipelines["github"].clone(),
         cfg.upstreams[0].clone(),

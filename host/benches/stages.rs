@@ -37,6 +37,7 @@ fn pipeline(stages: &str) -> (Pipeline, Arc<mcpgate::config::Upstream>) {
         &Default::default(),
         None,
         None,
+        None,
     );
     (built.pipelines["github"].clone(), cfg.upstreams[0].clone())
 }

@@ -399,3 +399,60 @@ fn a_redis_restart_under_load_loses_no_request_silently() {
         );
     }
 }
+
+/// `tools/list` (charged like any request) through `base`; whether it was served.
+fn listed(base: &str) -> bool {
+    let c = Client::new(base, "demo", MODERN);
+    let r = c.send("1", "tools/list", serde_json::json!({}));
+    match r.status {
+        200 => true,
+        429 => false,
+        other => panic!("unexpected {other}: {}", r.body),
+    }
+}
+
+#[test]
+fn leased_buckets_never_exceed_a_bucket_and_give_back_what_they_hold() {
+    // A bucket of 200 that never refills, shared by two replicas through Redis: leases of 16
+    // (lease_tokens' default; 200 / 10 = 20 allows it). Without refills, leasing can never admit
+    // more than 200; a replica may refuse while the other holds up to 16 unspent tokens, and
+    // those come back once the lease goes stale. In exact mode (lease_tokens: 0) the split is
+    // exact at every moment.
+    let redis = RedisServer::start();
+    let (_server, upstream) = start_demo_server();
+    let dir = TempDir::new("replicas-lease");
+    for (mode, lease) in [("leased", ""), ("exact", "  lease_tokens: 0\n")] {
+        let cfg = dir.file(
+            &format!("{mode}.yaml"),
+            &format!(
+                "redis:\n  url: {}\n  key_prefix: \"{}\"\nrate_limit:\n  backend: redis\n{lease}  per_client: {{capacity: 200, refill_rate: 0}}\nupstreams:\n  demo:\n    url: {upstream}\n",
+                redis.url(),
+                prefix(mode)
+            ),
+        );
+        let (_a, base_a) = replica(&cfg);
+        let (_b, base_b) = replica(&cfg);
+        let mut served = 0;
+        for i in 0..260 {
+            served += usize::from(listed(if i % 2 == 0 { &base_a } else { &base_b }));
+        }
+        if mode == "exact" {
+            assert_eq!(served, 200, "exact: every token, never more");
+            continue;
+        }
+        assert!(
+            (200 - 16..=200).contains(&served),
+            "leased: within one lease of the bucket: {served}"
+        );
+        // The leases go stale after lease_ttl (1 s) and their tokens back to Redis: one replica
+        // can now spend exactly what is left, and no more.
+        std::thread::sleep(Duration::from_secs(3));
+        let mut more = 0;
+        while listed(&base_a) {
+            more += 1;
+            assert!(more <= 200, "the bucket never empties");
+        }
+        assert_eq!(served + more, 200, "{served} + {more}");
+        assert!(!listed(&base_b));
+    }
+}

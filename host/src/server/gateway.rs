@@ -39,6 +39,8 @@ pub struct Generation {
     pub(super) credential_headers: Vec<HeaderName>,
     /// In-memory rate-limit buckets, swept in the background; kept across reloads.
     pub(crate) buckets: Option<Arc<MemoryBackend>>,
+    /// Leases of Redis rate-limit buckets, swept in the background; kept across reloads.
+    pub(crate) leases: Option<Arc<crate::stages::ratelimit::lease::LeasedBackend>>,
     /// `server.tls`, ready to accept connections with.
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -53,15 +55,16 @@ impl std::fmt::Debug for Generation {
 }
 
 impl Generation {
-    /// Builds a generation's stages from `config` and its loaded `plugins`. `buckets`: the
-    /// previous generation's in-memory buckets, reused when this config keeps them in memory
-    /// with the same bound (buckets whose limit changed start afresh, see [`MemoryBackend`]).
+    /// Builds a generation's stages from `config` and its loaded `plugins`. `previous`: the
+    /// generation it replaces, whose in-memory buckets are reused when this config keeps them
+    /// in memory with the same bound (buckets whose limit changed start afresh, see
+    /// [`MemoryBackend`]), and whose Redis leases are kept when this config leases alike.
     pub(super) fn build(
         number: u64,
         config: Config,
         plugins: Plugins,
         obs: &Observability,
-        buckets: Option<&Arc<MemoryBackend>>,
+        previous: Option<&Generation>,
     ) -> Generation {
         let deps = plugins.deps();
         obs.add_routes(&config.upstreams);
@@ -70,7 +73,8 @@ impl Generation {
             &deps.client,
             &plugins,
             deps.redis.as_ref(),
-            buckets,
+            previous.and_then(|p| p.buckets.as_ref()),
+            previous.and_then(|p| p.leases.as_ref()),
         );
         for (name, pipeline) in built.pipelines.iter_mut() {
             if let Some(catalog) = obs.tool_catalog(name) {
@@ -90,6 +94,7 @@ impl Generation {
             plugins,
             pipelines: built.pipelines,
             buckets: built.buckets,
+            leases: built.leases,
             tls,
         }
     }
@@ -241,6 +246,7 @@ impl Gateway {
             pipelines,
             credential_headers: current.credential_headers.clone(),
             buckets: current.buckets.clone(),
+            leases: current.leases.clone(),
             tls: current.tls.clone(),
         }));
     }

@@ -38,9 +38,17 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
     };
-    serve(listener, gateway, shutdown).await;
+    serve(listener, gateway.clone(), shutdown).await;
     reaper.abort();
+    return_leases(&gateway).await;
     Ok(())
+}
+
+/// After the drain: the unspent tokens of Redis leases go back, for the other replicas.
+async fn return_leases(gateway: &Gateway) {
+    if let Some(l) = &gateway.current().leases {
+        l.sweep(true).await;
+    }
 }
 
 /// [`run`] on `workers` threads (`server.workers`), each with a single-threaded runtime of its
@@ -101,6 +109,7 @@ pub async fn run_workers(
     .await
     .map_err(std::io::Error::other)?;
     reaper.abort();
+    return_leases(&gateway).await;
     match failed {
         Some(e) => Err(e),
         None => joined.into_iter().collect(),
@@ -126,16 +135,23 @@ fn worker(
     })
 }
 
-/// Reaps idle session bookkeeping and rate-limit buckets in the background.
+/// Reaps idle session bookkeeping and rate-limit buckets in the background (every 30 s), and
+/// gives stale Redis leases back (every second).
 fn spawn_reaper(gateway: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     let gw = gateway.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
-        loop {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        for n in 0u64.. {
             tick.tick().await;
-            gw.sessions.reap();
-            if let Some(b) = &gw.current().buckets {
-                b.sweep();
+            let current = gw.current();
+            if let Some(l) = &current.leases {
+                l.sweep(false).await;
+            }
+            if n % 30 == 0 {
+                gw.sessions.reap();
+                if let Some(b) = &current.buckets {
+                    b.sweep();
+                }
             }
         }
     })

@@ -141,6 +141,16 @@ impl Gateway {
                 Ok((next, retired)) => {
                     report.result = "applied";
                     report.generation = next.number;
+                    // Leases the new config does not keep go back to Redis.
+                    if let Some(old) = &current.leases
+                        && !next
+                            .leases
+                            .as_ref()
+                            .is_some_and(|n| std::sync::Arc::ptr_eq(n, old))
+                    {
+                        let old = old.clone();
+                        tokio::spawn(async move { old.sweep(true).await });
+                    }
                     self.install(next);
                     // Only now: requests starting from here on use the new bridges.
                     retired.stop();
@@ -205,13 +215,7 @@ impl Gateway {
             .cloned()
             .collect();
         Ok((
-            Generation::build(
-                current.number + 1,
-                next,
-                plugins,
-                &self.obs,
-                current.buckets.as_ref(),
-            ),
+            Generation::build(current.number + 1, next, plugins, &self.obs, Some(current)),
             retired,
         ))
     }

@@ -23,10 +23,14 @@ pub struct Built {
     pub pipelines: HashMap<Arc<str>, Pipeline>,
     /// The in-memory buckets, swept periodically by the server.
     pub buckets: Option<Arc<ratelimit::MemoryBackend>>,
+    /// The Redis buckets' leases (`rate_limit.lease_tokens`), swept periodically by the
+    /// server and given back at shutdown.
+    pub leases: Option<Arc<ratelimit::lease::LeasedBackend>>,
 }
 
 /// Builds every route's pipeline: its own `pipeline:` list, else the global one. `redis` is the
-/// process's connection, for `rate_limit.backend: redis`. `buckets`: in-memory buckets to keep
+/// process's connection, for `rate_limit.backend: redis`. `leases`: a reload's previous Redis
+/// leases, kept when this config leases alike. `buckets`: in-memory buckets to keep
 /// (a reload's previous ones), used when this config keeps its buckets in memory with the same
 /// `max_buckets`. A kept bucket whose limit changed keeps its tokens, up to the new capacity
 /// (a tightened limit applies at once; a loosened one refills at its new rate).
@@ -41,6 +45,7 @@ pub fn build(
     plugins: &Plugins,
     redis: Option<&Redis>,
     buckets: Option<&Arc<ratelimit::MemoryBackend>>,
+    leases: Option<&Arc<ratelimit::lease::LeasedBackend>>,
 ) -> Built {
     let auth: Option<Arc<dyn Stage>> = config.auth.clone().map(|a| {
         Arc::new(auth::Auth::new(
@@ -59,14 +64,37 @@ pub fn build(
             Some(b) if b.max_buckets() == r.max_buckets => b.clone(),
             _ => Arc::new(ratelimit::MemoryBackend::new(r.max_buckets)),
         });
+    let kept_leases = leases;
+    let mut leases = None;
     let rate_limit: Option<Arc<dyn Stage>> = config.rate_limit.clone().map(|r| {
         let backend: Arc<dyn ratelimit::Backend> = match &buckets {
             Some(memory) => memory.clone(),
-            None => Arc::new(ratelimit::redis::RedisBackend::new(
-                redis
-                    .expect("rate_limit.backend: redis without a Redis connection")
-                    .clone(),
-            )),
+            None => {
+                let redis = ratelimit::redis::RedisBackend::new(
+                    redis
+                        .expect("rate_limit.backend: redis without a Redis connection")
+                        .clone(),
+                );
+                if r.lease_tokens == 0 {
+                    Arc::new(redis)
+                } else {
+                    let leased = match kept_leases {
+                        Some(l) if l.same_shape(r.lease_tokens, r.lease_ttl, r.max_buckets) => {
+                            l.clone()
+                        }
+                        _ => Arc::new(ratelimit::lease::LeasedBackend::new(
+                            redis,
+                            Arc::new(ratelimit::lease::Leases::new(
+                                r.lease_tokens,
+                                r.lease_ttl,
+                                r.max_buckets,
+                            )),
+                        )),
+                    };
+                    leases = Some(leased.clone());
+                    leased
+                }
+            }
         };
         Arc::new(ratelimit::RateLimit::new(r, backend)) as Arc<dyn Stage>
     });
@@ -95,5 +123,9 @@ pub fn build(
             )
         })
         .collect();
-    Built { pipelines, buckets }
+    Built {
+        pipelines,
+        buckets,
+        leases,
+    }
 }

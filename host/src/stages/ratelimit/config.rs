@@ -17,6 +17,8 @@ pub(crate) struct RawRateLimit {
     backend: Option<String>,
     on_redis_error: Option<String>,
     max_buckets: Option<usize>,
+    lease_tokens: Option<u32>,
+    lease_ttl: Option<u64>,
     /// MCPGate's spelling: a bucket for each caller on each server (see [`Validator::rate_limit`]).
     defaults: Option<RawLimit>,
     per_client: Option<RawLimit>,
@@ -184,9 +186,46 @@ impl Validator<'_> {
                 overrides: self.overrides("rate_limit.tools", raw.tools),
             },
             max_buckets: raw.max_buckets.unwrap_or(DEFAULT_MAX_BUCKETS).max(1),
+            lease_tokens: raw
+                .lease_tokens
+                .unwrap_or(super::lease::DEFAULT_LEASE_TOKENS),
+            lease_ttl: raw.lease_ttl.map_or(
+                super::lease::DEFAULT_LEASE_TTL,
+                std::time::Duration::from_millis,
+            ),
             backend,
             on_redis_error,
         };
+        let redis = config.backend == crate::config::StateBackend::Redis;
+        for (key, given) in [
+            ("rate_limit.lease_tokens", raw.lease_tokens.is_some()),
+            ("rate_limit.lease_ttl", raw.lease_ttl.is_some()),
+        ] {
+            if given && !redis {
+                self.error(
+                    key,
+                    "only applies to `backend: redis` (memory buckets are exact)",
+                );
+            }
+        }
+        if raw.lease_ttl == Some(0) {
+            self.error(
+                "rate_limit.lease_ttl",
+                "must be at least 1 (ms); for exact buckets set `lease_tokens: 0`",
+            );
+        }
+        if raw
+            .lease_tokens
+            .is_some_and(|t| t > super::lease::MAX_LEASE_TOKENS)
+        {
+            self.error(
+                "rate_limit.lease_tokens",
+                format!(
+                    "at most {} (each replica may hold this many tokens of a bucket unspent)",
+                    super::lease::MAX_LEASE_TOKENS
+                ),
+            );
+        }
         let levels = [&config.per_client, &config.per_server, &config.per_tool];
         if levels
             .iter()
@@ -242,6 +281,21 @@ mod tests {
                 "rate_limit:\n  on_redis_error: fail_open\n  per_client: {capacity: 1, refill_rate: 1}\n",
                 "rate_limit.on_redis_error",
                 "only applies to `backend: redis`",
+            ),
+            (
+                "rate_limit:\n  lease_tokens: 8\n  per_client: {capacity: 1, refill_rate: 1}\n",
+                "rate_limit.lease_tokens",
+                "only applies to `backend: redis`",
+            ),
+            (
+                "redis: {url: \"redis://h\"}\nrate_limit:\n  backend: redis\n  lease_tokens: 20000\n  per_client: {capacity: 1, refill_rate: 1}\n",
+                "rate_limit.lease_tokens",
+                "at most 10000",
+            ),
+            (
+                "redis: {url: \"redis://h\"}\nrate_limit:\n  backend: redis\n  lease_ttl: 0\n  per_client: {capacity: 1, refill_rate: 1}\n",
+                "rate_limit.lease_ttl",
+                "`lease_tokens: 0`",
             ),
         ]);
     }

@@ -15,6 +15,7 @@
 //! request unlimited, `fail_closed` refuses it with 503 and JSON-RPC -32014.
 
 pub mod config;
+pub mod lease;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -511,6 +512,11 @@ pub struct RateLimitConfig {
     pub per_server: LevelLimits,
     pub per_tool: LevelLimits,
     pub max_buckets: usize,
+    /// With Redis: the most tokens of a bucket one replica leases at once (0: exact, one round
+    /// trip per request), see [`lease`].
+    pub lease_tokens: u32,
+    /// With Redis: a lease not refilled this long is never spent (its tokens go back).
+    pub lease_ttl: Duration,
     /// Where buckets live.
     pub backend: StateBackend,
     /// What a failing backend (Redis unreachable) does to the request.

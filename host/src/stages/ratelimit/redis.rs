@@ -18,8 +18,11 @@ static SCRIPT: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(include_str!("buckets.lua")));
 static REFUND: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(include_str!("refund.lua")));
+static LEASE: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(include_str!("lease.lua")));
 
 /// The Redis backend of the rate limiter.
+#[derive(Clone)]
 pub struct RedisBackend {
     redis: Redis,
 }
@@ -77,20 +80,78 @@ impl Backend for RedisBackend {
         buckets: &'a [(BucketKey, Limit)],
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let mut call = REFUND.prepare_invoke();
-            for (key, limit) in buckets {
-                call.key(redis_key(self.redis.prefix(), key));
-                call.arg(limit.capacity.to_string());
-            }
-            let _: i64 = self
-                .redis
-                .run(Use::RateLimit, |mut conn| async move {
-                    call.invoke_async(&mut conn).await
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
+            let counted: Vec<(&BucketKey, &Limit, u32)> =
+                buckets.iter().map(|(k, l)| (k, l, 1)).collect();
+            self.give_back(&counted).await
         })
+    }
+}
+
+impl RedisBackend {
+    /// Gives `count` tokens back to each bucket listed (never beyond its capacity).
+    pub async fn give_back(&self, buckets: &[(&BucketKey, &Limit, u32)]) -> Result<(), String> {
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let mut call = REFUND.prepare_invoke();
+        for (key, limit, count) in buckets {
+            call.key(redis_key(self.redis.prefix(), key));
+            call.arg(limit.capacity.to_string()).arg(count.to_string());
+        }
+        let _: i64 = self
+            .redis
+            .run(Use::RateLimit, |mut conn| async move {
+                call.invoke_async(&mut conn).await
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Leases tokens (`lease.lua`): for each bucket with `want > 0`, at least one token and up
+    /// to `want`, all or nothing. `Ok(Ok(grants))`: per bucket, the tokens granted and those
+    /// left in Redis; `Ok(Err(refusal))`: the empty bucket's state, nothing taken.
+    pub async fn lease(
+        &self,
+        buckets: &[(BucketKey, Limit)],
+        wants: &[u32],
+    ) -> Result<Result<Vec<(u32, f64)>, Decision>, String> {
+        let mut call = LEASE.prepare_invoke();
+        for ((key, limit), want) in buckets.iter().zip(wants) {
+            call.key(redis_key(self.redis.prefix(), key));
+            call.arg(limit.capacity.to_string())
+                .arg(limit.refill_rate.to_string())
+                .arg(want.to_string());
+        }
+        let reply: Vec<String> = self
+            .redis
+            .run(Use::RateLimit, |mut conn| async move {
+                call.invoke_async(&mut conn).await
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        decode_lease(buckets, &reply)
+    }
+}
+
+/// `lease.lua`'s reply.
+fn decode_lease(
+    buckets: &[(BucketKey, Limit)],
+    reply: &[String],
+) -> Result<Result<Vec<(u32, f64)>, Decision>, String> {
+    let bad = || format!("unexpected reply from the lease script: {reply:?}");
+    match reply.first().map(String::as_str) {
+        Some("1") if reply.len() == 2 * buckets.len() + 1 => reply[1..]
+            .chunks(2)
+            .map(|pair| {
+                let granted = pair[0].parse::<u32>().map_err(|_| bad())?;
+                let left = pair[1].parse::<f64>().map_err(|_| bad())?;
+                Ok((granted, left))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(Ok),
+        Some("0") => decode(buckets, reply).map(Err),
+        _ => Err(bad()),
     }
 }
 
