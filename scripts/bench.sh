@@ -40,7 +40,8 @@ case "$mode" in
     ;;
   *)
     say "load benchmark"
-    target/release/mcpgate-bench --out target/bench-results.md
+    # The pictures BENCHMARKS.md shows are drawn by the run itself, into bench/plots/.
+    target/release/mcpgate-bench --out target/bench-results.md --plots bench/plots
     say "criterion micro-benchmarks"
     cargo bench -p mcpgate --bench stages --bench plugins --bench observability --bench redis
     ;;

@@ -138,3 +138,125 @@ pub async fn sse_delays(
     }
     delays
 }
+
+/// Server streams held open through a proxy (legacy GET streams, 2026-07-28
+/// `subscriptions/listen` streams), each read by a task of its own that notes how late every
+/// `sentUs` event arrives while `recording` is on. Dropping it closes them.
+#[derive(Default)]
+pub struct Streams {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    delays: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
+    recording: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Streams whose response was not a 200 SSE stream (or failed).
+    pub refused: usize,
+}
+
+impl Streams {
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Starts (or stops) noting event delays; what was noted so far is returned and cleared.
+    pub fn record(&self, on: bool) -> Vec<Duration> {
+        self.recording
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        std::mem::take(&mut *self.delays.lock().unwrap())
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub const LISTEN: &str = r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+
+/// Opens `count` more server streams through `url` into `streams` (`concurrency` opening at a
+/// time), each on a connection of its own: `legacy`: a session (initialize) and its GET stream;
+/// else a `subscriptions/listen` POST. `headers` carry the credential.
+pub async fn open_streams(
+    client: &Http,
+    url: &str,
+    headers: &[(&str, &str)],
+    legacy: bool,
+    count: usize,
+    concurrency: usize,
+    streams: &mut Streams,
+) {
+    let mut left = count;
+    while left > 0 {
+        let batch = concurrency.min(left);
+        let opens = (0..batch).map(|_| async {
+            let req = if legacy {
+                let session = initialize(client, url, headers).await;
+                let mut req = Request::get(url)
+                    .header("accept", "text/event-stream")
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .header("mcp-session-id", session);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.body(Full::new(Bytes::new())).unwrap()
+            } else {
+                let mut h = headers.to_vec();
+                h.push(("mcp-protocol-version", "2026-07-28"));
+                h.push(("mcp-method", "subscriptions/listen"));
+                post(url, &h, LISTEN)
+            };
+            client.request(req).await
+        });
+        for opened in futures_util::future::join_all(opens).await {
+            match opened {
+                Ok(resp) if resp.status() == 200 => {
+                    let delays = streams.delays.clone();
+                    let recording = streams.recording.clone();
+                    streams.tasks.push(tokio::spawn(async move {
+                        read_events(resp.into_body(), &delays, &recording).await;
+                    }));
+                }
+                _ => streams.refused += 1,
+            }
+        }
+        left -= batch;
+    }
+}
+
+/// Reads an SSE body to its end, noting each `sentUs` event's delay while `recording`.
+async fn read_events(
+    mut body: hyper::body::Incoming,
+    delays: &std::sync::Mutex<Vec<Duration>>,
+    recording: &std::sync::atomic::AtomicBool,
+) {
+    const MARK: &str = "\"sentUs\":\"";
+    let mut pending = String::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let arrived = now_us();
+        pending.push_str(&String::from_utf8_lossy(&data));
+        let Some(end) = pending.rfind("\n\n") else {
+            continue;
+        };
+        if recording.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut noted = Vec::new();
+            for part in pending[..end].split(MARK).skip(1) {
+                if let Some(sent) = part.split('"').next().and_then(|v| v.parse::<u128>().ok()) {
+                    let late = arrived.saturating_sub(sent);
+                    noted.push(Duration::from_micros(
+                        u64::try_from(late).unwrap_or(u64::MAX),
+                    ));
+                }
+            }
+            delays.lock().unwrap().extend(noted);
+        }
+        pending.drain(..end + 2);
+    }
+}

@@ -1,13 +1,15 @@
 //! `mcpgate-bench`: measures mcpgate against the floor (a plain hyper proxy) and against no
 //! proxy at all, on this machine, in one run. See BENCHMARKS.md.
 //!
-//!   mcpgate-bench [--rounds N] [--duration SECS] [--quick] [--out FILE] [--only federation]
+//!   mcpgate-bench [--rounds N] [--duration SECS] [--quick] [--out FILE] [--plots DIR]
+//!                 [--only federation|streams|big]
 //!
 //! Every process runs on 127.0.0.1 (in a fresh network namespace when `unshare -n` works);
 //! load comes from `wrk`. Configurations are measured alternately within each round, and the
 //! table reports per-round ratios to the floor, medians over rounds, and CPU time per request
 //! from each proxy's own accounting (/proc/<pid>/stat).
 
+mod plots;
 mod report;
 mod scenarios;
 
@@ -21,7 +23,10 @@ pub struct Options {
     pub duration: Duration,
     pub quick: bool,
     pub out: Option<PathBuf>,
-    /// `--only federation`: only the federated route's fan-out measurement.
+    /// `--plots DIR`: where the pictures go (SVG).
+    pub plots: Option<PathBuf>,
+    /// `--only federation|streams|big`: only that one-off measurement (the federated fan-out;
+    /// open server streams; 1 MiB results and a 1,000-tool list).
     pub only: Option<String>,
 }
 
@@ -44,6 +49,7 @@ fn options() -> Options {
         ),
         quick,
         out: value("--out").map(PathBuf::from),
+        plots: value("--plots").map(PathBuf::from),
         only: value("--only"),
     }
 }
@@ -56,7 +62,14 @@ fn main() {
         .build()
         .unwrap();
     let report = scenarios::run(&opts, &rt);
-    let text = report.markdown();
+    let mut text = report.markdown();
+    if let Some(dir) = &opts.plots {
+        let drawn = plots::draw(&report, dir);
+        text.push_str("\n### Pictures\n\n");
+        for file in drawn {
+            text.push_str(&format!("![{file}]({}/{file})\n\n", dir.display()));
+        }
+    }
     println!("{text}");
     if let Some(out) = &opts.out {
         std::fs::write(out, &text).unwrap_or_else(|e| panic!("{}: {e}", out.display()));

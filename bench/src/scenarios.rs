@@ -50,12 +50,17 @@ fn configs(plugins: &Path, redis: Option<&str>, audit: &Path) -> Vec<(&'static s
         "observability:\n  metrics: {{}}\n  audit: {{sink: file, path: {}}}\n",
         audit.display()
     );
+    let fresh = wasm.replace("    instances: reuse\n", "");
     let mut out = vec![
         ("mcpgate, no stages", "pipeline: []\n".to_string()),
         ("mcpgate, auth + rate limit + policy", builtins.clone()),
         (
             "mcpgate, built-ins + 1 wasm stage",
             format!("{builtins}{wasm}pipeline: [auth, rate_limit, policy, guard]\n"),
+        ),
+        (
+            "mcpgate, built-ins + 1 wasm stage (fresh instance per call)",
+            format!("{builtins}{fresh}pipeline: [auth, rate_limit, policy, guard]\n"),
         ),
         (
             "mcpgate, built-ins + metrics + audit",
@@ -68,6 +73,16 @@ fn configs(plugins: &Path, redis: Option<&str>, audit: &Path) -> Vec<(&'static s
             format!(
                 "{}redis:\n  url: {url}\n  key_prefix: \"bench:\"\n",
                 builtins.replace("rate_limit:\n", "rate_limit:\n  backend: redis\n")
+            ),
+        ));
+        out.push((
+            "mcpgate, built-ins, redis buckets (exact)",
+            format!(
+                "{}redis:\n  url: {url}\n  key_prefix: \"bench-exact:\"\n",
+                builtins.replace(
+                    "rate_limit:\n",
+                    "rate_limit:\n  backend: redis\n  lease_tokens: 0\n"
+                )
             ),
         ));
     }
@@ -238,10 +253,20 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
         "build the plugins first: scripts/build-plugins.sh"
     );
     let mut report = Report::new(opts, procs::in_own_netns());
-    if opts.only.as_deref() == Some("federation") {
+    if let Some(only) = opts.only.as_deref() {
         let http = client::http();
         let env = [("BENCH_API_KEY", API_KEY)];
-        report.federation = Some(federated_fan_out(opts, rt, &http, &dir, &env));
+        match only {
+            "federation" => {
+                report.federation = Some(federated_fan_out(opts, rt, &http, &dir, &env));
+            }
+            "streams" => report.streams = Some(streams(opts, rt, &http, &dir, &env)),
+            "big" => {
+                report.big = Some(big_results(opts, rt, &dir, &env, &floors_bin()));
+                report.big_list = Some(big_list(opts, rt, &http, &dir, &env));
+            }
+            other => panic!("--only takes federation, streams or big, not {other}"),
+        }
         let _ = std::fs::remove_dir_all(&dir);
         return report;
     }
@@ -463,9 +488,40 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     }
     drop((up_paced, floor_paced, gw_paced));
 
+    // Latency at c=1, request by request (the CDF picture): direct, the floor, the built-ins.
+    let modern_body = body(Era::Modern);
+    for name in [
+        "direct (no proxy)",
+        "floor (plain hyper proxy)",
+        "mcpgate, auth + rate limit + policy",
+    ] {
+        let Some(target) = targets.iter().find(|t| t.name == name) else {
+            continue;
+        };
+        let lat = rt.block_on(client::latencies(
+            &http,
+            &target.urls[0],
+            &modern,
+            &modern_body,
+            if opts.quick { 200 } else { 2000 },
+        ));
+        report.latency_c1.push((target.name.clone(), lat));
+    }
+
     // A federated route over 10 members: tools/list (20 tools each) through the route, against
     // each member answering directly.
     report.federation = Some(federated_fan_out(opts, rt, &http, &dir, &env));
+
+    report.streams = Some(streams(opts, rt, &http, &dir, &env));
+    report.big = Some(big_results(opts, rt, &dir, &env, &floors_bin()));
+    report.big_list = Some(big_list(opts, rt, &http, &dir, &env));
+    report.workers = Some(workers_scaling(
+        opts,
+        &dir,
+        &env,
+        &json_url,
+        &script(2, 0, Era::Modern),
+    ));
 
     // Memory: idle, then with 10,000 live legacy sessions; and start-up time with a plugin.
     let builtins_yaml = write_config(&dir, "memory.yaml", &builtins(), &[("json", &json_url)]);
@@ -503,4 +559,279 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     drop((up_json, up_sse, floors, targets, redis));
     let _ = std::fs::remove_dir_all(&dir);
     report
+}
+
+fn floors_bin() -> PathBuf {
+    procs::bin("floor-proxy")
+}
+
+/// The most streams the gateway can hold here: each takes a client and an upstream
+/// connection, under the process's file limit (`ulimit -n`, which this machine caps).
+fn stream_capacity() -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024);
+    (limit.saturating_sub(512) / 2).min(10_000)
+}
+
+/// What [`streams`] measured.
+pub struct StreamsReport {
+    /// Per kind of stream: (streams open, gateway RSS in bytes), from none to the most.
+    pub rss: Vec<(String, Vec<(usize, u64)>)>,
+    /// Per target: every event's delay on 1,000 streams that each get one every 100 ms.
+    pub delays: Vec<(String, Vec<Duration>)>,
+    /// Streams the target refused to open (should be none).
+    pub refused: usize,
+}
+
+/// Server streams held open through the gateway (the built-ins on the route): its RSS as idle
+/// streams grow, for legacy GET streams (a session each) and 2026-07-28 `subscriptions/listen`
+/// streams; then 1,000 listen streams, each carrying an event every 100 ms, against the floor
+/// and direct: how late each event arrives.
+fn streams(
+    opts: &Options,
+    rt: &tokio::runtime::Runtime,
+    http: &client::Http,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> StreamsReport {
+    let most = if opts.quick { 1_000 } else { stream_capacity() };
+    let steps: Vec<usize> = [0, most / 10, most / 4, most / 2, most * 3 / 4, most]
+        .into_iter()
+        .collect();
+    let (_silent, silent_url) = procs::start_ported(
+        "bench-upstream (silent streams)",
+        &mut Command::new(procs::bin("bench-upstream")),
+    );
+    let section = format!(
+        "server:\n  max_connections: {}\nsessions:\n  key: 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n{}",
+        most * 2 + 100,
+        builtins()
+    );
+    let key = [("X-API-Key", API_KEY)];
+    let mut report = StreamsReport {
+        rss: Vec::new(),
+        delays: Vec::new(),
+        refused: 0,
+    };
+    for (kind, legacy) in [
+        ("legacy GET streams (a session each)", true),
+        ("2026-07-28 subscriptions/listen streams", false),
+    ] {
+        let path = write_config(dir, "streams.yaml", &section, &[("s", &silent_url)]);
+        let (gw, base, _) = procs::start_mcpgate(&path, env);
+        let url = format!("{base}/servers/s/mcp");
+        let mut open = client::Streams::default();
+        let mut curve = Vec::new();
+        for &step in &steps {
+            let more = step.saturating_sub(open.len());
+            rt.block_on(client::open_streams(
+                http, &url, &key, legacy, more, 64, &mut open,
+            ));
+            std::thread::sleep(Duration::from_millis(500));
+            curve.push((open.len(), procs::rss(&gw)));
+            eprintln!(
+                "{kind}: {} open, RSS {} kB",
+                open.len(),
+                procs::rss(&gw) / 1024
+            );
+        }
+        report.refused += open.refused;
+        drop(open);
+        drop(gw);
+        report.rss.push((kind.to_string(), curve));
+    }
+    // The floor holding the same listen streams, for scale: what one proxied stream costs a
+    // plain hyper proxy (two connections' buffers and a task).
+    {
+        let (floor, floor_url) = procs::start_ported(
+            "floor (silent streams)",
+            Command::new(procs::bin("floor-proxy")).arg(&silent_url),
+        );
+        let url = format!("{floor_url}/mcp");
+        let mut open = client::Streams::default();
+        let mut curve = Vec::new();
+        for &step in &steps {
+            let more = step.saturating_sub(open.len());
+            rt.block_on(client::open_streams(
+                http, &url, &key, false, more, 64, &mut open,
+            ));
+            std::thread::sleep(Duration::from_millis(500));
+            curve.push((open.len(), procs::rss(&floor)));
+        }
+        report.refused += open.refused;
+        drop(open);
+        report.rss.push((
+            "floor (plain hyper proxy), subscriptions/listen streams".to_string(),
+            curve,
+        ));
+    }
+
+    // 1,000 streams, an event every 100 ms each.
+    let n = if opts.quick { 200 } else { 1_000 };
+    let (_ticking, ticking_url) = procs::start_ported(
+        "bench-upstream (ticking streams)",
+        Command::new(procs::bin("bench-upstream")).args(["--stream-interval-ms", "100"]),
+    );
+    let (_floor, floor_url) = procs::start_ported(
+        "floor (ticking streams)",
+        Command::new(procs::bin("floor-proxy")).arg(&ticking_url),
+    );
+    let path = write_config(dir, "ticking.yaml", &section, &[("s", &ticking_url)]);
+    let (_gw, base, _) = procs::start_mcpgate(&path, env);
+    let record = if opts.quick { 2 } else { 6 };
+    for (name, url) in [
+        ("direct (no proxy)", format!("{ticking_url}/mcp")),
+        ("floor (plain hyper proxy)", format!("{floor_url}/mcp")),
+        (
+            "mcpgate, auth + rate limit + policy",
+            format!("{base}/servers/s/mcp"),
+        ),
+    ] {
+        let mut open = client::Streams::default();
+        rt.block_on(async {
+            client::open_streams(http, &url, &key, false, n, 64, &mut open).await;
+            // Settle, then record.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            open.record(true);
+            tokio::time::sleep(Duration::from_secs(record)).await;
+        });
+        let mut delays = open.record(false);
+        report.refused += open.refused;
+        drop(open);
+        delays.sort();
+        report.delays.push((name.to_string(), delays));
+    }
+    report
+}
+
+/// 1 MiB tool results passed through at c=8 (2026-07-28 JSON): requests per second through the
+/// floor and the gateway with the built-ins, alternated over rounds, medians.
+fn big_results(
+    opts: &Options,
+    _rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    env: &[(&str, &str)],
+    floor_bin: &Path,
+) -> Vec<(String, f64)> {
+    let (_up, up_url) = procs::start_ported(
+        "bench-upstream (1 MiB results)",
+        Command::new(procs::bin("bench-upstream")).args(["--result-bytes", "1048576"]),
+    );
+    let (_floor, floor_url) = procs::start_ported(
+        "floor (1 MiB results)",
+        Command::new(floor_bin).arg(&up_url),
+    );
+    let path = write_config(dir, "big.yaml", &builtins(), &[("big", &up_url)]);
+    let (_gw, base, _) = procs::start_mcpgate(&path, env);
+    let script = lua(dir, "big", Era::Modern, None);
+    let targets = [
+        ("direct (no proxy)".to_string(), format!("{up_url}/mcp")),
+        (
+            "floor (plain hyper proxy)".to_string(),
+            format!("{floor_url}/mcp"),
+        ),
+        (
+            "mcpgate, auth + rate limit + policy".to_string(),
+            format!("{base}/servers/big/mcp"),
+        ),
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..opts.rounds {
+        for (i, (_, url)) in targets.iter().enumerate() {
+            runs[i].push(procs::wrk(url, &script, 8, opts.duration).rps);
+        }
+    }
+    targets
+        .into_iter()
+        .zip(runs)
+        .map(|((name, _), r)| (name, median(r)))
+        .collect()
+}
+
+/// `tools/list` of 1,000 tools, filtered per caller by the policy (2026-07-28, sequential):
+/// p50 direct and through the gateway with the built-ins.
+fn big_list(
+    opts: &Options,
+    rt: &tokio::runtime::Runtime,
+    http: &client::Http,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Duration, Duration) {
+    let (_up, up_url) = procs::start_ported(
+        "bench-upstream (1,000 tools)",
+        Command::new(procs::bin("bench-upstream")).args(["--tools", "1000"]),
+    );
+    let path = write_config(dir, "list.yaml", &builtins(), &[("tools", &up_url)]);
+    let (_gw, base, _) = procs::start_mcpgate(&path, env);
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let headers = [
+        ("X-API-Key", API_KEY),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/list"),
+    ];
+    let requests = if opts.quick { 50 } else { 500 };
+    let p50 = |d: Vec<Duration>| d[d.len() / 2];
+    let direct = p50(rt.block_on(client::latencies(
+        http,
+        &format!("{up_url}/mcp"),
+        &headers,
+        list,
+        requests,
+    )));
+    let through = p50(rt.block_on(client::latencies(
+        http,
+        &format!("{base}/servers/tools/mcp"),
+        &headers,
+        list,
+        requests,
+    )));
+    (direct, through)
+}
+
+/// The built-ins at c=32 (2026-07-28 JSON) on one serving thread and on two: throughput and
+/// CPU per request, alternated over rounds, medians.
+fn workers_scaling(
+    opts: &Options,
+    dir: &Path,
+    env: &[(&str, &str)],
+    json_url: &str,
+    script: &Path,
+) -> Vec<(usize, f64, Duration)> {
+    let mut gws = Vec::new();
+    for workers in [1usize, 2] {
+        let path = write_config(
+            dir,
+            &format!("workers{workers}.yaml"),
+            &format!("server:\n  workers: {workers}\n{}", builtins()),
+            &[("json", json_url)],
+        );
+        let (gw, base, _) = procs::start_mcpgate(&path, env);
+        gws.push((workers, gw, format!("{base}/servers/json/mcp")));
+    }
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); gws.len()];
+    for _ in 0..opts.rounds {
+        for (i, (_, gw, url)) in gws.iter().enumerate() {
+            let before = procs::cpu_time(gw.pid());
+            let load = procs::wrk(url, script, 32, opts.duration);
+            let cpu = procs::cpu_time(gw.pid()).saturating_sub(before);
+            runs[i].push((load.rps, cpu.as_secs_f64() / load.requests.max(1) as f64));
+        }
+    }
+    gws.iter()
+        .zip(runs)
+        .map(|((w, _, _), r)| {
+            (
+                *w,
+                median(r.iter().map(|x| x.0).collect()),
+                Duration::from_secs_f64(median(r.iter().map(|x| x.1).collect())),
+            )
+        })
+        .collect()
 }

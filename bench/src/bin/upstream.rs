@@ -1,14 +1,20 @@
 //! A fast MCP upstream for benchmarks: Streamable HTTP on 127.0.0.1, both eras, as little work
 //! per request as an answer allows, so the proxy in front of it is what gets measured.
 //!
-//!   bench-upstream [--sse EVENTS] [--interval-us N] [--tools N]
+//!   bench-upstream [--sse EVENTS] [--interval-us N] [--tools N] [--result-bytes N]
+//!                  [--stream-interval-ms N]
 //!
 //! Prints `PORT <n>` once listening. `initialize` gets a session id (`Mcp-Session-Id: s<n>`);
 //! notifications and responses get 202; every other request gets a result: one JSON body, or
 //! with `--sse N` an SSE stream of N-1 progress notifications and the result, `--interval-us`
 //! apart. Each event's data carries `"sentUs"`, the wall-clock microseconds when it was written,
 //! so a client can measure how late each event arrives. With `--tools N`, `tools/list` lists N
-//! tools (a federated route's fan-out scenario). GET is 405 (no server stream); DELETE is 200.
+//! tools (a federated route's fan-out scenario); with `--result-bytes N` a call's result text is
+//! N bytes (large results passed through). DELETE is 200.
+//!
+//! Server streams: GET (with a session: the legacy standalone stream) and a 2026-07-28
+//! `subscriptions/listen` (acknowledged first) stay open; with `--stream-interval-ms N` each
+//! carries a `notifications/message` with `sentUs` every N ms, otherwise nothing.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +28,10 @@ use hyper::body::{Frame, Incoming};
 
 struct Mode {
     sse_events: usize,
+    /// The size of a call's result text (0: "ok").
+    result_bytes: usize,
+    /// Server streams carry an event this often (zero: they stay silent).
+    stream_interval: Duration,
     /// `tools/list` answers this many tools (0: a result like any other request's).
     tools: usize,
     interval: Duration,
@@ -49,6 +59,7 @@ async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body
     match *req.method() {
         Method::POST => {}
         Method::DELETE => return Ok(full(StatusCode::OK, None, Vec::new())),
+        Method::GET => return Ok(server_stream(mode.stream_interval, None)),
         _ => return Ok(full(StatusCode::METHOD_NOT_ALLOWED, None, Vec::new())),
     }
     let body = req
@@ -82,6 +93,11 @@ async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body
             .insert("mcp-session-id", format!("s{n}").parse().unwrap());
         return Ok(r);
     }
+    if method == "subscriptions/listen" {
+        let ack = serde_json::json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged",
+            "params":{"_meta":{"io.modelcontextprotocol/subscriptionId":id.to_string()}}});
+        return Ok(server_stream(mode.stream_interval, Some(ack.to_string())));
+    }
     if method == "tools/list" && mode.tools > 0 {
         let tools: Vec<serde_json::Value> = (0..mode.tools)
             .map(|i| {
@@ -96,9 +112,14 @@ async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body
             serde_json::to_vec(&list).unwrap(),
         ));
     }
+    let text = if mode.result_bytes == 0 {
+        "ok".to_string()
+    } else {
+        "x".repeat(mode.result_bytes)
+    };
     let result = move |sent: u128| {
         serde_json::to_vec(&serde_json::json!({"jsonrpc":"2.0","id":id,"result":{
-            "content":[{"type":"text","text":"ok"}],"sentUs":sent.to_string()}}))
+            "content":[{"type":"text","text":text}],"sentUs":sent.to_string()}}))
         .unwrap()
     };
     if mode.sse_events == 0 {
@@ -145,6 +166,47 @@ async fn handle(mode: Arc<Mode>, req: Request<Incoming>) -> Result<Response<Body
         .unwrap())
 }
 
+/// A server stream that stays open: `first` (an acknowledgement) if given, then a message
+/// every `every` (none when zero) until the client goes away.
+fn server_stream(every: Duration, first: Option<String>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        if let Some(first) = first {
+            let frame = format!("event: message\ndata: {first}\n\n");
+            if tx.send(Ok(Frame::data(Bytes::from(frame)))).await.is_err() {
+                return;
+            }
+        }
+        if every.is_zero() {
+            tx.closed().await;
+            return;
+        }
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = tx.closed() => return,
+            }
+            let note = serde_json::json!({"jsonrpc":"2.0","method":"notifications/message",
+                "params":{"level":"info","data":"tick","sentUs":now_us().to_string()}});
+            let frame = format!("event: message\ndata: {note}\n\n");
+            if tx.send(Ok(Frame::data(Bytes::from(frame)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap()
+}
+
 fn arg(args: &[String], name: &str) -> Option<u64> {
     args.iter()
         .position(|a| a == name)
@@ -160,6 +222,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = Arc::new(Mode {
         sse_events: arg(&args, "--sse").unwrap_or(0) as usize,
+        result_bytes: arg(&args, "--result-bytes").unwrap_or(0) as usize,
+        stream_interval: Duration::from_millis(arg(&args, "--stream-interval-ms").unwrap_or(0)),
         tools: arg(&args, "--tools").unwrap_or(0) as usize,
         interval: Duration::from_micros(arg(&args, "--interval-us").unwrap_or(0)),
         sessions: AtomicU64::new(0),

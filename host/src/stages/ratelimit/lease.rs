@@ -2,12 +2,15 @@
 //! `backend: redis`): a replica takes up to N tokens of a bucket in one round trip
 //! (`lease.lua`) and spends them from memory, so most requests never wait for Redis.
 //!
-//! - **N** is `lease_tokens` (default 16), at most a tenth of the bucket's capacity; a bucket
+//! - **N** is `lease_tokens` (default 64), at most a tenth of the bucket's capacity; a bucket
 //!   smaller than 20 tokens is leased one token at a time, which is the exact mode (one round
 //!   trip per request), so small limits stay exact.
 //! - **All or nothing**: a request takes one token from each of its buckets. Buckets with a
 //!   local token are charged locally; the others are leased in one script call, and if any of
 //!   them is empty nothing is taken (the local charges are given back).
+//! - **One refill at a time**: while a request refills a bucket's lease, others that find it
+//!   empty wait for that refill (at most 50 ms, then they ask Redis themselves) instead of each
+//!   asking Redis.
 //! - **Freshness**: a lease not refilled for `lease_ttl` (default 1 s) is never spent; its
 //!   tokens go back to Redis (when it is next touched, and by the background sweep).
 //! - **The bound** (SECURITY.md): across R replicas, in any window of `lease_ttl`, a bucket may
@@ -28,7 +31,7 @@ use super::{Backend, BucketKey, Decision, Limit, tightest};
 use crate::pipeline::BoxFuture;
 
 /// `rate_limit.lease_tokens` when absent.
-pub const DEFAULT_LEASE_TOKENS: u32 = 16;
+pub const DEFAULT_LEASE_TOKENS: u32 = 64;
 /// The most `rate_limit.lease_tokens` may be.
 pub const MAX_LEASE_TOKENS: u32 = 10_000;
 /// `rate_limit.lease_ttl` when absent.
@@ -56,6 +59,9 @@ pub struct Leases {
     /// The most tokens of one bucket held at once (`lease_tokens`).
     pub tokens: u32,
     pub ttl: Duration,
+    /// Buckets whose lease one request is refilling from Redis now: the others wait for it
+    /// rather than each asking Redis (which at c=32 made nearly every request a round trip).
+    refilling: Mutex<HashMap<BucketKey, Arc<tokio::sync::Notify>>>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -77,6 +83,7 @@ impl Leases {
             max_per_shard: max_buckets.div_ceil(SHARDS).max(1),
             tokens,
             ttl,
+            refilling: Mutex::new(HashMap::new()),
         }
     }
 
@@ -203,6 +210,56 @@ impl Leases {
         out
     }
 
+    /// Claims the refill of `key`'s lease: `Ok` when this caller is to refill it, `Err` with
+    /// the refill under way otherwise.
+    fn begin_refill(&self, key: &BucketKey) -> Result<(), Arc<tokio::sync::Notify>> {
+        let mut refilling = self
+            .refilling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match refilling.get(key) {
+            Some(n) => Err(n.clone()),
+            None => {
+                refilling.insert(key.clone(), Arc::new(tokio::sync::Notify::new()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a refill this caller claimed, waking whoever waits for it.
+    fn end_refill(&self, key: &BucketKey) {
+        let done = self
+            .refilling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+        if let Some(n) = done {
+            n.notify_waiters();
+        }
+    }
+
+    /// Waits (at most `limit`) for a refill under way to end.
+    async fn wait_refill(
+        &self,
+        key: &BucketKey,
+        refill: Arc<tokio::sync::Notify>,
+        limit: Duration,
+    ) {
+        let notified = refill.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Registered: if it is still the refill under way, its end will wake this.
+        let still = self
+            .refilling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .is_some_and(|n| Arc::ptr_eq(n, &refill));
+        if still {
+            let _ = tokio::time::timeout(limit, notified).await;
+        }
+    }
+
     /// Tokens held now, summed over every lease (for tests and the admin view).
     pub fn held(&self) -> u64 {
         self.shards
@@ -258,22 +315,59 @@ impl LeasedBackend {
     }
 
     async fn take_charged(&self, buckets: &[(BucketKey, Limit)]) -> Result<Decision, String> {
-        let now = Instant::now();
-        let mut stale = Vec::new();
-        // Local tokens first; `local[i]`: what bucket i has left as this replica sees it.
-        let local: Vec<Option<f64>> = buckets
-            .iter()
-            .map(|(k, l)| self.leases.take_local(k, l, now, &mut stale))
-            .collect();
-        self.return_later(stale);
-        if local.iter().all(Option::is_some) {
-            return Ok(Decision::Allowed(tightest(
-                buckets
-                    .iter()
-                    .map(|(_, l)| l)
-                    .zip(local.into_iter().flatten()),
-            )));
-        }
+        let undo = |local: &[Option<f64>]| {
+            let mut back = Vec::new();
+            for ((k, l), got) in buckets.iter().zip(local) {
+                if got.is_some() && !self.leases.give_back_local(k, l) {
+                    back.push((k.clone(), *l, 1));
+                }
+            }
+            self.return_later(back);
+        };
+        let mut round = 0;
+        let (local, mine) = loop {
+            let now = Instant::now();
+            let mut stale = Vec::new();
+            // Local tokens first; `local[i]`: what bucket i has left as this replica sees it.
+            let local: Vec<Option<f64>> = buckets
+                .iter()
+                .map(|(k, l)| self.leases.take_local(k, l, now, &mut stale))
+                .collect();
+            self.return_later(stale);
+            if local.iter().all(Option::is_some) {
+                return Ok(Decision::Allowed(tightest(
+                    buckets
+                        .iter()
+                        .map(|(_, l)| l)
+                        .zip(local.into_iter().flatten()),
+                )));
+            }
+            // The buckets to refill: claimed by this request, or being refilled by another.
+            let mut mine = Vec::new();
+            let mut other = None;
+            for ((k, _), got) in buckets.iter().zip(&local) {
+                if got.is_none() {
+                    match self.leases.begin_refill(k) {
+                        Ok(()) => mine.push(k),
+                        Err(n) => other = other.or(Some((k, n))),
+                    }
+                }
+            }
+            match other {
+                // Another request's refill comes first: wait for it (holding nothing), retry.
+                Some((k, refill)) if round < 2 => {
+                    undo(&local);
+                    for k in &mine {
+                        self.leases.end_refill(k);
+                    }
+                    self.leases
+                        .wait_refill(k, refill, Duration::from_millis(50))
+                        .await;
+                    round += 1;
+                }
+                _ => break (local, mine),
+            }
+        };
         let wants: Vec<u32> = buckets
             .iter()
             .zip(&local)
@@ -285,23 +379,21 @@ impl LeasedBackend {
                 }
             })
             .collect();
-        let undo = |local: &[Option<f64>]| {
-            let mut back = Vec::new();
-            for ((k, l), got) in buckets.iter().zip(local) {
-                if got.is_some() && !self.leases.give_back_local(k, l) {
-                    back.push((k.clone(), *l, 1));
-                }
-            }
-            self.return_later(back);
-        };
-        let grants = match self.redis.lease(buckets, &wants).await {
+        let leased = self.redis.lease(buckets, &wants).await;
+        let grants = match leased {
             Ok(Ok(grants)) => grants,
             Ok(Err(refused)) => {
                 undo(&local);
+                for k in &mine {
+                    self.leases.end_refill(k);
+                }
                 return Ok(refused);
             }
             Err(e) => {
                 undo(&local);
+                for k in &mine {
+                    self.leases.end_refill(k);
+                }
                 return Err(e);
             }
         };
@@ -319,6 +411,9 @@ impl LeasedBackend {
                     .add(k, l, granted.saturating_sub(1), left, now, &mut excess),
             })
             .collect();
+        for k in &mine {
+            self.leases.end_refill(k);
+        }
         self.return_later(excess);
         Ok(Decision::Allowed(tightest(
             buckets.iter().map(|(_, l)| l).zip(remaining),
@@ -378,11 +473,12 @@ mod tests {
 
     #[test]
     fn lease_sizes_keep_small_buckets_exact() {
-        let l = Leases::new(16, DEFAULT_LEASE_TTL, 1000);
+        let l = Leases::new(64, DEFAULT_LEASE_TTL, 1000);
         assert_eq!(l.size(&limit(5.0)), 1);
         assert_eq!(l.size(&limit(19.0)), 1);
         assert_eq!(l.size(&limit(50.0)), 5);
-        assert_eq!(l.size(&limit(1e6)), 16);
+        assert_eq!(l.size(&limit(1e6)), 64);
+        assert_eq!(l.size(&limit(300.0)), 30);
         assert_eq!(Leases::new(0, DEFAULT_LEASE_TTL, 1).size(&limit(1e6)), 1);
     }
 
