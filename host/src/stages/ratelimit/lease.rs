@@ -238,6 +238,13 @@ impl Leases {
         }
     }
 
+    /// Ends the refills listed when dropped: a request cancelled while it waits for Redis (its
+    /// client went away) must not leave its buckets marked as refilling, or every later miss
+    /// would wait for a refill that never ends.
+    fn claims<'a>(&'a self, keys: Vec<&'a BucketKey>) -> Claims<'a> {
+        Claims { leases: self, keys }
+    }
+
     /// Waits (at most `limit`) for a refill under way to end.
     async fn wait_refill(
         &self,
@@ -272,6 +279,20 @@ impl Leases {
                     .sum::<u64>()
             })
             .sum()
+    }
+}
+
+/// Refills a request claimed ([`Leases::claims`]), ended on drop.
+struct Claims<'a> {
+    leases: &'a Leases,
+    keys: Vec<&'a BucketKey>,
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        for k in &self.keys {
+            self.leases.end_refill(k);
+        }
     }
 }
 
@@ -357,15 +378,13 @@ impl LeasedBackend {
                 // Another request's refill comes first: wait for it (holding nothing), retry.
                 Some((k, refill)) if round < 2 => {
                     undo(&local);
-                    for k in &mine {
-                        self.leases.end_refill(k);
-                    }
+                    drop(self.leases.claims(mine));
                     self.leases
                         .wait_refill(k, refill, Duration::from_millis(50))
                         .await;
                     round += 1;
                 }
-                _ => break (local, mine),
+                _ => break (local, self.leases.claims(mine)),
             }
         };
         let wants: Vec<u32> = buckets
@@ -384,16 +403,10 @@ impl LeasedBackend {
             Ok(Ok(grants)) => grants,
             Ok(Err(refused)) => {
                 undo(&local);
-                for k in &mine {
-                    self.leases.end_refill(k);
-                }
                 return Ok(refused);
             }
             Err(e) => {
                 undo(&local);
-                for k in &mine {
-                    self.leases.end_refill(k);
-                }
                 return Err(e);
             }
         };
@@ -411,9 +424,8 @@ impl LeasedBackend {
                     .add(k, l, granted.saturating_sub(1), left, now, &mut excess),
             })
             .collect();
-        for k in &mine {
-            self.leases.end_refill(k);
-        }
+        // The leases hold the new tokens: wake the requests waiting for them.
+        drop(mine);
         self.return_later(excess);
         Ok(Decision::Allowed(tightest(
             buckets.iter().map(|(_, l)| l).zip(remaining),
@@ -517,6 +529,23 @@ mod tests {
         stale.clear();
         assert_eq!(l.take_local(&key, &other, Instant::now(), &mut stale), None);
         assert_eq!(stale, vec![(key, lim, 3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refill_dropped_midway_is_ended() {
+        let l = Leases::new(64, DEFAULT_LEASE_TTL, 1000);
+        let key = BucketKey::Server("s".into());
+        assert!(l.begin_refill(&key).is_ok());
+        let other = l.begin_refill(&key).unwrap_err();
+        // A request cancelled while it holds the claim (its future dropped) ends it.
+        drop(l.claims(vec![&key]));
+        assert!(l.begin_refill(&key).is_ok());
+        // A waiter for a refill that already ended does not wait.
+        let started = Instant::now();
+        l.wait_refill(&key, other, Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(l.claims(vec![&key]));
+        assert!(l.refilling.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
