@@ -137,6 +137,16 @@ impl Proc {
         }
     }
 
+    /// Waits for a line containing `needle` anywhere in the output, including lines already
+    /// read by earlier waits: for lines whose order the process does not fix (logged by
+    /// different tasks).
+    pub fn expect_line(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        self.wait_for(needle, timeout)
+    }
+
     /// Everything printed so far (non-blocking).
     pub fn drain(&mut self) -> Vec<String> {
         while let Ok(line) = self.lines.try_recv() {
