@@ -267,7 +267,7 @@ impl Leases {
         }
     }
 
-    /// Tokens held now, summed over every lease (for tests and the admin view).
+    /// Tokens held now, summed over every lease.
     pub fn held(&self) -> u64 {
         self.shards
             .iter()

@@ -64,13 +64,7 @@ impl Backend for RedisBackend {
                 call.arg(limit.capacity.to_string())
                     .arg(limit.refill_rate.to_string());
             }
-            let reply: Vec<String> = self
-                .redis
-                .run(Use::RateLimit, |mut conn| async move {
-                    call.invoke_async(&mut conn).await
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+            let reply: Vec<String> = self.invoke(call).await?;
             decode(buckets, &reply)
         })
     }
@@ -88,6 +82,19 @@ impl Backend for RedisBackend {
 }
 
 impl RedisBackend {
+    /// Runs one of the bucket scripts (bounded and counted as the rate limiter's use of Redis).
+    async fn invoke<T: ::redis::FromRedisValue>(
+        &self,
+        call: ::redis::ScriptInvocation<'static>,
+    ) -> Result<T, String> {
+        self.redis
+            .run(Use::RateLimit, |mut conn| async move {
+                call.invoke_async(&mut conn).await
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Gives `count` tokens back to each bucket listed (never beyond its capacity).
     pub async fn give_back(&self, buckets: &[(&BucketKey, &Limit, u32)]) -> Result<(), String> {
         if buckets.is_empty() {
@@ -98,13 +105,7 @@ impl RedisBackend {
             call.key(redis_key(self.redis.prefix(), key));
             call.arg(limit.capacity.to_string()).arg(count.to_string());
         }
-        let _: i64 = self
-            .redis
-            .run(Use::RateLimit, |mut conn| async move {
-                call.invoke_async(&mut conn).await
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let _: i64 = self.invoke(call).await?;
         Ok(())
     }
 
@@ -123,13 +124,7 @@ impl RedisBackend {
                 .arg(limit.refill_rate.to_string())
                 .arg(want.to_string());
         }
-        let reply: Vec<String> = self
-            .redis
-            .run(Use::RateLimit, |mut conn| async move {
-                call.invoke_async(&mut conn).await
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let reply: Vec<String> = self.invoke(call).await?;
         decode_lease(buckets, &reply)
     }
 }
