@@ -2,7 +2,7 @@
 //! proxy at all, on this machine, in one run. See BENCHMARKS.md.
 //!
 //!   mcpgate-bench [--rounds N] [--duration SECS] [--quick] [--out FILE] [--plots DIR]
-//!                 [--only federation|streams|big]
+//!                 [--only federation|streams|big|allocations]
 //!
 //! Every process runs on 127.0.0.1 (in a fresh network namespace when `unshare -n` works);
 //! load comes from `wrk`. Configurations are measured alternately within each round, and the
@@ -25,8 +25,9 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// `--plots DIR`: where the pictures go (SVG).
     pub plots: Option<PathBuf>,
-    /// `--only federation|streams|big`: only that one-off measurement (the federated fan-out;
-    /// open server streams; 1 MiB results and a 1,000-tool list).
+    /// `--only federation|streams|big|allocations`: only that one-off measurement (the
+    /// federated fan-out; open server streams; 1 MiB results and a 1,000-tool list; heap
+    /// allocations per request).
     pub only: Option<String>,
 }
 

@@ -40,6 +40,8 @@ pub struct Report {
     pub big_list: Option<(Duration, Duration)>,
     /// The built-ins at c=32 on 1 and 2 serving threads: (workers, req/s, CPU per request).
     pub workers: Option<Vec<(usize, f64, Duration)>>,
+    /// Heap allocations per request in the gateway: (target, allocations, bytes).
+    pub allocations: Vec<(String, f64, f64)>,
     /// Per target: sequential request latencies at c=1 (sorted), for the CDF picture.
     pub latency_c1: Vec<(String, Vec<Duration>)>,
 }
@@ -92,6 +94,7 @@ impl Report {
             big: None,
             big_list: None,
             workers: None,
+            allocations: Vec::new(),
             latency_c1: Vec::new(),
         }
     }
@@ -408,6 +411,15 @@ impl Report {
             );
             for (n, rps, cpu) in w {
                 let _ = writeln!(s, "| {n} | {rps:.0} | {} |", us(*cpu));
+            }
+        }
+        if !self.allocations.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### Heap allocations per request in the gateway (2026-07-28 JSON tools/call, c=1)\n\n| target | allocations | bytes |\n|---|---|---|"
+            );
+            for (name, count, bytes) in &self.allocations {
+                let _ = writeln!(s, "| {name} | {count:.1} | {bytes:.0} |");
             }
         }
         let _ = writeln!(

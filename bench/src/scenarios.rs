@@ -265,7 +265,16 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
                 report.big = Some(big_results(opts, rt, &dir, &env, &floors_bin()));
                 report.big_list = Some(big_list(opts, rt, &http, &dir, &env));
             }
-            other => panic!("--only takes federation, streams or big, not {other}"),
+            "allocations" => {
+                let (_up, url) = procs::start_ported(
+                    "bench-upstream (json)",
+                    &mut Command::new(procs::bin("bench-upstream")),
+                );
+                report.allocations = allocations(opts, rt, &http, &dir, &env, &url);
+            }
+            other => {
+                panic!("--only takes federation, streams, big or allocations, not {other}")
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
         return report;
@@ -515,6 +524,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     report.streams = Some(streams(opts, rt, &http, &dir, &env));
     report.big = Some(big_results(opts, rt, &dir, &env, &floors_bin()));
     report.big_list = Some(big_list(opts, rt, &http, &dir, &env));
+    report.allocations = allocations(opts, rt, &http, &dir, &env, &json_url);
     report.workers = Some(workers_scaling(
         opts,
         &dir,
@@ -793,6 +803,72 @@ fn big_list(
         requests,
     )));
     (direct, through)
+}
+
+/// Heap allocations per request in the gateway: `mcpgate-counted` (the same CLI on a counting
+/// allocator, rewriting its count to a file every 20 ms) serving 2026-07-28 JSON tools/call at
+/// c=1 after a warm-up, with no stages and with the built-ins. (allocations, bytes) per request.
+fn allocations(
+    opts: &Options,
+    rt: &tokio::runtime::Runtime,
+    http: &client::Http,
+    dir: &Path,
+    env: &[(&str, &str)],
+    json_url: &str,
+) -> Vec<(String, f64, f64)> {
+    let count_file = dir.join("allocations");
+    // The count once the gateway is idle (the writer's period, twice over).
+    let read = || -> (u64, u64) {
+        std::thread::sleep(Duration::from_millis(60));
+        let text = std::fs::read_to_string(&count_file)
+            .expect("mcpgate-counted writes its allocation count");
+        let mut it = text
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    };
+    let modern: Vec<(String, String)> = headers(Era::Modern, None);
+    let modern: Vec<(&str, &str)> = modern
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let count_env = count_file.to_string_lossy().to_string();
+    let mut env = env.to_vec();
+    env.push(("MCPGATE_COUNT_ALLOCATIONS", &count_env));
+    let requests = if opts.quick { 500 } else { 5000 };
+    let mut out = Vec::new();
+    for (name, section) in [
+        ("mcpgate, no stages", "pipeline: []\n".to_string()),
+        ("mcpgate, auth + rate limit + policy", builtins()),
+    ] {
+        let path = write_config(dir, "allocs.yaml", &section, &[("json", json_url)]);
+        let (_gw, base) = mcpgate_e2e::start_gateway_from(
+            &procs::bin("mcpgate-counted"),
+            &path,
+            &[("RUST_LOG", "warn")],
+            &env,
+        );
+        let url = format!("{base}/servers/json/mcp");
+        let send = |n| {
+            rt.block_on(client::latencies(
+                http,
+                &url,
+                &modern,
+                &body(Era::Modern),
+                n,
+            ))
+        };
+        send(requests / 5);
+        let before = read();
+        send(requests);
+        let after = read();
+        out.push((
+            name.to_string(),
+            (after.0 - before.0) as f64 / requests as f64,
+            (after.1 - before.1) as f64 / requests as f64,
+        ));
+    }
+    out
 }
 
 /// The built-ins at c=32 (2026-07-28 JSON) on one serving thread and on two: throughput and

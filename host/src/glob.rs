@@ -17,31 +17,74 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-/// A compiled pattern. `*` alone matches without running a regex.
+/// A compiled pattern. The common shapes (`*`, a plain name, `prefix*`, `*suffix`) match
+/// without running a regex: a policy judges every entry of a list against its rules, so this is
+/// per-entry work (a regex search costs ~50 ns even on a literal, a prefix test a few).
 #[derive(Debug, Clone)]
 pub struct Glob {
     text: Arc<str>,
-    regex: Option<Regex>,
+    matcher: Matcher,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Any,
+    Exact,
+    Prefix(Arc<str>),
+    Suffix(Arc<str>),
+    Regex(Regex),
+}
+
+/// Whether `c` means something in a pattern (`,` only does inside braces).
+fn is_special(c: char) -> bool {
+    matches!(c, '*' | '?' | '\\' | '[' | ']' | '{' | '}')
+}
+
+impl Matcher {
+    /// The regex-free form of `text`, when it has one.
+    fn plain(text: &str) -> Option<Matcher> {
+        let literal = |s: &str| !s.contains(is_special);
+        if text.chars().all(|c| c == '*') && !text.is_empty() {
+            return Some(Matcher::Any);
+        }
+        if literal(text) {
+            return Some(Matcher::Exact);
+        }
+        let head = text.trim_end_matches('*');
+        if literal(head) {
+            return Some(Matcher::Prefix(head.into()));
+        }
+        let tail = text.trim_start_matches('*');
+        if literal(tail) {
+            return Some(Matcher::Suffix(tail.into()));
+        }
+        None
+    }
 }
 
 impl Glob {
     pub fn new(text: &str) -> Result<Glob, String> {
-        if text == "*" {
-            return Ok(Glob {
-                text: text.into(),
-                regex: None,
-            });
-        }
-        let regex = Regex::new(&translate(text)?)
-            .map_err(|e| format!("`{text}` is not a valid pattern: {e}"))?;
+        let matcher = match Matcher::plain(text) {
+            Some(m) => m,
+            None => Matcher::Regex(
+                Regex::new(&translate(text)?)
+                    .map_err(|e| format!("`{text}` is not a valid pattern: {e}"))?,
+            ),
+        };
         Ok(Glob {
             text: text.into(),
-            regex: Some(regex),
+            matcher,
         })
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        self.regex.as_ref().is_none_or(|r| r.is_match(name))
+        match &self.matcher {
+            Matcher::Any => true,
+            Matcher::Exact => name == &*self.text,
+            Matcher::Prefix(p) => name.starts_with(&**p),
+            Matcher::Suffix(s) => name.ends_with(&**s),
+            Matcher::Regex(r) => r.is_match(name),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -212,6 +255,65 @@ mod tests {
         for (pattern, name, want) in cases {
             let glob = Glob::new(pattern).unwrap();
             assert_eq!(glob.matches(name), *want, "{pattern:?} ~ {name:?}");
+        }
+    }
+
+    /// The regex-free shapes answer exactly what the pattern's regex answers.
+    #[test]
+    fn plain_shapes_agree_with_the_regex() {
+        let patterns = [
+            "*",
+            "**",
+            "",
+            "exact",
+            "search_*",
+            "search_**",
+            "*_issue",
+            "**_issue",
+            "a,b",
+            "é*",
+            "*é",
+            "a.b*",
+            "(x)*",
+            "*|y",
+        ];
+        let names = [
+            "",
+            "exact",
+            "exactly",
+            "search_",
+            "search_code",
+            "research_code",
+            "create_issue",
+            "issue",
+            "a,b",
+            "é",
+            "éa",
+            "aé",
+            "a.bc",
+            "axbc",
+            "(x)",
+            "x|y",
+            "search_\ncode",
+        ];
+        for pattern in patterns {
+            let glob = Glob::new(pattern).unwrap();
+            assert!(
+                !matches!(glob.matcher, Matcher::Regex(_)),
+                "{pattern:?} should not need a regex"
+            );
+            let regex = Regex::new(&translate(pattern).unwrap()).unwrap();
+            for name in names {
+                assert_eq!(
+                    glob.matches(name),
+                    regex.is_match(name),
+                    "{pattern:?} ~ {name:?}"
+                );
+            }
+        }
+        for pattern in ["*a*", "get_?", "{a,b}*", r"\*", "a[bc]*", "]*"] {
+            let glob = Glob::new(pattern).unwrap();
+            assert!(matches!(glob.matcher, Matcher::Regex(_)), "{pattern:?}");
         }
     }
 

@@ -26,6 +26,7 @@
 //!   Redis, plugin kv).
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod deps;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mcpgate::error::GatewayError;
-use mcpgate::pipeline::{BoxFuture, Pipeline, RequestContext, ResponseVerdict, Stage, Verdict};
+use mcpgate::pipeline::{
+    BoxFuture, Pipeline, Reply, RequestContext, ResponseVerdict, Stage, Verdict,
+};
 use serde_json::{Value, json};
 use support::*;
 
@@ -59,9 +61,12 @@ impl Stage for TestStage {
         &'a self,
         _cx: &'a RequestContext,
         _req: &'a mcpgate::mcp::Message,
-        response: &'a mut Value,
+        response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
+            let Some(response) = response.tree() else {
+                return ResponseVerdict::Refuse("unreadable");
+            };
             if let Some(tools) = response["result"]["tools"].as_array_mut() {
                 tools.retain(|t| t["name"] != "hidden");
                 return ResponseVerdict::Modified;

@@ -237,8 +237,7 @@ pub fn set_member(text: &str, key: &str, value: &str) -> serde_json::Result<Stri
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&serde_json::to_string(k)?);
-        out.push(':');
+        push_key(&mut out, k);
         if k == key {
             found = true;
             out.push_str(value);
@@ -250,21 +249,54 @@ pub fn set_member(text: &str, key: &str, value: &str) -> serde_json::Result<Stri
         if !members.0.is_empty() {
             out.push(',');
         }
-        out.push_str(&serde_json::to_string(key)?);
-        out.push(':');
+        push_key(&mut out, key);
         out.push_str(value);
     }
     out.push('}');
     Ok(out)
 }
 
-/// A JSON object's members in order, each value as raw JSON.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// A JSON object's members in order, each value as raw JSON (keys unescaped; a key given twice
+/// is two members).
+pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> Members<'a> {
-    fn of(text: &'a str) -> serde_json::Result<Members<'a>> {
+    pub fn of(text: &'a str) -> serde_json::Result<Members<'a>> {
         serde_json::from_str(text)
     }
+
+    /// The object again, each member `i` with `new[i]` (raw JSON) as its value where that is
+    /// `Some`, every other member byte for byte.
+    pub fn rewrite(&self, new: &[Option<String>]) -> String {
+        let len = self
+            .0
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>();
+        let mut out = String::with_capacity(len + 2);
+        out.push('{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_key(&mut out, k);
+            out.push_str(new.get(i).and_then(Option::as_deref).unwrap_or(v.get()));
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// `"key":`, the key escaped as JSON.
+fn push_key(out: &mut String, key: &str) {
+    if key.contains(|c: char| c == '"' || c == '\\' || c.is_control()) {
+        out.push_str(&serde_json::Value::from(key).to_string());
+    } else {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
+    }
+    out.push(':');
 }
 
 impl<'de> Deserialize<'de> for Members<'de> {
@@ -280,14 +312,50 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 mut map: A,
             ) -> Result<Members<'de>, A::Error> {
                 let mut out = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    out.push((key, map.next_value::<&'de RawValue>()?));
+                while let Some(LenientStr(key)) = map.next_key::<LenientStr<'de>>()? {
+                    out.push((key.unwrap_or_default(), map.next_value::<&'de RawValue>()?));
                 }
                 Ok(Members(out))
             }
         }
         d.deserialize_map(Visit)
     }
+}
+
+/// Every value of member `key` in the JSON object `text` (a peer may give a key twice): a
+/// string's text, `None` for a value of another type. Fails for text that is not an object.
+pub fn strings_of<'a>(text: &'a str, key: &str) -> serde_json::Result<Vec<Option<Cow<'a, str>>>> {
+    struct Seed<'k>(&'k str);
+    impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_> {
+        type Value = Vec<Option<Cow<'de, str>>>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Seed<'_> {
+        type Value = Vec<Option<Cow<'de, str>>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(LenientStr(k)) = map.next_key::<LenientStr<'de>>()? {
+                if k.as_deref() == Some(self.0) {
+                    out.push(map.next_value::<LenientStr<'de>>()?.0);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let out = serde::de::DeserializeSeed::deserialize(Seed(key), &mut de)?;
+    de.end()?;
+    Ok(out)
 }
 
 impl Message {

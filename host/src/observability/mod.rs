@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::mcp::{Era, Message};
-use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
+use crate::pipeline::{BoxFuture, Reply, RequestContext, ResponseVerdict, Stage, Verdict};
 use crate::session::Sessions;
 use audit::{AuditLog, AuditRecord};
 use metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
@@ -469,6 +469,28 @@ fn is_idle_timeout(e: &axum::Error) -> bool {
 /// Learns the tool names an upstream advertises, from the `tools/list` results passing by.
 struct ToolCatalog(Arc<RouteMetrics>);
 
+/// The string `name`s of the entries of `result.<field>` in a list response's text (read
+/// without building a tree; an unreadable response lists nothing).
+fn listed_names<'a>(text: &'a str, field: &str) -> Vec<std::borrow::Cow<'a, str>> {
+    use crate::mcp::envelope::{Members, strings_of};
+    let entries = || -> serde_json::Result<Vec<&'a serde_json::value::RawValue>> {
+        let message = Members::of(text)?;
+        let Some((_, result)) = message.0.iter().rev().find(|(k, _)| k == "result") else {
+            return Ok(Vec::new());
+        };
+        let result = Members::of(result.get())?;
+        match result.0.iter().rev().find(|(k, _)| k == field) {
+            Some((_, list)) => serde_json::from_str(list.get()),
+            None => Ok(Vec::new()),
+        }
+    };
+    entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| strings_of(entry.get(), "name").ok()?.pop().flatten())
+        .collect()
+}
+
 impl Stage for ToolCatalog {
     fn name(&self) -> &str {
         "tool_catalog"
@@ -490,15 +512,10 @@ impl Stage for ToolCatalog {
         &'a self,
         _cx: &'a RequestContext,
         _request: &'a Message,
-        response: &'a mut Value,
+        response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
-        if let Some(tools) = response.pointer("/result/tools").and_then(Value::as_array) {
-            self.0.learn_tools(
-                tools
-                    .iter()
-                    .filter_map(|t| t.get("name").and_then(Value::as_str)),
-            );
-        }
+        self.0
+            .learn_tools(listed_names(response.text(), "tools").iter().map(|n| &**n));
         Box::pin(async { ResponseVerdict::Unchanged })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::{Pipeline, RequestContext, ResponseVerdict, Stage};
+use super::{Pipeline, Reply, RequestContext, ResponseVerdict, Stage};
 use crate::error::GatewayError;
 use crate::mcp::Message;
 use crate::session::{HookedId, REQUEST_ID_PREFIX, Sessions};
@@ -257,22 +257,24 @@ impl ResponseHooks {
                     (&found, &opened)
                 }
             };
-        let Ok(mut message) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
-            return Processed::Refused("the upstream's message cannot be read as JSON".into());
-        };
+        let mut reply = Reply::new(raw.get());
         let mut modified = false;
         for stage in stages {
-            modified |=
-                stage.on_response(cx, request, &mut message).await == ResponseVerdict::Modified;
+            match stage.on_response(cx, request, &mut reply).await {
+                ResponseVerdict::Unchanged => {}
+                ResponseVerdict::Modified => modified = true,
+                ResponseVerdict::Refuse(why) => {
+                    return Processed::Refused(format!("{}: {why}", stage.name()));
+                }
+            }
         }
         let client_id = request.id.as_deref().map_or("null", RawValue::get);
         // Unchanged by the hooks: the upstream's bytes, with only the id given back.
-        let out = if modified {
-            with_client_id(message, client_id)
-        } else {
-            crate::mcp::envelope::set_member(raw.get(), "id", client_id)
+        let out = match reply.into_parts() {
+            (_, Some(tree)) if modified => with_client_id(tree, client_id),
+            (text, _) => crate::mcp::envelope::set_member(&text, "id", client_id)
                 .ok()
-                .map(String::into_bytes)
+                .map(String::into_bytes),
         };
         match out {
             Some(bytes) => Processed::Replaced(bytes),

@@ -12,6 +12,7 @@
 //! hooks see JSON responses and, in an SSE stream, only the response messages to requests a stage
 //! asked about; every other event streams on untouched.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -177,8 +178,58 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseVerdict {
     Unchanged,
-    /// The stage changed the message; it is re-serialised.
+    /// The stage changed the message.
     Modified,
+    /// The stage cannot judge the message, so it must not reach the client (the reason is
+    /// logged).
+    Refuse(&'static str),
+}
+
+/// A response message as the response hooks see it: the upstream's JSON text, parsed into a
+/// tree only when a hook asks for one ([`Reply::tree`]). A hook that works on the text (the
+/// policy's list filter reads only entries' names) spares the others a parse and a
+/// serialisation of the whole message.
+pub struct Reply<'r> {
+    text: Cow<'r, str>,
+    /// When some hook asked for it: the message, authoritative over `text`.
+    tree: Option<serde_json::Value>,
+}
+
+impl<'r> Reply<'r> {
+    pub fn new(text: &'r str) -> Reply<'r> {
+        Reply {
+            text: Cow::Borrowed(text),
+            tree: None,
+        }
+    }
+
+    /// The message as JSON text.
+    pub fn text(&mut self) -> &str {
+        if let Some(tree) = self.tree.take() {
+            self.text = Cow::Owned(tree.to_string());
+        }
+        &self.text
+    }
+
+    /// The message as a tree to read or change; `None` when the text cannot be one (a number
+    /// out of range, nesting deeper than the parser goes).
+    pub fn tree(&mut self) -> Option<&mut serde_json::Value> {
+        if self.tree.is_none() {
+            self.tree = Some(serde_json::from_str(&self.text).ok()?);
+        }
+        self.tree.as_mut()
+    }
+
+    /// Replaces the message with `text` (JSON).
+    pub fn set_text(&mut self, text: String) {
+        self.tree = None;
+        self.text = Cow::Owned(text);
+    }
+
+    /// The message's tree, if a hook asked for one, else its text.
+    pub(crate) fn into_parts(self) -> (Cow<'r, str>, Option<serde_json::Value>) {
+        (self.text, self.tree)
+    }
 }
 
 /// One step of the pipeline.
@@ -220,7 +271,7 @@ pub trait Stage: Send + Sync + 'static {
         &'a self,
         _cx: &'a RequestContext,
         _request: &'a Message,
-        _response: &'a mut serde_json::Value,
+        _response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async { ResponseVerdict::Unchanged })
     }

@@ -46,10 +46,10 @@ impl Stage for Upper {
         &'a self,
         _cx: &'a RequestContext,
         _request: &'a Message,
-        response: &'a mut serde_json::Value,
+        response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
-            response["result"]["seen"] = true.into();
+            response.tree().unwrap()["result"]["seen"] = true.into();
             ResponseVerdict::Modified
         })
     }

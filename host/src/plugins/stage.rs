@@ -14,7 +14,7 @@ use super::instance::{Failure, FailureKind, Loaded};
 use crate::config::{OnError, PluginSpec};
 use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Era, Message, jsonrpc};
-use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
+use crate::pipeline::{BoxFuture, Reply, RequestContext, ResponseVerdict, Stage, Verdict};
 
 /// Request headers a plugin never sees: credentials.
 const HIDDEN: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
@@ -437,14 +437,14 @@ impl Stage for PluginStage {
         &'a self,
         cx: &'a RequestContext,
         request: &'a Message,
-        response: &'a mut Value,
+        response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
             let view = wit::Response {
                 request: self.view(cx, request),
                 http_status: cx.upstream_status.unwrap_or(200),
                 streamed: cx.response_streamed,
-                message: response.to_string(),
+                message: response.text().to_string(),
             };
             let limit = match self.budget_left(cx) {
                 Ok(left) => left,
@@ -491,7 +491,7 @@ impl Stage for PluginStage {
                     ),
                 },
             };
-            if let Some(obj) = response.as_object_mut() {
+            if let Some(obj) = response.tree().and_then(Value::as_object_mut) {
                 obj.remove("result");
                 obj.remove("error");
                 obj.insert(field.to_string(), value);
@@ -528,8 +528,8 @@ fn replacement(action: wit::ResponseAction) -> Option<Result<(&'static str, Valu
 }
 
 /// A response message whose result becomes the JSON-RPC error of `e`.
-fn replace_with_error(response: &mut Value, e: &GatewayError) -> ResponseVerdict {
-    if let Some(obj) = response.as_object_mut() {
+fn replace_with_error(response: &mut Reply<'_>, e: &GatewayError) -> ResponseVerdict {
+    if let Some(obj) = response.tree().and_then(Value::as_object_mut) {
         obj.remove("result");
         obj.insert(
             "error".into(),

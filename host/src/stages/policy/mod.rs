@@ -19,11 +19,10 @@
 pub mod config;
 
 use http::StatusCode;
-use serde_json::Value;
 
 use crate::error::{GatewayError, StageKind};
 use crate::mcp::{Message, jsonrpc};
-use crate::pipeline::{BoxFuture, RequestContext, ResponseVerdict, Stage, Verdict};
+use crate::pipeline::{BoxFuture, Reply, RequestContext, ResponseVerdict, Stage, Verdict};
 
 /// A compiled name pattern (the config's one glob dialect, see [`crate::glob`]).
 pub use crate::glob::Glob as Pattern;
@@ -66,13 +65,16 @@ pub struct Subject<'a> {
 
 impl Rule {
     fn matches(&self, s: &Subject<'_>) -> bool {
-        if !(any(&self.clients, s.client)
-            && any(&self.servers, s.server)
-            && any(&self.methods, s.method))
-        {
-            return false;
-        }
-        // Name fields only match calls on that kind of thing.
+        self.matches_caller(s) && self.matches_target(s)
+    }
+
+    /// The client, server and method parts of [`Rule::matches`].
+    fn matches_caller(&self, s: &Subject<'_>) -> bool {
+        any(&self.clients, s.client) && any(&self.servers, s.server) && any(&self.methods, s.method)
+    }
+
+    /// The name parts of [`Rule::matches`]: name fields only match calls on that kind of thing.
+    fn matches_target(&self, s: &Subject<'_>) -> bool {
         let by_kind = |kind: &Option<Vec<Pattern>>, methods: &[&str]| {
             kind.is_none() || (methods.contains(&s.method) && any(kind, s.target.unwrap_or("")))
         };
@@ -109,25 +111,48 @@ fn is_call(method: &str) -> bool {
 impl PolicyConfig {
     /// First match wins; calls fall back to `default`, other methods to allow.
     pub fn judge(&self, s: &Subject<'_>) -> Judgement {
-        for rule in &self.rules {
-            let names_method = rule.methods.is_some();
-            if (is_call(s.method) || names_method) && rule.matches(s) {
-                return Judgement {
-                    effect: rule.effect,
-                    rule: Some(rule.label.clone()),
-                    reason: rule.reason.clone(),
-                };
-            }
+        match self
+            .rules
+            .iter()
+            .find(|rule| (is_call(s.method) || rule.methods.is_some()) && rule.matches(s))
+        {
+            Some(rule) => Judgement {
+                effect: rule.effect,
+                rule: Some(rule.label.clone()),
+                reason: rule.reason.clone(),
+            },
+            None if is_call(s.method) => Judgement {
+                effect: self.default,
+                rule: None,
+                reason: None,
+            },
+            None => Judgement {
+                effect: Effect::Allow,
+                rule: None,
+                reason: None,
+            },
         }
-        let effect = if is_call(s.method) {
-            self.default
-        } else {
-            Effect::Allow
+    }
+
+    /// [`PolicyConfig::judge`] for many calls of `call` (a call method) by one caller on one
+    /// server, told apart by their names alone: the rules whose client, server and method parts
+    /// cannot match are left out once, not once per name (a list's entries).
+    fn judge_names<'p>(&'p self, client: &str, server: &str, call: &'static str) -> NameJudge<'p> {
+        debug_assert!(is_call(call));
+        let caller = Subject {
+            client,
+            server,
+            method: call,
+            target: None,
         };
-        Judgement {
-            effect,
-            rule: None,
-            reason: None,
+        NameJudge {
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| r.matches_caller(&caller))
+                .collect(),
+            default: self.default,
+            call,
         }
     }
 
@@ -149,6 +174,29 @@ impl PolicyConfig {
             list_method,
             "tools/list" | "prompts/list" | "resources/list"
         ) && (self.default == Effect::Deny || self.rules.iter().any(names))
+    }
+}
+
+/// Judges calls of one method by one caller on one server by name ([`PolicyConfig::judge_names`]).
+struct NameJudge<'p> {
+    rules: Vec<&'p Rule>,
+    default: Effect,
+    call: &'static str,
+}
+
+impl NameJudge<'_> {
+    fn allows(&self, name: &str) -> bool {
+        let s = Subject {
+            client: "",
+            server: "",
+            method: self.call,
+            target: Some(name),
+        };
+        self.rules
+            .iter()
+            .find(|r| r.matches_target(&s))
+            .map_or(self.default, |r| r.effect)
+            == Effect::Allow
     }
 }
 
@@ -262,7 +310,7 @@ impl Stage for Policy {
         &'a self,
         cx: &'a RequestContext,
         request: &'a Message,
-        response: &'a mut Value,
+        response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
             let (field, call, key) = match request.method() {
@@ -271,39 +319,82 @@ impl Stage for Policy {
                 "resources/list" => ("resources", "resources/read", "uri"),
                 _ => return ResponseVerdict::Unchanged,
             };
-            let Some(result) = response.get_mut("result").and_then(Value::as_object_mut) else {
-                return ResponseVerdict::Unchanged;
-            };
             let client = cx.client_key();
-            if let Some(items) = result.get_mut(field).and_then(Value::as_array_mut) {
-                let normalise = field == "resources" && self.config.judges_resources();
-                items.retain(|item| {
-                    let name = item.get(key).and_then(Value::as_str).unwrap_or("");
-                    let normalised = if normalise {
-                        match crate::mcp::uri::normalize(name) {
-                            Ok(n) => Some(n),
-                            // What could not be read is not listed either.
-                            Err(_) => return false,
-                        }
-                    } else {
-                        None
-                    };
-                    let s = Subject {
-                        client: &client,
-                        server: &cx.upstream.name,
-                        method: call,
-                        target: Some(normalised.as_deref().unwrap_or(name)),
-                    };
-                    self.config.judge(&s).effect == Effect::Allow
-                });
+            let judge = self.config.judge_names(&client, &cx.upstream.name, call);
+            let normalise = field == "resources" && self.config.judges_resources();
+            let allows = |name: &str| {
+                if !normalise {
+                    return judge.allows(name);
+                }
+                // What could not be read is not listed either.
+                crate::mcp::uri::normalize(name).is_ok_and(|n| judge.allows(&n))
+            };
+            match filter_list(response.text(), field, key, allows) {
+                Ok(None) => ResponseVerdict::Unchanged,
+                Ok(Some(text)) => {
+                    response.set_text(text);
+                    ResponseVerdict::Modified
+                }
+                Err(_) => ResponseVerdict::Refuse("the list response cannot be read"),
             }
-            // A list filtered per caller must not be cached for everyone.
-            if result.get("cacheScope").and_then(Value::as_str) == Some("public") {
-                result.insert("cacheScope".into(), "private".into());
-            }
-            ResponseVerdict::Modified
         })
     }
+}
+
+/// Filters a list response given as JSON text, without parsing it into a tree: each entry of
+/// `result.<field>` is kept (byte for byte) only if `allows` every value of its `key` member
+/// (an entry without one is judged by the empty name; an entry that is not an object is
+/// dropped), and `result.cacheScope: "public"` becomes `"private"`. A member given twice, at
+/// any of these levels, is filtered each time, so a client that reads either one sees only what
+/// it may call. `Ok(None)`: nothing to change.
+fn filter_list(
+    text: &str,
+    field: &str,
+    key: &str,
+    allows: impl Fn(&str) -> bool,
+) -> serde_json::Result<Option<String>> {
+    use crate::mcp::envelope::{Members, strings_of};
+    use serde_json::value::RawValue;
+    let message = Members::of(text)?;
+    let mut results = vec![None; message.0.len()];
+    for (i, (k, raw)) in message.0.iter().enumerate() {
+        if k != "result" || !raw.get().starts_with('{') {
+            continue;
+        }
+        let result = Members::of(raw.get())?;
+        let mut members = vec![None; result.0.len()];
+        for (j, (k, raw)) in result.0.iter().enumerate() {
+            if k == field && raw.get().starts_with('[') {
+                let entries: Vec<&RawValue> = serde_json::from_str(raw.get())?;
+                let count = entries.len();
+                let kept: Vec<&str> = entries
+                    .into_iter()
+                    .map(RawValue::get)
+                    .filter(|entry| match strings_of(entry, key) {
+                        Ok(names) if names.is_empty() => allows(""),
+                        Ok(names) => names.iter().all(|n| allows(n.as_deref().unwrap_or(""))),
+                        Err(_) => false,
+                    })
+                    .collect();
+                if kept.len() < count {
+                    members[j] = Some(format!("[{}]", kept.join(",")));
+                }
+            } else if k == "cacheScope"
+                && serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get())
+                    .is_ok_and(|scope| scope == "public")
+            {
+                // A list filtered per caller must not be cached for everyone.
+                members[j] = Some(r#""private""#.to_string());
+            }
+        }
+        if members.iter().any(Option::is_some) {
+            results[i] = Some(result.rewrite(&members));
+        }
+    }
+    Ok(results
+        .iter()
+        .any(Option::is_some)
+        .then(|| message.rewrite(&results)))
 }
 
 #[cfg(test)]
@@ -469,5 +560,141 @@ mod tests {
             rules: vec![],
         };
         assert!(!open.filters("tools/list"));
+    }
+
+    /// The list filter works on the text: entries kept byte for byte, every spelling and every
+    /// repetition of a member filtered, unreadable entries dropped.
+    #[test]
+    fn lists_are_filtered_as_text_whatever_the_spelling() {
+        let allows = |name: &str| !name.starts_with("delete");
+        let filter = |text: &str| filter_list(text, "tools", "name", allows).unwrap();
+        let names = |text: &str| -> Vec<Vec<String>> {
+            // Every `tools` array of every `result`, as a client that reads either would see.
+            let mut out = Vec::new();
+            let message = crate::mcp::envelope::Members::of(text).unwrap();
+            for (k, result) in &message.0 {
+                if k != "result" {
+                    continue;
+                }
+                let result = crate::mcp::envelope::Members::of(result.get()).unwrap();
+                for (k, tools) in &result.0 {
+                    if k == "tools" {
+                        let tools: Vec<serde_json::Value> =
+                            serde_json::from_str(tools.get()).unwrap();
+                        out.push(
+                            tools
+                                .iter()
+                                .map(|t| t["name"].as_str().unwrap_or("?").to_string())
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            out
+        };
+        // Nothing denied, nothing public: the upstream's text goes on as it is.
+        assert_eq!(
+            filter(r#"{"jsonrpc":"2.0","id":"x","result":{"tools":[{"name":"a"}]}}"#),
+            None
+        );
+        // Kept entries keep their bytes (spacing, key order, escapes).
+        let out = filter(
+            r#"{"id":"x","result":{"tools":[{"name" : "s\u0065arch", "x":[1, 2]},{"name":"delete_repo"}],"cacheScope":"public"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            r#"{"id":"x","result":{"tools":[{"name" : "s\u0065arch", "x":[1, 2]}],"cacheScope":"private"}}"#
+        );
+        // Re-spelled keys and values are read as a client reads them.
+        let out = filter(
+            r#"{"id":"x","r\u0065sult":{"t\u006fols":[{"n\u0061me":"d\u0065lete_repo"},{"name":"ok"}],"cacheScope":"publ\u0069c"}}"#,
+        )
+        .unwrap();
+        assert_eq!(names(&out), vec![vec!["ok"]]);
+        assert!(out.contains(r#""cacheScope":"private""#), "{out}");
+        // Repeated members: each result, each tools array, each name is judged.
+        let out = filter(
+            r#"{"id":"x","result":{"tools":[{"name":"delete_a"}],"tools":[{"name":"ok"},{"name":"delete_b"}]},"result":{"tools":[{"name":"ok","name":"delete_c"},{"name":"fine"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(names(&out), vec![vec![], vec!["ok"], vec!["fine"]]);
+        // Entries that are not objects are dropped; one without a name is judged by "".
+        let out = filter(
+            r#"{"id":"x","result":{"tools":["delete_x",7,null,{"title":"nameless"},{"name":5}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(names(&out), vec![vec!["?", "?"]]);
+        let deny_empty = filter_list(
+            r#"{"id":"x","result":{"tools":[{"title":"nameless"},{"name":"a"}]}}"#,
+            "tools",
+            "name",
+            |n: &str| !n.is_empty(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(names(&deny_empty), vec![vec!["a"]]);
+        // A result that is not an object, or a list that is not an array, is left alone.
+        assert_eq!(filter(r#"{"id":"x","result":[{"name":"delete_a"}]}"#), None);
+        assert_eq!(filter(r#"{"id":"x","result":{"tools":"delete_a"}}"#), None);
+        // What is not a JSON object cannot be judged.
+        assert!(filter_list(r#"["result"]"#, "tools", "name", allows).is_err());
+        assert!(
+            filter_list(
+                r#"{"result":{"tools":[{"name":"a"}"#,
+                "tools",
+                "name",
+                allows
+            )
+            .is_err()
+        );
+    }
+
+    /// Judging by name with the caller's rules chosen once agrees with judging each call.
+    #[test]
+    fn judging_names_agrees_with_judging_calls() {
+        let mut deny_ci = rule("1", Effect::Deny);
+        deny_ci.clients = pats(&["ci-*"]);
+        deny_ci.tools = pats(&["create_*"]);
+        let mut deny_server = rule("2", Effect::Deny);
+        deny_server.servers = pats(&["billing"]);
+        let mut allow_search = rule("3", Effect::Allow);
+        allow_search.tools = pats(&["search_*", "{get,list}_*"]);
+        let mut deny_method = rule("4", Effect::Deny);
+        deny_method.methods = pats(&["prompts/get"]);
+        let mut deny_prompt = rule("5", Effect::Deny);
+        deny_prompt.prompts = pats(&["secret_*"]);
+        for default in [Effect::Allow, Effect::Deny] {
+            let p = PolicyConfig {
+                default,
+                rules: vec![
+                    deny_ci.clone(),
+                    deny_server.clone(),
+                    allow_search.clone(),
+                    deny_method.clone(),
+                    deny_prompt.clone(),
+                ],
+            };
+            for client in ["ci-bot", "alice"] {
+                for server in ["billing", "gh"] {
+                    for call in ["tools/call", "prompts/get", "resources/read"] {
+                        let judge = p.judge_names(client, server, call);
+                        for name in ["create_x", "search_y", "get_z", "secret_p", "other", ""] {
+                            let s = Subject {
+                                client,
+                                server,
+                                method: call,
+                                target: Some(name),
+                            };
+                            assert_eq!(
+                                judge.allows(name),
+                                p.judge(&s).effect == Effect::Allow,
+                                "{default:?} {client} {server} {call} {name}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
