@@ -620,6 +620,84 @@ async fn lists_are_filtered_for_the_caller_in_json_and_sse() {
     }
 }
 
+/// A server that repeats members and re-spells keys in its list answer: whichever copy a client
+/// reads (Python and JavaScript keep the last, others the first), a denied tool is not in it; a
+/// repeated `result` makes the answer one the gateway does not pass on at all.
+#[tokio::test]
+async fn lists_with_repeated_and_respelled_members_are_filtered_in_every_copy() {
+    for sse in [false, true] {
+        let up = upstream(move |s: Seen| async move {
+            let id = s.json()["id"].to_string();
+            let text = if s.json()["params"]["cursor"] == "twice" {
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[]}},"r\u0065sult":{{"tools":[{{"name":"delete_repo"}}]}}}}"#
+                )
+            } else {
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"r\u0065sult":{{"t\u006fols":[{{"name":"search_code","name":"delete_x"}},{{"n\u0061me":"d\u0065lete_y"}},{{"name":"create_issue"}}],"tools":[{{"name":"delete_z"}},"delete_w",{{"name":"search_code"}}],"cacheScope":"publ\u0069c"}}}}"#
+                )
+            };
+            if !sse {
+                return axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(text))
+                    .unwrap();
+            }
+            let (tx, resp) = sse_channel();
+            tokio::spawn(async move {
+                tx.send(Bytes::from(format!("event: message\ndata: {text}\n\n")))
+                    .await
+                    .unwrap();
+            });
+            resp
+        })
+        .await;
+        let gw = gateway_for("u", &up, POLICY).await;
+        let list = |cursor: &'static str| {
+            let url = gw.url("u");
+            async move {
+                let text = post(
+                    &url,
+                    &json!({"jsonrpc":"2.0","id":"list-1","method":"tools/list","params":{"cursor":cursor}}),
+                    None,
+                )
+                .await
+                .text()
+                .await
+                .unwrap();
+                if sse {
+                    text.rsplit("data: ").next().unwrap().trim().to_string()
+                } else {
+                    text
+                }
+            }
+        };
+        let message = list("once").await;
+        let seen: Value = serde_json::from_str(&message).unwrap();
+        assert_eq!(
+            seen["id"], "list-1",
+            "sse={sse}: the client's id comes back"
+        );
+        assert_eq!(
+            tool_names(&seen),
+            vec!["search_code"],
+            "sse={sse}: {message}"
+        );
+        // Every copy, unescaped: no denied name anywhere.
+        let unescaped = message.replace(r"\u0065", "e").replace(r"\u0061", "a");
+        assert!(!unescaped.contains("delete"), "sse={sse}: {message}");
+        assert!(unescaped.contains("create_issue"), "sse={sse}: {message}");
+        assert!(
+            message.contains(r#""cacheScope":"private""#),
+            "sse={sse}: {message}"
+        );
+        let twice: Value = serde_json::from_str(&list("twice").await).unwrap();
+        assert_eq!(twice["id"], "list-1", "sse={sse}");
+        assert_eq!(twice["error"]["code"], -32015, "sse={sse}: {twice}");
+        assert!(twice.get("result").is_none(), "sse={sse}: {twice}");
+    }
+}
+
 #[tokio::test]
 async fn pipeline_order_and_per_route_overrides() {
     let up = tools_upstream(false).await;

@@ -17,7 +17,9 @@ use crate::proxy::relay::BoxError;
 /// An SSE body whose response messages pass through the hooks; every other event (progress,
 /// logs, priming events, keep-alive comments) is forwarded byte for byte as soon as it is complete.
 /// `body` is the upstream's, already wrapped in a `Relay` (idle timeout, shutdown). A message
-/// the hooks refuse ([`Processed::Refused`]) is dropped from the stream and logged. An event that
+/// the hooks refuse ([`Processed::Refused`]) is dropped from the stream and logged, and when the
+/// stream ends, this request's hooked messages still unanswered get a JSON-RPC error (-32015)
+/// naming why, so a client is not left waiting on an answer that was dropped. An event that
 /// grows past `limit` bytes without ending ends the stream: the hooked requests it may have
 /// answered get a JSON-RPC error instead (-32015), and the upstream's stream is dropped.
 pub fn hooked_sse<B>(
@@ -37,6 +39,7 @@ where
         splitter: EventSplitter::default(),
         out: VecDeque::new(),
         done: false,
+        refused: None,
     };
     let stream = futures_util::stream::unfold(state, move |mut s| async move {
         loop {
@@ -54,6 +57,18 @@ where
                     let rest = s.splitter.take_rest();
                     if !rest.is_empty() {
                         s.out.push_back(rest);
+                    }
+                    if let Some(why) = s.refused.take() {
+                        let message = format!(
+                            "the answer of upstream `{}` cannot be inspected: {why}",
+                            s.cx.upstream.name
+                        );
+                        for error in s
+                            .hooks
+                            .unanswered_errors(jsonrpc::UPSTREAM_UNINSPECTABLE, &message)
+                        {
+                            s.out.push_back(sse_event(&error));
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -80,6 +95,8 @@ struct HookedSse<B> {
     splitter: EventSplitter,
     out: VecDeque<Bytes>,
     done: bool,
+    /// Why the last message the hooks refused was dropped.
+    refused: Option<String>,
 }
 
 impl<B> HookedSse<B> {
@@ -89,8 +106,9 @@ impl<B> HookedSse<B> {
     async fn data(&mut self, data: &[u8], limit: usize) {
         self.splitter.push(data);
         while let Some(event) = self.splitter.next_event() {
-            if let Some(event) = hook_event(&self.cx, &self.hooks, event).await {
-                self.out.push_back(event);
+            match hook_event(&self.cx, &self.hooks, event).await {
+                Ok(event) => self.out.push_back(event),
+                Err(why) => self.refused = Some(why),
             }
         }
         if self.splitter.pending() <= limit {
@@ -125,14 +143,18 @@ fn sse_event(data: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// One event through the hooks: as it was, rewritten, or `None` when refused.
-async fn hook_event(cx: &RequestContext, hooks: &ResponseHooks, event: Bytes) -> Option<Bytes> {
+/// One event through the hooks: as it was, rewritten, or why it was refused (logged).
+async fn hook_event(
+    cx: &RequestContext,
+    hooks: &ResponseHooks,
+    event: Bytes,
+) -> Result<Bytes, String> {
     let Some(data) = event_data(&event) else {
-        return Some(event);
+        return Ok(event);
     };
     match hooks.process(cx, &data).await {
-        Processed::Untouched => Some(event),
-        Processed::Replaced(message) => Some(replace_data(&event, &message)),
+        Processed::Untouched => Ok(event),
+        Processed::Replaced(message) => Ok(replace_data(&event, &message)),
         Processed::Refused(why) => {
             tracing::warn!(
                 request_id = %cx.request_id,
@@ -140,7 +162,7 @@ async fn hook_event(cx: &RequestContext, hooks: &ResponseHooks, event: Bytes) ->
                 reason = %why,
                 "dropped a message from the upstream's stream that the gateway cannot inspect"
             );
-            None
+            Err(why)
         }
     }
 }

@@ -233,30 +233,27 @@ impl ResponseHooks {
         };
         let found;
         let opened;
-        let (request, stages): (&Message, &[Arc<dyn Stage>]) =
-            match self.wanted.iter().find(|w| w.token == token) {
-                Some(w) => {
-                    w.answered.store(true, std::sync::atomic::Ordering::Relaxed);
-                    (&w.request, &w.stages)
+        let mine = self.wanted.iter().find(|w| w.token == token);
+        let (request, stages): (&Message, &[Arc<dyn Stage>]) = match mine {
+            Some(w) => (&w.request, &w.stages),
+            None => {
+                // The answer to another POST's request (a GET or resumed stream).
+                let Some(claims) = self.ids.open_request_id(&cx.upstream.name, &token) else {
+                    return Processed::Refused(
+                        "a response under a request id the gateway cannot open".into(),
+                    );
+                };
+                if claims.caller != hooked_caller(cx) {
+                    return Processed::Refused("a response to another caller's request".into());
                 }
-                None => {
-                    // The answer to another POST's request (a GET or resumed stream).
-                    let Some(claims) = self.ids.open_request_id(&cx.upstream.name, &token) else {
-                        return Processed::Refused(
-                            "a response under a request id the gateway cannot open".into(),
-                        );
-                    };
-                    if claims.caller != hooked_caller(cx) {
-                        return Processed::Refused("a response to another caller's request".into());
-                    }
-                    let Some(request) = reconstructed(&claims) else {
-                        return Processed::Refused("a request id with unusable claims".into());
-                    };
-                    opened = self.pipeline.interested(cx, &request);
-                    found = request;
-                    (&found, &opened)
-                }
-            };
+                let Some(request) = reconstructed(&claims) else {
+                    return Processed::Refused("a request id with unusable claims".into());
+                };
+                opened = self.pipeline.interested(cx, &request);
+                found = request;
+                (&found, &opened)
+            }
+        };
         let mut reply = Reply::new(raw.get());
         let mut modified = false;
         for stage in stages {
@@ -277,7 +274,12 @@ impl ResponseHooks {
                 .map(String::into_bytes),
         };
         match out {
-            Some(bytes) => Processed::Replaced(bytes),
+            Some(bytes) => {
+                if let Some(w) = mine {
+                    w.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Processed::Replaced(bytes)
+            }
             None => Processed::Refused("a hooked response is no longer a JSON-RPC object".into()),
         }
     }
