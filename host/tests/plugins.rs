@@ -416,6 +416,55 @@ async fn reused_instances_serve_many_calls_and_drop_after_a_trap() {
     );
 }
 
+/// Fresh instances start from a snapshot of `init`'s state (the same birth time on every call)
+/// and still share nothing between calls (each has served one call); without the snapshot each
+/// fresh instance runs `init` itself; reused instances count on.
+#[tokio::test]
+async fn fresh_instances_start_from_the_init_snapshot_and_share_nothing() {
+    let up = echo_upstream().await;
+    let (gw, _plugins) = gateway_plugins(&format!(
+        "upstreams:\n  u_snap:\n    url: {0}\n    pipeline: [snap]\n  u_plain:\n    url: {0}\n    pipeline: [plain]\n  u_kept:\n    url: {0}\n    pipeline: [kept]\nplugin_runtime:\n  dir: {{plugins}}\nplugins:\n  snap:\n    file: misbehave.wasm\n  plain:\n    file: misbehave.wasm\n    init_snapshot: false\n  kept:\n    file: misbehave.wasm\n    instances: reuse\n",
+        up.url()
+    ))
+    .await;
+    // One route per plugin: the fixture's headers would overwrite each other on one.
+    let seen = |plugin: &'static str| {
+        let (gw, up) = (&gw, &up);
+        async move {
+            let before = up.requests().len();
+            for id in 0..3 {
+                let (status, body) = post_json(
+                    &gw.url(&format!("u_{plugin}")),
+                    &call(id, "whoami", json!({})),
+                )
+                .await;
+                assert_eq!(status, 200, "{plugin}: {body}");
+            }
+            up.requests()[before..]
+                .iter()
+                .map(|s| {
+                    (
+                        s.header("x-plugin-born").unwrap().to_string(),
+                        s.header("x-plugin-calls").unwrap().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let snap = seen("snap").await;
+    assert!(snap.iter().all(|(_, calls)| calls == "1"), "{snap:?}");
+    assert!(snap.iter().all(|(born, _)| *born == snap[0].0), "{snap:?}");
+    let plain = seen("plain").await;
+    assert!(plain.iter().all(|(_, calls)| calls == "1"), "{plain:?}");
+    assert!(
+        plain[0].0 != plain[1].0 && plain[1].0 != plain[2].0,
+        "{plain:?}"
+    );
+    let kept = seen("kept").await;
+    let calls: Vec<&str> = kept.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(calls, ["1", "2", "3"], "{kept:?}");
+}
+
 #[tokio::test]
 async fn callouts_reach_only_granted_targets() {
     let directory = upstream(|s: Seen| async move {

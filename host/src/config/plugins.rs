@@ -35,6 +35,7 @@ pub(super) struct RawPlugin {
     timeout: Option<u64>,
     max_memory_mb: Option<u64>,
     instances: Option<String>,
+    init_snapshot: Option<bool>,
     grants: Option<RawGrants>,
 }
 
@@ -143,6 +144,9 @@ pub struct PluginSpec {
     pub timeout: Duration,
     pub max_memory: usize,
     pub instances: InstanceMode,
+    /// Run `init` once at load and start every instance from a snapshot of the state it left
+    /// (`init_snapshot`, default true), instead of running `init` in each fresh instance.
+    pub init_snapshot: bool,
     pub grants: Grants,
     /// Lines of the entry's keys, for errors found while loading.
     pub lines: PluginLines,
@@ -350,6 +354,7 @@ impl Validator<'_> {
             timeout,
             max_memory,
             instances,
+            init_snapshot: raw.init_snapshot.unwrap_or(true),
             grants,
             lines,
         })

@@ -111,11 +111,11 @@ macro_rules! lenient_visitor {
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(default, borrow)]
-    jsonrpc: Option<Cow<'a, str>>,
+    jsonrpc: Option<Str<'a>>,
     #[serde(default, borrow)]
     id: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    method: Option<Cow<'a, str>>,
+    method: Option<Str<'a>>,
     #[serde(default, borrow)]
     params: Option<Params<'a>>,
     #[serde(default, borrow)]
@@ -165,6 +165,29 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
             lenient_visitor!(Params<'de>, Params::default());
         }
         d.deserialize_any(Visit)
+    }
+}
+
+/// A string, borrowed from the input where it has no escapes (serde's own `Option<Cow<str>>`
+/// always copies); any other type is an error.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
     }
 }
 
@@ -386,7 +409,7 @@ impl Message {
             message,
             id: id.clone(),
         };
-        if wire.jsonrpc.as_deref() != Some("2.0") {
+        if wire.jsonrpc.as_ref().map(|v| &*v.0) != Some("2.0") {
             return Err(invalid("`jsonrpc` must be \"2.0\"".into()));
         }
         let kind = match (
@@ -416,7 +439,7 @@ impl Message {
             ),
             None => None,
         };
-        let method: Option<Arc<str>> = wire.method.map(|m| Arc::from(m.as_ref()));
+        let method: Option<Arc<str>> = wire.method.map(|m| Arc::from(m.0.as_ref()));
         let target = match method.as_deref() {
             Some("tools/call" | "prompts/get") => params.name,
             Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => params.uri,

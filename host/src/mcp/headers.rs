@@ -6,6 +6,8 @@
 //! `Mcp-Param-*` headers depend on the tool's input schema, which the gateway does not know: they
 //! are forwarded untouched for the upstream to check.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName};
 
@@ -36,7 +38,7 @@ fn mismatch(message: String) -> Violation {
 /// Decodes a routing header value: surrounding whitespace is dropped, and a value wrapped in the
 /// sentinel `=?base64?...?=` is base64-decoded (bad base64 inside a sentinel is an error). A value
 /// that opens the sentinel but does not close it is taken literally.
-pub fn decode_value(raw: &[u8]) -> Result<String, String> {
+pub fn decode_value(raw: &[u8]) -> Result<Cow<'_, str>, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "is not valid UTF-8".to_string())?;
     let text = text.trim_matches([' ', '\t']);
     match text
@@ -48,9 +50,10 @@ pub fn decode_value(raw: &[u8]) -> Result<String, String> {
                 .decode(encoded)
                 .map_err(|e| format!("has a bad base64 sentinel: {e}"))?;
             String::from_utf8(bytes)
+                .map(Cow::Owned)
                 .map_err(|_| "has a base64 sentinel that is not UTF-8".to_string())
         }
-        None => Ok(text.to_string()),
+        None => Ok(Cow::Borrowed(text)),
     }
 }
 
@@ -71,7 +74,10 @@ pub fn encode_value(text: &str) -> http::HeaderValue {
 }
 
 /// The single value of a routing header: `Ok(None)` when absent, an error when repeated.
-fn single(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Violation> {
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<Cow<'h, str>>, Violation> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);

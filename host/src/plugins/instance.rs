@@ -107,6 +107,9 @@ pub(crate) struct Loaded {
     pub(super) pre: bindings::PluginPre<State>,
     pub(super) shared: Arc<Shared>,
     pub(super) idle: Mutex<Vec<Live>>,
+    /// Set when `pre` is an init snapshot (see `load.rs`): its instances start initialised, with
+    /// this registration, and `init` is not run again.
+    pub(super) initialised: Option<bindings::mcpgate::plugin::types::Registration>,
 }
 
 impl Loaded {
@@ -129,6 +132,40 @@ impl Loaded {
                 .map_err(|_| {
                     Failure::new(FailureKind::Busy, "the plugin runtime is shutting down")
                 })?;
+        let mut store = self.store(request_id, deadline);
+        let plugin = match self.pre.instantiate_async(&mut store).await {
+            Ok(p) => p,
+            Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
+        };
+        if let Some(reg) = &self.initialised {
+            let live = Live {
+                store,
+                plugin,
+                _slot: slot,
+            };
+            return Ok((live, reg.clone()));
+        }
+        let reg = match plugin
+            .mcpgate_plugin_hooks()
+            .call_init(&mut store, &self.spec.config_json)
+            .await
+        {
+            Ok(Ok(reg)) => reg,
+            Ok(Err(message)) => return Err(Failure::new(FailureKind::Rejected, message)),
+            Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
+        };
+        Ok((
+            Live {
+                store,
+                plugin,
+                _slot: slot,
+            },
+            reg,
+        ))
+    }
+
+    /// A store for one instance: the plugin's memory cap, and its deadline enforced by epochs.
+    pub(super) fn store(&self, request_id: Arc<str>, deadline: Instant) -> Store<State> {
         let mut store = Store::new(
             &self.runtime.engine,
             State::new(
@@ -147,27 +184,7 @@ impl Loaded {
                 UpdateDeadline::Yield(1)
             })
         });
-        let plugin = match self.pre.instantiate_async(&mut store).await {
-            Ok(p) => p,
-            Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
-        };
-        let reg = match plugin
-            .mcpgate_plugin_hooks()
-            .call_init(&mut store, &self.spec.config_json)
-            .await
-        {
-            Ok(Ok(reg)) => reg,
-            Ok(Err(message)) => return Err(Failure::new(FailureKind::Rejected, message)),
-            Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
-        };
-        Ok((
-            Live {
-                store,
-                plugin,
-                _slot: slot,
-            },
-            reg,
-        ))
+        store
     }
 
     /// An instance for one hook call.

@@ -9,6 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::engine::Runtime;
+use super::engine::bindings::mcpgate::plugin::types::Registration;
 use super::host_api::{CustomMetrics, Shared, State};
 use super::instance::{FailureKind, Loaded};
 use super::{CONTRACT_VERSION, PluginStage};
@@ -157,7 +158,7 @@ impl Runtime {
         deps: &Deps,
         metrics: &Arc<CustomMetrics>,
     ) -> Result<PluginStage, ConfigError> {
-        let (pre, file_sha256) = self.prepare(spec).await?;
+        let (pre, file_sha256, bytes) = self.prepare(spec).await?;
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             grants: spec.grants.clone(),
@@ -172,8 +173,23 @@ impl Runtime {
             pre,
             shared,
             idle: Mutex::new(Vec::new()),
+            initialised: None,
         };
-        let (requests, responses) = registered(&plugin, spec).await?;
+        let (requests, responses, registration) = registered(&plugin, spec).await?;
+        let mut plugin = plugin;
+        if spec.init_snapshot {
+            match plugin.snapshot(&bytes, &registration).await {
+                Ok((pre, reg)) => {
+                    plugin.pre = pre;
+                    plugin.initialised = Some(reg);
+                }
+                Err(why) => tracing::warn!(
+                    plugin = %spec.name,
+                    reason = %why,
+                    "init cannot be snapshotted: each fresh instance runs init (set init_snapshot: false to silence this)"
+                ),
+            }
+        }
         Ok(PluginStage::new(plugin, requests, responses))
     }
 
@@ -182,7 +198,7 @@ impl Runtime {
     async fn prepare(
         &self,
         spec: &PluginSpec,
-    ) -> Result<(super::engine::bindings::PluginPre<State>, [u8; 32]), ConfigError> {
+    ) -> Result<(super::engine::bindings::PluginPre<State>, [u8; 32], Vec<u8>), ConfigError> {
         use sha2::Digest as _;
         let file = spec.file.clone();
         let bytes = std::fs::read(&file).map_err(|e| {
@@ -196,7 +212,8 @@ impl Runtime {
         })?;
         let sha256: [u8; 32] = sha2::Sha256::digest(&bytes).into();
         let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        let compiled = bytes.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &compiled))
             .await
             .map_err(|e| at(spec, ".file", spec.lines.file, e.to_string()))?
             .map_err(|e| {
@@ -211,7 +228,7 @@ impl Runtime {
         self.linker
             .instantiate_pre(&component)
             .and_then(super::engine::bindings::PluginPre::new)
-            .map(|pre| (pre, sha256))
+            .map(|pre| (pre, sha256, bytes))
             .map_err(|e| {
                 let message = format!(
                     "`{}` does not implement the mcpgate:plugin@{CONTRACT_VERSION} `plugin` world: {e:#}",
@@ -231,12 +248,16 @@ fn at(spec: &PluginSpec, key: &str, line: Option<usize>, message: String) -> Con
     }
 }
 
+/// The method patterns a plugin registered for requests and responses, and its registration.
+type Registered = (
+    Option<crate::glob::GlobSet>,
+    Option<crate::glob::GlobSet>,
+    Registration,
+);
+
 /// Runs the plugin's `init` once now (a config the plugin rejects fails `validate` and
 /// `start`) and compiles the method patterns it registered for requests and responses.
-async fn registered(
-    plugin: &Loaded,
-    spec: &PluginSpec,
-) -> Result<(Option<crate::glob::GlobSet>, Option<crate::glob::GlobSet>), ConfigError> {
+async fn registered(plugin: &Loaded, spec: &PluginSpec) -> Result<Registered, ConfigError> {
     let deadline = Instant::now() + spec.timeout.max(Duration::from_secs(5));
     let registration = match plugin.instance("load".into(), deadline).await {
         Ok((live, reg)) => {
@@ -264,6 +285,7 @@ async fn registered(
     Ok((
         patterns(&registration.request_methods)?,
         patterns(&registration.response_methods)?,
+        registration,
     ))
 }
 

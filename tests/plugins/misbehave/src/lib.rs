@@ -1,5 +1,9 @@
 //! A test fixture: misbehaves when asked to, by tool name. Every other call passes untouched,
 //! so a test can prove one bad call fails alone while the plugin (and the gateway) keep serving.
+//! `whoami` tells the upstream (in headers) when this instance's `init` ran and how many calls
+//! the instance has served: what a test of instance isolation and init snapshots reads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mcpgate_plugin_sdk::{Action, Modification, Plugin, Registration, Request, export_plugin};
 use serde::Deserialize;
@@ -12,7 +16,13 @@ struct Config {
     refuse: Option<String>,
 }
 
-struct Misbehave;
+struct Misbehave {
+    /// When `init` ran (wall clock, nanoseconds since the epoch).
+    born: u128,
+}
+
+/// Calls this instance has served (module state: starts at 0 in every fresh instance).
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 impl Plugin for Misbehave {
     type Config = Config;
@@ -20,7 +30,11 @@ impl Plugin for Misbehave {
     fn init(config: Config) -> Result<Self, String> {
         match config.refuse {
             Some(why) => Err(why),
-            None => Ok(Misbehave),
+            None => Ok(Misbehave {
+                born: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            }),
         }
     }
 
@@ -29,7 +43,11 @@ impl Plugin for Misbehave {
     }
 
     fn on_request(&self, req: &Request) -> Action {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         match req.tool() {
+            Some("whoami") => Action::Continue
+                .set_header("x-plugin-born", self.born.to_string())
+                .set_header("x-plugin-calls", calls.to_string()),
             Some("spin") => {
                 let mut n: u64 = 0;
                 loop {
