@@ -40,8 +40,8 @@ pub struct Report {
     pub big_list: Option<(Duration, Duration)>,
     /// The built-ins at c=32 on 1 and 2 serving threads: (workers, req/s, CPU per request).
     pub workers: Option<Vec<(usize, f64, Duration)>>,
-    /// Heap allocations per request in the gateway: (target, allocations, bytes).
-    pub allocations: Vec<(String, f64, f64)>,
+    /// Heap allocations per request, and live heap per idle stream, in the gateway.
+    pub allocations: Option<crate::scenarios::Allocations>,
     /// Per target: sequential request latencies at c=1 (sorted), for the CDF picture.
     pub latency_c1: Vec<(String, Vec<Duration>)>,
 }
@@ -94,7 +94,7 @@ impl Report {
             big: None,
             big_list: None,
             workers: None,
-            allocations: Vec::new(),
+            allocations: None,
             latency_c1: Vec::new(),
         }
     }
@@ -413,13 +413,20 @@ impl Report {
                 let _ = writeln!(s, "| {n} | {rps:.0} | {} |", us(*cpu));
             }
         }
-        if !self.allocations.is_empty() {
+        if let Some(a) = &self.allocations {
             let _ = writeln!(
                 s,
                 "\n### Heap allocations per request in the gateway (2026-07-28 JSON tools/call, c=1)\n\n| target | allocations | bytes |\n|---|---|---|"
             );
-            for (name, count, bytes) in &self.allocations {
+            for (name, count, bytes) in &a.per_request {
                 let _ = writeln!(s, "| {name} | {count:.1} | {bytes:.0} |");
+            }
+            let _ = writeln!(
+                s,
+                "\n### Heap held per idle stream in the gateway (built-ins on the route)\n\n| stream | live heap per stream |\n|---|---|"
+            );
+            for (kind, bytes) in &a.per_stream {
+                let _ = writeln!(s, "| {kind} | {:.1} KB |", bytes / 1024.0);
             }
         }
         let _ = writeln!(

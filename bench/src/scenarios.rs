@@ -270,7 +270,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
                     "bench-upstream (json)",
                     &mut Command::new(procs::bin("bench-upstream")),
                 );
-                report.allocations = allocations(opts, rt, &http, &dir, &env, &url);
+                report.allocations = Some(allocations(opts, rt, &http, &dir, &env, &url));
             }
             other => {
                 panic!("--only takes federation, streams, big or allocations, not {other}")
@@ -524,7 +524,7 @@ pub fn run(opts: &Options, rt: &tokio::runtime::Runtime) -> Report {
     report.streams = Some(streams(opts, rt, &http, &dir, &env));
     report.big = Some(big_results(opts, rt, &dir, &env, &floors_bin()));
     report.big_list = Some(big_list(opts, rt, &http, &dir, &env));
-    report.allocations = allocations(opts, rt, &http, &dir, &env, &json_url);
+    report.allocations = Some(allocations(opts, rt, &http, &dir, &env, &json_url));
     report.workers = Some(workers_scaling(
         opts,
         &dir,
@@ -805,9 +805,18 @@ fn big_list(
     (direct, through)
 }
 
+/// What `mcpgate-counted` measured: per request (target, allocations, bytes), and the live heap
+/// per idle stream (kind, bytes).
+#[derive(Default)]
+pub struct Allocations {
+    pub per_request: Vec<(String, f64, f64)>,
+    pub per_stream: Vec<(String, f64)>,
+}
+
 /// Heap allocations per request in the gateway: `mcpgate-counted` (the same CLI on a counting
 /// allocator, rewriting its count to a file every 20 ms) serving 2026-07-28 JSON tools/call at
-/// c=1 after a warm-up, with no stages and with the built-ins. (allocations, bytes) per request.
+/// c=1 after a warm-up, with no stages and with the built-ins; then the heap each idle server
+/// stream keeps live (legacy GET and 2026-07-28 listen streams, built-ins on the route).
 fn allocations(
     opts: &Options,
     rt: &tokio::runtime::Runtime,
@@ -815,17 +824,18 @@ fn allocations(
     dir: &Path,
     env: &[(&str, &str)],
     json_url: &str,
-) -> Vec<(String, f64, f64)> {
+) -> Allocations {
     let count_file = dir.join("allocations");
     // The count once the gateway is idle (the writer's period, twice over).
-    let read = || -> (u64, u64) {
+    let read = || -> (u64, u64, i64) {
         std::thread::sleep(Duration::from_millis(60));
         let text = std::fs::read_to_string(&count_file)
             .expect("mcpgate-counted writes its allocation count");
         let mut it = text
             .split_whitespace()
-            .map(|n| n.parse::<u64>().unwrap_or(0));
-        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+            .map(|n| n.parse::<i64>().unwrap_or(0));
+        let mut next = || it.next().unwrap_or(0);
+        (next() as u64, next() as u64, next())
     };
     let modern: Vec<(String, String)> = headers(Era::Modern, None);
     let modern: Vec<(&str, &str)> = modern
@@ -836,7 +846,7 @@ fn allocations(
     let mut env = env.to_vec();
     env.push(("MCPGATE_COUNT_ALLOCATIONS", &count_env));
     let requests = if opts.quick { 500 } else { 5000 };
-    let mut out = Vec::new();
+    let mut out = Allocations::default();
     for (name, section) in [
         ("mcpgate, no stages", "pipeline: []\n".to_string()),
         ("mcpgate, auth + rate limit + policy", builtins()),
@@ -862,10 +872,39 @@ fn allocations(
         let before = read();
         send(requests);
         let after = read();
-        out.push((
+        out.per_request.push((
             name.to_string(),
             (after.0 - before.0) as f64 / requests as f64,
             (after.1 - before.1) as f64 / requests as f64,
+        ));
+    }
+    let streams = if opts.quick { 200 } else { 1_000 };
+    let key = [("X-API-Key", API_KEY)];
+    for (kind, legacy) in [
+        ("legacy GET stream (and its session)", true),
+        ("2026-07-28 subscriptions/listen stream", false),
+    ] {
+        let path = write_config(dir, "allocs.yaml", &builtins(), &[("json", json_url)]);
+        let (_gw, base) = mcpgate_e2e::start_gateway_from(
+            &procs::bin("mcpgate-counted"),
+            &path,
+            &[("RUST_LOG", "warn")],
+            &env,
+        );
+        let url = format!("{base}/servers/json/mcp");
+        let mut open = client::Streams::default();
+        rt.block_on(client::open_streams(
+            http, &url, &key, legacy, 16, 16, &mut open,
+        ));
+        let before = read();
+        rt.block_on(client::open_streams(
+            http, &url, &key, legacy, streams, 64, &mut open,
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+        let after = read();
+        out.per_stream.push((
+            kind.to_string(),
+            (after.2 - before.2) as f64 / (open.len() - 16).max(1) as f64,
         ));
     }
     out

@@ -105,7 +105,9 @@ pub trait Plugin: Sized + 'static {
 
     /// Builds the plugin from its config. An `Err` rejects the configuration: `mcpgate validate`
     /// and `mcpgate start` report it with the plugin's name. Runs when the gateway loads the
-    /// plugin and at the start of every fresh instance, so keep it cheap.
+    /// plugin; every instance then starts from a snapshot of the memory `init` left (the
+    /// plugin's `init_snapshot: false` runs it at the start of every fresh instance instead), so
+    /// what `init` draws at random (a secret, a hash seed) is the same in every instance.
     fn init(config: Self::Config) -> Result<Self, String>;
 
     /// Which methods' requests and responses this plugin sees. Everything else bypasses it.

@@ -250,26 +250,33 @@ impl<'de> Deserialize<'de> for Meta<'de> {
 }
 
 /// The JSON object `text` with member `key` set to the raw JSON `value` (replaced in its place,
-/// or added at the end), every other member kept byte for byte and in order.
-pub fn set_member(text: &str, key: &str, value: &str) -> serde_json::Result<String> {
-    let members = Members::of(text)?;
-    let mut out = String::with_capacity(text.len() + value.len());
+/// every repeat of it dropped, or added at the end), every other member kept byte for byte and
+/// in order. One walk over the text ([`super::scan`]): `text` is JSON already read once.
+pub fn set_member(text: &str, key: &str, value: &str) -> Result<String, super::scan::ScanError> {
+    let members = super::scan::members(text)?;
+    let mut out = String::with_capacity(text.len() + value.len() + key.len() + 4);
     out.push('{');
     let mut found = false;
-    for (i, (k, v)) in members.0.iter().enumerate() {
-        if i > 0 {
+    for m in &members {
+        let is_key = m.is(key);
+        if is_key && found {
+            continue;
+        }
+        if out.len() > 1 {
             out.push(',');
         }
-        push_key(&mut out, k);
-        if k == key {
+        if is_key {
             found = true;
+            push_key(&mut out, key);
             out.push_str(value);
         } else {
-            out.push_str(v.get());
+            out.push_str(m.key);
+            out.push(':');
+            out.push_str(m.value);
         }
     }
     if !found {
-        if !members.0.is_empty() {
+        if out.len() > 1 {
             out.push(',');
         }
         push_key(&mut out, key);
@@ -277,37 +284,6 @@ pub fn set_member(text: &str, key: &str, value: &str) -> serde_json::Result<Stri
     }
     out.push('}');
     Ok(out)
-}
-
-/// A JSON object's members in order, each value as raw JSON (keys unescaped; a key given twice
-/// is two members).
-pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> Members<'a> {
-    pub fn of(text: &'a str) -> serde_json::Result<Members<'a>> {
-        serde_json::from_str(text)
-    }
-
-    /// The object again, each member `i` with `new[i]` (raw JSON) as its value where that is
-    /// `Some`, every other member byte for byte.
-    pub fn rewrite(&self, new: &[Option<String>]) -> String {
-        let len = self
-            .0
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum::<usize>();
-        let mut out = String::with_capacity(len + 2);
-        out.push('{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_key(&mut out, k);
-            out.push_str(new.get(i).and_then(Option::as_deref).unwrap_or(v.get()));
-        }
-        out.push('}');
-        out
-    }
 }
 
 /// `"key":`, the key escaped as JSON.
@@ -320,65 +296,6 @@ fn push_key(out: &mut String, key: &str) {
         out.push('"');
     }
     out.push(':');
-}
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Members<'de>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(LenientStr(key)) = map.next_key::<LenientStr<'de>>()? {
-                    out.push((key.unwrap_or_default(), map.next_value::<&'de RawValue>()?));
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-/// Every value of member `key` in the JSON object `text` (a peer may give a key twice): a
-/// string's text, `None` for a value of another type. Fails for text that is not an object.
-pub fn strings_of<'a>(text: &'a str, key: &str) -> serde_json::Result<Vec<Option<Cow<'a, str>>>> {
-    struct Seed<'k>(&'k str);
-    impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_> {
-        type Value = Vec<Option<Cow<'de, str>>>;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-    impl<'de> serde::de::Visitor<'de> for Seed<'_> {
-        type Value = Vec<Option<Cow<'de, str>>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(LenientStr(k)) = map.next_key::<LenientStr<'de>>()? {
-                if k.as_deref() == Some(self.0) {
-                    out.push(map.next_value::<LenientStr<'de>>()?.0);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(out)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let out = serde::de::DeserializeSeed::deserialize(Seed(key), &mut de)?;
-    de.end()?;
-    Ok(out)
 }
 
 impl Message {
@@ -495,9 +412,9 @@ impl Message {
     /// number passes through a float on the way).
     pub fn with_arguments(&self, arguments: &RawValue) -> Result<Message, EnvelopeError> {
         let members = self.members(self.raw.get())?;
-        let params = match members.0.iter().find(|(k, _)| k == "params") {
-            Some((_, p)) if p.get().trim_start().starts_with('{') => {
-                self.spliced(p.get(), "arguments", arguments.get())?
+        let params = match members.iter().find(|m| m.is("params")) {
+            Some(p) if p.value.starts_with('{') => {
+                self.spliced(p.value, "arguments", arguments.get())?
             }
             _ => format!(r#"{{"arguments":{}}}"#, arguments.get()),
         };
@@ -524,19 +441,18 @@ impl Message {
         } else {
             let members = self.members(text)?;
             let child = members
-                .0
                 .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.get())
-                .filter(|v| v.trim_start().starts_with('{'))
+                .find(|m| m.is(key))
+                .map(|m| m.value)
+                .filter(|v| v.starts_with('{'))
                 .unwrap_or("{}");
             self.set_path(child, rest, value)?
         };
         self.spliced(text, key, &inner)
     }
 
-    fn members<'t>(&self, text: &'t str) -> Result<Members<'t>, EnvelopeError> {
-        Members::of(text).map_err(|e| EnvelopeError {
+    fn members<'t>(&self, text: &'t str) -> Result<Vec<super::scan::Member<'t>>, EnvelopeError> {
+        super::scan::members(text).map_err(|e| EnvelopeError {
             code: jsonrpc::INVALID_REQUEST,
             message: format!("not a JSON object: {e}"),
             id: self.id.clone(),

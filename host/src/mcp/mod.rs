@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod headers;
 pub mod jsonrpc;
 pub mod rules;
+pub mod scan;
 pub mod sse;
 pub mod uri;
 

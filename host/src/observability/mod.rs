@@ -470,24 +470,29 @@ fn is_idle_timeout(e: &axum::Error) -> bool {
 struct ToolCatalog(Arc<RouteMetrics>);
 
 /// The string `name`s of the entries of `result.<field>` in a list response's text (read
-/// without building a tree; an unreadable response lists nothing).
+/// without building a tree, [`crate::mcp::scan`]; an unreadable response lists nothing; of
+/// repeated members, the last, as clients read them).
 fn listed_names<'a>(text: &'a str, field: &str) -> Vec<std::borrow::Cow<'a, str>> {
-    use crate::mcp::envelope::{Members, strings_of};
-    let entries = || -> serde_json::Result<Vec<&'a serde_json::value::RawValue>> {
-        let message = Members::of(text)?;
-        let Some((_, result)) = message.0.iter().rev().find(|(k, _)| k == "result") else {
+    use crate::mcp::scan;
+    let entries = || -> Result<Vec<&'a str>, scan::ScanError> {
+        let message = scan::members(text)?;
+        let Some(result) = message.iter().rev().find(|m| m.is("result")) else {
             return Ok(Vec::new());
         };
-        let result = Members::of(result.get())?;
-        match result.0.iter().rev().find(|(k, _)| k == field) {
-            Some((_, list)) => serde_json::from_str(list.get()),
+        let result = scan::members(result.value)?;
+        match result.iter().rev().find(|m| m.is(field)) {
+            Some(list) => scan::elements(list.value),
             None => Ok(Vec::new()),
         }
     };
     entries()
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|entry| strings_of(entry.get(), "name").ok()?.pop().flatten())
+        .filter_map(|entry| {
+            let members = scan::members(entry).ok()?;
+            let name = members.iter().rev().find(|m| m.is("name"))?;
+            scan::string_text(name.value).ok()
+        })
         .collect()
 }
 

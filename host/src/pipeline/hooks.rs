@@ -180,10 +180,8 @@ impl ResponseHooks {
             return Processed::Untouched;
         }
         if !text.starts_with('[') {
-            return match serde_json::from_str::<&RawValue>(text) {
-                Ok(raw) => self.one(cx, raw).await,
-                Err(e) => Processed::Refused(format!("the upstream's message is not JSON: {e}")),
-            };
+            // One message: `one` reads it whole (its probe is the one full parse).
+            return self.one(cx, text).await;
         }
         let items = match serde_json::from_str::<Vec<&RawValue>>(text) {
             Ok(items) => items,
@@ -195,7 +193,7 @@ impl ResponseHooks {
         let mut kept: Vec<String> = Vec::with_capacity(items.len());
         let mut refused = None;
         for item in items {
-            match self.one(cx, item).await {
+            match self.one(cx, item.get()).await {
                 Processed::Untouched => kept.push(item.get().to_string()),
                 Processed::Replaced(bytes) => {
                     changed = true;
@@ -215,9 +213,14 @@ impl ResponseHooks {
     }
 
     /// [`ResponseHooks::process`] for one message.
-    async fn one(&self, cx: &RequestContext, raw: &RawValue) -> Processed {
-        let Ok(probe) = serde_json::from_str::<Probe<'_>>(raw.get()) else {
-            return Processed::Refused("the upstream's message is not a JSON-RPC object".into());
+    async fn one(&self, cx: &RequestContext, text: &str) -> Processed {
+        let probe = match serde_json::from_str::<Probe<'_>>(text) {
+            Ok(probe) => probe,
+            Err(e) => {
+                return Processed::Refused(format!(
+                    "the upstream's message is not a JSON-RPC object: {e}"
+                ));
+            }
         };
         if probe.result.is_none() && probe.error.is_none() {
             // Requests and notifications answer nothing.
@@ -254,7 +257,7 @@ impl ResponseHooks {
                 (&found, &opened)
             }
         };
-        let mut reply = Reply::new(raw.get());
+        let mut reply = Reply::new(text);
         let mut modified = false;
         for stage in stages {
             match stage.on_response(cx, request, &mut reply).await {

@@ -21,7 +21,7 @@ pub mod config;
 use http::StatusCode;
 
 use crate::error::{GatewayError, StageKind};
-use crate::mcp::{Message, jsonrpc};
+use crate::mcp::{Message, jsonrpc, scan};
 use crate::pipeline::{BoxFuture, Reply, RequestContext, ResponseVerdict, Stage, Verdict};
 
 /// A compiled name pattern (the config's one glob dialect, see [`crate::glob`]).
@@ -341,60 +341,81 @@ impl Stage for Policy {
     }
 }
 
-/// Filters a list response given as JSON text, without parsing it into a tree: each entry of
-/// `result.<field>` is kept (byte for byte) only if `allows` every value of its `key` member
-/// (an entry without one is judged by the empty name; an entry that is not an object is
-/// dropped), and `result.cacheScope: "public"` becomes `"private"`. A member given twice, at
-/// any of these levels, is filtered each time, so a client that reads either one sees only what
-/// it may call. `Ok(None)`: nothing to change.
+/// Filters a list response given as JSON text, without parsing it into a tree (one walk over the
+/// text, [`crate::mcp::scan`]): each entry of `result.<field>` is kept (byte for byte) only if
+/// `allows` every value of its `key` member (an entry without one is judged by the empty name;
+/// an entry that is not an object, or whose name is not readable, is dropped), and
+/// `result.cacheScope: "public"` becomes `"private"`. A member given twice, at any of these
+/// levels, is filtered each time, so a client that reads either one sees only what it may call.
+/// `Ok(None)`: nothing to change.
 fn filter_list(
     text: &str,
     field: &str,
     key: &str,
     allows: impl Fn(&str) -> bool,
-) -> serde_json::Result<Option<String>> {
-    use crate::mcp::envelope::{Members, strings_of};
-    use serde_json::value::RawValue;
-    let message = Members::of(text)?;
-    let mut results = vec![None; message.0.len()];
-    for (i, (k, raw)) in message.0.iter().enumerate() {
-        if k != "result" || !raw.get().starts_with('{') {
+) -> Result<Option<String>, scan::ScanError> {
+    let kept = |entry: &str| -> bool {
+        let Ok(members) = scan::members(entry) else {
+            return false;
+        };
+        let mut names = members.iter().filter(|m| m.is(key)).peekable();
+        if names.peek().is_none() {
+            return allows("");
+        }
+        names.all(|m| match m.value.as_bytes().first() {
+            Some(b'"') => scan::string_text(m.value).is_ok_and(|name| allows(&name)),
+            // A name of another type is judged by the empty name.
+            _ => allows(""),
+        })
+    };
+    let message = scan::members(text)?;
+    let mut changed = false;
+    let mut out = String::with_capacity(text.len());
+    out.push('{');
+    for (i, m) in message.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(m.key);
+        out.push(':');
+        if !(m.is("result") && m.value.starts_with('{')) {
+            out.push_str(m.value);
             continue;
         }
-        let result = Members::of(raw.get())?;
-        let mut members = vec![None; result.0.len()];
-        for (j, (k, raw)) in result.0.iter().enumerate() {
-            if k == field && raw.get().starts_with('[') {
-                let entries: Vec<&RawValue> = serde_json::from_str(raw.get())?;
-                let count = entries.len();
-                let kept: Vec<&str> = entries
-                    .into_iter()
-                    .map(RawValue::get)
-                    .filter(|entry| match strings_of(entry, key) {
-                        Ok(names) if names.is_empty() => allows(""),
-                        Ok(names) => names.iter().all(|n| allows(n.as_deref().unwrap_or(""))),
-                        Err(_) => false,
-                    })
-                    .collect();
-                if kept.len() < count {
-                    members[j] = Some(format!("[{}]", kept.join(",")));
+        out.push('{');
+        for (j, r) in scan::members(m.value)?.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(r.key);
+            out.push(':');
+            if r.is(field) && r.value.starts_with('[') {
+                let entries = scan::elements(r.value)?;
+                let mut listed = 0;
+                out.push('[');
+                for entry in entries.iter().filter(|e| kept(e)) {
+                    if listed > 0 {
+                        out.push(',');
+                    }
+                    listed += 1;
+                    out.push_str(entry);
                 }
-            } else if k == "cacheScope"
-                && serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get())
-                    .is_ok_and(|scope| scope == "public")
+                out.push(']');
+                changed |= listed < entries.len();
+            } else if r.is("cacheScope")
+                && scan::string_text(r.value).is_ok_and(|scope| scope == "public")
             {
                 // A list filtered per caller must not be cached for everyone.
-                members[j] = Some(r#""private""#.to_string());
+                out.push_str(r#""private""#);
+                changed = true;
+            } else {
+                out.push_str(r.value);
             }
         }
-        if members.iter().any(Option::is_some) {
-            results[i] = Some(result.rewrite(&members));
-        }
+        out.push('}');
     }
-    Ok(results
-        .iter()
-        .any(Option::is_some)
-        .then(|| message.rewrite(&results)))
+    out.push('}');
+    Ok(changed.then_some(out))
 }
 
 #[cfg(test)]
@@ -571,16 +592,14 @@ mod tests {
         let names = |text: &str| -> Vec<Vec<String>> {
             // Every `tools` array of every `result`, as a client that reads either would see.
             let mut out = Vec::new();
-            let message = crate::mcp::envelope::Members::of(text).unwrap();
-            for (k, result) in &message.0 {
-                if k != "result" {
+            for result in scan::members(text).unwrap() {
+                if !result.is("result") {
                     continue;
                 }
-                let result = crate::mcp::envelope::Members::of(result.get()).unwrap();
-                for (k, tools) in &result.0 {
-                    if k == "tools" {
+                for tools in scan::members(result.value).unwrap() {
+                    if tools.is("tools") {
                         let tools: Vec<serde_json::Value> =
-                            serde_json::from_str(tools.get()).unwrap();
+                            serde_json::from_str(tools.value).unwrap();
                         out.push(
                             tools
                                 .iter()
