@@ -32,15 +32,24 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The end (after the closing quote) of the string opening at `i`.
+/// The end (after the closing quote) of the string opening at `i`. Most strings in MCP messages
+/// are short (keys, names, types): a byte loop; past 32 bytes, a vectorised search.
 fn skip_string(b: &[u8], i: usize) -> Result<usize> {
     let mut j = i + 1;
+    let short = (i + 33).min(b.len());
+    while j < short {
+        match b[j] {
+            b'"' => return Ok(j + 1),
+            // An escape: the next byte is escaped whatever it is.
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
     loop {
         let rest = b.get(j..).ok_or(ScanError("an unterminated string"))?;
         match memchr::memchr2(b'"', b'\\', rest) {
             None => return Err(ScanError("an unterminated string")),
             Some(k) if rest[k] == b'"' => return Ok(j + k + 1),
-            // An escape: the next byte is escaped whatever it is.
             Some(k) => j += k + 2,
         }
     }
