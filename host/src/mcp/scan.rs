@@ -121,80 +121,164 @@ pub struct Member<'a> {
 impl<'a> Member<'a> {
     /// Whether the key, unescaped, is `name`.
     pub fn is(&self, name: &str) -> bool {
-        match self.key.as_bytes() {
-            [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => inner == name.as_bytes(),
-            _ => string_text(self.key).is_ok_and(|k| k == name),
+        key_is(self.key, name)
+    }
+}
+
+/// A position in JSON text, walked forward once: objects and arrays are entered with a callback
+/// per member or element, which must consume the value at the cursor (by [`Cursor::skip`], or by
+/// entering it). Nested values are read in the same pass as their parents.
+pub struct Cursor<'a> {
+    text: &'a str,
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(text: &'a str) -> Cursor<'a> {
+        let mut c = Cursor { text, i: 0 };
+        c.ws();
+        c
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn ws(&mut self) {
+        self.i = skip_ws(self.bytes(), self.i);
+    }
+
+    /// The first byte of the value at the cursor.
+    pub fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.i).copied()
+    }
+
+    /// The offset of the cursor in the text.
+    pub fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// Skips the value at the cursor; its span.
+    pub fn skip(&mut self) -> Result<&'a str> {
+        let start = self.i;
+        let end = skip_value(self.bytes(), start)?;
+        self.i = end;
+        Ok(&self.text[start..end])
+    }
+
+    /// Enters the object at the cursor: `each(cursor, key)` for every member, in order, with the
+    /// cursor at the member's value and `key` quoted as written.
+    pub fn object(
+        &mut self,
+        mut each: impl FnMut(&mut Cursor<'a>, &'a str) -> Result<()>,
+    ) -> Result<()> {
+        let b = self.bytes();
+        if self.peek() != Some(b'{') {
+            return Err(ScanError("not an object"));
+        }
+        self.i = skip_ws(b, self.i + 1);
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(ScanError("an object key is not a string"));
+            }
+            let key_end = skip_string(b, self.i)?;
+            let key = &self.text[self.i..key_end];
+            self.i = skip_ws(b, key_end);
+            if self.peek() != Some(b':') {
+                return Err(ScanError("a key without a value"));
+            }
+            self.i = skip_ws(b, self.i + 1);
+            let start = self.i;
+            each(self, key)?;
+            if self.i == start {
+                return Err(ScanError("a member's value was not read"));
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i = skip_ws(b, self.i + 1),
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(ScanError("an object member is not followed by `,` or `}`")),
+            }
+        }
+    }
+
+    /// Enters the array at the cursor: `each(cursor)` for every element, with the cursor at it.
+    pub fn array(&mut self, mut each: impl FnMut(&mut Cursor<'a>) -> Result<()>) -> Result<()> {
+        let b = self.bytes();
+        if self.peek() != Some(b'[') {
+            return Err(ScanError("not an array"));
+        }
+        self.i = skip_ws(b, self.i + 1);
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            let start = self.i;
+            each(self)?;
+            if self.i == start {
+                return Err(ScanError("an element was not read"));
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i = skip_ws(b, self.i + 1),
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(ScanError("an array element is not followed by `,` or `]`")),
+            }
+        }
+    }
+
+    /// Succeeds when only whitespace is left.
+    pub fn end(mut self) -> Result<()> {
+        self.ws();
+        if self.i == self.text.len() {
+            Ok(())
+        } else {
+            Err(ScanError("text after the value"))
         }
     }
 }
 
 /// The members of the object `text` (surrounding whitespace allowed), in order, repeats kept.
 pub fn members(text: &str) -> Result<Vec<Member<'_>>> {
-    let b = text.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return Err(ScanError("not an object"));
-    }
     let mut out = Vec::new();
-    i = skip_ws(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        return finish(b, i + 1, out);
-    }
-    loop {
-        if b.get(i) != Some(&b'"') {
-            return Err(ScanError("an object key is not a string"));
-        }
-        let key_end = skip_string(b, i)?;
-        let key = &text[i..key_end];
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return Err(ScanError("a key without a value"));
-        }
-        let start = skip_ws(b, i + 1);
-        let end = skip_value(b, start)?;
-        out.push(Member {
-            key,
-            value: &text[start..end],
-        });
-        i = skip_ws(b, end);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return finish(b, i + 1, out),
-            _ => return Err(ScanError("an object member is not followed by `,` or `}`")),
-        }
-    }
+    let mut c = Cursor::new(text);
+    c.object(|c, key| {
+        let value = c.skip()?;
+        out.push(Member { key, value });
+        Ok(())
+    })?;
+    c.end()?;
+    Ok(out)
 }
 
 /// The elements of the array `text` (surrounding whitespace allowed), as spans.
 pub fn elements(text: &str) -> Result<Vec<&str>> {
-    let b = text.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'[') {
-        return Err(ScanError("not an array"));
-    }
     let mut out = Vec::new();
-    i = skip_ws(b, i + 1);
-    if b.get(i) == Some(&b']') {
-        return finish(b, i + 1, out);
-    }
-    loop {
-        let end = skip_value(b, i)?;
-        out.push(&text[i..end]);
-        i = skip_ws(b, end);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b']') => return finish(b, i + 1, out),
-            _ => return Err(ScanError("an array element is not followed by `,` or `]`")),
-        }
-    }
+    let mut c = Cursor::new(text);
+    c.array(|c| {
+        out.push(c.skip()?);
+        Ok(())
+    })?;
+    c.end()?;
+    Ok(out)
 }
 
-/// `out`, if only whitespace follows `end`.
-fn finish<T>(b: &[u8], end: usize, out: T) -> Result<T> {
-    if skip_ws(b, end) == b.len() {
-        Ok(out)
-    } else {
-        Err(ScanError("text after the value"))
+/// Whether the quoted key `key`, unescaped, is `name`.
+pub fn key_is(key: &str, name: &str) -> bool {
+    match key.as_bytes() {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => inner == name.as_bytes(),
+        _ => string_text(key).is_ok_and(|k| k == name),
     }
 }
 

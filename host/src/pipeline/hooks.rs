@@ -3,6 +3,7 @@
 //! replica they arrive, go through the stages' `on_response` before the client gets its own id
 //! back. Every other response streams on untouched.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -272,6 +273,12 @@ impl ResponseHooks {
         // Unchanged by the hooks: the upstream's bytes, with only the id given back.
         let out = match reply.into_parts() {
             (_, Some(tree)) if modified => with_client_id(tree, client_id),
+            // The upstream's own text: its id is where the probe found it.
+            (Cow::Borrowed(same), _)
+                if let Some(spliced) = probe.id.and_then(|id| splice(same, id, client_id)) =>
+            {
+                Some(spliced.into_bytes())
+            }
             (text, _) => crate::mcp::envelope::set_member(&text, "id", client_id)
                 .ok()
                 .map(String::into_bytes),
@@ -286,6 +293,23 @@ impl ResponseHooks {
             None => Processed::Refused("a hooked response is no longer a JSON-RPC object".into()),
         }
     }
+}
+
+/// `text` with the value `id` (a slice of `text` itself, as a borrowing parse returns it)
+/// replaced by `client_id`: no pass over the text. `None` when `id` is not a slice of `text`.
+fn splice(text: &str, id: &RawValue, client_id: &str) -> Option<String> {
+    let id = id.get();
+    let start = (id.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start.checked_add(id.len())?;
+    let inside = text.get(start..end)?;
+    if inside.as_ptr() != id.as_ptr() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() - id.len() + client_id.len());
+    out.push_str(&text[..start]);
+    out.push_str(client_id);
+    out.push_str(&text[end..]);
+    Some(out)
 }
 
 /// Whose hooked request an id is: the authenticated caller, empty without authentication (as

@@ -161,7 +161,7 @@ async fn an_answer_the_hooks_leave_alone_keeps_its_bytes() {
     assert_eq!(
         hooks.process(&list, answer.as_bytes()).await,
         Processed::Replaced(
-            br#"{"jsonrpc":"2.0","id":"\u0031","result":{"n":123456789012345678901234567890,"x":1.50}}"#.to_vec()
+            br#"{"jsonrpc":"2.0", "id":"\u0031","result":{"n":123456789012345678901234567890,"x":1.50}}"#.to_vec()
         )
     );
 }

@@ -341,79 +341,93 @@ impl Stage for Policy {
     }
 }
 
-/// Filters a list response given as JSON text, without parsing it into a tree (one walk over the
-/// text, [`crate::mcp::scan`]): each entry of `result.<field>` is kept (byte for byte) only if
-/// `allows` every value of its `key` member (an entry without one is judged by the empty name;
-/// an entry that is not an object, or whose name is not readable, is dropped), and
-/// `result.cacheScope: "public"` becomes `"private"`. A member given twice, at any of these
-/// levels, is filtered each time, so a client that reads either one sees only what it may call.
-/// `Ok(None)`: nothing to change.
+/// Filters a list response given as JSON text, without parsing it into a tree: one walk over the
+/// text ([`scan::Cursor`]), entries judged as the walk passes them. Each entry of
+/// `result.<field>` is kept (byte for byte) only if `allows` every value of its `key` member (an
+/// entry without one is judged by the empty name; an entry that is not an object, or whose name
+/// is not readable, is dropped), and `result.cacheScope: "public"` becomes `"private"`. A member
+/// given twice, at any of these levels, is filtered each time, so a client that reads either one
+/// sees only what it may call. `Ok(None)`: nothing to change.
 fn filter_list(
     text: &str,
     field: &str,
     key: &str,
     allows: impl Fn(&str) -> bool,
 ) -> Result<Option<String>, scan::ScanError> {
-    let kept = |entry: &str| -> bool {
-        let Ok(members) = scan::members(entry) else {
-            return false;
-        };
-        let mut names = members.iter().filter(|m| m.is(key)).peekable();
-        if names.peek().is_none() {
-            return allows("");
+    // Whether the entry at the cursor stays (the cursor moves past it).
+    let judge = |c: &mut scan::Cursor<'_>| -> Result<bool, scan::ScanError> {
+        if c.peek() != Some(b'{') {
+            c.skip()?;
+            return Ok(false);
         }
-        names.all(|m| match m.value.as_bytes().first() {
-            Some(b'"') => scan::string_text(m.value).is_ok_and(|name| allows(&name)),
-            // A name of another type is judged by the empty name.
-            _ => allows(""),
-        })
+        let (mut named, mut allowed) = (false, true);
+        c.object(|c, k| {
+            let value = c.skip()?;
+            if scan::key_is(k, key) {
+                named = true;
+                allowed &= match value.as_bytes().first() {
+                    Some(b'"') => scan::string_text(value).is_ok_and(|name| allows(&name)),
+                    // A name of another type is judged by the empty name.
+                    _ => allows(""),
+                };
+            }
+            Ok(())
+        })?;
+        Ok(if named { allowed } else { allows("") })
     };
-    let message = scan::members(text)?;
-    let mut changed = false;
     let mut out = String::with_capacity(text.len());
-    out.push('{');
-    for (i, m) in message.iter().enumerate() {
-        if i > 0 {
+    let mut changed = false;
+    let mut c = scan::Cursor::new(text);
+    let separator = |out: &mut String| {
+        if !matches!(out.as_bytes().last(), Some(b'{' | b'[')) {
             out.push(',');
         }
-        out.push_str(m.key);
+    };
+    out.push('{');
+    c.object(|c, k| {
+        separator(&mut out);
+        out.push_str(k);
         out.push(':');
-        if !(m.is("result") && m.value.starts_with('{')) {
-            out.push_str(m.value);
-            continue;
+        if !(scan::key_is(k, "result") && c.peek() == Some(b'{')) {
+            out.push_str(c.skip()?);
+            return Ok(());
         }
         out.push('{');
-        for (j, r) in scan::members(m.value)?.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push_str(r.key);
+        c.object(|c, k| {
+            separator(&mut out);
+            out.push_str(k);
             out.push(':');
-            if r.is(field) && r.value.starts_with('[') {
-                let entries = scan::elements(r.value)?;
-                let mut listed = 0;
+            if scan::key_is(k, field) && c.peek() == Some(b'[') {
                 out.push('[');
-                for entry in entries.iter().filter(|e| kept(e)) {
-                    if listed > 0 {
-                        out.push(',');
+                c.array(|c| {
+                    let start = c.pos();
+                    if judge(c)? {
+                        separator(&mut out);
+                        out.push_str(&text[start..c.pos()]);
+                    } else {
+                        changed = true;
                     }
-                    listed += 1;
-                    out.push_str(entry);
-                }
+                    Ok(())
+                })?;
                 out.push(']');
-                changed |= listed < entries.len();
-            } else if r.is("cacheScope")
-                && scan::string_text(r.value).is_ok_and(|scope| scope == "public")
+                return Ok(());
+            }
+            let value = c.skip()?;
+            if scan::key_is(k, "cacheScope")
+                && scan::string_text(value).is_ok_and(|scope| scope == "public")
             {
                 // A list filtered per caller must not be cached for everyone.
                 out.push_str(r#""private""#);
                 changed = true;
             } else {
-                out.push_str(r.value);
+                out.push_str(value);
             }
-        }
+            Ok(())
+        })?;
         out.push('}');
-    }
+        Ok(())
+    })?;
+    c.end()?;
     out.push('}');
     Ok(changed.then_some(out))
 }
