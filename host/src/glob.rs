@@ -29,9 +29,11 @@ pub struct Glob {
 #[derive(Debug, Clone)]
 enum Matcher {
     Any,
-    Exact,
+    Exact(Arc<str>),
     Prefix(Arc<str>),
     Suffix(Arc<str>),
+    /// `{a,b}_*`: one brace group of plain alternatives, each a plain shape.
+    Either(Vec<Matcher>),
     Regex(Regex),
 }
 
@@ -39,6 +41,9 @@ enum Matcher {
 fn is_special(c: char) -> bool {
     matches!(c, '*' | '?' | '\\' | '[' | ']' | '{' | '}')
 }
+
+/// Alternatives a brace group may expand to without a regex.
+const MAX_ALTERNATIVES: usize = 16;
 
 impl Matcher {
     /// The regex-free form of `text`, when it has one.
@@ -48,7 +53,7 @@ impl Matcher {
             return Some(Matcher::Any);
         }
         if literal(text) {
-            return Some(Matcher::Exact);
+            return Some(Matcher::Exact(text.into()));
         }
         let head = text.trim_end_matches('*');
         if literal(head) {
@@ -58,7 +63,44 @@ impl Matcher {
         if literal(tail) {
             return Some(Matcher::Suffix(tail.into()));
         }
-        None
+        Self::braces(text)
+    }
+
+    /// One `{a,b,...}` group (no nesting, no other specials in it) whose every expansion is a
+    /// plain shape without braces.
+    fn braces(text: &str) -> Option<Matcher> {
+        let open = text.find('{')?;
+        let close = open + text[open..].find('}')?;
+        let (before, group, after) = (&text[..open], &text[open + 1..close], &text[close + 1..]);
+        if group.contains(is_special) || after.contains(['{', '}']) || before.contains('}') {
+            return None;
+        }
+        let alternatives: Vec<&str> = group.split(',').collect();
+        if alternatives.len() > MAX_ALTERNATIVES {
+            return None;
+        }
+        alternatives
+            .iter()
+            .map(|alt| {
+                let expanded = format!("{before}{alt}{after}");
+                match Matcher::plain(&expanded)? {
+                    Matcher::Either(_) | Matcher::Regex(_) => None,
+                    m => Some(m),
+                }
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Matcher::Either)
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Matcher::Any => true,
+            Matcher::Exact(e) => name == &**e,
+            Matcher::Prefix(p) => name.starts_with(&**p),
+            Matcher::Suffix(s) => name.ends_with(&**s),
+            Matcher::Either(all) => all.iter().any(|m| m.matches(name)),
+            Matcher::Regex(r) => r.is_match(name),
+        }
     }
 }
 
@@ -78,13 +120,7 @@ impl Glob {
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        match &self.matcher {
-            Matcher::Any => true,
-            Matcher::Exact => name == &*self.text,
-            Matcher::Prefix(p) => name.starts_with(&**p),
-            Matcher::Suffix(s) => name.ends_with(&**s),
-            Matcher::Regex(r) => r.is_match(name),
-        }
+        self.matcher.matches(name)
     }
 
     pub fn as_str(&self) -> &str {
@@ -276,8 +312,25 @@ mod tests {
             "a.b*",
             "(x)*",
             "*|y",
+            "{drop,truncate}_*",
+            "{read,list}_file",
+            "*_{a,b}",
+            "{x,}y",
+            "pre{,fix}",
         ];
         let names = [
+            "drop_table",
+            "truncate_",
+            "drop",
+            "read_file",
+            "list_file",
+            "list_files",
+            "x_a",
+            "x_b",
+            "xy",
+            "y",
+            "pre",
+            "prefix",
             "",
             "exact",
             "exactly",
@@ -311,7 +364,17 @@ mod tests {
                 );
             }
         }
-        for pattern in ["*a*", "get_?", "{a,b}*", r"\*", "a[bc]*", "]*"] {
+        for pattern in [
+            "*a*",
+            "get_?",
+            r"\*",
+            "a[bc]*",
+            "]*",
+            "{a,{b,c}}",
+            "{a*,b}",
+            "*{a,b}*",
+            "{a,b}{c,d}",
+        ] {
             let glob = Glob::new(pattern).unwrap();
             assert!(matches!(glob.matcher, Matcher::Regex(_)), "{pattern:?}");
         }
