@@ -845,20 +845,24 @@ fn allocations(
     let count_env = count_file.to_string_lossy().to_string();
     let mut env = env.to_vec();
     env.push(("MCPGATE_COUNT_ALLOCATIONS", &count_env));
+    // A counted gateway with `section`, and its route's URL.
+    let counted = |section: &str| {
+        let path = write_config(dir, "allocs.yaml", section, &[("json", json_url)]);
+        let (gw, base) = mcpgate_e2e::start_gateway_from(
+            &procs::bin("mcpgate-counted"),
+            &path,
+            &[("RUST_LOG", "warn")],
+            &env,
+        );
+        (gw, format!("{base}/servers/json/mcp"))
+    };
     let requests = if opts.quick { 500 } else { 5000 };
     let mut out = Allocations::default();
     for (name, section) in [
         ("mcpgate, no stages", "pipeline: []\n".to_string()),
         ("mcpgate, auth + rate limit + policy", builtins()),
     ] {
-        let path = write_config(dir, "allocs.yaml", &section, &[("json", json_url)]);
-        let (_gw, base) = mcpgate_e2e::start_gateway_from(
-            &procs::bin("mcpgate-counted"),
-            &path,
-            &[("RUST_LOG", "warn")],
-            &env,
-        );
-        let url = format!("{base}/servers/json/mcp");
+        let (_gw, url) = counted(&section);
         let send = |n| {
             rt.block_on(client::latencies(
                 http,
@@ -884,14 +888,7 @@ fn allocations(
         ("legacy GET stream (and its session)", true),
         ("2026-07-28 subscriptions/listen stream", false),
     ] {
-        let path = write_config(dir, "allocs.yaml", &builtins(), &[("json", json_url)]);
-        let (_gw, base) = mcpgate_e2e::start_gateway_from(
-            &procs::bin("mcpgate-counted"),
-            &path,
-            &[("RUST_LOG", "warn")],
-            &env,
-        );
-        let url = format!("{base}/servers/json/mcp");
+        let (_gw, url) = counted(&builtins());
         let mut open = client::Streams::default();
         rt.block_on(client::open_streams(
             http, &url, &key, legacy, 16, 16, &mut open,
