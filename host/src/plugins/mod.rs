@@ -28,6 +28,7 @@ mod instance;
 pub mod kv;
 #[cfg(feature = "plugins")]
 mod load;
+#[cfg(feature = "plugins")]
 mod snapshot;
 #[cfg(feature = "plugins")]
 mod stage;
