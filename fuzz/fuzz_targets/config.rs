@@ -22,9 +22,16 @@ fuzz_target!(|data: &[u8]| {
     if let Err(errors) = Config::parse(text, "fuzz.yaml", &env) {
         assert!(!errors.errors.is_empty(), "a refusal without a reason");
         for e in &errors.errors {
-            assert!(!e.message.is_empty(), "an error without a message at {}", e.path);
+            assert!(
+                !e.message.is_empty(),
+                "an error without a message at {}",
+                e.path
+            );
             if let Some(line) = e.line {
-                assert!((1..=lines).contains(&line), "line {line} of a {lines}-line text: {e:?}");
+                assert!(
+                    (1..=lines).contains(&line),
+                    "line {line} of a {lines}-line text: {e:?}"
+                );
             }
         }
     }

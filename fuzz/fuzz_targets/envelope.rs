@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
         let method = string_at(peer, &["method"]);
         assert_eq!(msg.method.as_deref(), method, "method");
         let id = member(peer, "id");
-        let ours = msg.id.as_deref().map(|r| serde_json::from_str::<Value>(r.get()).unwrap());
+        let ours = msg
+            .id
+            .as_deref()
+            .map(|r| serde_json::from_str::<Value>(r.get()).unwrap());
         assert_eq!(ours.as_ref(), id, "id");
         let has_answer = member(peer, "result").is_some() || member(peer, "error").is_some();
         let kind = match (method.is_some(), id.is_some(), has_answer) {
@@ -62,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
         // Forwarding under another id changes the id and nothing the gateway judged.
         let new_id = RawValue::from_string(r#""mg1r.fuzz""#.into()).unwrap();
         if let Ok(moved) = msg.with_id(&new_id) {
-            assert_eq!(moved.id.as_deref().map(RawValue::get), Some(r#""mg1r.fuzz""#));
+            assert_eq!(
+                moved.id.as_deref().map(RawValue::get),
+                Some(r#""mg1r.fuzz""#)
+            );
             assert_eq!(moved.method, msg.method);
             assert_eq!(moved.target, msg.target);
             assert_eq!(moved.protocol_version, msg.protocol_version);
@@ -74,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
         if msg.kind == MessageKind::Request
             && let Ok(rewritten) = msg.with_arguments(&args)
         {
-            assert_eq!(rewritten.target, msg.target, "with_arguments changed the target");
+            assert_eq!(
+                rewritten.target, msg.target,
+                "with_arguments changed the target"
+            );
             assert_eq!(rewritten.method, msg.method);
         }
     }

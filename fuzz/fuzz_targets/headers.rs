@@ -41,8 +41,11 @@ fn put(headers: &mut HeaderMap, name: &HeaderName, spelling: &Spelling) {
         Spelling::Absent => vec![],
         Spelling::Literal(s) => vec![s.clone().into_bytes()],
         Spelling::Base64(s) => vec![
-            format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(s))
-                .into_bytes(),
+            format!(
+                "=?base64?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+            .into_bytes(),
         ],
         Spelling::Padded(s) => vec![format!(" \t{s} ").into_bytes()],
         Spelling::Repeated(a, b) => vec![a.clone().into_bytes(), b.clone().into_bytes()],
@@ -58,7 +61,10 @@ fn put(headers: &mut HeaderMap, name: &HeaderName, spelling: &Spelling) {
 fn decoded(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut all = headers.get_all(name).iter();
     let first = all.next()?;
-    assert!(all.next().is_none(), "a repeated `{name}` passed validation");
+    assert!(
+        all.next().is_none(),
+        "a repeated `{name}` passed validation"
+    );
     Some(
         headers::decode_value(first.as_bytes())
             .expect("a header that passed decodes")
@@ -69,7 +75,11 @@ fn decoded(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 fuzz_target!(|input: Input| {
     let mut params = serde_json::Map::new();
     if let Some(name) = &input.name {
-        let key = if input.method.starts_with("resources/") { "uri" } else { "name" };
+        let key = if input.method.starts_with("resources/") {
+            "uri"
+        } else {
+            "name"
+        };
         params.insert(key.into(), name.clone().into());
     }
     if let Some(v) = &input.version {
@@ -78,7 +88,8 @@ fuzz_target!(|input: Input| {
             serde_json::json!({ "io.modelcontextprotocol/protocolVersion": v }),
         );
     }
-    let mut message = serde_json::json!({"jsonrpc": "2.0", "method": input.method, "params": params});
+    let mut message =
+        serde_json::json!({"jsonrpc": "2.0", "method": input.method, "params": params});
     if !input.notification {
         message["id"] = 1.into();
     }
@@ -101,11 +112,18 @@ fuzz_target!(|input: Input| {
         msg.protocol_version.as_deref(),
         "version header"
     );
-    assert_eq!(decoded(&map, &MCP_METHOD).as_deref(), Some(msg.method()), "method header");
+    assert_eq!(
+        decoded(&map, &MCP_METHOD).as_deref(),
+        Some(msg.method()),
+        "method header"
+    );
     if let Some(name) = decoded(&map, &MCP_NAME) {
         assert_eq!(Some(name.as_str()), msg.target.as_deref(), "name header");
     }
     if msg.target.is_some() {
-        assert!(map.contains_key(&MCP_NAME), "a named call passed without Mcp-Name");
+        assert!(
+            map.contains_key(&MCP_NAME),
+            "a named call passed without Mcp-Name"
+        );
     }
 });

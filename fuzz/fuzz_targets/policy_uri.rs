@@ -47,16 +47,40 @@ fuzz_target!(|input: Input| {
         if input.pattern == "*" {
             assert!(matched);
         } else if !pattern.iter().any(|c| glob_syntax(*c)) {
-            assert_eq!(matched, input.pattern == input.name, "literal {:?} vs {:?}", input.pattern, input.name);
-        } else if !pattern.iter().any(|c| glob_syntax(*c) && *c != '*' && *c != '?') {
-            assert_eq!(matched, wildcard(&pattern, &name), "{:?} vs {:?}", input.pattern, input.name);
+            assert_eq!(
+                matched,
+                input.pattern == input.name,
+                "literal {:?} vs {:?}",
+                input.pattern,
+                input.name
+            );
+        } else if !pattern
+            .iter()
+            .any(|c| glob_syntax(*c) && *c != '*' && *c != '?')
+        {
+            assert_eq!(
+                matched,
+                wildcard(&pattern, &name),
+                "{:?} vs {:?}",
+                input.pattern,
+                input.name
+            );
         }
         // An escaped pattern matches exactly its text.
         let escaped: String = input.name.chars().flat_map(|c| ['\\', c]).collect();
-        assert!(Pattern::new(&escaped).expect("an escaped name is a pattern").matches(&input.name));
+        assert!(
+            Pattern::new(&escaped)
+                .expect("an escaped name is a pattern")
+                .matches(&input.name)
+        );
     }
     if let Ok(normal) = uri::normalize(&input.uri) {
-        assert_eq!(uri::normalize(&normal).as_deref(), Ok(normal.as_str()), "not idempotent: {:?}", input.uri);
+        assert_eq!(
+            uri::normalize(&normal).as_deref(),
+            Ok(normal.as_str()),
+            "not idempotent: {:?}",
+            input.uri
+        );
         assert!(!normal.bytes().any(|b| b.is_ascii_control()));
         // The path as the text spells it (not as a URL parser would resolve it again).
         let after_scheme = normal.split_once(':').map_or("", |(_, rest)| rest);
@@ -69,7 +93,11 @@ fuzz_target!(|input: Input| {
         };
         for segment in path.split('/') {
             let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-            assert!(decoded != ".." && decoded != ".", "dot segment left in {normal:?} (from {:?})", input.uri);
+            assert!(
+                decoded != ".." && decoded != ".",
+                "dot segment left in {normal:?} (from {:?})",
+                input.uri
+            );
         }
     }
 });

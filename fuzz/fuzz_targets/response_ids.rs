@@ -18,7 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use mcpgate::config::{SessionConfig, Upstream};
 use mcpgate::mcp::{Message, ParsedBody};
 use mcpgate::pipeline::{
-    BoxFuture, Pipeline, Processed, RequestContext, ResponseVerdict, Stage, Verdict,
+    BoxFuture, Pipeline, Processed, Reply, RequestContext, ResponseVerdict, Stage, Verdict,
 };
 use mcpgate::session::Sessions;
 use mcpgate_fuzz::{is_response, member, messages, ready};
@@ -46,9 +46,12 @@ impl Stage for Marker {
         &'a self,
         _cx: &'a RequestContext,
         _request: &'a Message,
-        response: &'a mut Value,
+        response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
+            let Some(response) = response.tree() else {
+                return ResponseVerdict::Refuse("unreadable");
+            };
             match response.get_mut("result").and_then(Value::as_object_mut) {
                 Some(result) => {
                     result.insert("marked".into(), true.into());
@@ -124,8 +127,15 @@ fn client_id(id: &ClientId) -> String {
     match id {
         ClientId::Number(n) => n.to_string(),
         ClientId::Text(s) => serde_json::to_string(s).unwrap(),
-        ClientId::Raw(b) => ["1.50", "-0", "1e2", "\"\\u0031\"", "\"mg1r.fake\"", "{}", "[1]"]
-            [usize::from(*b) % 7]
+        ClientId::Raw(b) => [
+            "1.50",
+            "-0",
+            "1e2",
+            "\"\\u0031\"",
+            "\"mg1r.fake\"",
+            "{}",
+            "[1]",
+        ][usize::from(*b) % 7]
             .to_string(),
     }
 }
@@ -138,7 +148,10 @@ fn spell(id: &Spelling, forwarded: &[String], clients: &[String]) -> String {
             let text = pick(forwarded, i);
             let mut out = String::from("\"");
             for (n, c) in text.chars().enumerate() {
-                if which.iter().any(|w| usize::from(*w) % text.len().max(1) == n) {
+                if which
+                    .iter()
+                    .any(|w| usize::from(*w) % text.len().max(1) == n)
+                {
                     if c == '/' {
                         out.push_str("\\/");
                     } else {
@@ -276,7 +289,10 @@ fuzz_target!(|input: Input| {
         Processed::Replaced(bytes) => {
             let out: Value = serde_json::from_slice(&bytes).expect("the gateway writes JSON");
             // The client's ids, as the client wrote them (one may itself start with `mg1r.`).
-            let own: Vec<Value> = clients.iter().filter_map(|c| serde_json::from_str(c).ok()).collect();
+            let own: Vec<Value> = clients
+                .iter()
+                .filter_map(|c| serde_json::from_str(c).ok())
+                .collect();
             for m in messages(&out) {
                 let leaked = answered_id(m).is_some_and(|id| {
                     id.starts_with(OURS) && !own.iter().any(|c| c.as_str() == Some(id))

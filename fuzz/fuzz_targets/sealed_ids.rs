@@ -57,7 +57,12 @@ static ISSUED: LazyLock<Issued> = LazyLock::new(|| {
         client_id: r#"{"weird":"id"}"#.into(),
     };
     let request = sessions.seal_request_id("route", &claims);
-    Issued { sessions, session, request, claims }
+    Issued {
+        sessions,
+        session,
+        request,
+        claims,
+    }
 });
 
 fn edit(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
@@ -90,7 +95,11 @@ fn edit(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
 
 fuzz_target!(|input: Input| {
     let issued = &*ISSUED;
-    let original = if input.request_id { &issued.request } else { &issued.session };
+    let original = if input.request_id {
+        &issued.request
+    } else {
+        &issued.session
+    };
     let candidate = match input.raw {
         Some(raw) => raw,
         None => match String::from_utf8(edit(original.clone().into_bytes(), &input.edits)) {
@@ -102,7 +111,11 @@ fuzz_target!(|input: Input| {
     let genuine = candidate == *original && !input.other_route;
     if input.request_id {
         let opened = issued.sessions.open_request_id(route, &candidate);
-        assert_eq!(opened.is_some(), genuine, "request id {candidate:?} on {route}");
+        assert_eq!(
+            opened.is_some(),
+            genuine,
+            "request id {candidate:?} on {route}"
+        );
         if let Some(claims) = opened {
             assert_eq!(claims, issued.claims);
         }
@@ -110,7 +123,11 @@ fuzz_target!(|input: Input| {
         let caller = input.caller.as_deref();
         let opened = issued.sessions.open(route, &candidate, caller);
         let owner = caller == Some("alice");
-        assert_eq!(opened.is_ok(), genuine && owner, "session id {candidate:?} on {route} by {caller:?}");
+        assert_eq!(
+            opened.is_ok(),
+            genuine && owner,
+            "session id {candidate:?} on {route} by {caller:?}"
+        );
         if let Ok(claims) = opened {
             assert_eq!(claims.upstream_session, "upstream-session-1");
         }

@@ -25,10 +25,9 @@ fn split(chunks: &[&[u8]]) -> (Vec<bytes::Bytes>, bytes::Bytes) {
 /// Chunk lengths (0 to 16, empty chunks included) drawn from a generator seeded by the input,
 /// so every input is also tried at boundaries of its own.
 fn cut(stream: &[u8]) -> Vec<&[u8]> {
-    let mut state = stream
-        .iter()
-        .fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
-        | 1;
+    let mut state = stream.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
     let mut chunks = Vec::new();
     let mut rest = stream;
     while !rest.is_empty() {
@@ -44,12 +43,24 @@ fn cut(stream: &[u8]) -> Vec<&[u8]> {
 
 fuzz_target!(|stream: &[u8]| {
     let whole = split(&[stream]);
-    assert_eq!(whole, split(&cut(stream)), "chunk boundaries changed the events");
+    assert_eq!(
+        whole,
+        split(&cut(stream)),
+        "chunk boundaries changed the events"
+    );
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-    assert_eq!(whole, split(&bytes), "byte-by-byte chunks changed the events");
+    assert_eq!(
+        whole,
+        split(&bytes),
+        "byte-by-byte chunks changed the events"
+    );
 
     let (events, rest) = whole;
-    let rebuilt: Vec<u8> = events.iter().flat_map(|e| e.iter().copied()).chain(rest.iter().copied()).collect();
+    let rebuilt: Vec<u8> = events
+        .iter()
+        .flat_map(|e| e.iter().copied())
+        .chain(rest.iter().copied())
+        .collect();
     assert_eq!(rebuilt, stream, "the splitter lost or added bytes");
 
     let data = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#;
@@ -57,8 +68,16 @@ fuzz_target!(|stream: &[u8]| {
         let _ = event_data(event);
         let replaced = replace_data(event, data);
         let (again, left) = split(&[&replaced]);
-        assert_eq!(again.len(), 1, "a rewritten event is not one event: {replaced:?}");
+        assert_eq!(
+            again.len(),
+            1,
+            "a rewritten event is not one event: {replaced:?}"
+        );
         assert!(left.is_empty());
-        assert_eq!(event_data(&again[0]).as_deref(), Some(&data[..]), "rewritten data");
+        assert_eq!(
+            event_data(&again[0]).as_deref(),
+            Some(&data[..]),
+            "rewritten data"
+        );
     }
 });
