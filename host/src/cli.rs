@@ -107,7 +107,13 @@ pub fn main() -> ExitCode {
         Command::Validate { config, members } => {
             let checked = load(&config).and_then(|cfg| {
                 let rt = runtime()?;
-                rt.block_on(load_plugins(&config, &cfg, Deps::default()))?;
+                // The init snapshot only serves `start` (a failed one falls back, with a
+                // warning): validating skips its two extra compiles.
+                let mut checked = cfg.clone();
+                for spec in &mut checked.plugins {
+                    spec.init_snapshot = false;
+                }
+                rt.block_on(load_plugins(&config, &checked, Deps::default()))?;
                 if members {
                     rt.block_on(check_members(&config, cfg.clone()))?;
                 }

@@ -103,7 +103,7 @@ plugins:
     assert!(
         ungranted
             .message
-            .contains("imports `mcpgate:plugin/kv@0.1.0`, which is not granted (add `kv: true`"),
+            .contains("imports `mcpgate:plugin/kv@0.2.0`, which is not granted (add `kv: true`"),
         "{text}"
     );
     assert!(
@@ -527,7 +527,7 @@ async fn callouts_reach_only_granted_targets() {
         .to_string();
     assert!(
         err.contains(
-            "imports `mcpgate:plugin/callout@0.1.0`, which is not granted (add a `callout:` map"
+            "imports `mcpgate:plugin/callout@0.2.0`, which is not granted (add a `callout:` map"
         ),
         "{err}"
     );
@@ -566,4 +566,177 @@ async fn the_filesystem_is_refused_or_empty() {
         );
         assert!(body["result"]["error"].is_string(), "{body}");
     }
+}
+
+/// A plugin built for contract 0.1 (the `contract-v01` fixture, wit-bindgen on `wit/0.1`) keeps
+/// running beside 0.2 plugins: the same view of the request (field by field, against the 0.2
+/// fixture reporting in the same form), its rejections, its header changes, its response
+/// replacements, its logs, and its init snapshot.
+#[tokio::test]
+async fn plugins_built_for_contract_0_1_keep_working() {
+    use sha2::Digest as _;
+    let up = echo_upstream().await;
+    let key: String = sha2::Sha256::digest(b"key-v01")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (gw, plugins) = gateway_plugins(&format!(
+        "auth:\n  type: api-key\n  keys: [{{id: carol, key: \"sha256:{key}\"}}]\nupstreams:\n  u_old:\n    url: {0}\n    pipeline: [auth, old]\n  u_new:\n    url: {0}\n    pipeline: [auth, new]\nplugin_runtime:\n  dir: {{plugins}}\nplugins:\n  old:\n    file: contract_v01.wasm\n  new:\n    file: misbehave.wasm\n",
+        up.url()
+    ))
+    .await;
+    let headers = [
+        ("x-api-key", "key-v01"),
+        ("x-tenant", "acme"),
+        ("authorization", "Bearer not-for-plugins"),
+    ];
+    let mut seen = Vec::new();
+    for route in ["u_old", "u_new"] {
+        let before = up.requests().len();
+        let resp = post_with(
+            &gw.url(route),
+            &call(7, "view", json!({"q": "x"})),
+            &headers,
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        assert!(body.get("error").is_none(), "{route}: {body}");
+        let sent = &up.requests()[before..];
+        assert_eq!(sent.len(), 1, "{route}");
+        let header = if route == "u_old" {
+            "x-v01-saw"
+        } else {
+            "x-view"
+        };
+        seen.push(sent[0].header(header).unwrap().to_string());
+        if route == "u_old" {
+            // The 0.1 response hook replaced the result with what it was handed.
+            let v01 = &body["result"]["v01"];
+            assert_eq!(v01["status"], 200, "{body}");
+            assert_eq!(v01["streamed"], false, "{body}");
+            assert!(v01["message-bytes"].as_u64().unwrap() > 20, "{body}");
+            assert_eq!(body["id"], 7, "the client's id comes back: {body}");
+        }
+    }
+    assert_eq!(
+        seen[0].replacen("route=u_old", "route=u_new", 1),
+        seen[1],
+        "0.1 and 0.2 show the same request"
+    );
+    for part in [
+        "method=tools/call",
+        "id=7",
+        "era=legacy",
+        r#"args={"q":"x"}"#,
+        "tenant=acme",
+        "caller=carol",
+        "addr=127.0.0.1",
+        "hidden-auth=true",
+        "request-id-set=true",
+    ] {
+        assert!(seen[1].contains(part), "{part} in {}", seen[1]);
+    }
+
+    // A 0.1 rejection reaches the client with its code, message and data.
+    let before = up.requests().len();
+    let resp = post_with(&gw.url("u_old"), &call(8, "forbidden", json!({})), &headers).await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32050, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "the 0.1 plugin refuses `forbidden` for carol"
+    );
+    assert_eq!(body["error"]["data"]["contract"], "0.1");
+    assert_eq!(up.requests().len(), before, "the upstream never saw it");
+
+    let old = plugins.get("old").unwrap();
+    assert_eq!(old.calls("request", "modify"), 1);
+    assert_eq!(old.calls("request", "reject"), 1);
+    assert_eq!(old.calls("response", "replace"), 1);
+}
+
+/// A 0.2 plugin is handed only what it reads: a tool call whose arguments are bigger than the
+/// plugin's whole memory passes a plugin that reads only the tool name, where the 0.1 contract
+/// (which copies the message and the arguments into the plugin) cannot even make the call.
+#[tokio::test]
+async fn a_plugin_pays_only_for_the_fields_it_reads() {
+    let up = echo_upstream().await;
+    let (gw, plugins) = gateway_plugins(&format!(
+        "upstreams:\n  u_new:\n    url: {0}\n    pipeline: [new]\n  u_old:\n    url: {0}\n    pipeline: [old]\nplugin_runtime:\n  dir: {{plugins}}\nplugins:\n  new:\n    file: misbehave.wasm\n    max_memory_mb: 2\n  old:\n    file: contract_v01.wasm\n    max_memory_mb: 2\n",
+        up.url()
+    ))
+    .await;
+    let big = "x".repeat(3 << 20);
+    let (status, body) =
+        post_json(&gw.url("u_new"), &call(1, "whoami", json!({ "blob": big }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("error").is_none(), "{body}");
+    let sent = up.last();
+    assert_eq!(sent.header("x-plugin-calls"), Some("1"));
+    assert_eq!(
+        sent.json()["params"]["arguments"]["blob"]
+            .as_str()
+            .map(str::len),
+        Some(3 << 20),
+        "forwarded whole"
+    );
+    assert_eq!(plugins.get("new").unwrap().calls("request", "continue"), 0);
+    assert_eq!(plugins.get("new").unwrap().calls("request", "modify"), 1);
+
+    // The same call through the 0.1 plugin: its record does not fit the plugin's memory, so the
+    // call fails (fail_closed) as a memory failure, and nothing reaches the upstream.
+    let before = up.requests().len();
+    let (status, body) =
+        post_json(&gw.url("u_old"), &call(2, "search", json!({ "blob": big }))).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed (memory)"),
+        "{body}"
+    );
+    assert_eq!(up.requests().len(), before);
+    assert_eq!(plugins.get("old").unwrap().calls("request", "memory"), 1);
+}
+
+/// A component that does not export the hooks of a contract this gateway runs is refused at
+/// load, saying what it exports instead.
+#[tokio::test]
+async fn components_of_an_unknown_contract_are_refused_at_load() {
+    // The 0.1 fixture with its hooks export renamed to a contract that does not exist (same
+    // length, so the component stays well-formed).
+    let bytes = std::fs::read(format!("{}/contract_v01.wasm", plugin_dir())).unwrap();
+    let (from, to) = (b"mcpgate:plugin/hooks@0.1.0", b"mcpgate:plugin/hooks@0.9.0");
+    let mut renamed = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(from) {
+            renamed.extend_from_slice(to);
+            i += from.len();
+        } else {
+            renamed.push(bytes[i]);
+            i += 1;
+        }
+    }
+    assert_ne!(renamed, bytes, "the fixture exports 0.1 hooks");
+    let dir = std::env::temp_dir().join(format!("mcpgate-contract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("future.wasm"), renamed).unwrap();
+    let cfg = config(&format!(
+        "upstreams:\n  u:\n    url: http://127.0.0.1:9/mcp\nplugin_runtime:\n  dir: {}\nplugins:\n  future:\n    file: future.wasm\n",
+        dir.display()
+    ));
+    let err = load_plugins(&cfg)
+        .await
+        .expect_err("0.9 is not a contract this gateway runs")
+        .to_string();
+    assert!(
+        err.contains("plugins.future.file")
+            && err.contains("exports `mcpgate:plugin/hooks@0.9.0`")
+            && err.contains("0.2.0, or 0.1.0"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

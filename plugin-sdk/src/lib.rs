@@ -8,6 +8,10 @@
 //! arguments as JSON values) and decides: go on, rewrite, refuse with a JSON-RPC error, or answer
 //! locally. It may also see (and rewrite) the responses to those requests.
 //!
+//! The SDK builds for plugin contract 0.2 ([`CONTRACT_VERSION`]): a [`Request`] fetches each
+//! field from the gateway the first time the plugin reads it, so a hook pays only for what it
+//! reads (a plugin that checks the tool name never copies a large message or its arguments).
+//!
 //! ```no_run
 //! use mcpgate_plugin_sdk::{Action, Plugin, Registration, Request, export_plugin};
 //! use serde::Deserialize;
@@ -75,7 +79,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 pub use serde_json::{Value, json};
 
-/// The raw WIT bindings (`wit/mcpgate-plugin.wit`). Plugin code rarely needs them.
+/// The raw WIT bindings (`wit/mcpgate-plugin.wit`, contract 0.2). Plugin code rarely needs them.
 #[allow(unsafe_code, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -96,7 +100,7 @@ pub use wit::Era;
 pub mod testing;
 
 /// The plugin contract version this SDK targets (the WIT package version).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A pipeline stage compiled to WebAssembly.
 pub trait Plugin: Sized + 'static {
@@ -114,12 +118,12 @@ pub trait Plugin: Sized + 'static {
     fn registration(&self) -> Registration;
 
     /// Judges one JSON-RPC request or notification.
-    fn on_request(&self, _req: &Request) -> Action {
+    fn on_request(&self, _req: &Request<'_>) -> Action {
         Action::Continue
     }
 
     /// Sees the response to a request whose method is in [`Registration::responses`].
-    fn on_response(&self, _resp: &Response) -> ResponseAction {
+    fn on_response(&self, _resp: &Response<'_>) -> ResponseAction {
         ResponseAction::Continue
     }
 }
@@ -150,52 +154,159 @@ impl Registration {
 }
 
 /// One JSON-RPC request (or notification) on its way to the upstream.
-#[derive(Debug)]
-pub struct Request {
-    raw: wit::Request,
+///
+/// Each field is fetched from the gateway the first time it is read, and kept: a plugin that
+/// only reads the method and the tool name never has the message, its arguments or the headers
+/// copied into its memory (contract 0.2).
+pub struct Request<'a> {
+    /// The gateway's handle; `None` for a request built by [`testing`], whose fields are all set.
+    host: Option<&'a wit::Request>,
+    request_id: OnceCell<String>,
+    route: OnceCell<String>,
+    era: OnceCell<Era>,
+    caller_id: OnceCell<Option<String>>,
+    scopes: OnceCell<Vec<String>>,
+    remote_addr: OnceCell<Option<String>>,
+    method: OnceCell<String>,
+    id: OnceCell<Option<String>>,
+    target: OnceCell<Option<String>>,
+    arguments_text: OnceCell<Option<String>>,
     arguments: OnceCell<Option<Value>>,
+    headers: OnceCell<Vec<(String, String)>>,
+    message: OnceCell<String>,
 }
 
-impl Request {
-    fn new(raw: wit::Request) -> Self {
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method())
+            .field("id", &self.id())
+            .field("target", &self.target())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every field of a request, for one built outside the gateway ([`testing`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) struct Fields {
+    pub request_id: String,
+    pub route: String,
+    pub era: Era,
+    pub caller_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub remote_addr: Option<String>,
+    pub method: String,
+    pub id: Option<String>,
+    pub target: Option<String>,
+    pub arguments: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub message: String,
+}
+
+impl<'a> Request<'a> {
+    fn empty(host: Option<&'a wit::Request>) -> Self {
         Request {
-            raw,
+            host,
+            request_id: OnceCell::new(),
+            route: OnceCell::new(),
+            era: OnceCell::new(),
+            caller_id: OnceCell::new(),
+            scopes: OnceCell::new(),
+            remote_addr: OnceCell::new(),
+            method: OnceCell::new(),
+            id: OnceCell::new(),
+            target: OnceCell::new(),
+            arguments_text: OnceCell::new(),
             arguments: OnceCell::new(),
+            headers: OnceCell::new(),
+            message: OnceCell::new(),
+        }
+    }
+
+    fn from_host(host: &'a wit::Request) -> Self {
+        Request::empty(Some(host))
+    }
+
+    /// The gateway's handle; only reached for a field not yet read, which a request built
+    /// outside the gateway never has.
+    fn host(&self) -> &'a wit::Request {
+        self.host
+            .expect("a request built outside the gateway has every field set")
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn from_fields(f: Fields) -> Request<'static> {
+        let r = Request::empty(None);
+        let _ = r.request_id.set(f.request_id);
+        let _ = r.route.set(f.route);
+        let _ = r.era.set(f.era);
+        let _ = r.caller_id.set(f.caller_id);
+        let _ = r.scopes.set(f.scopes);
+        let _ = r.remote_addr.set(f.remote_addr);
+        let _ = r.method.set(f.method);
+        let _ = r.id.set(f.id);
+        let _ = r.target.set(f.target);
+        let _ = r.arguments_text.set(f.arguments);
+        let _ = r.headers.set(f.headers);
+        let _ = r.message.set(f.message);
+        r
+    }
+
+    /// Every field, read now (for [`testing`]'s responses, which carry their request).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn fields(&self) -> Fields {
+        Fields {
+            request_id: self.request_id().to_string(),
+            route: self.route().to_string(),
+            era: self.era(),
+            caller_id: self.caller_id().map(str::to_string),
+            scopes: self.scopes().to_vec(),
+            remote_addr: self.remote_addr().map(str::to_string),
+            method: self.method().to_string(),
+            id: self.id().map(str::to_string),
+            target: self.target().map(str::to_string),
+            arguments: self.arguments_text().map(str::to_string),
+            headers: self.headers().to_vec(),
+            message: self.message().to_string(),
         }
     }
 
     /// The JSON-RPC method, e.g. `tools/call`.
     pub fn method(&self) -> &str {
-        &self.raw.method
+        self.method.get_or_init(|| self.host().method())
     }
 
     /// The route's upstream name (`/servers/<route>/mcp`).
     pub fn route(&self) -> &str {
-        &self.raw.route
+        self.route.get_or_init(|| self.host().route())
     }
 
     pub fn era(&self) -> Era {
-        self.raw.era
+        *self.era.get_or_init(|| self.host().era())
     }
 
     /// The gateway's request id, as in its logs and `X-Request-Id`.
     pub fn request_id(&self) -> &str {
-        &self.raw.request_id
+        self.request_id.get_or_init(|| self.host().request_id())
     }
 
     /// The authenticated caller (`None` without an auth stage before this plugin).
     pub fn caller_id(&self) -> Option<&str> {
-        self.raw.caller.id.as_deref()
+        self.caller_id
+            .get_or_init(|| self.host().caller_id())
+            .as_deref()
     }
 
     /// The caller's OAuth scopes.
     pub fn scopes(&self) -> &[String] {
-        &self.raw.caller.scopes
+        self.scopes.get_or_init(|| self.host().scopes())
     }
 
     /// The client's IP address.
     pub fn remote_addr(&self) -> Option<&str> {
-        self.raw.caller.remote_addr.as_deref()
+        self.remote_addr
+            .get_or_init(|| self.host().remote_addr())
+            .as_deref()
     }
 
     /// The caller id, else `ip:<address>`, else `anonymous`: a key for per-client state.
@@ -209,33 +320,43 @@ impl Request {
 
     /// The JSON-RPC id as JSON text; `None` for a notification.
     pub fn id(&self) -> Option<&str> {
-        self.raw.id.as_deref()
+        self.id.get_or_init(|| self.host().id()).as_deref()
     }
 
     /// The tool name of a `tools/call`.
     pub fn tool(&self) -> Option<&str> {
         (self.method() == "tools/call")
-            .then_some(self.raw.target.as_deref())
+            .then(|| self.target())
             .flatten()
     }
 
     /// The tool or prompt name, or the resource URI, the method acts on.
     pub fn target(&self) -> Option<&str> {
-        self.raw.target.as_deref()
+        self.target.get_or_init(|| self.host().target()).as_deref()
     }
 
-    /// A request header (name in any case). Credentials are never visible to plugins.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.raw
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    /// The first value of a request header (name in any case). Credentials are never visible
+    /// to plugins. Asks the gateway for this one header (unless [`Request::headers`] was read).
+    pub fn header(&self, name: &str) -> Option<String> {
+        match (self.headers.get(), self.host) {
+            (None, Some(host)) => host.header(name),
+            _ => self
+                .headers()
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+        }
     }
 
     /// All request headers visible to plugins, as (lower-case name, value).
     pub fn headers(&self) -> &[(String, String)] {
-        &self.raw.headers
+        self.headers.get_or_init(|| self.host().headers())
+    }
+
+    fn arguments_text(&self) -> Option<&str> {
+        self.arguments_text
+            .get_or_init(|| self.host().arguments())
+            .as_deref()
     }
 
     /// `params.arguments` of tools/call and prompts/get, parsed on first use.
@@ -245,25 +366,25 @@ impl Request {
     /// never lets through a request it could not look at.
     pub fn arguments(&self) -> Option<&Value> {
         self.arguments
-            .get_or_init(|| self.raw.arguments.as_deref().map(unreadable_fails))
+            .get_or_init(|| self.arguments_text().map(unreadable_fails))
             .as_ref()
     }
 
     /// The arguments deserialised into `T`; the error reads well as a JSON-RPC message.
     pub fn arguments_as<T: DeserializeOwned>(&self) -> Result<T, String> {
-        let raw = self.raw.arguments.as_deref().unwrap_or("{}");
+        let raw = self.arguments_text().unwrap_or("{}");
         serde_json::from_str(raw).map_err(|e| format!("invalid arguments: {e}"))
     }
 
     /// The whole JSON-RPC message as JSON text.
     pub fn message(&self) -> &str {
-        &self.raw.message
+        self.message.get_or_init(|| self.host().message())
     }
 
     /// The whole JSON-RPC message as a JSON value (what cannot be read fails the hook, as
     /// [`Request::arguments`]).
     pub fn message_value(&self) -> Value {
-        unreadable_fails(&self.raw.message)
+        unreadable_fails(self.message())
     }
 }
 
@@ -417,49 +538,83 @@ impl Action {
     }
 }
 
-/// The response to a request the plugin registered for.
-#[derive(Debug)]
-pub struct Response {
-    request: Request,
-    http_status: u16,
-    streamed: bool,
-    message: String,
+/// The response to a request the plugin registered for, read from the gateway on first use as
+/// the request is.
+pub struct Response<'a> {
+    request: Request<'a>,
+    /// The gateway's handle; `None` for a response built by [`testing`].
+    host: Option<&'a wit::Response>,
+    http_status: OnceCell<u16>,
+    streamed: OnceCell<bool>,
+    message: OnceCell<String>,
     parsed: OnceCell<Value>,
 }
 
-impl Response {
-    fn new(request: Request, http_status: u16, streamed: bool, message: String) -> Self {
+impl std::fmt::Debug for Response<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("request", &self.request)
+            .field("http_status", &self.http_status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Response<'a> {
+    fn from_host(request: Request<'a>, host: &'a wit::Response) -> Self {
         Response {
             request,
-            http_status,
-            streamed,
-            message,
+            host: Some(host),
+            http_status: OnceCell::new(),
+            streamed: OnceCell::new(),
+            message: OnceCell::new(),
             parsed: OnceCell::new(),
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn local(
+        request: Request<'static>,
+        http_status: u16,
+        streamed: bool,
+        message: String,
+    ) -> Response<'static> {
+        Response {
+            request,
+            host: None,
+            http_status: OnceCell::from(http_status),
+            streamed: OnceCell::from(streamed),
+            message: OnceCell::from(message),
+            parsed: OnceCell::new(),
+        }
+    }
+
+    fn host(&self) -> &'a wit::Response {
+        self.host
+            .expect("a response built outside the gateway has every field set")
+    }
+
     /// The request this answers (as the upstream received it).
-    pub fn request(&self) -> &Request {
+    pub fn request(&self) -> &Request<'a> {
         &self.request
     }
 
     /// The upstream's HTTP status.
     pub fn http_status(&self) -> u16 {
-        self.http_status
+        *self.http_status.get_or_init(|| self.host().http_status())
     }
 
     /// Whether it arrived as the final event of an SSE stream.
     pub fn streamed(&self) -> bool {
-        self.streamed
+        *self.streamed.get_or_init(|| self.host().streamed())
     }
 
     /// The JSON-RPC response message as JSON text.
     pub fn message(&self) -> &str {
-        &self.message
+        self.message.get_or_init(|| self.host().message())
     }
 
     fn parsed(&self) -> &Value {
-        self.parsed.get_or_init(|| unreadable_fails(&self.message))
+        self.parsed.get_or_init(|| unreadable_fails(self.message()))
     }
 
     /// The `result`, if the upstream answered with one.
@@ -622,14 +777,15 @@ macro_rules! export_plugin {
                 $crate::__private::init::<$plugin>(config)
             }
             fn on_request(
-                req: $crate::__private::WitRequest,
+                req: &$crate::__private::WitRequest,
             ) -> $crate::__private::WitRequestAction {
                 $crate::__private::on_request::<$plugin>(req)
             }
             fn on_response(
-                resp: $crate::__private::WitResponse,
+                req: &$crate::__private::WitRequest,
+                resp: &$crate::__private::WitResponse,
             ) -> $crate::__private::WitResponseAction {
-                $crate::__private::on_response::<$plugin>(resp)
+                $crate::__private::on_response::<$plugin>(req, resp)
             }
         }
         // Only a wasm build exports the hooks; a native build (for unit tests) keeps them alive.
@@ -679,18 +835,13 @@ pub mod __private {
         })
     }
 
-    pub fn on_request<P: Plugin>(req: WitRequest) -> WitRequestAction {
-        let req = Request::new(req);
+    pub fn on_request<P: Plugin>(req: &WitRequest) -> WitRequestAction {
+        let req = Request::from_host(req);
         with_plugin::<P, _>(|p| p.on_request(&req)).into_wit()
     }
 
-    pub fn on_response<P: Plugin>(resp: WitResponse) -> WitResponseAction {
-        let resp = Response::new(
-            Request::new(resp.request),
-            resp.http_status,
-            resp.streamed,
-            resp.message,
-        );
+    pub fn on_response<P: Plugin>(req: &WitRequest, resp: &WitResponse) -> WitResponseAction {
+        let resp = Response::from_host(Request::from_host(req), resp);
         with_plugin::<P, _>(|p| p.on_response(&resp)).into_wit()
     }
 }
@@ -725,16 +876,14 @@ mod tests {
         assert_eq!(r.clone().set_header("a", "b"), r);
     }
 
-    fn request(method: &str, target: Option<&str>, arguments: Option<&str>) -> Request {
-        Request::new(wit::Request {
+    fn request(method: &str, target: Option<&str>, arguments: Option<&str>) -> Request<'static> {
+        Request::from_fields(Fields {
             request_id: "r1".into(),
             route: "github".into(),
             era: Era::Legacy,
-            caller: wit::Caller {
-                id: None,
-                scopes: vec![],
-                remote_addr: Some("127.0.0.1".into()),
-            },
+            caller_id: None,
+            scopes: vec![],
+            remote_addr: Some("127.0.0.1".into()),
             method: method.into(),
             id: Some("1".into()),
             target: target.map(Into::into),
@@ -749,7 +898,7 @@ mod tests {
         let r = request("tools/call", Some("search"), Some(r#"{"q":"x","n":2}"#));
         assert_eq!(r.tool(), Some("search"));
         assert_eq!(r.arguments().unwrap()["n"], 2);
-        assert_eq!(r.header("X-Tenant"), Some("acme"));
+        assert_eq!(r.header("X-Tenant").as_deref(), Some("acme"));
         assert_eq!(r.client_key(), "ip:127.0.0.1");
         #[derive(serde::Deserialize)]
         struct Args {

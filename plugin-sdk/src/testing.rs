@@ -35,8 +35,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::bindings::mcpgate::plugin::callout as wit_callout;
-use crate::bindings::mcpgate::plugin::types as wit;
-use crate::{Era, Plugin, Request, Response};
+use crate::{Era, Fields, Plugin, Request, Response};
 
 pub use crate::bindings::mcpgate::plugin::log::Level;
 
@@ -142,7 +141,7 @@ impl RequestBuilder {
         self
     }
 
-    pub fn build(self) -> Request {
+    pub fn build(self) -> Request<'static> {
         let mut params = serde_json::Map::new();
         if let Some(target) = &self.target {
             let key = if self.method.starts_with("resources/") {
@@ -165,15 +164,13 @@ impl RequestBuilder {
         if let Some(id) = &self.id {
             message["id"] = id.clone();
         }
-        Request::new(wit::Request {
+        Request::from_fields(Fields {
             request_id: "test-request".into(),
             route: self.route,
             era: self.era,
-            caller: wit::Caller {
-                id: self.caller,
-                scopes: self.scopes,
-                remote_addr: self.remote_addr,
-            },
+            caller_id: self.caller,
+            scopes: self.scopes,
+            remote_addr: self.remote_addr,
             method: self.method,
             id: self.id.map(|i| i.to_string()),
             target: self.target,
@@ -185,25 +182,25 @@ impl RequestBuilder {
 }
 
 /// The upstream's answer to `request` with this JSON-RPC `result` (HTTP 200, not streamed).
-pub fn response(request: &Request, result: Value) -> Response {
+pub fn response(request: &Request<'_>, result: Value) -> Response<'static> {
     answer(request, json!({"result": result}))
 }
 
 /// The upstream's JSON-RPC error answer to `request`.
-pub fn error_response(request: &Request, code: i32, message: &str) -> Response {
+pub fn error_response(request: &Request<'_>, code: i32, message: &str) -> Response<'static> {
     answer(
         request,
         json!({"error": {"code": code, "message": message}}),
     )
 }
 
-fn answer(request: &Request, mut body: Value) -> Response {
+fn answer(request: &Request<'_>, mut body: Value) -> Response<'static> {
     body["jsonrpc"] = json!("2.0");
     if let Some(id) = request.id() {
         body["id"] = serde_json::from_str(id).unwrap_or(Value::Null);
     }
-    Response::new(
-        Request::new(request.raw.clone()),
+    Response::local(
+        Request::from_fields(request.fields()),
         200,
         false,
         body.to_string(),
@@ -501,7 +498,7 @@ mod tests {
             .build();
         assert_eq!(r.target(), Some("file:///a"));
         assert_eq!(r.tool(), None);
-        assert_eq!(r.header("x-tenant"), Some("acme"));
+        assert_eq!(r.header("x-tenant").as_deref(), Some("acme"));
         let m = r.message_value();
         assert_eq!(m["params"]["uri"], "file:///a");
         assert_eq!(m["id"], "x");

@@ -139,7 +139,7 @@ fn validate_loads_plugins_and_reports_their_three_load_errors() {
     assert!(stderr.contains("3 errors"), "{stderr}");
     for needle in [
         "plugins.yaml:6: plugins.gone.file: cannot read `plugins/no-such-plugin.wasm`",
-        "plugins.yaml:7: plugins.counter.grants: `plugins/quota.wasm` cannot load: imports `mcpgate:plugin/kv@0.1.0`, which is not granted (add `kv: true` under plugins.counter.grants)",
+        "plugins.yaml:7: plugins.counter.grants: `plugins/quota.wasm` cannot load: imports `mcpgate:plugin/kv@0.2.0`, which is not granted (add `kv: true` under plugins.counter.grants)",
         "plugins.yaml:12: plugins.strict.config: plugin `strict` rejected its config: tools.t: required argument `x` has no rule",
     ] {
         assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");

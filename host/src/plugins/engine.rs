@@ -16,14 +16,40 @@ use wasmtime::{
 use super::host_api::State;
 use crate::config::PluginRuntimeConfig;
 
-/// Bindings generated from `wit/mcpgate-plugin.wit`.
+/// Bindings generated from `wit/mcpgate-plugin.wit` (contract 0.2). The request and response a
+/// hook reads are host resources (`view.rs`), read field by field; the resource methods are
+/// plain calls (no future), and fail (trap) only on a handle the call was not given.
 #[allow(unsafe_code, clippy::all, missing_docs)]
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
-        imports: { default: async },
+        imports: {
+            "mcpgate:plugin/types.[method]request.request-id": trappable,
+            "mcpgate:plugin/types.[method]request.route": trappable,
+            "mcpgate:plugin/types.[method]request.era": trappable,
+            "mcpgate:plugin/types.[method]request.caller-id": trappable,
+            "mcpgate:plugin/types.[method]request.scopes": trappable,
+            "mcpgate:plugin/types.[method]request.remote-addr": trappable,
+            "mcpgate:plugin/types.[method]request.method": trappable,
+            "mcpgate:plugin/types.[method]request.id": trappable,
+            "mcpgate:plugin/types.[method]request.target": trappable,
+            "mcpgate:plugin/types.[method]request.arguments": trappable,
+            "mcpgate:plugin/types.[method]request.header": trappable,
+            "mcpgate:plugin/types.[method]request.headers": trappable,
+            "mcpgate:plugin/types.[method]request.message": trappable,
+            "mcpgate:plugin/types.[drop]request": trappable,
+            "mcpgate:plugin/types.[method]response.http-status": trappable,
+            "mcpgate:plugin/types.[method]response.streamed": trappable,
+            "mcpgate:plugin/types.[method]response.message": trappable,
+            "mcpgate:plugin/types.[drop]response": trappable,
+            default: async,
+        },
         exports: { default: async },
+        with: {
+            "mcpgate:plugin/types.request": crate::plugins::view::RequestView,
+            "mcpgate:plugin/types.response": crate::plugins::view::ResponseView,
+        },
     });
 }
 
@@ -236,6 +262,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<State>::new(&engine);
         bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        super::v01::bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         let stats = Stats::new(registry)?;
         let ticker = Ticker::start(engine.clone())?;

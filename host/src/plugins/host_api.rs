@@ -80,6 +80,11 @@ impl State {
         self.logs = 0;
     }
 
+    /// The instance's resource table: WASI's handles and the views of the call in progress.
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// The remaining time of this call.
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())

@@ -7,9 +7,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use wasmtime::component::{Component, Instance, InstancePre, Resource};
+
 use super::BoxFuture;
+use super::engine::bindings::mcpgate::plugin::types::{self as wit, Registration};
 use super::engine::{MAX_IDLE, Runtime, TICK, bindings};
 use super::host_api::{Shared, State};
+use super::v01;
+use super::view::{self, ResponseView, Shown};
 use crate::config::{InstanceMode, PluginSpec};
 
 /// Why a hook call failed. Fails only the request at hand.
@@ -91,10 +96,192 @@ impl Failure {
     }
 }
 
+/// The plugin contract a component was built for: the version of the `hooks` it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Contract {
+    /// `mcpgate:plugin@0.1.0`: the request and response handed over as records.
+    V01,
+    /// `mcpgate:plugin@0.2.0`: the request and response as resources read field by field.
+    V02,
+}
+
+impl Contract {
+    pub(super) fn version(self) -> &'static str {
+        match self {
+            Contract::V01 => "0.1.0",
+            Contract::V02 => super::CONTRACT_VERSION,
+        }
+    }
+
+    /// The contract whose `hooks` `component` exports; the error says what it exports instead.
+    pub(super) fn of(engine: &wasmtime::Engine, component: &Component) -> Result<Contract, String> {
+        let mut found = Vec::new();
+        for (name, _) in component.component_type().exports(engine) {
+            match name {
+                "mcpgate:plugin/hooks@0.2.0" => return Ok(Contract::V02),
+                "mcpgate:plugin/hooks@0.1.0" => return Ok(Contract::V01),
+                _ => found.push(format!("`{name}`")),
+            }
+        }
+        let exports = if found.is_empty() {
+            "nothing".to_string()
+        } else {
+            found.join(", ")
+        };
+        Err(format!(
+            "exports {exports}, not `mcpgate:plugin/hooks` of a contract this gateway runs (0.2.0, or 0.1.0): rebuild it with this gateway's plugin-sdk"
+        ))
+    }
+}
+
+/// A plugin's component, linked and ready to instantiate, by its contract.
+pub(super) enum Pre {
+    V01(v01::bindings::PluginPre<State>),
+    V02(bindings::PluginPre<State>),
+}
+
+impl Pre {
+    pub(super) fn new(contract: Contract, pre: InstancePre<State>) -> wasmtime::Result<Pre> {
+        Ok(match contract {
+            Contract::V01 => Pre::V01(v01::bindings::PluginPre::new(pre)?),
+            Contract::V02 => Pre::V02(bindings::PluginPre::new(pre)?),
+        })
+    }
+
+    pub(super) fn contract(&self) -> Contract {
+        match self {
+            Pre::V01(_) => Contract::V01,
+            Pre::V02(_) => Contract::V02,
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<State>) -> wasmtime::Result<Bound> {
+        Ok(match self {
+            Pre::V01(p) => Bound::V01(p.instantiate_async(store).await?),
+            Pre::V02(p) => Bound::V02(p.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// One instance's hooks, by its contract.
+pub(super) enum Bound {
+    V01(v01::bindings::Plugin),
+    V02(bindings::Plugin),
+}
+
+impl Bound {
+    /// The hooks of `instance`, a component built for `contract`.
+    pub(super) fn new(
+        contract: Contract,
+        store: &mut Store<State>,
+        instance: &Instance,
+    ) -> wasmtime::Result<Bound> {
+        Ok(match contract {
+            Contract::V01 => Bound::V01(v01::bindings::Plugin::new(store, instance)?),
+            Contract::V02 => Bound::V02(bindings::Plugin::new(store, instance)?),
+        })
+    }
+
+    /// Calls `init` with the plugin's config (JSON text).
+    pub(super) async fn init(
+        &self,
+        store: &mut Store<State>,
+        config: &str,
+    ) -> wasmtime::Result<Result<Registration, String>> {
+        Ok(match self {
+            Bound::V01(p) => p
+                .mcpgate_plugin_hooks()
+                .call_init(store, config)
+                .await?
+                .map(v01::registration),
+            Bound::V02(p) => p.mcpgate_plugin_hooks().call_init(store, config).await?,
+        })
+    }
+}
+
+impl Bound {
+    /// Calls `on-request` with what the hook is shown.
+    pub(super) async fn on_request(
+        &self,
+        store: &mut Store<State>,
+        shown: Shown,
+    ) -> wasmtime::Result<wit::RequestAction> {
+        match (self, shown) {
+            (Bound::V02(p), Shown::V02(view)) => {
+                let req = view::lend(store, view)?;
+                let borrowed = Resource::new_borrow(req.rep());
+                let result = p
+                    .mcpgate_plugin_hooks()
+                    .call_on_request(&mut *store, borrowed)
+                    .await;
+                view::take_back(store, req);
+                result
+            }
+            (Bound::V01(p), Shown::V01(record)) => p
+                .mcpgate_plugin_hooks()
+                .call_on_request(store, &record)
+                .await
+                .map(v01::request_action),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Calls `on-response` with the request it answers (as shown) and the response.
+    pub(super) async fn on_response(
+        &self,
+        store: &mut Store<State>,
+        shown: Shown,
+        response: ResponseView,
+    ) -> wasmtime::Result<wit::ResponseAction> {
+        match (self, shown) {
+            (Bound::V02(p), Shown::V02(view)) => {
+                let req = view::lend(store, view)?;
+                let resp = match view::lend(store, response) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        view::take_back(store, req);
+                        return Err(e);
+                    }
+                };
+                let result = p
+                    .mcpgate_plugin_hooks()
+                    .call_on_response(
+                        &mut *store,
+                        Resource::new_borrow(req.rep()),
+                        Resource::new_borrow(resp.rep()),
+                    )
+                    .await;
+                view::take_back(store, req);
+                view::take_back(store, resp);
+                result
+            }
+            (Bound::V01(p), Shown::V01(request)) => {
+                let record = v01::bindings::mcpgate::plugin::types::Response {
+                    request,
+                    http_status: response.http_status,
+                    streamed: response.streamed,
+                    message: response.message,
+                };
+                p.mcpgate_plugin_hooks()
+                    .call_on_response(store, &record)
+                    .await
+                    .map(v01::response_action)
+            }
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+/// A view built for one contract handed to an instance of another: a gateway bug, failing the
+/// call (never a panic).
+fn mismatch() -> wasmtime::Error {
+    wasmtime::format_err!("the hook's view was built for another plugin contract")
+}
+
 /// One live instance and its store.
 pub(super) struct Live {
     store: Store<State>,
-    plugin: bindings::Plugin,
+    plugin: Bound,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -104,12 +291,12 @@ pub(crate) struct Loaded {
     pub(crate) spec: PluginSpec,
     /// SHA-256 of the component file it was compiled from.
     pub(crate) file_sha256: [u8; 32],
-    pub(super) pre: bindings::PluginPre<State>,
+    pub(super) pre: Pre,
     pub(super) shared: Arc<Shared>,
     pub(super) idle: Mutex<Vec<Live>>,
     /// Set when `pre` is an init snapshot (see `load.rs`): its instances start initialised, with
     /// this registration, and `init` is not run again.
-    pub(super) initialised: Option<bindings::mcpgate::plugin::types::Registration>,
+    pub(super) initialised: Option<Registration>,
 }
 
 impl Loaded {
@@ -118,7 +305,7 @@ impl Loaded {
         &self,
         request_id: Arc<str>,
         deadline: Instant,
-    ) -> Result<(Live, bindings::mcpgate::plugin::types::Registration), Failure> {
+    ) -> Result<(Live, Registration), Failure> {
         let timeout = self.spec.timeout;
         let slot =
             tokio::time::timeout_at(deadline.into(), self.runtime.slots.clone().acquire_owned())
@@ -133,7 +320,7 @@ impl Loaded {
                     Failure::new(FailureKind::Busy, "the plugin runtime is shutting down")
                 })?;
         let mut store = self.store(request_id, deadline);
-        let plugin = match self.pre.instantiate_async(&mut store).await {
+        let plugin = match self.pre.instantiate(&mut store).await {
             Ok(p) => p,
             Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
         };
@@ -145,11 +332,7 @@ impl Loaded {
             };
             return Ok((live, reg.clone()));
         }
-        let reg = match plugin
-            .mcpgate_plugin_hooks()
-            .call_init(&mut store, &self.spec.config_json)
-            .await
-        {
+        let reg = match plugin.init(&mut store, &self.spec.config_json).await {
             Ok(Ok(reg)) => reg,
             Ok(Err(message)) => return Err(Failure::new(FailureKind::Rejected, message)),
             Err(e) => return Err(Failure::from_wasm(&e, store.data(), timeout)),
@@ -224,10 +407,7 @@ impl Loaded {
         &self,
         request_id: Arc<str>,
         limit: Duration,
-        hook: impl for<'a> FnOnce(
-            &'a mut Store<State>,
-            &'a bindings::Plugin,
-        ) -> BoxFuture<'a, wasmtime::Result<R>>,
+        hook: impl for<'a> FnOnce(&'a mut Store<State>, &'a Bound) -> BoxFuture<'a, wasmtime::Result<R>>,
     ) -> Result<R, Failure>
     where
         R: Send,

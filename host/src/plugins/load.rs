@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::PluginStage;
 use super::engine::Runtime;
 use super::engine::bindings::mcpgate::plugin::types::Registration;
-use super::host_api::{CustomMetrics, Shared, State};
-use super::instance::{FailureKind, Loaded};
-use super::{CONTRACT_VERSION, PluginStage};
+use super::host_api::{CustomMetrics, Shared};
+use super::instance::{Contract, FailureKind, Loaded, Pre};
 use crate::config::{Config, ConfigError, PluginSpec};
 use crate::deps::Deps;
 
@@ -195,10 +195,7 @@ impl Runtime {
 
     /// The plugin's file read, compiled (cached), its imports checked against its grants, and
     /// linked against the `plugin` world, ready to instantiate.
-    async fn prepare(
-        &self,
-        spec: &PluginSpec,
-    ) -> Result<(super::engine::bindings::PluginPre<State>, [u8; 32], Vec<u8>), ConfigError> {
+    async fn prepare(&self, spec: &PluginSpec) -> Result<(Pre, [u8; 32], Vec<u8>), ConfigError> {
         use sha2::Digest as _;
         let file = spec.file.clone();
         let bytes = std::fs::read(&file).map_err(|e| {
@@ -223,16 +220,21 @@ impl Runtime {
                 );
                 at(spec, ".file", spec.lines.file, message)
             })?;
-        check_imports(&self.engine, &component, spec)
+        let contract = Contract::of(&self.engine, &component).map_err(|m| {
+            let message = format!("`{}` is not an mcpgate plugin: it {m}", file.display());
+            at(spec, ".file", spec.lines.file, message)
+        })?;
+        check_imports(&self.engine, &component, spec, contract)
             .map_err(|m| at(spec, ".grants", spec.lines.grants, m))?;
         self.linker
             .instantiate_pre(&component)
-            .and_then(super::engine::bindings::PluginPre::new)
+            .and_then(|pre| Pre::new(contract, pre))
             .map(|pre| (pre, sha256, bytes))
             .map_err(|e| {
                 let message = format!(
-                    "`{}` does not implement the mcpgate:plugin@{CONTRACT_VERSION} `plugin` world: {e:#}",
-                    file.display()
+                    "`{}` does not implement the mcpgate:plugin@{} `plugin` world: {e:#}",
+                    file.display(),
+                    contract.version()
                 );
                 at(spec, ".file", spec.lines.file, message)
             })
@@ -290,7 +292,13 @@ async fn registered(plugin: &Loaded, spec: &PluginSpec) -> Result<Registered, Co
 }
 
 /// Refuses a component that imports anything its grants do not cover, naming every such import.
-fn check_imports(engine: &Engine, component: &Component, spec: &PluginSpec) -> Result<(), String> {
+/// Its `mcpgate:plugin` imports must come from the contract its hooks were built for.
+fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    spec: &PluginSpec,
+    contract: Contract,
+) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut filesystem = Vec::new();
     for (name, _) in component.component_type().imports(engine) {
@@ -299,10 +307,11 @@ fn check_imports(engine: &Engine, component: &Component, spec: &PluginSpec) -> R
             if version
                 .split('.')
                 .take(2)
-                .ne(CONTRACT_VERSION.split('.').take(2))
+                .ne(contract.version().split('.').take(2))
             {
                 problems.push(format!(
-                    "imports `{name}`: built for plugin contract {version}, this gateway implements {CONTRACT_VERSION}"
+                    "imports `{name}`, but its hooks were built for plugin contract {} (one component, one contract)",
+                    contract.version()
                 ));
                 continue;
             }

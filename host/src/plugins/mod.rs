@@ -32,6 +32,10 @@ mod load;
 mod snapshot;
 #[cfg(feature = "plugins")]
 mod stage;
+#[cfg(feature = "plugins")]
+mod v01;
+#[cfg(feature = "plugins")]
+mod view;
 
 use std::sync::Arc;
 
@@ -61,8 +65,9 @@ pub struct PluginChanges {
     pub removed: Vec<String>,
 }
 
-/// The contract version this gateway implements (`package mcpgate:plugin@…`).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract version this gateway implements (`package mcpgate:plugin@…`). Components built
+/// for 0.1.0 load too (`v01.rs`).
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// The loaded plugins of one config, by name.
 #[derive(Default, Clone)]

@@ -16,9 +16,8 @@ use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use super::engine::bindings::mcpgate::plugin::types::Registration;
-use super::engine::bindings::{Plugin, PluginPre};
 use super::host_api::State;
-use super::instance::Loaded;
+use super::instance::{Bound, Loaded, Pre};
 
 impl Loaded {
     /// The snapshot of `bytes` (the plugin's component) after `init` with its config, and the
@@ -28,7 +27,7 @@ impl Loaded {
         &self,
         bytes: &[u8],
         expected: &Registration,
-    ) -> Result<(PluginPre<State>, Registration), String> {
+    ) -> Result<(Pre, Registration), String> {
         use futures_util::FutureExt as _;
         std::panic::AssertUnwindSafe(self.try_snapshot(bytes, expected))
             .catch_unwind()
@@ -40,7 +39,7 @@ impl Loaded {
         &self,
         bytes: &[u8],
         expected: &Registration,
-    ) -> Result<(PluginPre<State>, Registration), String> {
+    ) -> Result<(Pre, Registration), String> {
         let wizer = Wizer::new();
         let (cx, instrumented) = wizer
             .instrument_component(bytes)
@@ -57,11 +56,11 @@ impl Loaded {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| format!("cannot instantiate the instrumented component: {e:#}"))?;
-        let plugin = Plugin::new(&mut store, &instance)
+        let contract = self.pre.contract();
+        let plugin = Bound::new(contract, &mut store, &instance)
             .map_err(|e| format!("the instrumented component lost its exports: {e:#}"))?;
         let registration = plugin
-            .mcpgate_plugin_hooks()
-            .call_init(&mut store, &self.spec.config_json)
+            .init(&mut store, &self.spec.config_json)
             .await
             .map_err(|e| format!("init failed in the instrumented component: {e:#}"))?
             .map_err(|e| format!("init rejected its config in the instrumented component: {e}"))?;
@@ -87,7 +86,7 @@ impl Loaded {
             .runtime
             .linker
             .instantiate_pre(&component)
-            .and_then(PluginPre::new)
+            .and_then(|pre| Pre::new(contract, pre))
             .map_err(|e| format!("cannot link the snapshot: {e:#}"))?;
         Ok((pre, registration))
     }

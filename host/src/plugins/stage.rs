@@ -11,9 +11,10 @@ use serde_json::value::RawValue;
 
 use super::engine::bindings::mcpgate::plugin::types as wit;
 use super::instance::{Failure, FailureKind, Loaded};
+use super::view::{ResponseView, Shown};
 use crate::config::{OnError, PluginSpec};
 use crate::error::{GatewayError, StageKind};
-use crate::mcp::{Era, Message, jsonrpc};
+use crate::mcp::{Message, jsonrpc};
 use crate::pipeline::{BoxFuture, Reply, RequestContext, ResponseVerdict, Stage, Verdict};
 
 /// Request headers a plugin never sees: credentials.
@@ -128,36 +129,11 @@ impl PluginStage {
         self.series.count(hook, outcome)
     }
 
-    fn view(&self, cx: &RequestContext, msg: &Message) -> wit::Request {
-        let headers = cx
-            .headers
-            .iter()
-            .filter(|(n, _)| !HIDDEN.contains(&n.as_str()) && !self.hidden.contains(n))
-            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        wit::Request {
-            request_id: cx.request_id.to_string(),
-            route: cx.upstream.name.to_string(),
-            era: match msg.era {
-                Era::Legacy => wit::Era::Legacy,
-                Era::Modern => wit::Era::Modern,
-            },
-            caller: wit::Caller {
-                id: cx.caller.as_ref().map(|c| c.id.to_string()),
-                scopes: cx
-                    .caller
-                    .as_ref()
-                    .map(|c| c.scopes.clone())
-                    .unwrap_or_default(),
-                remote_addr: cx.peer.map(|p| p.to_string()),
-            },
-            method: msg.method().to_string(),
-            id: msg.id.as_ref().map(|i| i.get().to_string()),
-            target: msg.target.as_deref().map(str::to_string),
-            arguments: msg.arguments.as_ref().map(|a| a.get().to_string()),
-            headers,
-            message: msg.raw().get().to_string(),
-        }
+    /// What the hook is shown of `msg`: the form of the plugin's contract, without credentials.
+    fn shown(&self, cx: &RequestContext, msg: &Message) -> Shown {
+        Shown::new(self.loaded.pre.contract(), cx, msg, |n| {
+            !HIDDEN.contains(&n.as_str()) && !self.hidden.contains(n)
+        })
     }
 
     /// Counts one call of `hook` that ended with `outcome`.
@@ -368,17 +344,12 @@ impl Stage for PluginStage {
                 Ok(left) => left,
                 Err(e) => return Verdict::Reject(e),
             };
-            let view = self.view(cx, msg);
+            let shown = self.shown(cx, msg);
             let started = Instant::now();
             let action = self
                 .loaded
                 .call(cx.request_id.clone(), limit, |store, plugin| {
-                    Box::pin(async move {
-                        plugin
-                            .mcpgate_plugin_hooks()
-                            .call_on_request(store, &view)
-                            .await
-                    })
+                    Box::pin(plugin.on_request(store, shown))
                 })
                 .await;
             Self::spend(cx, started);
@@ -440,8 +411,8 @@ impl Stage for PluginStage {
         response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
-            let view = wit::Response {
-                request: self.view(cx, request),
+            let shown = self.shown(cx, request);
+            let view = ResponseView {
                 http_status: cx.upstream_status.unwrap_or(200),
                 streamed: cx.response_streamed,
                 message: response.text().to_string(),
@@ -454,12 +425,7 @@ impl Stage for PluginStage {
             let action = self
                 .loaded
                 .call(cx.request_id.clone(), limit, |store, plugin| {
-                    Box::pin(async move {
-                        plugin
-                            .mcpgate_plugin_hooks()
-                            .call_on_response(store, &view)
-                            .await
-                    })
+                    Box::pin(plugin.on_response(store, shown, view))
                 })
                 .await;
             Self::spend(cx, started);

@@ -1,7 +1,9 @@
 //! A test fixture: misbehaves when asked to, by tool name. Every other call passes untouched,
 //! so a test can prove one bad call fails alone while the plugin (and the gateway) keep serving.
 //! `whoami` tells the upstream (in headers) when this instance's `init` ran and how many calls
-//! the instance has served: what a test of instance isolation and init snapshots reads.
+//! the instance has served: what a test of instance isolation and init snapshots reads. `view`
+//! reports every field of the request view in one header, in the same form as the contract-0.1
+//! fixture (`tests/plugins/contract-v01`), so a test can compare what each contract shows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +50,7 @@ impl Plugin for Misbehave {
             Some("whoami") => Action::Continue
                 .set_header("x-plugin-born", self.born.to_string())
                 .set_header("x-plugin-calls", calls.to_string()),
+            Some("view") => Action::Continue.set_header("x-view", view(req)),
             Some("spin") => {
                 let mut n: u64 = 0;
                 loop {
@@ -70,6 +73,30 @@ impl Plugin for Misbehave {
             _ => Action::Continue,
         }
     }
+}
+
+/// Every field of the request, as `contract-v01` writes its own.
+fn view(req: &Request) -> String {
+    let era = match req.era() {
+        mcpgate_plugin_sdk::Era::Legacy => "legacy",
+        mcpgate_plugin_sdk::Era::Modern => "modern",
+    };
+    format!(
+        "method={} target={} id={} era={era} route={} args={} tenant={} caller={} scopes={} addr={} headers={} message-bytes={} hidden-auth={} request-id-set={}",
+        req.method(),
+        req.target().unwrap_or("-"),
+        req.id().unwrap_or("-"),
+        req.route(),
+        req.arguments().map_or("-".to_string(), |a| a.to_string()),
+        req.header("X-Tenant").as_deref().unwrap_or("-"),
+        req.caller_id().unwrap_or("-"),
+        req.scopes().join(","),
+        req.remote_addr().unwrap_or("-"),
+        req.headers().len(),
+        req.message().len(),
+        req.header("authorization").is_none(),
+        !req.request_id().is_empty(),
+    )
 }
 
 export_plugin!(Misbehave);
