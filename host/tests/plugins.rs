@@ -275,6 +275,7 @@ async fn each_failure_fails_only_its_request() {
     let url = gw.url("u");
     for (i, (tool, kind)) in [
         ("spin", "timeout"),
+        ("sleep", "timeout"),
         ("oom", "memory"),
         ("panic", "trap"),
         ("garbage", "invalid"),
@@ -294,8 +295,9 @@ async fn each_failure_fails_only_its_request() {
             (status, &ok["result"]["content"][0]["text"]),
             (200, &json!(format!("{{\"i\":{i}}}")))
         );
-        if tool == "spin" {
-            // The loop is still running (it has three seconds) while the other call was served.
+        if tool == "spin" || tool == "sleep" {
+            // The loop (or the sleep) is still running (it has three seconds) while the other
+            // call was served.
             assert!(
                 !bad.is_finished(),
                 "the concurrent call waited for the spinning plugin"

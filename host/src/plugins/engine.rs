@@ -1,7 +1,6 @@
 //! The process's one wasmtime engine: the pooling allocator, the epoch ticker that bounds every
 //! call, the linker with the host imports, and the gateway's own series about plugin calls.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -114,17 +113,10 @@ impl Stats {
 
     /// One plugin's handles, resolved once so that recording a call takes no lock.
     pub(crate) fn series(&self, plugin: &str) -> PluginSeries {
-        let mut calls = HashMap::new();
-        for hook in HOOKS {
-            for outcome in OUTCOMES {
-                calls.insert(
-                    (hook, outcome),
-                    self.calls.with_label_values(&[plugin, hook, outcome]),
-                );
-            }
-        }
         PluginSeries {
-            calls,
+            calls: HOOKS.map(|hook| {
+                OUTCOMES.map(|outcome| self.calls.with_label_values(&[plugin, hook, outcome]))
+            }),
             duration: HOOKS.map(|h| self.duration.with_label_values(&[plugin, h])),
         }
     }
@@ -137,15 +129,22 @@ const OUTCOMES: [&str; 11] = [
     "rejected", "busy",
 ];
 
-/// A plugin's call counters and duration histograms (see [`Stats::series`]).
+/// A plugin's call counters (by hook, then outcome, in the order of [`HOOKS`] and
+/// [`OUTCOMES`]) and duration histograms (see [`Stats::series`]).
 pub(crate) struct PluginSeries {
-    calls: HashMap<(&'static str, &'static str), prometheus::IntCounter>,
+    calls: [[prometheus::IntCounter; OUTCOMES.len()]; 2],
     duration: [prometheus::Histogram; 2],
 }
 
 impl PluginSeries {
+    fn counter(&self, hook: &str, outcome: &str) -> Option<&prometheus::IntCounter> {
+        let h = HOOKS.iter().position(|x| *x == hook)?;
+        let o = OUTCOMES.iter().position(|x| *x == outcome)?;
+        Some(&self.calls[h][o])
+    }
+
     pub(crate) fn record(&self, hook: &str, outcome: &str, took: Duration) {
-        if let Some(c) = self.calls.get(&(hook, outcome)) {
+        if let Some(c) = self.counter(hook, outcome) {
             c.inc();
         }
         let i = usize::from(hook != HOOKS[0]);
@@ -154,18 +153,21 @@ impl PluginSeries {
 
     /// Calls counted so far (for tests and the CLI).
     pub(crate) fn count(&self, hook: &str, outcome: &str) -> u64 {
-        self.calls.get(&(hook, outcome)).map_or(0, |c| c.get())
+        self.counter(hook, outcome).map_or(0, |c| c.get())
     }
 
     /// Every call counted, those that failed (the failure kinds among the outcomes), and the
     /// median and 99th percentile of their duration in seconds (from the histogram's buckets:
     /// the upper bound of the bucket the quantile falls in; `None` before any call).
     pub(crate) fn summary(&self) -> CallSummary {
-        let calls = self.calls.values().map(|c| c.get()).sum();
-        let failures = self
-            .calls
-            .iter()
-            .filter(|((_, outcome), _)| FAILURES.contains(outcome))
+        let counted = || {
+            self.calls
+                .iter()
+                .flat_map(|by_outcome| OUTCOMES.iter().zip(by_outcome))
+        };
+        let calls = counted().map(|(_, c)| c.get()).sum();
+        let failures = counted()
+            .filter(|(outcome, _)| FAILURES.contains(outcome))
             .map(|(_, c)| c.get())
             .sum();
         let mut merged = crate::observability::metrics::MergedHistogram::default();

@@ -307,18 +307,23 @@ impl Loaded {
         deadline: Instant,
     ) -> Result<(Live, Registration), Failure> {
         let timeout = self.spec.timeout;
-        let slot =
-            tokio::time::timeout_at(deadline.into(), self.runtime.slots.clone().acquire_owned())
-                .await
-                .map_err(|_| {
-                    Failure::new(
-                        FailureKind::Busy,
-                        "no plugin instance slot came free before the deadline",
-                    )
-                })?
-                .map_err(|_| {
-                    Failure::new(FailureKind::Busy, "the plugin runtime is shutting down")
-                })?;
+        // A free slot is taken at once; only a wait for one needs the timer.
+        let slot = match self.runtime.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                tokio::time::timeout_at(deadline.into(), self.runtime.slots.clone().acquire_owned())
+                    .await
+                    .map_err(|_| {
+                        Failure::new(
+                            FailureKind::Busy,
+                            "no plugin instance slot came free before the deadline",
+                        )
+                    })?
+                    .map_err(|_| {
+                        Failure::new(FailureKind::Busy, "the plugin runtime is shutting down")
+                    })?
+            }
+        };
         let mut store = self.store(request_id, deadline);
         let plugin = match self.pre.instantiate(&mut store).await {
             Ok(p) => p,
@@ -406,6 +411,7 @@ impl Loaded {
     pub(super) async fn call<R>(
         &self,
         request_id: Arc<str>,
+        started: Instant,
         limit: Duration,
         hook: impl for<'a> FnOnce(&'a mut Store<State>, &'a Bound) -> BoxFuture<'a, wasmtime::Result<R>>,
     ) -> Result<R, Failure>
@@ -413,7 +419,7 @@ impl Loaded {
         R: Send,
     {
         let timeout = self.spec.timeout.min(limit);
-        let deadline = Instant::now() + timeout;
+        let deadline = started + timeout;
         let run = async {
             let mut live = self.acquire(request_id, deadline).await?;
             let result = hook(&mut live.store, &live.plugin).await;
@@ -425,8 +431,8 @@ impl Loaded {
                 Err(e) => Err(Failure::from_wasm(&e, live.store.data(), timeout)),
             }
         };
-        // The epoch deadline stops wasm code; this also bounds time spent in host calls
-        // (kv, callout) and waiting for a slot.
+        // The epoch deadline stops wasm code; this also bounds time spent waiting in the host
+        // (kv, callout, and WASI's poll: a plugin's `sleep`) and for a slot.
         match tokio::time::timeout_at((deadline + TICK * 2).into(), run).await {
             Ok(r) => r,
             Err(_) => Err(Failure::new(

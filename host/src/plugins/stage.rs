@@ -137,8 +137,8 @@ impl PluginStage {
     }
 
     /// Counts one call of `hook` that ended with `outcome`.
-    fn record(&self, hook: &str, outcome: &str, started: Instant) {
-        self.series.record(hook, outcome, started.elapsed());
+    fn record(&self, hook: &str, outcome: &str, took: Duration) {
+        self.series.record(hook, outcome, took);
     }
 
     /// What is left of the request's plugin budget, or the refusal when nothing is.
@@ -151,10 +151,12 @@ impl PluginStage {
         Ok(left)
     }
 
-    /// Adds a call's time to the request's plugin time.
-    fn spend(cx: &RequestContext, started: Instant) {
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    /// Adds a call's time (since `started`) to the request's plugin time, and returns it.
+    fn spend(cx: &RequestContext, started: Instant) -> Duration {
+        let took = started.elapsed();
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         cx.plugin_time.fetch_add(nanos, Ordering::Relaxed);
+        took
     }
 
     /// The refusal of a request whose plugin time ran out: never skipped, even under
@@ -184,9 +186,9 @@ impl PluginStage {
         cx: &RequestContext,
         hook: &str,
         f: &Failure,
-        started: Instant,
+        took: Duration,
     ) -> Option<GatewayError> {
-        self.record(hook, f.kind.as_str(), started);
+        self.record(hook, f.kind.as_str(), took);
         let open = self.loaded.spec.on_error == OnError::FailOpen;
         tracing::warn!(
             plugin = %self.name(),
@@ -348,18 +350,18 @@ impl Stage for PluginStage {
             let started = Instant::now();
             let action = self
                 .loaded
-                .call(cx.request_id.clone(), limit, |store, plugin| {
+                .call(cx.request_id.clone(), started, limit, |store, plugin| {
                     Box::pin(plugin.on_request(store, shown))
                 })
                 .await;
-            Self::spend(cx, started);
+            let took = Self::spend(cx, started);
             let (outcome, result) = match action {
                 Err(f) if self.budget_failure(&f, limit) => {
-                    self.record("request", f.kind.as_str(), started);
+                    self.record("request", f.kind.as_str(), took);
                     return Verdict::Reject(self.over_budget());
                 }
                 Err(f) => {
-                    return match self.failed(cx, "request", &f, started) {
+                    return match self.failed(cx, "request", &f, took) {
                         Some(e) => Verdict::Reject(e),
                         None => Verdict::Continue,
                     };
@@ -378,12 +380,12 @@ impl Stage for PluginStage {
             };
             match result {
                 Ok(verdict) => {
-                    self.record("request", outcome, started);
+                    self.record("request", outcome, took);
                     verdict
                 }
                 Err(detail) => {
                     let f = Failure::new(FailureKind::Invalid, detail);
-                    match self.failed(cx, "request", &f, started) {
+                    match self.failed(cx, "request", &f, took) {
                         Some(e) => Verdict::Reject(e),
                         None => Verdict::Continue,
                     }
@@ -424,20 +426,20 @@ impl Stage for PluginStage {
             let started = Instant::now();
             let action = self
                 .loaded
-                .call(cx.request_id.clone(), limit, |store, plugin| {
+                .call(cx.request_id.clone(), started, limit, |store, plugin| {
                     Box::pin(plugin.on_response(store, shown, view))
                 })
                 .await;
-            Self::spend(cx, started);
+            let took = Self::spend(cx, started);
             if let Err(f) = &action
                 && self.budget_failure(f, limit)
             {
-                self.record("response", f.kind.as_str(), started);
+                self.record("response", f.kind.as_str(), took);
                 return replace_with_error(response, &self.over_budget());
             }
             let replaced = match action.map(replacement) {
                 Ok(None) => {
-                    self.record("response", "continue", started);
+                    self.record("response", "continue", took);
                     return ResponseVerdict::Unchanged;
                 }
                 Ok(Some(r)) => r,
@@ -445,11 +447,11 @@ impl Stage for PluginStage {
             };
             let (field, value) = match replaced {
                 Ok(r) => {
-                    self.record("response", "replace", started);
+                    self.record("response", "replace", took);
                     r
                 }
                 // Counted (by kind) in `failed`; fail_open leaves the response alone.
-                Err(f) => match self.failed(cx, "response", &f, started) {
+                Err(f) => match self.failed(cx, "response", &f, took) {
                     None => return ResponseVerdict::Unchanged,
                     Some(e) => (
                         "error",

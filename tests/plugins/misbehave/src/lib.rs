@@ -57,6 +57,11 @@ impl Plugin for Misbehave {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
+            // Waits in the host (WASI's poll), where the epoch deadline cannot reach it.
+            Some("sleep") => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Action::Continue
+            }
             Some("oom") => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
