@@ -4,7 +4,7 @@
 
 Routes (see tests/tests/plugins_e2e.rs): `guarded` runs arg-guard, redact (arguments only), quota and
 the misbehaving fixture (fail_closed); `scrubbed` redacts results only; `lenient` runs the
-misbehaving fixture with fail_open. Prints one JSON object with what each call returned or raised.
+misbehaving fixture with fail_open; `contract01` runs a plugin built for contract 0.1. Prints one JSON object with what each call returned or raised.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ async def main(base: str, mode: str) -> None:
         out["scrubbed"] = await attempt(client, "echo", {"text": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789"})
     async with Client(f"{base}/servers/lenient/mcp", mode=mode) as client:
         out["fail_open"] = await attempt(client, "spin", {})
+    async with Client(f"{base}/servers/contract01/mcp", mode=mode) as client:
+        out["contract01"] = {
+            "echo": await attempt(client, "echo", {"text": "old plugin"}),
+            "forbidden": await attempt(client, "forbidden", {}),
+        }
     print(json.dumps(out), flush=True)
 
 

@@ -2,7 +2,8 @@
 //! protocol eras: a rejection's message reaches the client; a rewrite is what the upstream
 //! receives; a response hook changes what the client sees; a quota kept in kv holds across
 //! calls; a plugin that loops, runs out of memory or panics fails only that call while another
-//! client keeps working; fail_open skips the plugin.
+//! client keeps working; fail_open skips the plugin; a plugin built for contract 0.1 still
+//! passes and refuses calls.
 
 use std::process::Command;
 use std::time::Duration;
@@ -48,6 +49,9 @@ plugins:
     file: misbehave.wasm
     on_error: fail_open
     timeout: 100
+  old_contract:
+    file: contract_v01.wasm
+    config: {{requests_only: true}}
 pipeline: []
 upstreams:
   guarded:
@@ -59,6 +63,9 @@ upstreams:
   lenient:
     url: {upstream}
     pipeline: [chaos_open]
+  contract01:
+    url: {upstream}
+    pipeline: [old_contract]
 "#,
         plugins = plugins.display()
     )
@@ -132,6 +139,16 @@ fn check(out: &Value, mode: &str) {
     assert_eq!(
         out["scrubbed"], "token [REDACTED:github_token]",
         "{mode}: the response hook rewrote the result the client sees"
+    );
+    assert_eq!(
+        out["contract01"]["echo"], "old plugin",
+        "{mode}: a 0.1 plugin passes the call"
+    );
+    let refused = text(&out["contract01"]["forbidden"]);
+    assert!(
+        refused.starts_with("raised")
+            && refused.contains("the 0.1 plugin refuses `forbidden` for anonymous"),
+        "{mode}: a 0.1 plugin's rejection reaches the client: {refused}"
     );
     let open = text(&out["fail_open"]);
     assert!(

@@ -2,7 +2,8 @@
 //! directly: the SDK builds for the current contract, and a gateway that moved on must still
 //! run plugins built for the previous one. It reports every field of the 0.1 request record it
 //! was handed (in a header the upstream receives), refuses the tool `forbidden`, logs, and
-//! replaces results with what it saw of the response record.
+//! replaces results with what it saw of the response record (unless configured with
+//! `requests_only: true`).
 
 #[allow(unsafe_code, clippy::all)]
 mod bindings {
@@ -33,9 +34,16 @@ impl Guest for V01 {
         if config.contains("\"refuse\"") {
             return Err("this 0.1 plugin refuses its config".into());
         }
+        // `{"requests_only": true}`: leave responses alone (a client SDK then reads the
+        // upstream's own results).
+        let responses = if config.contains("\"requests_only\":true") {
+            vec![]
+        } else {
+            vec!["tools/call".into()]
+        };
         Ok(Registration {
             request_methods: vec!["tools/call".into()],
-            response_methods: vec!["tools/call".into()],
+            response_methods: responses,
         })
     }
 
@@ -64,7 +72,12 @@ impl Guest for V01 {
             req.target.as_deref().unwrap_or("-"),
             req.id.as_deref().unwrap_or("-"),
             req.route,
-            req.arguments.as_deref().unwrap_or("-"),
+            req.arguments
+                .as_deref()
+                .unwrap_or("-")
+                .chars()
+                .take(100)
+                .collect::<String>(),
             header(&req, "x-tenant"),
             req.caller.id.as_deref().unwrap_or("-"),
             req.caller.scopes.join(","),

@@ -80,7 +80,8 @@ impl Plugin for Misbehave {
     }
 }
 
-/// Every field of the request, as `contract-v01` writes its own.
+/// Every field of the request, as `contract-v01` writes its own (the arguments cut to their
+/// first 100 characters: a header must stay small).
 fn view(req: &Request) -> String {
     let era = match req.era() {
         mcpgate_plugin_sdk::Era::Legacy => "legacy",
@@ -92,7 +93,11 @@ fn view(req: &Request) -> String {
         req.target().unwrap_or("-"),
         req.id().unwrap_or("-"),
         req.route(),
-        req.arguments().map_or("-".to_string(), |a| a.to_string()),
+        req.arguments()
+            .map_or("-".to_string(), |a| a.to_string())
+            .chars()
+            .take(100)
+            .collect::<String>(),
         req.header("X-Tenant").as_deref().unwrap_or("-"),
         req.caller_id().unwrap_or("-"),
         req.scopes().join(","),
