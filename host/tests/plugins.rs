@@ -280,6 +280,7 @@ async fn each_failure_fails_only_its_request() {
         ("panic", "trap"),
         ("garbage", "invalid"),
         ("bad_header", "invalid"),
+        ("huge_header", "invalid"),
     ]
     .into_iter()
     .enumerate()

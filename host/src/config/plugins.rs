@@ -24,6 +24,8 @@ pub const DEFAULT_KV_MAX_ENTRIES: usize = 100_000;
 pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Total plugin time one request may use, all hooks of all plugins and messages together.
 pub const DEFAULT_REQUEST_BUDGET_MS: u64 = 1_000;
+/// Header bytes (names and values) one plugin answer may set on the upstream request.
+pub const DEFAULT_PLUGIN_HEADER_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,6 +59,7 @@ pub(super) struct RawPluginRuntime {
     cache_dir: Option<String>,
     kv: Option<RawKv>,
     request_budget: Option<u64>,
+    max_header_bytes: Option<u64>,
 }
 
 impl RawPluginRuntime {
@@ -171,6 +174,8 @@ pub struct PluginRuntimeConfig {
     /// Total plugin time one request may use (every hook of every plugin, every message of a
     /// batch, its response hooks): past it the request is refused, whatever `on_error` says.
     pub request_budget: Duration,
+    /// Header bytes (names and values) one plugin answer may set on the upstream request.
+    pub max_header_bytes: usize,
 }
 
 impl Default for PluginRuntimeConfig {
@@ -181,6 +186,7 @@ impl Default for PluginRuntimeConfig {
             cache_dir: default_cache_dir(),
             kv: KvConfig::default(),
             request_budget: Duration::from_millis(DEFAULT_REQUEST_BUDGET_MS),
+            max_header_bytes: DEFAULT_PLUGIN_HEADER_BYTES,
         }
     }
 }
@@ -230,6 +236,14 @@ impl Validator<'_> {
             Some(_) => self.error(
                 "plugin_runtime.request_budget",
                 "must be between 1 and 600000 (milliseconds)",
+            ),
+            None => {}
+        }
+        match raw.max_header_bytes {
+            Some(n @ 1..=65_536) => out.max_header_bytes = n as usize,
+            Some(_) => self.error(
+                "plugin_runtime.max_header_bytes",
+                "must be between 1 and 65536 (bytes of header names and values one plugin answer may set)",
             ),
             None => {}
         }

@@ -67,6 +67,8 @@ pub(crate) struct Runtime {
     pub(crate) stats: Stats,
     /// `plugin_runtime.request_budget`: plugin time one request may use in all.
     pub(crate) request_budget: Duration,
+    /// `plugin_runtime.max_header_bytes`: header bytes one plugin answer may set.
+    pub(crate) max_header_bytes: usize,
     /// The largest `max_memory` its pool was sized for: a plugin asking for more needs a new
     /// runtime.
     pub(super) max_memory: usize,
@@ -274,6 +276,7 @@ impl Runtime {
             slots: Arc::new(Semaphore::new(slots as usize)),
             stats,
             request_budget: cfg.request_budget,
+            max_header_bytes: cfg.max_header_bytes,
             max_memory,
             _ticker: ticker,
         }))

@@ -241,6 +241,13 @@ impl PluginStage {
             let base = next.as_ref().unwrap_or(&current);
             next = Some(base.with_arguments(&args).map_err(|e| e.message)?);
         }
+        let size: usize = m.set_headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let limit = self.loaded.runtime.max_header_bytes;
+        if size > limit {
+            return Err(format!(
+                "sets {size} bytes of headers; a plugin may set at most {limit} (plugin_runtime.max_header_bytes)"
+            ));
+        }
         let mut set = Vec::with_capacity(m.set_headers.len());
         for (name, value) in &m.set_headers {
             let name = HeaderName::from_bytes(name.as_bytes())

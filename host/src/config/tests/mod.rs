@@ -662,6 +662,21 @@ fn the_request_budget_fits_one_call_of_every_plugin() {
 }
 
 #[test]
+fn plugin_header_bytes_have_a_default_and_a_range() {
+    let up = "upstreams:\n  a:\n    url: http://x/mcp\n";
+    assert_eq!(parse(up).unwrap().plugin_runtime.max_header_bytes, 8192);
+    let set = parse(&format!("{up}plugin_runtime:\n  max_header_bytes: 1024\n")).unwrap();
+    assert_eq!(set.plugin_runtime.max_header_bytes, 1024);
+    for bad in ["0", "65537"] {
+        assert_error_at(
+            &format!("{up}plugin_runtime:\n  max_header_bytes: {bad}\n"),
+            "plugin_runtime.max_header_bytes",
+            "between 1 and 65536",
+        );
+    }
+}
+
+#[test]
 fn trusted_proxies_and_the_client_address_behind_them() {
     use crate::proxy::Peer;
     let cfg = parse(

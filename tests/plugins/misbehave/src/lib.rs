@@ -75,6 +75,7 @@ impl Plugin for Misbehave {
                 ..Modification::default()
             }),
             Some("bad_header") => Action::Continue.set_header("mcp-session-id", "stolen"),
+            Some("huge_header") => Action::Continue.set_header("x-huge", "h".repeat(64 * 1024)),
             _ => Action::Continue,
         }
     }
