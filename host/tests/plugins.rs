@@ -743,3 +743,57 @@ async fn components_of_an_unknown_contract_are_refused_at_load() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload that changes only `plugin_runtime` settings builds a new runtime, so the plugins it
+/// would otherwise keep run under the new settings (here `max_header_bytes`).
+#[tokio::test]
+async fn a_reload_applies_changed_runtime_settings() {
+    use mcpgate::pipeline::{RequestContext, Verdict};
+    let yaml = |limit: usize| {
+        format!(
+            "upstreams:\n  u:\n    url: http://127.0.0.1:9/mcp\n    pipeline: [chaos]\nplugin_runtime:\n  dir: {}\n  max_header_bytes: {limit}\nplugins:\n  chaos:\n    file: misbehave.wasm\n",
+            plugin_dir()
+        )
+    };
+    // `whoami` sets two headers: about 50 bytes of names and values.
+    let verdict = |plugins: &mcpgate::plugins::Plugins, cfg: &mcpgate::Config| {
+        let stage = plugins.stage("chaos").unwrap();
+        let body = serde_json::to_vec(&call(1, "whoami", json!({}))).unwrap();
+        let parsed = mcpgate::mcp::ParsedBody::parse(&body).unwrap();
+        let upstream = cfg.upstreams[0].clone();
+        async move {
+            let mut cx = RequestContext::new(
+                "t".into(),
+                upstream,
+                http::Method::POST,
+                http::HeaderMap::new(),
+                Some(parsed),
+            );
+            match stage.on_request(&mut cx).await {
+                Verdict::Continue => "continue".to_string(),
+                Verdict::Reject(e) => e.to_string(),
+                Verdict::Respond(_) => "respond".to_string(),
+            }
+        }
+    };
+    let roomy = config(&yaml(8192));
+    let first = load_plugins(&roomy).await.unwrap();
+    assert_eq!(verdict(&first, &roomy).await, "continue");
+
+    let tight = config(&yaml(16));
+    let (second, changes) = first.reload(&tight).await.unwrap();
+    assert_eq!(changes.loaded, ["chaos"], "{changes:?}");
+    assert!(changes.kept.is_empty(), "{changes:?}");
+    assert_eq!(
+        verdict(&second, &tight).await,
+        "plugin `chaos` failed (invalid)"
+    );
+
+    // Unchanged settings keep the plugin (and its runtime) as it was.
+    let (third, changes) = second.reload(&tight).await.unwrap();
+    assert_eq!(changes.kept, ["chaos"], "{changes:?}");
+    assert_eq!(
+        verdict(&third, &tight).await,
+        "plugin `chaos` failed (invalid)"
+    );
+}

@@ -52,6 +52,15 @@ pub(super) mod bindings {
     });
 }
 
+/// The `plugin_runtime` settings a runtime is built with (see `load::settings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Settings {
+    pub(super) max_instances: u32,
+    pub(super) cache_dir: Option<std::path::PathBuf>,
+    pub(super) request_budget: Duration,
+    pub(super) max_header_bytes: usize,
+}
+
 /// How often the epoch ticks: the granularity of deadlines, and how often a busy plugin yields.
 pub(super) const TICK: Duration = Duration::from_millis(2);
 /// Reused instances kept idle per plugin (`instances: reuse`).
@@ -72,6 +81,8 @@ pub(crate) struct Runtime {
     /// The largest `max_memory` its pool was sized for: a plugin asking for more needs a new
     /// runtime.
     pub(super) max_memory: usize,
+    /// The `plugin_runtime` settings it was built with.
+    pub(super) settings: Settings,
     _ticker: Ticker,
 }
 
@@ -277,6 +288,7 @@ impl Runtime {
             stats,
             request_budget: cfg.request_budget,
             max_header_bytes: cfg.max_header_bytes,
+            settings: super::load::settings(cfg),
             max_memory,
             _ticker: ticker,
         }))
