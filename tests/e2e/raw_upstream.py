@@ -9,6 +9,10 @@ it answers POSTs by JSON-RPC method (and tool name):
 
   tools/list          an SSE event that never ends: `data: {...` and then 1 KiB of list items
                       every 10 ms, with no blank line, until the client goes away
+  tools/list with cursor `respelled`
+                      a JSON list whose `tools` member comes three times, once spelled
+                      `t\u006fols`, each copy holding `add` (spelled `add`, `\u0061dd`,
+                      `a\u0064d`; a name key spelled `n\u0061me`) beside `echo`
   resources/list      a JSON answer of 1 MiB
   prompts/list        a small, ordinary JSON answer
   resources/templates/list
@@ -67,6 +71,14 @@ class Handler(BaseHTTPRequestHandler):
                 "protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "prompts": {}},
                 "serverInfo": {"name": "raw-upstream", "version": "1"}}})
         name = (request.get("params") or {}).get("name")
+        if method == "tools/list" and (request.get("params") or {}).get("cursor") == "respelled":
+            body = (
+                '{"jsonrpc":"2.0","id":' + rid + ',"result":{'
+                '"tools":[{"name":"add","inputSchema":{}},{"name":"echo","inputSchema":{}}],'
+                '"t\\u006fols":[{"n\\u0061me":"\\u0061dd"},{"name":"echo"}],'
+                '"tools":[{"name":"echo"},{"name":"a\\u0064d","inputSchema":{}}]}}'
+            )
+            return self.send_body(200, "application/json", body.encode())
         if method == "tools/list":
             self.sse_head()
             try:

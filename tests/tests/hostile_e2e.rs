@@ -119,6 +119,28 @@ fn hooks_hold_however_the_id_is_spelled() {
     }
 }
 
+/// The policy's list filter, through the real binary, against an upstream whose list repeats its
+/// `tools` member (once spelled `t\u006fols`) with the denied tool in each copy, its name spelled
+/// three ways (and its `name` key once escaped): every copy loses it, the others stay as sent.
+#[test]
+fn a_hostile_list_loses_the_denied_tool_in_every_copy_and_spelling() {
+    let (_up, url) = raw_upstream(&[]);
+    let (_gw, base, _dir) = gateway(&[("raw", &url)]);
+    // The raw upstream opens no sessions, so the session-based era's client cannot start; the
+    // filter reads answers alike in both eras.
+    let client = Client::new(&base, "raw", MODERN);
+    let list = client.answer("7", "tools/list", json!({"cursor": "respelled"}));
+    for spelling in [r#""add""#, r#""\u0061dd""#, r#""a\u0064d""#] {
+        assert!(!list.contains(spelling), "{spelling} in {list}");
+    }
+    assert_eq!(list.matches(r#""echo""#).count(), 3, "{list}");
+    assert!(list.contains(r#""t\u006fols""#), "kept as sent: {list}");
+    assert!(
+        serde_json::from_str::<Value>(&list).is_ok(),
+        "still JSON: {list}"
+    );
+}
+
 /// Issue item 2: a response that reaches the client on another stream than its POST's (a
 /// 2025-11-25 server closes the POST stream; the SDK client resumes with GET + Last-Event-ID and
 /// the server replays the answer there) is hooked all the same.
