@@ -52,13 +52,27 @@ pub(super) mod bindings {
     });
 }
 
-/// The `plugin_runtime` settings a runtime is built with (see `load::settings`).
+/// The `plugin_runtime` settings a runtime is built with: a reload that changes any of them
+/// builds a new runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Settings {
-    pub(super) max_instances: u32,
-    pub(super) cache_dir: Option<std::path::PathBuf>,
-    pub(super) request_budget: Duration,
-    pub(super) max_header_bytes: usize,
+pub(crate) struct Settings {
+    max_instances: u32,
+    cache_dir: Option<std::path::PathBuf>,
+    /// `plugin_runtime.request_budget`: plugin time one request may use in all.
+    pub(crate) request_budget: Duration,
+    /// `plugin_runtime.max_header_bytes`: header bytes one plugin answer may set.
+    pub(crate) max_header_bytes: usize,
+}
+
+impl Settings {
+    pub(super) fn of(cfg: &PluginRuntimeConfig) -> Settings {
+        Settings {
+            max_instances: cfg.max_instances,
+            cache_dir: cfg.cache_dir.clone(),
+            request_budget: cfg.request_budget,
+            max_header_bytes: cfg.max_header_bytes,
+        }
+    }
 }
 
 /// How often the epoch ticks: the granularity of deadlines, and how often a busy plugin yields.
@@ -74,15 +88,11 @@ pub(crate) struct Runtime {
     /// instead of failing when every slot is busy.
     pub(super) slots: Arc<Semaphore>,
     pub(crate) stats: Stats,
-    /// `plugin_runtime.request_budget`: plugin time one request may use in all.
-    pub(crate) request_budget: Duration,
-    /// `plugin_runtime.max_header_bytes`: header bytes one plugin answer may set.
-    pub(crate) max_header_bytes: usize,
     /// The largest `max_memory` its pool was sized for: a plugin asking for more needs a new
     /// runtime.
     pub(super) max_memory: usize,
     /// The `plugin_runtime` settings it was built with.
-    pub(super) settings: Settings,
+    pub(crate) settings: Settings,
     _ticker: Ticker,
 }
 
@@ -286,9 +296,7 @@ impl Runtime {
             linker,
             slots: Arc::new(Semaphore::new(slots as usize)),
             stats,
-            request_budget: cfg.request_budget,
-            max_header_bytes: cfg.max_header_bytes,
-            settings: super::load::settings(cfg),
+            settings: Settings::of(cfg),
             max_memory,
             _ticker: ticker,
         }))

@@ -9,8 +9,8 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::PluginStage;
-use super::engine::Runtime;
 use super::engine::bindings::mcpgate::plugin::types::Registration;
+use super::engine::{Runtime, Settings};
 use super::host_api::{CustomMetrics, Shared};
 use super::instance::{Contract, FailureKind, Loaded, Pre};
 use crate::config::{Config, ConfigError, PluginSpec};
@@ -78,7 +78,8 @@ pub(super) async fn load_all(
     // The previous runtime (and with it the plugins it keeps) serves on only when the new
     // entries fit its pool and the runtime's own settings did not change.
     let previous = previous.filter(|p| {
-        max_memory <= p.runtime.max_memory && p.runtime.settings == settings(&config.plugin_runtime)
+        max_memory <= p.runtime.max_memory
+            && p.runtime.settings == Settings::of(&config.plugin_runtime)
     });
     let (runtime, metrics) = match previous {
         Some(p) => (p.runtime.clone(), p.metrics.clone()),
@@ -131,17 +132,6 @@ pub(super) async fn load_all(
         Ok((set, changes))
     } else {
         Err(errors)
-    }
-}
-
-/// What of `plugin_runtime` a runtime is built with: a reload that changes any of it builds a
-/// new runtime.
-pub(super) fn settings(cfg: &crate::config::PluginRuntimeConfig) -> super::engine::Settings {
-    super::engine::Settings {
-        max_instances: cfg.max_instances,
-        cache_dir: cfg.cache_dir.clone(),
-        request_budget: cfg.request_budget,
-        max_header_bytes: cfg.max_header_bytes,
     }
 }
 

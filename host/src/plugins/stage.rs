@@ -144,7 +144,12 @@ impl PluginStage {
     /// What is left of the request's plugin budget, or the refusal when nothing is.
     fn budget_left(&self, cx: &RequestContext) -> Result<Duration, GatewayError> {
         let used = Duration::from_nanos(cx.plugin_time.load(Ordering::Relaxed));
-        let left = self.loaded.runtime.request_budget.saturating_sub(used);
+        let left = self
+            .loaded
+            .runtime
+            .settings
+            .request_budget
+            .saturating_sub(used);
         if left.is_zero() {
             return Err(self.over_budget());
         }
@@ -162,7 +167,7 @@ impl PluginStage {
     /// The refusal of a request whose plugin time ran out: never skipped, even under
     /// `fail_open`, or a client could make a guard plugin skip its later messages.
     fn over_budget(&self) -> GatewayError {
-        let budget = self.loaded.runtime.request_budget.as_millis();
+        let budget = self.loaded.runtime.settings.request_budget.as_millis();
         GatewayError::Rejected {
             stage: self.kind(),
             status: StatusCode::BAD_REQUEST,
@@ -242,7 +247,7 @@ impl PluginStage {
             next = Some(base.with_arguments(&args).map_err(|e| e.message)?);
         }
         let size: usize = m.set_headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        let limit = self.loaded.runtime.max_header_bytes;
+        let limit = self.loaded.runtime.settings.max_header_bytes;
         if size > limit {
             return Err(format!(
                 "sets {size} bytes of headers; a plugin may set at most {limit} (plugin_runtime.max_header_bytes)"
@@ -420,15 +425,15 @@ impl Stage for PluginStage {
         response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
+            let limit = match self.budget_left(cx) {
+                Ok(left) => left,
+                Err(e) => return replace_with_error(response, &e),
+            };
             let shown = self.shown(cx, request);
             let view = ResponseView {
                 http_status: cx.upstream_status.unwrap_or(200),
                 streamed: cx.response_streamed,
                 message: response.text().to_string(),
-            };
-            let limit = match self.budget_left(cx) {
-                Ok(left) => left,
-                Err(e) => return replace_with_error(response, &e),
             };
             let started = Instant::now();
             let action = self
