@@ -172,69 +172,91 @@ impl<'a> Cursor<'a> {
         &mut self,
         mut each: impl FnMut(&mut Cursor<'a>, &'a str) -> Result<()>,
     ) -> Result<()> {
-        let b = self.bytes();
-        if self.peek() != Some(b'{') {
-            return Err(ScanError("not an object"));
-        }
-        self.i = skip_ws(b, self.i + 1);
-        if self.peek() == Some(b'}') {
-            self.i += 1;
+        if !self.open(b'{', b'}', "not an object")? {
             return Ok(());
         }
         loop {
             if self.peek() != Some(b'"') {
                 return Err(ScanError("an object key is not a string"));
             }
-            let key_end = skip_string(b, self.i)?;
+            let key_end = skip_string(self.bytes(), self.i)?;
             let key = &self.text[self.i..key_end];
-            self.i = skip_ws(b, key_end);
+            self.i = skip_ws(self.bytes(), key_end);
             if self.peek() != Some(b':') {
                 return Err(ScanError("a key without a value"));
             }
-            self.i = skip_ws(b, self.i + 1);
+            self.i = skip_ws(self.bytes(), self.i + 1);
             let start = self.i;
             each(self, key)?;
-            if self.i == start {
-                return Err(ScanError("a member's value was not read"));
-            }
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i = skip_ws(b, self.i + 1),
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(ScanError("an object member is not followed by `,` or `}`")),
+            let more = self.next(
+                start,
+                b'}',
+                "a member's value was not read",
+                "an object member is not followed by `,` or `}`",
+            )?;
+            if !more {
+                return Ok(());
             }
         }
     }
 
     /// Enters the array at the cursor: `each(cursor)` for every element, with the cursor at it.
     pub fn array(&mut self, mut each: impl FnMut(&mut Cursor<'a>) -> Result<()>) -> Result<()> {
-        let b = self.bytes();
-        if self.peek() != Some(b'[') {
-            return Err(ScanError("not an array"));
-        }
-        self.i = skip_ws(b, self.i + 1);
-        if self.peek() == Some(b']') {
-            self.i += 1;
+        if !self.open(b'[', b']', "not an array")? {
             return Ok(());
         }
         loop {
             let start = self.i;
             each(self)?;
-            if self.i == start {
-                return Err(ScanError("an element was not read"));
+            let more = self.next(
+                start,
+                b']',
+                "an element was not read",
+                "an array element is not followed by `,` or `]`",
+            )?;
+            if !more {
+                return Ok(());
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i = skip_ws(b, self.i + 1),
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(ScanError("an array element is not followed by `,` or `]`")),
+        }
+    }
+
+    /// Opens the object or array at the cursor (`open` ... `close`): whether it has entries (an
+    /// empty one is read whole).
+    fn open(&mut self, open: u8, close: u8, not: &'static str) -> Result<bool> {
+        if self.peek() != Some(open) {
+            return Err(ScanError(not));
+        }
+        self.i = skip_ws(self.bytes(), self.i + 1);
+        if self.peek() == Some(close) {
+            self.i += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After an entry whose value began at `start`: whether another follows (`,`), or the
+    /// container ended (`close`, read).
+    fn next(
+        &mut self,
+        start: usize,
+        close: u8,
+        unread: &'static str,
+        unterminated: &'static str,
+    ) -> Result<bool> {
+        if self.i == start {
+            return Err(ScanError(unread));
+        }
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i = skip_ws(self.bytes(), self.i + 1);
+                Ok(true)
             }
+            Some(c) if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(ScanError(unterminated)),
         }
     }
 
