@@ -26,7 +26,7 @@ async def main(base: str, mode: str) -> None:
         out["rewritten"] = await attempt(client, "echo", {"text": "mail alice@example.com now"})
         out["quota"] = [await attempt(client, "slow_count", {"steps": 1, "delay_ms": 1}) for _ in range(3)]
         out["failures"] = {}
-        for tool in ("spin", "oom", "panic"):
+        for tool in ("spin", "sleep", "oom", "panic", "huge_header"):
             bad = asyncio.create_task(attempt(client, tool, {}))
             await asyncio.sleep(0.05)  # let the bad call reach the plugin first
             # Another client keeps working while the plugin misbehaves on the first one's call.

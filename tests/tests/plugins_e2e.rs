@@ -1,8 +1,8 @@
 //! WebAssembly plugins through the real binary with a real SDK client (Python `mcp`), in both
 //! protocol eras: a rejection's message reaches the client; a rewrite is what the upstream
 //! receives; a response hook changes what the client sees; a quota kept in kv holds across
-//! calls; a plugin that loops, runs out of memory or panics fails only that call while another
-//! client keeps working; fail_open skips the plugin; a plugin built for contract 0.1 still
+//! calls; a plugin that loops, sleeps, runs out of memory, panics or sets too many header bytes
+//! fails only that call while another client keeps working; fail_open skips the plugin; a plugin built for contract 0.1 still
 //! passes and refuses calls.
 
 use std::process::Command;
@@ -111,7 +111,15 @@ fn check(out: &Value, mode: &str) {
         quota[2].contains("quota exceeded: 2 calls to slow_count"),
         "{mode}: {quota:?}"
     );
-    for (tool, kind) in [("spin", "timeout"), ("oom", "memory"), ("panic", "trap")] {
+    for (tool, kind) in [
+        ("spin", "timeout"),
+        // Waits in the host (WASI's poll), out of the epoch deadline's reach.
+        ("sleep", "timeout"),
+        ("oom", "memory"),
+        ("panic", "trap"),
+        // Sets 64 KiB of headers: past plugin_runtime.max_header_bytes.
+        ("huge_header", "invalid"),
+    ] {
         let f = &out["failures"][tool];
         assert!(
             text(&f["bad"]).contains(&format!("plugin `chaos` failed ({kind})")),
@@ -128,10 +136,10 @@ fn check(out: &Value, mode: &str) {
             ["still here 0", "still here 1", "still here 2"],
             "{mode} {tool}"
         );
-        if tool == "spin" {
+        if tool == "spin" || tool == "sleep" {
             assert_eq!(
                 f["bad_still_running"], true,
-                "{mode}: the other client was served while the plugin looped (3 s deadline)"
+                "{mode}: the other client was served while the plugin looped or slept (3 s deadline)"
             );
         }
     }
