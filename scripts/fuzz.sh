@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 seconds=${1:-45}
 shift || true
-all=(envelope headers sse sealed_ids config policy_uri response_ids)
+all=(envelope headers sse sealed_ids config policy_uri response_ids json_check)
 targets=("${@:-${all[@]}}")
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then

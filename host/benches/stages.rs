@@ -1,6 +1,7 @@
 //! What the built-in stages cost per request: envelope parse alone, then auth (API key), rate
 //! limit (three bucket levels), policy (ten rules with globs), and all three; plus filtering a
-//! 50-tool `tools/list` response; and a new session in a full session table. Run with
+//! `tools/list` response (50 tools; 1,000, all allowed or a tenth denied); and a new session in a
+//! full session table. Run with
 //! `cargo bench -p mcpgate --bench stages`.
 
 use std::hint::black_box;
@@ -131,38 +132,66 @@ fn stages(c: &mut Criterion) {
         )
         .0,
     );
-    let tools: Vec<serde_json::Value> = (0..50)
-        .map(|i| {
-            let name = match i % 5 {
+    // 50 tools of which a fifth are denied (create_* for this caller is allowed; admin_* is
+    // not); 1,000 tools shaped like bench-upstream's, all allowed (the text goes on as it came)
+    // or one in ten denied (the list is rewritten).
+    let list_of = |n: usize, name: &dyn Fn(usize) -> String| {
+        let tools: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                serde_json::json!({"name": name(i), "description": "a benchmark tool",
+                    "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}}})
+            })
+            .collect();
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})
+    };
+    let lists = [
+        (
+            "policy: filter a 50-tool tools/list",
+            list_of(50, &|i| match i % 5 {
                 0 => format!("create_thing_{i}"),
                 1 => format!("admin_{i}"),
                 _ => format!("search_{i}"),
-            };
-            serde_json::json!({"name": name, "description": "a tool", "inputSchema": {"type": "object"}})
-        })
-        .collect();
-    let list = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}});
+            }),
+        ),
+        (
+            "policy: a 1,000-tool tools/list, all allowed",
+            list_of(1000, &|i| format!("tool_{i}")),
+        ),
+        (
+            "policy: a 1,000-tool tools/list, 100 denied",
+            list_of(1000, &|i| {
+                if i % 10 == 0 {
+                    format!("admin_{i}")
+                } else {
+                    format!("tool_{i}")
+                }
+            }),
+        ),
+    ];
     let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-    c.bench_function("policy: filter a 50-tool tools/list", |b| {
-        let mut cx = RequestContext::new(
-            "bench".into(),
-            upstream.clone(),
-            Method::POST,
-            headers.clone(),
-            Some(ParsedBody::parse(request).unwrap()),
-        );
-        p.on_request(&mut cx).now_or_never().unwrap().unwrap();
-        let hooks = p.hook_requests(&mut cx, &ids).unwrap();
-        // The upstream answers under the id the request was forwarded with.
-        let forwarded = cx.body.as_ref().unwrap().messages[0].id.clone().unwrap();
-        let mut answer = list.clone();
-        answer["id"] = serde_json::from_str(forwarded.get()).unwrap();
-        let answer = serde_json::to_vec(&answer).unwrap();
-        b.iter(|| {
-            let out = hooks.process(&cx, &answer).now_or_never().unwrap();
-            black_box(out);
-        })
-    });
+    for (name, list) in lists {
+        c.bench_function(name, |b| {
+            let mut cx = RequestContext::new(
+                "bench".into(),
+                upstream.clone(),
+                Method::POST,
+                headers.clone(),
+                Some(ParsedBody::parse(request).unwrap()),
+            );
+            p.on_request(&mut cx).now_or_never().unwrap().unwrap();
+            let hooks = p.hook_requests(&mut cx, &ids).unwrap();
+            // The upstream answers under the id the request was forwarded with.
+            let forwarded = cx.body.as_ref().unwrap().messages[0].id.clone().unwrap();
+            let mut answer = list.clone();
+            answer["id"] = serde_json::from_str(forwarded.get()).unwrap();
+            let answer = serde_json::to_vec(&answer).unwrap();
+            b.iter(|| {
+                let out = hooks.process(&cx, &answer).now_or_never().unwrap();
+                assert!(!matches!(out, mcpgate::pipeline::Processed::Refused(_)));
+                black_box(out);
+            })
+        });
+    }
 }
 
 /// A new legacy session when the table already tracks `sessions.max_active` (100,000): making

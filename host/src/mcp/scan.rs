@@ -3,10 +3,13 @@
 //! must look into but not rewrite (a filtered `tools/list`: only each entry's name is read),
 //! one scan replaces the several `serde_json` passes that reading nested raw values takes.
 //!
-//! The walk checks structure (brackets, colons, commas, string ends) and fails on anything it
-//! does not expect; it does not check what `serde_json` checks inside scalars (number syntax,
-//! escapes), so it is meant for text that `serde_json` has already read once (the response
-//! hooks parse every message before any stage sees it). It never panics, whatever the input.
+//! Two modes. A [`Cursor::new`] walk checks the structure of what it enters (brackets, colons,
+//! commas, string ends) and skips the rest by counting brackets: for text already checked once.
+//! A [`Cursor::strict`] walk (and [`check`]) accepts exactly what `serde_json` accepts: every
+//! string's escapes and control characters, number syntax, literals, the structure of skipped
+//! values, and nesting as deep as `serde_json` reads into a tree (127 containers), so a walk that reads a message
+//! can also be the one pass that checks it (the response hooks defer a large result's check to
+//! the policy's list walk). Neither ever panics, whatever the input.
 
 use std::borrow::Cow;
 
@@ -32,26 +35,170 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The end (after the closing quote) of the string opening at `i`. Most strings in MCP messages
-/// are short (keys, names, types): a byte loop; past 32 bytes, a vectorised search.
-fn skip_string(b: &[u8], i: usize) -> Result<usize> {
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `x` (eight of the text, little-endian) that end a plain run in a string: `"`,
+/// `\\` and, when `strict`, control characters. Nonzero when there is one; its lowest set bit
+/// marks the first such byte exactly (the usual zero-byte test: a borrow can only mark bytes
+/// above a true one).
+fn string_stops(x: u64, strict: bool) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let stops = zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')));
+    if strict {
+        stops | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+    } else {
+        stops
+    }
+}
+
+/// The end (after the closing quote) of the string opening at `i`, eight bytes at a time.
+/// `strict`: its escapes must be JSON's and it may hold no control character.
+fn skip_string(b: &[u8], i: usize, strict: bool) -> Result<usize> {
     let mut j = i + 1;
-    let short = (i + 33).min(b.len());
-    while j < short {
-        match b[j] {
-            b'"' => return Ok(j + 1),
+    loop {
+        while let Some(chunk) = b.get(j..j + 8) {
+            let stops = string_stops(u64::from_le_bytes(chunk.try_into().unwrap()), strict);
+            if stops != 0 {
+                j += (stops.trailing_zeros() / 8) as usize;
+                break;
+            }
+            j += 8;
+        }
+        match b.get(j) {
+            None => return Err(ScanError("an unterminated string")),
+            Some(b'"') => return Ok(j + 1),
+            Some(b'\\') if strict => j = check_escape(b, j)?,
             // An escape: the next byte is escaped whatever it is.
-            b'\\' => j += 2,
-            _ => j += 1,
+            Some(b'\\') => j += 2,
+            Some(c) if strict && *c < 0x20 => {
+                return Err(ScanError("a control character in a string"));
+            }
+            Some(_) => j += 1,
         }
     }
-    loop {
-        let rest = b.get(j..).ok_or(ScanError("an unterminated string"))?;
-        match memchr::memchr2(b'"', b'\\', rest) {
-            None => return Err(ScanError("an unterminated string")),
-            Some(k) if rest[k] == b'"' => return Ok(j + k + 1),
-            Some(k) => j += k + 2,
+}
+
+/// The end of the escape at `i` (a backslash), which must be one of JSON's.
+fn check_escape(b: &[u8], i: usize) -> Result<usize> {
+    match b.get(i + 1) {
+        None => Err(ScanError("an unterminated string")),
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+        Some(b'u') => match b.get(i + 2..i + 6) {
+            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => Ok(i + 6),
+            Some(_) => Err(ScanError("a bad \\u escape")),
+            None => Err(ScanError("an unterminated string")),
+        },
+        Some(_) => Err(ScanError("a bad escape")),
+    }
+}
+
+/// The end of the run of ASCII digits at `i` (at least one).
+fn digits(b: &[u8], i: usize) -> Result<usize> {
+    let n = b
+        .get(i..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if n == 0 {
+        Err(ScanError("a bad number"))
+    } else {
+        Ok(i + n)
+    }
+}
+
+/// The end of the number at `i`, in JSON's grammar (`-`, no leading zeros, a fraction and an
+/// exponent each with digits).
+fn check_number(b: &[u8], i: usize) -> Result<usize> {
+    let mut j = i;
+    if b.get(j) == Some(&b'-') {
+        j += 1;
+    }
+    j = match b.get(j) {
+        Some(b'0') => j + 1,
+        Some(b'1'..=b'9') => digits(b, j)?,
+        _ => return Err(ScanError("a bad number")),
+    };
+    if b.get(j) == Some(&b'.') {
+        j = digits(b, j + 1)?;
+    }
+    if matches!(b.get(j), Some(b'e' | b'E')) {
+        j += 1;
+        if matches!(b.get(j), Some(b'+' | b'-')) {
+            j += 1;
         }
+        j = digits(b, j)?;
+    }
+    Ok(j)
+}
+
+/// `serde_json`'s nesting limit: the 128th container inside one another is refused.
+const DEPTH: usize = 128;
+
+/// One more container level under `depth` levels left: what is left then.
+fn descend(depth: usize) -> Result<usize> {
+    match depth.checked_sub(1) {
+        Some(left) if left > 0 => Ok(left),
+        _ => Err(ScanError("nesting deeper than 127 levels")),
+    }
+}
+
+/// The end of the value at `i`, checked as `serde_json` reads it, with `depth` levels of
+/// nesting left.
+fn check_value(b: &[u8], i: usize, depth: usize) -> Result<usize> {
+    let (close, object) = match b.get(i) {
+        None => return Err(ScanError("a value is missing")),
+        Some(b'"') => return skip_string(b, i, true),
+        Some(b'-' | b'0'..=b'9') => return check_number(b, i),
+        Some(b't' | b'f' | b'n') => {
+            return ["true", "false", "null"]
+                .iter()
+                .find(|lit| b[i..].starts_with(lit.as_bytes()))
+                .map(|lit| i + lit.len())
+                .ok_or(ScanError("a bad literal"));
+        }
+        Some(b'{') => (b'}', true),
+        Some(b'[') => (b']', false),
+        Some(_) => return Err(ScanError("not a JSON value")),
+    };
+    let depth = descend(depth)?;
+    let mut j = skip_ws(b, i + 1);
+    if b.get(j) == Some(&close) {
+        return Ok(j + 1);
+    }
+    loop {
+        if object {
+            if b.get(j) != Some(&b'"') {
+                return Err(ScanError("an object key is not a string"));
+            }
+            j = skip_ws(b, skip_string(b, j, true)?);
+            if b.get(j) != Some(&b':') {
+                return Err(ScanError("a key without a value"));
+            }
+            j = skip_ws(b, j + 1);
+        }
+        j = skip_ws(b, check_value(b, j, depth)?);
+        match b.get(j) {
+            Some(b',') => j = skip_ws(b, j + 1),
+            Some(c) if *c == close => return Ok(j + 1),
+            _ => {
+                return Err(ScanError(
+                    "an entry is not followed by `,` or its container's end",
+                ));
+            }
+        }
+    }
+}
+
+/// Whether `text` is one JSON value (surrounding whitespace allowed) as `serde_json` reads it.
+pub fn check(text: &str) -> Result<()> {
+    let b = text.as_bytes();
+    let end = check_value(b, skip_ws(b, 0), DEPTH)?;
+    if skip_ws(b, end) == b.len() {
+        Ok(())
+    } else {
+        Err(ScanError("text after the value"))
     }
 }
 
@@ -59,28 +206,28 @@ fn skip_string(b: &[u8], i: usize) -> Result<usize> {
 fn skip_value(b: &[u8], i: usize) -> Result<usize> {
     match b.get(i) {
         None => Err(ScanError("a value is missing")),
-        Some(b'"') => skip_string(b, i),
+        Some(b'"') => skip_string(b, i, false),
         Some(b'{' | b'[') => {
             let mut depth = 0usize;
             let mut j = i;
-            while let Some(&c) = b.get(j) {
-                match c {
-                    b'"' => {
-                        j = skip_string(b, j)?;
+            loop {
+                match b.get(j) {
+                    None => return Err(ScanError("an unterminated object or array")),
+                    Some(b'"') => {
+                        j = skip_string(b, j, false)?;
                         continue;
                     }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
+                    Some(b'{' | b'[') => depth += 1,
+                    Some(b'}' | b']') => {
                         depth -= 1;
                         if depth == 0 {
                             return Ok(j + 1);
                         }
                     }
-                    _ => {}
+                    Some(_) => {}
                 }
                 j += 1;
             }
-            Err(ScanError("an unterminated object or array"))
         }
         Some(_) => {
             // A number or a literal: up to the next delimiter.
@@ -131,13 +278,32 @@ impl<'a> Member<'a> {
 pub struct Cursor<'a> {
     text: &'a str,
     i: usize,
+    /// Whether everything walked is checked as `serde_json` reads it.
+    strict: bool,
+    /// Levels of nesting left (strict walks).
+    depth: usize,
 }
 
 impl<'a> Cursor<'a> {
+    /// A walk over text already checked once: what it skips, it skips by counting brackets.
     pub fn new(text: &'a str) -> Cursor<'a> {
-        let mut c = Cursor { text, i: 0 };
+        let mut c = Cursor {
+            text,
+            i: 0,
+            strict: false,
+            depth: DEPTH,
+        };
         c.ws();
         c
+    }
+
+    /// A walk that checks everything it passes, entered or skipped, as [`check`] does: when it
+    /// reaches [`Cursor::end`] without an error, the text is JSON as `serde_json` reads it.
+    pub fn strict(text: &'a str) -> Cursor<'a> {
+        Cursor {
+            strict: true,
+            ..Cursor::new(text)
+        }
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -160,10 +326,23 @@ impl<'a> Cursor<'a> {
 
     /// Skips the value at the cursor; its span.
     pub fn skip(&mut self) -> Result<&'a str> {
+        if self.strict {
+            self.skip_with(check_value)
+        } else {
+            self.skip_with(|b, i, _| skip_value(b, i))
+        }
+    }
+
+    /// Skips the value at the cursor by counting brackets, unchecked even in a strict walk (its
+    /// span: for a value some later walk will check).
+    pub fn skip_unchecked(&mut self) -> Result<&'a str> {
+        self.skip_with(|b, i, _| skip_value(b, i))
+    }
+
+    fn skip_with(&mut self, end: impl Fn(&[u8], usize, usize) -> Result<usize>) -> Result<&'a str> {
         let start = self.i;
-        let end = skip_value(self.bytes(), start)?;
-        self.i = end;
-        Ok(&self.text[start..end])
+        self.i = end(self.bytes(), start, self.depth)?;
+        Ok(&self.text[start..self.i])
     }
 
     /// Enters the object at the cursor: `each(cursor, key)` for every member, in order, with the
@@ -179,7 +358,7 @@ impl<'a> Cursor<'a> {
             if self.peek() != Some(b'"') {
                 return Err(ScanError("an object key is not a string"));
             }
-            let key_end = skip_string(self.bytes(), self.i)?;
+            let key_end = skip_string(self.bytes(), self.i, self.strict)?;
             let key = &self.text[self.i..key_end];
             self.i = skip_ws(self.bytes(), key_end);
             if self.peek() != Some(b':') {
@@ -226,12 +405,23 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(open) {
             return Err(ScanError(not));
         }
+        if self.strict {
+            self.depth = descend(self.depth)?;
+        }
         self.i = skip_ws(self.bytes(), self.i + 1);
         if self.peek() == Some(close) {
-            self.i += 1;
+            self.close();
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Past the closing bracket at the cursor: a level up.
+    fn close(&mut self) {
+        self.i += 1;
+        if self.strict {
+            self.depth += 1;
+        }
     }
 
     /// After an entry whose value began at `start`: whether another follows (`,`), or the
@@ -253,7 +443,7 @@ impl<'a> Cursor<'a> {
                 Ok(true)
             }
             Some(c) if c == close => {
-                self.i += 1;
+                self.close();
                 Ok(false)
             }
             _ => Err(ScanError(unterminated)),
@@ -370,6 +560,95 @@ mod tests {
             "{array}"
         );
         assert!(elements("[]").unwrap().is_empty());
+    }
+
+    /// Whether serde_json reads `text` as one value (what a strict walk must agree with).
+    fn serde_reads(text: &str) -> bool {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    /// A strict walk accepts exactly what serde_json accepts: strings' escapes and control
+    /// characters, numbers, literals, the structure inside skipped values, nesting depth.
+    #[test]
+    fn strict_checks_agree_with_serde_json() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let deep_in_object = |n: usize| format!(r#"{{"a":{}}}"#, deep(n - 1));
+        let texts: Vec<String> = [
+            r#"{}"#,
+            r#" {"a" : [1, -0, 0.5, -1.5e-3, 2E+10, 1e5, true, false, null, "x"] } "#,
+            r#"{"s":"\" \\ \/ \b \f \n \r \t \u00e9 \uD83D\uDE00 é😀"}"#,
+            r#"{"long":"a string longer than eight bytes, with \"escapes\" and 中文 past them"}"#,
+            r#"{"a":1,"a":2}"#,
+            r#""just a string""#,
+            "12",
+            "[]",
+            "[{}]",
+            r#"{"a":"bad \q escape"}"#,
+            r#"{"a":"\u12G4"}"#,
+            r#"{"a":"\u12"}"#,
+            "{\"a\":\"tab\tinside\"}",
+            "{\"a\":\"newline\ninside in a long string to pass the eight-byte path\"}",
+            "{\"a\":\"nul\u{0}\"}",
+            r#"{"a":01}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":1e+}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nulll}"#,
+            r#"{"a":NaN}"#,
+            r#"{"a":{"b" 1}}"#,
+            r#"{"a":{"b":1,}}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":[1 2]}"#,
+            r#"{"a":[1}"#,
+            r#"{"a":{1:2}}"#,
+            r#"{"a":'x'}"#,
+            r#"{"a":1}}"#,
+            r#"{"a":1} x"#,
+            "",
+            " ",
+            r#"{"a":"unterminated"#,
+            r#"{"a":"ends in a backslash\"#,
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        // Nesting: serde_json skips any depth (`IgnoredAny` keeps a stack on the heap) but reads
+        // no deeper than 127 containers into a tree; a strict walk, which recurses, stops there
+        // too.
+        let mut deep_texts = Vec::new();
+        for n in [1, 126, 127, 128, 129, 100_000] {
+            deep_texts.push(deep(n));
+            deep_texts.push(deep_in_object(n));
+        }
+        for text in &deep_texts {
+            let tree = serde_json::from_str::<serde_json::Value>(text).is_ok();
+            assert_eq!(
+                check(text).is_ok(),
+                tree,
+                "check, {} bytes deep",
+                text.len()
+            );
+        }
+        for text in &texts {
+            let theirs = serde_reads(text);
+            assert_eq!(check(text).is_ok(), theirs, "check {text:?}");
+            // A strict walk that enters the top-level object agrees too.
+            if text.trim_start().starts_with('{') {
+                let walked = (|| {
+                    let mut c = Cursor::strict(text);
+                    c.object(|c, _| c.skip().map(drop))?;
+                    c.end()
+                })();
+                assert_eq!(walked.is_ok(), theirs, "strict walk {text:?}");
+            }
+        }
+        // The fast walk (for checked text) skips what it does not enter, unchecked.
+        assert!(members(r#"{"a":{"b" 1}}"#).is_ok());
+        assert!(Cursor::strict(r#"{"a":{"b" 1}}"#).skip().is_err());
     }
 
     /// Broken text is an error, never a panic or a wrong span.

@@ -519,8 +519,10 @@ impl Stage for ToolCatalog {
         _request: &'a Message,
         response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
-        self.0
-            .learn_tools(listed_names(response.text(), "tools").iter().map(|n| &**n));
+        if let Some(text) = response.text() {
+            self.0
+                .learn_tools(listed_names(text, "tools").iter().map(|n| &**n));
+        }
         Box::pin(async { ResponseVerdict::Unchanged })
     }
 }

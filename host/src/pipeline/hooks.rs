@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::{Pipeline, Reply, RequestContext, ResponseVerdict, Stage};
 use crate::error::GatewayError;
-use crate::mcp::Message;
+use crate::mcp::{Message, scan};
 use crate::session::{HookedId, REQUEST_ID_PREFIX, Sessions};
 
 impl Pipeline {
@@ -136,13 +136,83 @@ pub enum Processed {
     Refused(String),
 }
 
-/// The members of a message from the upstream that decide whether it may answer a request.
-#[derive(serde::Deserialize)]
+/// The members of a message from the upstream that decide whether it may answer a request,
+/// read by a strict walk over its top level ([`crate::mcp::scan::Cursor::strict`]): each of
+/// `id`, `result` and `error` at most once (however spelled), `null` as if absent, as
+/// `serde_json` reads them into optional fields.
+///
+/// A result that is an object or an array is not read here: once the id is known (servers send
+/// it first) the probe stops at the result; before that, it skips the result unchecked. Either
+/// way the rest is left to [`check_message`], run by the first hook that reads the text (the
+/// policy's list walk does the same checks as it goes) or by the hooks before the message goes
+/// on ([`Reply`]): a large list is walked once, not probed first.
 struct Probe<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    result: Option<serde::de::IgnoredAny>,
-    error: Option<serde::de::IgnoredAny>,
+    id: Option<&'a str>,
+    /// A non-null `result` or `error`.
+    answers: bool,
+    /// Whether the message still has to go through [`check_message`].
+    unchecked: bool,
+}
+
+/// Why a probe stopped early (not an error).
+const AT_RESULT: &str = "stopped at the result";
+
+impl<'a> Probe<'a> {
+    fn read(text: &'a str) -> Result<Probe<'a>, scan::ScanError> {
+        walk_message(text, true)
+    }
+}
+
+/// `text` is a JSON object as `serde_json` reads it, whose `id`, `result` and `error` members
+/// (however spelled) appear at most once each: the check a [`Probe`] leaves to later.
+pub(crate) fn check_message(text: &str) -> Result<(), scan::ScanError> {
+    walk_message(text, false).map(drop)
+}
+
+/// The top-level walk of a [`Probe`] (`probe`: a result object or array is left unread) or of
+/// [`check_message`] (everything checked).
+fn walk_message(text: &str, probe: bool) -> Result<Probe<'_>, scan::ScanError> {
+    const ID: usize = 0;
+    const RESULT: usize = 1;
+    let mut c = scan::Cursor::strict(text);
+    // `id`, `result`, `error`: their values, once read (a result left unread: `"{"`).
+    let mut seen: [Option<&str>; 3] = [None; 3];
+    let mut unchecked = false;
+    let walked = c.object(|c, key| {
+        let Some(which) = ["id", "result", "error"]
+            .iter()
+            .position(|name| scan::key_is(key, name))
+        else {
+            return c.skip().map(drop);
+        };
+        if seen[which].is_some() {
+            return Err(scan::ScanError("`id`, `result` or `error` given twice"));
+        }
+        if probe && which == RESULT && matches!(c.peek(), Some(b'{' | b'[')) {
+            unchecked = true;
+            if seen[ID].is_some() {
+                seen[RESULT] = Some("{");
+                return Err(scan::ScanError(AT_RESULT));
+            }
+            seen[RESULT] = Some(c.skip_unchecked()?);
+        } else {
+            seen[which] = Some(c.skip()?);
+        }
+        Ok(())
+    });
+    match walked {
+        Err(scan::ScanError(why)) if why == AT_RESULT => {}
+        walked => {
+            walked?;
+            c.end()?;
+        }
+    }
+    let given = |v: Option<&str>| v.is_some_and(|v| v != "null");
+    Ok(Probe {
+        id: seen[ID].filter(|v| *v != "null"),
+        answers: given(seen[RESULT]) || given(seen[2]),
+        unchecked,
+    })
 }
 
 impl ResponseHooks {
@@ -181,8 +251,8 @@ impl ResponseHooks {
             return Processed::Untouched;
         }
         if !text.starts_with('[') {
-            // One message: `one` reads it whole (its probe is the one full parse).
-            return self.one(cx, text).await;
+            // One message: `one` reads and checks it.
+            return self.one(cx, text, false).await;
         }
         let items = match serde_json::from_str::<Vec<&RawValue>>(text) {
             Ok(items) => items,
@@ -194,7 +264,8 @@ impl ResponseHooks {
         let mut kept: Vec<String> = Vec::with_capacity(items.len());
         let mut refused = None;
         for item in items {
-            match self.one(cx, item.get()).await {
+            // Each item already read whole (and checked) by serde_json.
+            match self.one(cx, item.get(), true).await {
                 Processed::Untouched => kept.push(item.get().to_string()),
                 Processed::Replaced(bytes) => {
                     changed = true;
@@ -213,27 +284,34 @@ impl ResponseHooks {
         }
     }
 
-    /// [`ResponseHooks::process`] for one message.
-    async fn one(&self, cx: &RequestContext, text: &str) -> Processed {
-        let probe = match serde_json::from_str::<Probe<'_>>(text) {
-            Ok(probe) => probe,
-            Err(e) => {
-                return Processed::Refused(format!(
-                    "the upstream's message is not a JSON-RPC object: {e}"
-                ));
-            }
+    /// [`ResponseHooks::process`] for one message; `checked`: known to be JSON already.
+    async fn one(&self, cx: &RequestContext, text: &str, checked: bool) -> Processed {
+        let not_json = |e: scan::ScanError| {
+            Processed::Refused(format!(
+                "the upstream's message is not a JSON-RPC object: {e}"
+            ))
         };
-        if probe.result.is_none() && probe.error.is_none() {
+        let probe = match Probe::read(text) {
+            Ok(probe) => probe,
+            Err(e) => return not_json(e),
+        };
+        let unchecked = probe.unchecked && !checked;
+        // What answers no hooked request goes on as it came, once known to be JSON.
+        let untouched = || match unchecked.then(|| check_message(text)) {
+            Some(Err(e)) => not_json(e),
+            _ => Processed::Untouched,
+        };
+        if !probe.answers {
             // Requests and notifications answer nothing.
-            return Processed::Untouched;
+            return untouched();
         }
         // Only ids of ours are hooked: the gateway forwarded every hooked request under one.
         let Some(token) = probe
             .id
-            .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
+            .and_then(|id| serde_json::from_str::<String>(id).ok())
             .filter(|id| id.starts_with(REQUEST_ID_PREFIX))
         else {
-            return Processed::Untouched;
+            return untouched();
         };
         let found;
         let opened;
@@ -258,7 +336,11 @@ impl ResponseHooks {
                 (&found, &opened)
             }
         };
-        let mut reply = Reply::new(text);
+        let mut reply = if unchecked {
+            Reply::unchecked(text)
+        } else {
+            Reply::new(text)
+        };
         let mut modified = false;
         for stage in stages {
             match stage.on_response(cx, request, &mut reply).await {
@@ -271,15 +353,24 @@ impl ResponseHooks {
         }
         let client_id = request.id.as_deref().map_or("null", RawValue::get);
         // Unchanged by the hooks: the upstream's bytes, with only the id given back.
-        let out = match reply.into_parts() {
-            (_, Some(tree)) if modified => with_client_id(tree, client_id),
+        let parts = match reply.into_parts() {
+            Ok(parts) => parts,
+            Err(e) => return not_json(e),
+        };
+        let out = match parts {
+            (_, Some(tree), _) if modified => with_client_id(tree, client_id),
             // The upstream's own text: its id is where the probe found it.
-            (Cow::Borrowed(same), _)
+            (Cow::Borrowed(same), _, _)
                 if let Some(spliced) = probe.id.and_then(|id| splice(same, id, client_id)) =>
             {
                 Some(spliced.into_bytes())
             }
-            (text, _) => crate::mcp::envelope::set_member(&text, "id", client_id)
+            // A hook's text, which says where its id is: replaced in place.
+            (Cow::Owned(mut text), _, Some(at)) => {
+                text.replace_range(at, client_id);
+                Some(text.into_bytes())
+            }
+            (text, _, _) => crate::mcp::envelope::set_member(&text, "id", client_id)
                 .ok()
                 .map(String::into_bytes),
         };
@@ -297,8 +388,7 @@ impl ResponseHooks {
 
 /// `text` with the value `id` (a slice of `text` itself, as a borrowing parse returns it)
 /// replaced by `client_id`: no pass over the text. `None` when `id` is not a slice of `text`.
-fn splice(text: &str, id: &RawValue, client_id: &str) -> Option<String> {
-    let id = id.get();
+fn splice(text: &str, id: &str, client_id: &str) -> Option<String> {
     let start = (id.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
     let end = start.checked_add(id.len())?;
     // In range (and on character boundaries): then it is the very slice `id`.

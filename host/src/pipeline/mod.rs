@@ -32,6 +32,7 @@ mod hooks;
 mod tests;
 
 pub use bodies::{hooked_json, hooked_sse};
+pub(crate) use hooks::check_message;
 pub use hooks::{Processed, ResponseHooks};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -185,50 +186,112 @@ pub enum ResponseVerdict {
     Refuse(&'static str),
 }
 
+/// What [`Reply::into_parts`] gives back: text, tree, where a hook put the id in its text.
+pub(crate) type ReplyParts<'r> = (
+    Cow<'r, str>,
+    Option<serde_json::Value>,
+    Option<std::ops::Range<usize>>,
+);
+
 /// A response message as the response hooks see it: the upstream's JSON text, parsed into a
 /// tree only when a hook asks for one ([`Reply::tree`]). A hook that works on the text (the
 /// policy's list filter reads only entries' names) spares the others a parse and a
 /// serialisation of the whole message.
+///
+/// The text may not be checked yet: the hooks read a message's top level only, and leave a
+/// result's inside to be checked by the first hook that reads it ([`Reply::text`] checks it
+/// first; a walk that checks as it goes, [`Reply::text_to_walk`], spares that pass), or, when no
+/// hook read it, before it goes on. What is not JSON never reaches a hook or the client.
 pub struct Reply<'r> {
     text: Cow<'r, str>,
     /// When some hook asked for it: the message, authoritative over `text`.
     tree: Option<serde_json::Value>,
+    /// Whether `text` is known to be JSON as `serde_json` reads it.
+    checked: bool,
+    /// Where in a hook's `text` the message's one top-level `id` value is, when the hook said
+    /// ([`Reply::set_text_with_id`]): the client's id goes there without another walk.
+    id_at: Option<std::ops::Range<usize>>,
 }
 
 impl<'r> Reply<'r> {
+    /// A reply whose text is known to be JSON.
     pub fn new(text: &'r str) -> Reply<'r> {
         Reply {
             text: Cow::Borrowed(text),
             tree: None,
+            checked: true,
+            id_at: None,
         }
     }
 
-    /// The message as JSON text.
-    pub fn text(&mut self) -> &str {
+    /// A reply whose text is still to be checked ([`check_message`]).
+    pub(crate) fn unchecked(text: &'r str) -> Reply<'r> {
+        Reply {
+            checked: false,
+            ..Reply::new(text)
+        }
+    }
+
+    /// The message as JSON text; `None` when the upstream's text is not JSON.
+    pub fn text(&mut self) -> Option<&str> {
         if let Some(tree) = self.tree.take() {
             self.text = Cow::Owned(tree.to_string());
         }
-        &self.text
+        if !self.checked {
+            check_message(&self.text).ok()?;
+            self.checked = true;
+        }
+        Some(&self.text)
     }
 
-    /// The message as a tree to read or change; `None` when the text cannot be one (a number
-    /// out of range, nesting deeper than the parser goes).
+    /// The message's text for a walk that checks everything it passes
+    /// ([`crate::mcp::scan::Cursor::strict`]), and refuses a repeated `id`, `result` or `error`
+    /// at the top level, when the second value says it must; a walk that reached its end calls
+    /// [`Reply::walked`].
+    pub fn text_to_walk(&mut self) -> (&str, bool) {
+        if let Some(tree) = self.tree.take() {
+            self.text = Cow::Owned(tree.to_string());
+        }
+        (&self.text, !self.checked)
+    }
+
+    /// A strict walk over [`Reply::text_to_walk`] went through without an error.
+    pub fn walked(&mut self) {
+        self.checked = true;
+    }
+
+    /// The message as a tree to read or change; `None` when the text cannot be one (not JSON, a
+    /// number out of range, nesting deeper than the parser goes).
     pub fn tree(&mut self) -> Option<&mut serde_json::Value> {
+        self.id_at = None;
         if self.tree.is_none() {
             self.tree = Some(serde_json::from_str(&self.text).ok()?);
+            self.checked = true;
         }
         self.tree.as_mut()
     }
 
     /// Replaces the message with `text` (JSON).
     pub fn set_text(&mut self, text: String) {
-        self.tree = None;
-        self.text = Cow::Owned(text);
+        self.set_text_with_id(text, None);
     }
 
-    /// The message's tree, if a hook asked for one, else its text.
-    pub(crate) fn into_parts(self) -> (Cow<'r, str>, Option<serde_json::Value>) {
-        (self.text, self.tree)
+    /// Replaces the message with `text` (JSON) whose only top-level `id` member has its value at
+    /// `id_at` (`None`: not known).
+    pub fn set_text_with_id(&mut self, text: String, id_at: Option<std::ops::Range<usize>>) {
+        self.tree = None;
+        self.id_at = id_at.filter(|at| text.get(at.clone()).is_some());
+        self.text = Cow::Owned(text);
+        self.checked = true;
+    }
+
+    /// The message's tree, if a hook asked for one, else its text (and where a hook said its id
+    /// is); checked first if no hook read it.
+    pub(crate) fn into_parts(self) -> Result<ReplyParts<'r>, crate::mcp::scan::ScanError> {
+        if !self.checked && self.tree.is_none() {
+            check_message(&self.text)?;
+        }
+        Ok((self.text, self.tree, self.id_at))
     }
 }
 

@@ -297,3 +297,93 @@ async fn a_stream_of_its_own_recognises_hooked_ids_for_their_caller_only() {
             .inspects()
     );
 }
+
+/// A response hook that reads nothing (`reads: false`) or reads the text.
+struct Looks {
+    reads: bool,
+}
+impl Stage for Looks {
+    fn name(&self) -> &str {
+        "looks"
+    }
+    fn on_request<'a>(&'a self, _cx: &'a mut RequestContext) -> BoxFuture<'a, Verdict> {
+        Box::pin(async { Verdict::Continue })
+    }
+    fn wants_response(&self, _cx: &RequestContext, request: &Message) -> bool {
+        request.method() == "tools/list"
+    }
+    fn hooks_responses(&self) -> bool {
+        true
+    }
+    fn on_response<'a>(
+        &'a self,
+        _cx: &'a RequestContext,
+        _request: &'a Message,
+        response: &'a mut Reply<'_>,
+    ) -> BoxFuture<'a, ResponseVerdict> {
+        Box::pin(async move {
+            if self.reads && response.text().is_none() {
+                return ResponseVerdict::Refuse("not JSON");
+            }
+            ResponseVerdict::Unchanged
+        })
+    }
+}
+
+/// The hooks read a message's top level and leave a large result to be checked by its first
+/// reader: whether a hook reads it, reads nothing, or the message answers no hooked request,
+/// text that is not JSON deep inside a result is refused, never passed on; JSON passes.
+#[tokio::test]
+async fn a_result_checked_late_is_still_checked_whoever_reads_it() {
+    let ids = sessions();
+    let inner = [
+        (r#"{"name":"a","inputSchema":{"type":"object"}}"#, true),
+        (r#"{"name":"a","inputSchema":{"type":"obj\q"}}"#, false),
+        (r#"{"name":"a","inputSchema":{"type" "object"}}"#, false),
+        (r#"{"name":"a","inputSchema":{"minimum":01}}"#, false),
+        (
+            "{\"name\":\"a\",\"description\":\"a control \u{1} character\"}",
+            false,
+        ),
+    ];
+    for reads in [true, false] {
+        let p = Pipeline::new(vec![Arc::new(Looks { reads })]);
+        let mut list = cx(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let hooks = p.hook_requests(&mut list, &ids).unwrap();
+        let token = forwarded_id(&list, 0);
+        for (entry, json) in inner {
+            for id in [format!("\"{token}\""), "7".to_string()] {
+                let answer =
+                    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{entry}]}}}}"#);
+                let out = hooks.process(&list, answer.as_bytes()).await;
+                assert_eq!(
+                    !matches!(out, Processed::Refused(_)),
+                    json,
+                    "reads {reads}, id {id}: {answer} gave {out:?}"
+                );
+            }
+        }
+        // The probe stops at a result once it knows the id: what follows the result is still
+        // read before anything goes on (a second id, result or error refused, as serde_json's
+        // fields refused them; text after the message refused).
+        for (tail, json) in [
+            ("", true),
+            (r#","extra":[1,{"a":"b"}]"#, true),
+            (r#","id":"other""#, false),
+            (r#","id":7"#, false),
+            (r#","result":{}"#, false),
+            (r#","error":{"code":1},"error":null"#, false),
+            (r#","x":01"#, false),
+            ("} trailing", false),
+        ] {
+            let answer =
+                format!(r#"{{"jsonrpc":"2.0","id":"{token}","result":{{"tools":[]}}{tail}}}"#);
+            let out = hooks.process(&list, answer.as_bytes()).await;
+            assert_eq!(
+                !matches!(out, Processed::Refused(_)),
+                json,
+                "reads {reads}: {answer} gave {out:?}"
+            );
+        }
+    }
+}

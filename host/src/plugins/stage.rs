@@ -429,12 +429,15 @@ impl Stage for PluginStage {
                 Ok(left) => left,
                 Err(e) => return replace_with_error(response, &e),
             };
-            let shown = self.shown(cx, request);
+            let Some(message) = response.text() else {
+                return ResponseVerdict::Refuse("the upstream's message is not JSON");
+            };
             let view = ResponseView {
                 http_status: cx.upstream_status.unwrap_or(200),
                 streamed: cx.response_streamed,
-                message: response.text().to_string(),
+                message: message.to_string(),
             };
+            let shown = self.shown(cx, request);
             let started = Instant::now();
             let action = self
                 .loaded

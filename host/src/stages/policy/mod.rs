@@ -329,10 +329,15 @@ impl Stage for Policy {
                 // What could not be read is not listed either.
                 crate::mcp::uri::normalize(name).is_ok_and(|n| judge.allows(&n))
             };
-            match filter_list(response.text(), field, key, allows) {
-                Ok(None) => ResponseVerdict::Unchanged,
-                Ok(Some(text)) => {
-                    response.set_text(text);
+            // The walk also checks the text when the hooks left that to the first reader.
+            let (text, strict) = response.text_to_walk();
+            match filter_list(text, strict, field, key, allows) {
+                Ok(None) => {
+                    response.walked();
+                    ResponseVerdict::Unchanged
+                }
+                Ok(Some((text, id_at))) => {
+                    response.set_text_with_id(text, id_at);
                     ResponseVerdict::Modified
                 }
                 Err(_) => ResponseVerdict::Refuse("the list response cannot be read"),
@@ -341,19 +346,26 @@ impl Stage for Policy {
     }
 }
 
+/// A filtered list's text, and where its one top-level `id` value is (if it has exactly one).
+type Filtered = (String, Option<std::ops::Range<usize>>);
+
 /// Filters a list response given as JSON text, without parsing it into a tree: one walk over the
 /// text ([`scan::Cursor`]), entries judged as the walk passes them. Each entry of
 /// `result.<field>` is kept (byte for byte) only if `allows` every value of its `key` member (an
 /// entry without one is judged by the empty name; an entry that is not an object, or whose name
 /// is not readable, is dropped), and `result.cacheScope: "public"` becomes `"private"`. A member
 /// given twice, at any of these levels, is filtered each time, so a client that reads either one
-/// sees only what it may call. `Ok(None)`: nothing to change.
+/// sees only what it may call. `Ok(None)`: nothing to change. `strict`: the walk also checks
+/// the whole text as `serde_json` would ([`scan::Cursor::strict`]) and refuses a repeated `id`,
+/// `result` or `error` member (the response hooks' [`crate::pipeline::Reply::text_to_walk`]).
+/// A changed list comes with where its top-level `id` value is, when it has exactly one.
 fn filter_list(
     text: &str,
+    strict: bool,
     field: &str,
     key: &str,
     allows: impl Fn(&str) -> bool,
-) -> Result<Option<String>, scan::ScanError> {
+) -> Result<Option<Filtered>, scan::ScanError> {
     // Whether the entry at the cursor stays (the cursor moves past it).
     let judge = |c: &mut scan::Cursor<'_>| -> Result<bool, scan::ScanError> {
         if c.peek() != Some(b'{') {
@@ -377,19 +389,42 @@ fn filter_list(
     };
     let mut out = String::with_capacity(text.len());
     let mut changed = false;
-    let mut c = scan::Cursor::new(text);
+    let mut c = if strict {
+        scan::Cursor::strict(text)
+    } else {
+        scan::Cursor::new(text)
+    };
     let separator = |out: &mut String| {
         if !matches!(out.as_bytes().last(), Some(b'{' | b'[')) {
             out.push(',');
         }
     };
+    // A strict walk is also the message's first full read: what the response hooks' check
+    // refuses (a repeated id, result or error), it refuses too.
+    let mut once = [false; 3];
+    let (mut id_at, mut ids) = (None, 0);
     out.push('{');
     c.object(|c, k| {
+        if strict
+            && let Some(i) = ["id", "result", "error"]
+                .iter()
+                .position(|name| scan::key_is(k, name))
+        {
+            if once[i] {
+                return Err(scan::ScanError("`id`, `result` or `error` given twice"));
+            }
+            once[i] = true;
+        }
         separator(&mut out);
         out.push_str(k);
         out.push(':');
         if !(scan::key_is(k, "result") && c.peek() == Some(b'{')) {
-            out.push_str(c.skip()?);
+            let value = c.skip()?;
+            if scan::key_is(k, "id") {
+                ids += 1;
+                id_at = Some(out.len()..out.len() + value.len());
+            }
+            out.push_str(value);
             return Ok(());
         }
         out.push('{');
@@ -429,7 +464,7 @@ fn filter_list(
     })?;
     c.end()?;
     out.push('}');
-    Ok(changed.then_some(out))
+    Ok(changed.then(|| (out, id_at.filter(|_| ids == 1))))
 }
 
 #[cfg(test)]
@@ -602,7 +637,23 @@ mod tests {
     #[test]
     fn lists_are_filtered_as_text_whatever_the_spelling() {
         let allows = |name: &str| !name.starts_with("delete");
-        let filter = |text: &str| filter_list(text, "tools", "name", allows).unwrap();
+        // Text as a plugin may leave it (a strict walk, for the upstream's unchecked text, refuses
+        // a repeated result outright: below).
+        let filter = |text: &str| {
+            let (out, id_at) = filter_list(text, false, "tools", "name", allows).unwrap()?;
+            // A changed list says where its one id is (none when it has none or two).
+            let ids = scan::members(&out).unwrap();
+            let ids: Vec<_> = ids.iter().filter(|m| m.is("id")).collect();
+            match id_at {
+                Some(at) => assert_eq!(
+                    Some(&out[at]),
+                    (ids.len() == 1).then(|| ids[0].value),
+                    "{out}"
+                ),
+                None => assert_ne!(ids.len(), 1, "{out}"),
+            }
+            Some(out)
+        };
         let names = |text: &str| -> Vec<Vec<String>> {
             // Every `tools` array of every `result`, as a client that reads either would see.
             let mut out = Vec::new();
@@ -660,21 +711,40 @@ mod tests {
         assert_eq!(names(&out), vec![vec!["?", "?"]]);
         let deny_empty = filter_list(
             r#"{"id":"x","result":{"tools":[{"title":"nameless"},{"name":"a"}]}}"#,
+            true,
             "tools",
             "name",
             |n: &str| !n.is_empty(),
         )
         .unwrap()
         .unwrap();
-        assert_eq!(names(&deny_empty), vec![vec!["a"]]);
+        assert_eq!(names(&deny_empty.0), vec![vec!["a"]]);
         // A result that is not an object, or a list that is not an array, is left alone.
         assert_eq!(filter(r#"{"id":"x","result":[{"name":"delete_a"}]}"#), None);
         assert_eq!(filter(r#"{"id":"x","result":{"tools":"delete_a"}}"#), None);
         // What is not a JSON object cannot be judged.
-        assert!(filter_list(r#"["result"]"#, "tools", "name", allows).is_err());
+        assert!(filter_list(r#"["result"]"#, true, "tools", "name", allows).is_err());
+        // A strict walk refuses what the response hooks' check refuses.
+        for twice in [
+            r#"{"id":"x","result":{"tools":[]},"result":{"tools":[]}}"#,
+            r#"{"id":"x","result":{"tools":[]},"id":"y"}"#,
+            r#"{"error":{},"id":"x","result":{"tools":[]},"error":{}}"#,
+        ] {
+            assert!(
+                filter_list(twice, true, "tools", "name", allows).is_err(),
+                "{twice}"
+            );
+            assert!(crate::pipeline::check_message(twice).is_err(), "{twice}");
+        }
+        // A strict walk also checks what it skips (an entry's schema); the fast one, for text
+        // already checked, does not.
+        let bad = r#"{"id":"x","result":{"tools":[{"name":"a","inputSchema":{"type":"o\q"}}]}}"#;
+        assert!(filter_list(bad, true, "tools", "name", allows).is_err());
+        assert!(filter_list(bad, false, "tools", "name", allows).is_ok());
         assert!(
             filter_list(
                 r#"{"result":{"tools":[{"name":"a"}"#,
+                false,
                 "tools",
                 "name",
                 allows
