@@ -141,6 +141,25 @@ fn a_hostile_list_loses_the_denied_tool_in_every_copy_and_spelling() {
     );
 }
 
+/// A list answer that is not JSON deep inside an entry (a bad escape in a schema, which a lenient
+/// client might still read), or that gives its id again after the result: the gateway checks a
+/// large result in the walk that filters it, and neither reaches the client, denied tool and
+/// all; the client gets an error naming why, and the route serves the next list.
+#[test]
+fn a_list_that_is_not_json_deep_inside_never_reaches_the_client() {
+    let (_up, url) = raw_upstream(&[]);
+    let (_gw, base, _dir) = gateway(&[("raw", &url)]);
+    let client = Client::new(&base, "raw", MODERN);
+    for cursor in ["malformed", "id_twice"] {
+        let r = client.send("8", "tools/list", json!({"cursor": cursor}));
+        assert!(!r.body.contains(r#""add""#), "{cursor}: {}", r.body);
+        assert!(!r.body.contains(r#""echo""#), "{cursor}: {}", r.body);
+        assert!(r.body.contains("-32015"), "{cursor}: {} {}", r.status, r.body);
+    }
+    let list = client.answer("9", "tools/list", json!({"cursor": "respelled"}));
+    assert!(list.contains(r#""echo""#) && !list.contains(r#""add""#), "{list}");
+}
+
 /// Issue item 2: a response that reaches the client on another stream than its POST's (a
 /// 2025-11-25 server closes the POST stream; the SDK client resumes with GET + Last-Event-ID and
 /// the server replays the answer there) is hooked all the same.
