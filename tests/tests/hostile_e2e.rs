@@ -154,10 +154,18 @@ fn a_list_that_is_not_json_deep_inside_never_reaches_the_client() {
         let r = client.send("8", "tools/list", json!({"cursor": cursor}));
         assert!(!r.body.contains(r#""add""#), "{cursor}: {}", r.body);
         assert!(!r.body.contains(r#""echo""#), "{cursor}: {}", r.body);
-        assert!(r.body.contains("-32015"), "{cursor}: {} {}", r.status, r.body);
+        assert!(
+            r.body.contains("-32015"),
+            "{cursor}: {} {}",
+            r.status,
+            r.body
+        );
     }
     let list = client.answer("9", "tools/list", json!({"cursor": "respelled"}));
-    assert!(list.contains(r#""echo""#) && !list.contains(r#""add""#), "{list}");
+    assert!(
+        list.contains(r#""echo""#) && !list.contains(r#""add""#),
+        "{list}"
+    );
 }
 
 /// Issue item 2: a response that reaches the client on another stream than its POST's (a
