@@ -265,8 +265,13 @@ impl<'r> Reply<'r> {
     pub fn tree(&mut self) -> Option<&mut serde_json::Value> {
         self.id_at = None;
         if self.tree.is_none() {
+            // A parse reads JSON but keeps the last of repeated members: the check refuses them,
+            // as it does for a hook that reads the text.
+            if !self.checked {
+                check_message(&self.text).ok()?;
+                self.checked = true;
+            }
             self.tree = Some(serde_json::from_str(&self.text).ok()?);
-            self.checked = true;
         }
         self.tree.as_mut()
     }
@@ -288,7 +293,7 @@ impl<'r> Reply<'r> {
     /// The message's tree, if a hook asked for one, else its text (and where a hook said its id
     /// is); checked first if no hook read it.
     pub(crate) fn into_parts(self) -> Result<ReplyParts<'r>, crate::mcp::scan::ScanError> {
-        if !self.checked && self.tree.is_none() {
+        if !self.checked {
             check_message(&self.text)?;
         }
         Ok((self.text, self.tree, self.id_at))

@@ -298,9 +298,12 @@ async fn a_stream_of_its_own_recognises_hooked_ids_for_their_caller_only() {
     );
 }
 
-/// A response hook that reads nothing (`reads: false`) or reads the text.
-struct Looks {
-    reads: bool,
+/// A response hook that reads nothing, the text or the tree, and changes nothing.
+#[derive(Clone, Copy, Debug)]
+enum Looks {
+    Nothing,
+    Text,
+    Tree,
 }
 impl Stage for Looks {
     fn name(&self) -> &str {
@@ -322,10 +325,16 @@ impl Stage for Looks {
         response: &'a mut Reply<'_>,
     ) -> BoxFuture<'a, ResponseVerdict> {
         Box::pin(async move {
-            if self.reads && response.text().is_none() {
-                return ResponseVerdict::Refuse("not JSON");
+            let read = match self {
+                Looks::Nothing => true,
+                Looks::Text => response.text().is_some(),
+                Looks::Tree => response.tree().is_some(),
+            };
+            if read {
+                ResponseVerdict::Unchanged
+            } else {
+                ResponseVerdict::Refuse("not JSON")
             }
-            ResponseVerdict::Unchanged
         })
     }
 }
@@ -346,8 +355,8 @@ async fn a_result_checked_late_is_still_checked_whoever_reads_it() {
             false,
         ),
     ];
-    for reads in [true, false] {
-        let p = Pipeline::new(vec![Arc::new(Looks { reads })]);
+    for reads in [Looks::Nothing, Looks::Text, Looks::Tree] {
+        let p = Pipeline::new(vec![Arc::new(reads)]);
         let mut list = cx(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
         let hooks = p.hook_requests(&mut list, &ids).unwrap();
         let token = forwarded_id(&list, 0);
@@ -359,7 +368,7 @@ async fn a_result_checked_late_is_still_checked_whoever_reads_it() {
                 assert_eq!(
                     !matches!(out, Processed::Refused(_)),
                     json,
-                    "reads {reads}, id {id}: {answer} gave {out:?}"
+                    "reads {reads:?}, id {id}: {answer} gave {out:?}"
                 );
             }
         }
@@ -382,7 +391,7 @@ async fn a_result_checked_late_is_still_checked_whoever_reads_it() {
             assert_eq!(
                 !matches!(out, Processed::Refused(_)),
                 json,
-                "reads {reads}: {answer} gave {out:?}"
+                "reads {reads:?}: {answer} gave {out:?}"
             );
         }
     }
