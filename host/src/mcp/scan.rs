@@ -7,9 +7,9 @@
 //! commas, string ends) and skips the rest by counting brackets: for text already checked once.
 //! A [`Cursor::strict`] walk (and [`check`]) accepts exactly what `serde_json` accepts: every
 //! string's escapes and control characters, number syntax, literals, the structure of skipped
-//! values, and nesting as deep as `serde_json` reads into a tree (127 containers), so a walk that reads a message
-//! can also be the one pass that checks it (the response hooks defer a large result's check to
-//! the policy's list walk). Neither ever panics, whatever the input.
+//! values, and nesting as deep as `serde_json` reads into a tree (127 containers), so a walk that
+//! reads a message can also be the one pass that checks it (the response hooks defer a large
+//! result's check to the policy's list walk). Neither ever panics, whatever the input.
 
 use std::borrow::Cow;
 
@@ -145,9 +145,11 @@ fn descend(depth: usize) -> Result<usize> {
 }
 
 /// The end of the value at `i`, checked as `serde_json` reads it, with `depth` levels of
-/// nesting left.
-fn check_value(b: &[u8], i: usize, depth: usize) -> Result<usize> {
-    let (close, object) = match b.get(i) {
+/// nesting left: a scalar here, a container by a strict [`Cursor`] (the same structure checks as
+/// every walk, and the scalars inside back here).
+fn check_value(text: &str, i: usize, depth: usize) -> Result<usize> {
+    let b = text.as_bytes();
+    let object = match b.get(i) {
         None => return Err(ScanError("a value is missing")),
         Some(b'"') => return skip_string(b, i, true),
         Some(b'-' | b'0'..=b'9') => return check_number(b, i),
@@ -158,43 +160,28 @@ fn check_value(b: &[u8], i: usize, depth: usize) -> Result<usize> {
                 .map(|lit| i + lit.len())
                 .ok_or(ScanError("a bad literal"));
         }
-        Some(b'{') => (b'}', true),
-        Some(b'[') => (b']', false),
+        Some(b'{') => true,
+        Some(b'[') => false,
         Some(_) => return Err(ScanError("not a JSON value")),
     };
-    let depth = descend(depth)?;
-    let mut j = skip_ws(b, i + 1);
-    if b.get(j) == Some(&close) {
-        return Ok(j + 1);
+    let mut c = Cursor {
+        text,
+        i,
+        strict: true,
+        depth,
+    };
+    if object {
+        c.object(|c, _| c.skip().map(drop))?;
+    } else {
+        c.array(|c| c.skip().map(drop))?;
     }
-    loop {
-        if object {
-            if b.get(j) != Some(&b'"') {
-                return Err(ScanError("an object key is not a string"));
-            }
-            j = skip_ws(b, skip_string(b, j, true)?);
-            if b.get(j) != Some(&b':') {
-                return Err(ScanError("a key without a value"));
-            }
-            j = skip_ws(b, j + 1);
-        }
-        j = skip_ws(b, check_value(b, j, depth)?);
-        match b.get(j) {
-            Some(b',') => j = skip_ws(b, j + 1),
-            Some(c) if *c == close => return Ok(j + 1),
-            _ => {
-                return Err(ScanError(
-                    "an entry is not followed by `,` or its container's end",
-                ));
-            }
-        }
-    }
+    Ok(c.i)
 }
 
 /// Whether `text` is one JSON value (surrounding whitespace allowed) as `serde_json` reads it.
 pub fn check(text: &str) -> Result<()> {
     let b = text.as_bytes();
-    let end = check_value(b, skip_ws(b, 0), DEPTH)?;
+    let end = check_value(text, skip_ws(b, 0), DEPTH)?;
     if skip_ws(b, end) == b.len() {
         Ok(())
     } else {
@@ -329,19 +316,19 @@ impl<'a> Cursor<'a> {
         if self.strict {
             self.skip_with(check_value)
         } else {
-            self.skip_with(|b, i, _| skip_value(b, i))
+            self.skip_with(|text, i, _| skip_value(text.as_bytes(), i))
         }
     }
 
     /// Skips the value at the cursor by counting brackets, unchecked even in a strict walk (its
     /// span: for a value some later walk will check).
     pub fn skip_unchecked(&mut self) -> Result<&'a str> {
-        self.skip_with(|b, i, _| skip_value(b, i))
+        self.skip_with(|text, i, _| skip_value(text.as_bytes(), i))
     }
 
-    fn skip_with(&mut self, end: impl Fn(&[u8], usize, usize) -> Result<usize>) -> Result<&'a str> {
+    fn skip_with(&mut self, end: impl Fn(&str, usize, usize) -> Result<usize>) -> Result<&'a str> {
         let start = self.i;
-        self.i = end(self.bytes(), start, self.depth)?;
+        self.i = end(self.text, start, self.depth)?;
         Ok(&self.text[start..self.i])
     }
 

@@ -163,6 +163,32 @@ impl<'a> Probe<'a> {
     }
 }
 
+/// Which of a JSON-RPC message's `id`, `result` and `error` members a top-level key is (however
+/// spelled), each allowed once as `serde_json`'s fields allowed them: the probe, the check and
+/// the policy's strict list walk refuse a repeat alike.
+#[derive(Default)]
+pub(crate) struct AnswerMembers([bool; 3]);
+
+impl AnswerMembers {
+    const ID: usize = 0;
+    const RESULT: usize = 1;
+    const ERROR: usize = 2;
+
+    /// Which of them `key` (quoted, as written) is, if any; an error when it came before.
+    pub(crate) fn note(&mut self, key: &str) -> Result<Option<usize>, scan::ScanError> {
+        let Some(i) = ["id", "result", "error"]
+            .iter()
+            .position(|name| scan::key_is(key, name))
+        else {
+            return Ok(None);
+        };
+        if std::mem::replace(&mut self.0[i], true) {
+            return Err(scan::ScanError("`id`, `result` or `error` given twice"));
+        }
+        Ok(Some(i))
+    }
+}
+
 /// `text` is a JSON object as `serde_json` reads it, whose `id`, `result` and `error` members
 /// (however spelled) appear at most once each: the check a [`Probe`] leaves to later.
 pub(crate) fn check_message(text: &str) -> Result<(), scan::ScanError> {
@@ -172,22 +198,17 @@ pub(crate) fn check_message(text: &str) -> Result<(), scan::ScanError> {
 /// The top-level walk of a [`Probe`] (`probe`: a result object or array is left unread) or of
 /// [`check_message`] (everything checked).
 fn walk_message(text: &str, probe: bool) -> Result<Probe<'_>, scan::ScanError> {
-    const ID: usize = 0;
-    const RESULT: usize = 1;
+    const ID: usize = AnswerMembers::ID;
+    const RESULT: usize = AnswerMembers::RESULT;
     let mut c = scan::Cursor::strict(text);
+    let mut once = AnswerMembers::default();
     // `id`, `result`, `error`: their values, once read (a result left unread: `"{"`).
     let mut seen: [Option<&str>; 3] = [None; 3];
     let mut unchecked = false;
     let walked = c.object(|c, key| {
-        let Some(which) = ["id", "result", "error"]
-            .iter()
-            .position(|name| scan::key_is(key, name))
-        else {
+        let Some(which) = once.note(key)? else {
             return c.skip().map(drop);
         };
-        if seen[which].is_some() {
-            return Err(scan::ScanError("`id`, `result` or `error` given twice"));
-        }
         if probe && which == RESULT && matches!(c.peek(), Some(b'{' | b'[')) {
             unchecked = true;
             if seen[ID].is_some() {
@@ -210,7 +231,7 @@ fn walk_message(text: &str, probe: bool) -> Result<Probe<'_>, scan::ScanError> {
     let given = |v: Option<&str>| v.is_some_and(|v| v != "null");
     Ok(Probe {
         id: seen[ID].filter(|v| *v != "null"),
-        answers: given(seen[RESULT]) || given(seen[2]),
+        answers: given(seen[RESULT]) || given(seen[AnswerMembers::ERROR]),
         unchecked,
     })
 }

@@ -32,7 +32,7 @@ mod hooks;
 mod tests;
 
 pub use bodies::{hooked_json, hooked_sse};
-pub(crate) use hooks::check_message;
+pub(crate) use hooks::{AnswerMembers, check_message};
 pub use hooks::{Processed, ResponseHooks};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -401,19 +401,12 @@ fn filter_list(
     };
     // A strict walk is also the message's first full read: what the response hooks' check
     // refuses (a repeated id, result or error), it refuses too.
-    let mut once = [false; 3];
+    let mut once = crate::pipeline::AnswerMembers::default();
     let (mut id_at, mut ids) = (None, 0);
     out.push('{');
     c.object(|c, k| {
-        if strict
-            && let Some(i) = ["id", "result", "error"]
-                .iter()
-                .position(|name| scan::key_is(k, name))
-        {
-            if once[i] {
-                return Err(scan::ScanError("`id`, `result` or `error` given twice"));
-            }
-            once[i] = true;
+        if strict {
+            once.note(k)?;
         }
         separator(&mut out);
         out.push_str(k);
