@@ -13,9 +13,10 @@ it answers POSTs by JSON-RPC method (and tool name):
                       a JSON list whose `tools` member comes three times, once spelled
                       `t\u006fols`, each copy holding `add` (spelled `add`, `\u0061dd`,
                       `a\u0064d`; a name key spelled `n\u0061me`) beside `echo`
-  tools/list with cursor `malformed` or `id_twice`
+  tools/list with cursor `malformed`, `id_twice` or `deep`
                       a list holding `add` that is not JSON deep inside an entry (a bad escape
-                      in its schema), or whose `id` member comes again after the result
+                      in its schema), whose `id` member comes again after the result, or with a
+                      schema nested 200 levels deep (past the 127 a hooked message may nest)
   resources/list      a JSON answer of 1 MiB
   prompts/list        a small, ordinary JSON answer
   resources/templates/list
@@ -83,10 +84,12 @@ class Handler(BaseHTTPRequestHandler):
             )
             return self.send_body(200, "application/json", body.encode())
         cursor = (request.get("params") or {}).get("cursor")
-        if method == "tools/list" and cursor in ("malformed", "id_twice"):
+        if method == "tools/list" and cursor in ("malformed", "id_twice", "deep"):
             tools = '[{"name":"echo","inputSchema":{"type":"object"}},{"name":"add","inputSchema":{}}]'
             if cursor == "malformed":
                 tools = '[{"name":"echo","inputSchema":{"type":"obj\\q"}},{"name":"add"}]'
+            if cursor == "deep":
+                tools = '[{"name":"echo","inputSchema":' + "[" * 200 + "]" * 200 + '},{"name":"add"}]'
             body = '{"jsonrpc":"2.0","id":' + rid + ',"result":{"tools":' + tools + '}'
             if cursor == "id_twice":
                 body += ',"id":' + rid

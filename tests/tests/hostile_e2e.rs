@@ -142,15 +142,16 @@ fn a_hostile_list_loses_the_denied_tool_in_every_copy_and_spelling() {
 }
 
 /// A list answer that is not JSON deep inside an entry (a bad escape in a schema, which a lenient
-/// client might still read), or that gives its id again after the result: the gateway checks a
-/// large result in the walk that filters it, and neither reaches the client, denied tool and
-/// all; the client gets an error naming why, and the route serves the next list.
+/// client might still read), that gives its id again after the result, or that nests deeper
+/// than 127 levels (SECURITY.md): the gateway checks a large result in the walk that filters
+/// it, and none reaches the client, denied tool and all; the client gets an error naming why,
+/// and the route serves the next list.
 #[test]
 fn a_list_that_is_not_json_deep_inside_never_reaches_the_client() {
     let (_up, url) = raw_upstream(&[]);
     let (_gw, base, _dir) = gateway(&[("raw", &url)]);
     let client = Client::new(&base, "raw", MODERN);
-    for cursor in ["malformed", "id_twice"] {
+    for cursor in ["malformed", "id_twice", "deep"] {
         let r = client.send("8", "tools/list", json!({"cursor": cursor}));
         assert!(!r.body.contains(r#""add""#), "{cursor}: {}", r.body);
         assert!(!r.body.contains(r#""echo""#), "{cursor}: {}", r.body);
