@@ -1,6 +1,6 @@
 """A hostile MCP upstream that speaks raw HTTP, for what no SDK server would send.
 
-    raw_upstream.py [--require-token TOKEN]
+    raw_upstream.py [--require-token TOKEN] [--tools-list FAULT]
 
 Prints `PORT <n>` once it listens on 127.0.0.1. With --require-token, a POST without
 `Authorization: Bearer TOKEN` is answered 401 with a `WWW-Authenticate` challenge pointing at
@@ -16,7 +16,8 @@ it answers POSTs by JSON-RPC method (and tool name):
   tools/list with cursor `malformed`, `id_twice` or `deep`
                       a list holding `add` that is not JSON deep inside an entry (a bad escape
                       in its schema), whose `id` member comes again after the result, or with a
-                      schema nested 200 levels deep (past the 127 a hooked message may nest)
+                      schema nested 200 levels deep (past the 127 a hooked message may nest);
+                      with --tools-list FAULT, every tools/list is answered as cursor FAULT
   resources/list      a JSON answer of 1 MiB
   prompts/list        a small, ordinary JSON answer
   resources/templates/list
@@ -83,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
                 '"tools":[{"name":"echo"},{"name":"a\\u0064d","inputSchema":{}}]}}'
             )
             return self.send_body(200, "application/json", body.encode())
-        cursor = (request.get("params") or {}).get("cursor")
+        cursor = (request.get("params") or {}).get("cursor") or LIST_FAULT
         if method == "tools/list" and cursor in ("malformed", "id_twice", "deep"):
             tools = '[{"name":"echo","inputSchema":{"type":"object"}},{"name":"add","inputSchema":{}}]'
             if cursor == "malformed":
@@ -275,12 +276,22 @@ FAULTS = {f.__name__: f for f in (reset_before_headers, reset_mid_sse, reset_mid
                                   quiet_stream)}
 
 REQUIRED_TOKEN: str | None = None
+LIST_FAULT: str | None = None
 
 
 def main() -> None:
-    global REQUIRED_TOKEN
-    if len(sys.argv) == 3 and sys.argv[1] == "--require-token":
-        REQUIRED_TOKEN = sys.argv[2]
+    global REQUIRED_TOKEN, LIST_FAULT
+    args = sys.argv[1:]
+    while len(args) >= 2:
+        flag, value, args = args[0], args[1], args[2:]
+        if flag == "--require-token":
+            REQUIRED_TOKEN = value
+        elif flag == "--tools-list":
+            LIST_FAULT = value
+        else:
+            sys.exit(f"unknown flag {flag}")
+    if args:
+        sys.exit(f"{args[0]} needs a value")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)

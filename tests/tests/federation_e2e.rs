@@ -648,6 +648,58 @@ fn validate_with_members_asks_them_and_refuses_collisions() {
     );
 }
 
+/// A member whose list is not JSON deep inside an entry, repeats its `id` after the result, or
+/// nests a schema 200 levels deep: its page is read strictly once, so it is left out (counted)
+/// and none of its entries reach the client; the other member's are served, as JSON.
+#[test]
+fn a_member_list_that_is_not_json_is_left_out_whole() {
+    let (_alpha, alpha_url) = start_demo_server();
+    let evil: Vec<(Proc, String)> = ["malformed", "id_twice", "deep"]
+        .iter()
+        .map(|fault| raw_upstream(&["--tools-list", fault]))
+        .collect();
+    let dir = TempDir::new("fed-not-json");
+    let mut yaml = format!(
+        "server:\n  port: 0\nobservability:\n  metrics: {{path: /metrics}}\nupstreams:\n  alpha:\n    url: {alpha_url}\n"
+    );
+    for (i, (_, base)) in evil.iter().enumerate() {
+        yaml.push_str(&format!("  evil{i}:\n    url: {base}/mcp\n"));
+    }
+    yaml.push_str("  team:\n    members: [alpha, evil0, evil1, evil2]\n");
+    let cfg = dir.file("gw.yaml", &yaml);
+    let (_gw, base) = start_gateway(&cfg, &[]);
+    for era in [MODERN, LEGACY] {
+        let c = Client::new(&base, "team", era);
+        let listed: Value = serde_json::from_str(&c.answer("1", "tools/list", json!({}))).unwrap();
+        let tools: Vec<&str> = listed["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tools,
+            [
+                "alpha_echo",
+                "alpha_add",
+                "alpha_slow_count",
+                "alpha_whoami"
+            ],
+            "{listed}"
+        );
+    }
+    let metrics = get(&base, "/metrics");
+    for i in 0..3 {
+        let failures = metric(
+            &metrics,
+            &format!(
+                "mcpgate_federation_member_failures_total{{member=\"evil{i}\",route=\"team\"}}"
+            ),
+        );
+        assert!(failures >= 2.0, "evil{i}: {failures}");
+    }
+}
+
 #[test]
 fn a_member_past_the_federated_bounds_is_refused_and_held_back() {
     let (_alpha, alpha_url) = start_demo_server();

@@ -32,7 +32,6 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -42,8 +41,8 @@ use crate::loopback::{
     sse_from,
 };
 use crate::mcp::headers::{MCP_METHOD, MCP_NAME, MCP_SESSION_ID};
-use crate::mcp::jsonrpc;
 use crate::mcp::sse::{EventSplitter, is_event_stream};
+use crate::mcp::{jsonrpc, scan};
 use crate::proxy::{Outgoing, Peer, UpstreamClient};
 
 /// The largest request body the endpoint reads (the gateway's own limit applies before it).
@@ -744,11 +743,6 @@ impl Federator {
         bodies: Vec<(Member, Bytes)>,
         method: &str,
     ) -> Vec<(Member, RawObject)> {
-        #[derive(serde::Deserialize)]
-        struct PageAnswer {
-            result: Option<RawObject>,
-            error: Option<Box<RawValue>>,
-        }
         let asks = bodies.into_iter().map(|(m, body)| async move {
             let answer = self.ask_raw(&m, headers, session, body).await;
             (m, answer)
@@ -756,7 +750,9 @@ impl Federator {
         let mut out = Vec::new();
         for (m, answer) in futures_util::future::join_all(asks).await {
             let answer = answer.and_then(|(raw, _)| {
-                serde_json::from_slice::<PageAnswer>(&raw)
+                std::str::from_utf8(&raw)
+                    .map_err(|_| scan::ScanError("not UTF-8"))
+                    .and_then(PageAnswer::read)
                     .map_err(|e| format!("its answer is not a list result: {e}"))
             });
             match answer {
@@ -933,24 +929,29 @@ impl Federator {
         let mut bodies = Vec::new();
         let mut cached = Vec::new();
         let mut keys = HashMap::new();
-        for m in members.iter() {
+        // A first page is the same request to every member: written once.
+        let first_page = cursors.is_none().then(|| {
             let mut asked = message.clone();
+            if let Some(params) = asked.get_mut("params").and_then(Value::as_object_mut) {
+                params.remove("cursor");
+            }
+            Bytes::from(asked.to_string())
+        });
+        for m in members.iter() {
             let mut cursor = None;
-            match &cursors {
-                None => {}
-                Some(map) => match map.get(m.name.as_ref()) {
+            let body = match (&cursors, &first_page) {
+                (Some(map), _) => match map.get(m.name.as_ref()) {
                     None => continue,
                     Some(c) => {
                         cursor = Some(c.to_string());
+                        let mut asked = message.clone();
                         asked["params"]["cursor"] = c.clone();
+                        Bytes::from(asked.to_string())
                     }
                 },
-            }
-            if let Some(params) = asked.get_mut("params").and_then(Value::as_object_mut)
-                && cursors.is_none()
-            {
-                params.remove("cursor");
-            }
+                (None, Some(body)) => body.clone(),
+                (None, None) => continue,
+            };
             let key = PageKey {
                 member: m.name.clone(),
                 method: method.clone(),
@@ -964,7 +965,7 @@ impl Federator {
             }
             self.count_catalog(m, "miss");
             keys.insert(m.name.clone(), key);
-            bodies.push((m.clone(), Bytes::from(asked.to_string())));
+            bodies.push((m.clone(), body));
         }
         let mut pages = self.fan_out_pages(headers, session, bodies, &method).await;
         for (m, page) in &pages {
@@ -975,7 +976,8 @@ impl Federator {
         // In the members' order, cached or not: the first member's name wins a collision.
         pages.extend(cached);
         pages.sort_by_key(|(m, _)| members.iter().position(|o| o.name == m.name));
-        let mut merged: Vec<RawObject> = Vec::new();
+        // The entries, merged as JSON text: `[entry,entry,…]`.
+        let mut merged = vec![b'['];
         let mut seen: HashMap<String, Arc<str>> = HashMap::new();
         let mut next: HashMap<String, Value> = HashMap::new();
         let mut caching = Caching::default();
@@ -984,18 +986,25 @@ impl Federator {
             if let Some(c) = page.parse::<Value>("nextCursor").filter(|c| !c.is_null()) {
                 next.insert(m.name.to_string(), c);
             }
-            let entries: Vec<RawObject> = page
-                .take(key)
-                .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                .unwrap_or_default();
-            for mut entry in entries {
-                let Some(own) = entry.parse::<String>(name_field) else {
+            let Some(list) = page.take(key) else { continue };
+            let Ok((fields, ends)) = page_entries(&list) else {
+                continue;
+            };
+            let mut start = 0;
+            for end in ends {
+                let entry = &fields[start..end];
+                start = end;
+                let Some(own) = entry
+                    .iter()
+                    .find(|f| f.is(name_field))
+                    .and_then(|f| scan::string_text(f.value).ok())
+                else {
                     continue;
                 };
                 let shown = if name_field == "name" {
                     format!("{}{own}", m.prefix)
                 } else {
-                    own.clone()
+                    own.to_string()
                 };
                 if let Some(first) = seen.get(&shown) {
                     tracing::warn!(
@@ -1012,20 +1021,31 @@ impl Federator {
                 } else if name_field == "name" && self.ambiguous(&shown) {
                     remember(&self.names, &shown, &m.name);
                 }
-                if name_field == "name" {
-                    entry.set_json(name_field, &shown);
+                if merged.len() > 1 {
+                    merged.push(b',');
                 }
+                let renamed = (name_field == "name").then_some(shown.as_str());
+                write_entry(&mut merged, entry, name_field, renamed);
                 seen.insert(shown, m.name.clone());
-                merged.push(entry);
             }
         }
+        merged.push(b']');
+        let size = merged.len();
         let mut result = RawObject::default();
-        result.set_json(key, &merged);
+        // Entries walked from checked text and strings written by serde_json: JSON.
+        let merged = String::from_utf8(merged).map_or_else(|_| "[]".into(), String::into_boxed_str);
+        result.set_text(key, merged);
         if !next.is_empty() {
             result.set_json("nextCursor", &encode_token(&next));
         }
         caching.apply_raw(&mut result);
-        self::result(&id, &result)
+        let mut body = Vec::with_capacity(size + 64);
+        body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        let _ = serde_json::to_writer(&mut body, &id);
+        body.extend_from_slice(br#","result":"#);
+        result.write_json(&mut body);
+        body.push(b'}');
+        json_response(StatusCode::OK, body)
     }
 
     fn count_catalog(&self, member: &Member, result: &str) {
@@ -1816,22 +1836,44 @@ impl Caching {
     }
 }
 
-/// A JSON object read one level deep: its members in order, each value kept as JSON text. A
-/// list page's entries are merged as these, so a tool's schema is copied, never parsed.
+/// A JSON object read one level deep: its members in order (repeats kept), each value kept as
+/// the JSON text the strict walk that read it checked. A list page's entries are merged from
+/// their text, so a tool's schema is copied, never parsed.
 #[derive(Debug, Clone, Default)]
-struct RawObject(Vec<(String, Box<RawValue>)>);
+struct RawObject(Vec<(String, Box<str>)>);
 
 impl RawObject {
-    fn get(&self, key: &str) -> Option<&RawValue> {
+    /// The object `text` (surrounding whitespace allowed), checked whole as `serde_json` reads
+    /// JSON.
+    #[cfg(test)]
+    fn read(text: &str) -> Result<RawObject, scan::ScanError> {
+        let mut c = scan::Cursor::strict(text);
+        let object = RawObject::walk(&mut c)?;
+        c.end()?;
+        Ok(object)
+    }
+
+    /// The object at the strict cursor `c`.
+    fn walk(c: &mut scan::Cursor<'_>) -> Result<RawObject, scan::ScanError> {
+        let mut fields = Vec::new();
+        c.object(|c, key| {
+            let value = c.skip()?;
+            fields.push((scan::string_text(key)?.into_owned(), value.into()));
+            Ok(())
+        })?;
+        Ok(RawObject(fields))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
     }
 
     /// The member `key` read as a `T` (`None` when absent or of another type).
     fn parse<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        serde_json::from_str(self.get(key)?.get()).ok()
+        serde_json::from_str(self.get(key)?).ok()
     }
 
-    fn take(&mut self, key: &str) -> Option<Box<RawValue>> {
+    fn take(&mut self, key: &str) -> Option<Box<str>> {
         let at = self.0.iter().position(|(k, _)| k == key)?;
         Some(self.0.remove(at).1)
     }
@@ -1839,67 +1881,143 @@ impl RawObject {
     /// Sets `key` to `value`, where the member was (any later member of that name dropped),
     /// or last.
     fn set_json<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
-        let Ok(raw) = serde_json::value::to_raw_value(value) else {
-            return;
-        };
+        if let Ok(text) = serde_json::to_string(value) {
+            self.set_text(key, text.into());
+        }
+    }
+
+    /// [`RawObject::set_json`] with the value's JSON text, which must be JSON.
+    fn set_text(&mut self, key: &str, text: Box<str>) {
         match self.0.iter().position(|(k, _)| k == key) {
             Some(at) => {
-                self.0[at].1 = raw;
+                self.0[at].1 = text;
                 let mut i = 0;
                 self.0.retain(|(k, _)| {
                     i += 1;
                     i - 1 <= at || k != key
                 });
             }
-            None => self.0.push((key.to_string(), raw)),
+            None => self.0.push((key.to_string(), text)),
         }
+    }
+
+    /// Its JSON text, the values as read.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(out, k);
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.push(b'}');
     }
 }
 
-impl<'de> serde::Deserialize<'de> for RawObject {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = RawObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
+/// `s` as a JSON string.
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A member's answer to a list request, read in one strict walk: the answer is JSON as
+/// `serde_json` reads it, its `id`, `result` and `error` each at most once (as the gateway's
+/// response hooks require), the result an object (read one level deep) or `null`.
+struct PageAnswer {
+    result: Option<RawObject>,
+    error: Option<String>,
+}
+
+impl PageAnswer {
+    fn read(text: &str) -> Result<PageAnswer, scan::ScanError> {
+        let mut c = scan::Cursor::strict(text);
+        let mut once = crate::pipeline::AnswerMembers::default();
+        let (mut result, mut error) = (None, None);
+        c.object(|c, key| {
+            let which = once.note(key)?;
+            if which == Some(crate::pipeline::AnswerMembers::RESULT) && c.peek() == Some(b'{') {
+                result = Some(RawObject::walk(c)?);
+                return Ok(());
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<RawObject, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(field) = map.next_entry::<String, Box<RawValue>>()? {
-                    fields.push(field);
+            let value = c.skip()?;
+            match which {
+                Some(crate::pipeline::AnswerMembers::RESULT) if value != "null" => {
+                    return Err(scan::ScanError("its result is not an object"));
                 }
-                Ok(RawObject(fields))
+                Some(crate::pipeline::AnswerMembers::ERROR) if value != "null" => {
+                    error = Some(value.to_string());
+                }
+                _ => {}
             }
-        }
-        d.deserialize_map(Fields)
+            Ok(())
+        })?;
+        c.end()?;
+        Ok(PageAnswer { result, error })
     }
 }
 
-impl serde::Serialize for RawObject {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
+/// The entries of a list page (`list`, checked by the walk that read the page) as the spans of
+/// their members, flat: `(members, ends)` where entry `i` is `members[ends[i - 1]..ends[i]]`.
+/// An element that is not an object fails the whole list.
+fn page_entries(list: &str) -> Result<(Vec<scan::Member<'_>>, Vec<usize>), scan::ScanError> {
+    let (mut members, mut ends) = (Vec::new(), Vec::new());
+    let mut c = scan::Cursor::new(list);
+    c.array(|c| {
+        c.object(|c, key| {
+            let value = c.skip()?;
+            members.push(scan::Member { key, value });
+            Ok(())
+        })?;
+        ends.push(members.len());
+        Ok(())
+    })?;
+    c.end()?;
+    Ok((members, ends))
 }
 
-/// Whether `message` is a JSON-RPC response (a result or an error, not a request).
+/// The entry of `members` as JSON text into `out`: its first `field` member (a later one of
+/// that name is dropped, so the client reads the one the gateway judged) with the value
+/// `shown` when given (a prefixed name), the others as written.
+fn write_entry(out: &mut Vec<u8>, members: &[scan::Member<'_>], field: &str, shown: Option<&str>) {
+    out.push(b'{');
+    let (mut first, mut named) = (true, false);
+    for m in members {
+        let named_here = m.is(field);
+        if named_here && std::mem::replace(&mut named, true) {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        out.extend_from_slice(m.key.as_bytes());
+        out.push(b':');
+        match shown {
+            Some(shown) if named_here => write_string(out, shown),
+            _ => out.extend_from_slice(m.value.as_bytes()),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Whether `message` is a JSON-RPC response (a result or an error, not a request). A quick
+/// look at the top level (what it skips is not checked): whoever reads the message checks it,
+/// strictly ([`PageAnswer::read`], `serde_json`).
 fn is_response(message: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        method: Option<serde::de::IgnoredAny>,
-        result: Option<serde::de::IgnoredAny>,
-        error: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<Probe>(message)
-        .is_ok_and(|p| p.method.is_none() && (p.result.is_some() || p.error.is_some()))
+    let Ok(text) = std::str::from_utf8(message) else {
+        return false;
+    };
+    let (mut request, mut answer) = (false, false);
+    let mut c = scan::Cursor::new(text);
+    let walked = c.object(|c, key| {
+        if c.skip()? != "null" {
+            request |= scan::key_is(key, "method");
+            answer |= scan::key_is(key, "result") || scan::key_is(key, "error");
+        }
+        Ok(())
+    });
+    walked.and_then(|()| c.end()).is_ok() && !request && answer
 }
 
 fn raw_id(id: &Value) -> Option<Box<serde_json::value::RawValue>> {
@@ -1979,7 +2097,7 @@ mod tests {
 
     #[test]
     fn the_caches_and_maps_stay_bounded() {
-        let raw = |v: Value| serde_json::from_str::<RawObject>(&v.to_string()).unwrap();
+        let raw = |v: Value| RawObject::read(&v.to_string()).unwrap();
         let catalog = Catalog::default();
         let page = raw(json!({"tools": [], "ttlMs": 60000, "cacheScope": "public"}));
         for i in 0..=MAX_CACHED_PAGES {
@@ -2060,28 +2178,122 @@ mod tests {
 
     #[test]
     fn raw_objects_keep_their_members_as_written() {
-        let mut o: RawObject = serde_json::from_str(
-            r#"{"name":"echo","inputSchema":{"type":"object","x":[1, 2]},"n":1}"#,
+        let text = |o: &RawObject| {
+            let mut out = Vec::new();
+            o.write_json(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let mut o = RawObject::read(
+            r#" {"name":"echo","inputSchema":{"type":"object","x":[1, 2]},"n":1} "#,
         )
         .unwrap();
         assert_eq!(o.parse::<String>("name").as_deref(), Some("echo"));
         assert_eq!(o.parse::<String>("n"), None);
         o.set_json("name", "alpha_echo");
         assert_eq!(
-            serde_json::to_string(&o).unwrap(),
+            text(&o),
             r#"{"name":"alpha_echo","inputSchema":{"type":"object","x":[1, 2]},"n":1}"#
         );
-        let mut twice: RawObject = serde_json::from_str(r#"{"a":1,"b":2,"a":3}"#).unwrap();
+        let mut twice = RawObject::read(r#"{"a":1,"b":2,"a":3}"#).unwrap();
         twice.set_json("a", &4);
-        assert_eq!(serde_json::to_string(&twice).unwrap(), r#"{"a":4,"b":2}"#);
+        assert_eq!(text(&twice), r#"{"a":4,"b":2}"#);
         assert!(o.take("n").is_some() && o.get("n").is_none());
-        assert!(serde_json::from_str::<RawObject>("[1]").is_err());
+        // Keys are read unescaped and written as JSON strings again.
+        let escaped = RawObject::read(r#"{"n\u0061me":"x","q\"":1}"#).unwrap();
+        assert_eq!(escaped.get("name"), Some(r#""x""#));
+        assert_eq!(text(&escaped), r#"{"name":"x","q\"":1}"#);
+        // Checked whole, however deep the fault: it is not JSON as serde_json reads it.
+        for bad in [
+            "[1]",
+            r#"{"a":1"#,
+            r#"{"a":{"b":[1,2,]}}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1} x"#,
+        ] {
+            assert!(RawObject::read(bad).is_err(), "{bad}");
+            assert!(bad == "[1]" || serde_json::from_str::<serde::de::IgnoredAny>(bad).is_err());
+        }
         assert!(is_response(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
         assert!(is_response(br#"{"id":1,"error":{"code":1,"message":"x"}}"#));
+        assert!(is_response(br#"{"id":1,"r\u0065sult":{}}"#));
         assert!(!is_response(
             br#"{"id":1,"method":"sampling/createMessage","params":{}}"#
         ));
+        assert!(!is_response(br#"{"id":1,"result":null}"#));
+        assert!(!is_response(br#"{"id":1,"result":{},"method":"x"}"#));
         assert!(!is_response(b"{oops"));
+        assert!(!is_response(b"\xff{}"));
+        assert!(!is_response(br#"[{"id":1,"result":{}}]"#));
+    }
+
+    #[test]
+    fn a_page_answer_is_read_strictly_once() {
+        let page = PageAnswer::read(
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a"}],"nextCursor":"c2"}}"#,
+        )
+        .unwrap();
+        let result = page.result.unwrap();
+        assert_eq!(result.get("tools"), Some(r#"[{"name":"a"}]"#));
+        assert_eq!(result.parse::<String>("nextCursor").as_deref(), Some("c2"));
+        assert!(page.error.is_none());
+        let failed =
+            PageAnswer::read(r#"{"id":7,"error":{"code":-32601,"message":"no"},"result":null}"#)
+                .unwrap();
+        assert!(failed.result.is_none());
+        assert_eq!(
+            failed.error.as_deref(),
+            Some(r#"{"code":-32601,"message":"no"}"#)
+        );
+        for hostile in [
+            // Not JSON deep inside an entry: the member is left out, never merged.
+            r#"{"id":7,"result":{"tools":[{"name":"a","inputSchema":{"x":[1,,2]}}]}}"#,
+            r#"{"id":7,"result":{"tools":[{"name":"a\q"}]}}"#,
+            // A second result or id (however spelled): which one would a client read?
+            r#"{"id":7,"result":{"tools":[]},"result":{"tools":[{"name":"x"}]}}"#,
+            r#"{"id":7,"result":{"tools":[]},"r\u0065sult":{"tools":[]}}"#,
+            r#"{"id":7,"result":{"tools":[]},"id":8}"#,
+            // A result that is not an object, text after the answer.
+            r#"{"id":7,"result":[]}"#,
+            r#"{"id":7,"result":{"tools":[]}}{}"#,
+        ] {
+            assert!(PageAnswer::read(hostile).is_err(), "{hostile}");
+        }
+        // Nesting past serde_json's 127 levels inside an entry.
+        let deep = format!(
+            r#"{{"id":7,"result":{{"tools":[{{"name":"a","s":{}{}}}]}}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
+        );
+        assert!(PageAnswer::read(&deep).is_err());
+    }
+
+    #[test]
+    fn entries_merge_as_written_with_one_name() {
+        let list = r#"[ {"name":"echo", "inputSchema":{"type":"object","x":[1, 2]}},
+            {"description":"d","na\u006de":"two","name":"again"}, {"name":3} ]"#;
+        let (fields, ends) = page_entries(list).unwrap();
+        assert_eq!(ends, vec![2, 5, 6]);
+        let entry = |i: usize, shown: Option<&str>| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            let mut out = Vec::new();
+            write_entry(&mut out, &fields[start..ends[i]], "name", shown);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            entry(0, Some("m_echo")),
+            r#"{"name":"m_echo","inputSchema":{"type":"object","x":[1, 2]}}"#
+        );
+        // The first name member is the one judged and shown; a repeat is dropped, so a client
+        // reading the last of repeated keys reads the same name.
+        assert_eq!(
+            entry(1, Some("m_\"two")),
+            r#"{"description":"d","na\u006de":"m_\"two"}"#
+        );
+        assert_eq!(entry(1, None), r#"{"description":"d","na\u006de":"two"}"#);
+        // An element that is not an object fails the member's whole page.
+        assert!(page_entries(r#"[{"name":"a"},"b"]"#).is_err());
+        assert!(page_entries("[]").unwrap().1.is_empty());
     }
 
     #[test]

@@ -170,9 +170,9 @@ impl<'a> Probe<'a> {
 pub(crate) struct AnswerMembers([bool; 3]);
 
 impl AnswerMembers {
-    const ID: usize = 0;
-    const RESULT: usize = 1;
-    const ERROR: usize = 2;
+    pub(crate) const ID: usize = 0;
+    pub(crate) const RESULT: usize = 1;
+    pub(crate) const ERROR: usize = 2;
 
     /// Which of them `key` (quoted, as written) is, if any; an error when it came before.
     pub(crate) fn note(&mut self, key: &str) -> Result<Option<usize>, scan::ScanError> {
