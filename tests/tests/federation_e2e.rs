@@ -35,6 +35,24 @@ upstreams:
     )
 }
 
+/// The demo server's tools as member `alpha` of a federated route serves them.
+const ALPHA_TOOLS: [&str; 4] = [
+    "alpha_echo",
+    "alpha_add",
+    "alpha_slow_count",
+    "alpha_whoami",
+];
+
+/// The tool names of a `tools/list` answer, in order.
+fn tool_names(listed: &Value) -> Vec<&str> {
+    listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect()
+}
+
 fn names(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
@@ -262,21 +280,7 @@ fn a_hostile_member_costs_only_its_own_entries() {
     let started = std::time::Instant::now();
     let listed = c.answer("1", "tools/list", json!({}));
     let listed: Value = serde_json::from_str(&listed).unwrap();
-    let tools: Vec<&str> = listed["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        tools,
-        [
-            "alpha_echo",
-            "alpha_add",
-            "alpha_slow_count",
-            "alpha_whoami"
-        ]
-    );
+    assert_eq!(tool_names(&listed), ALPHA_TOOLS, "{listed}");
     // Bounded by the hostile member's own timeout, not by its endless event.
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -671,22 +675,7 @@ fn a_member_list_that_is_not_json_is_left_out_whole() {
     for era in [MODERN, LEGACY] {
         let c = Client::new(&base, "team", era);
         let listed: Value = serde_json::from_str(&c.answer("1", "tools/list", json!({}))).unwrap();
-        let tools: Vec<&str> = listed["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            tools,
-            [
-                "alpha_echo",
-                "alpha_add",
-                "alpha_slow_count",
-                "alpha_whoami"
-            ],
-            "{listed}"
-        );
+        assert_eq!(tool_names(&listed), ALPHA_TOOLS, "{listed}");
     }
     let metrics = get(&base, "/metrics");
     for i in 0..3 {
