@@ -2001,23 +2001,33 @@ fn write_entry(out: &mut Vec<u8>, members: &[scan::Member<'_>], field: &str, sho
     out.push(b'}');
 }
 
-/// Whether `message` is a JSON-RPC response (a result or an error, not a request). A quick
-/// look at the top level (what it skips is not checked): whoever reads the message checks it,
-/// strictly ([`PageAnswer::read`], `serde_json`).
+/// Whether `message` is a JSON-RPC response (a result or an error, not a request): `method`
+/// absent, `result` or `error` given, none of the three twice (whichever a reader would take
+/// is then ambiguous). A quick look at the top level (what it skips is not checked): whoever
+/// reads the message checks it, strictly ([`PageAnswer::read`], `serde_json`).
 fn is_response(message: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(message) else {
         return false;
     };
-    let (mut request, mut answer) = (false, false);
+    // `method`, `result`, `error`: how often each came, and whether one was not null.
+    let mut seen = [(0u8, false); 3];
     let mut c = scan::Cursor::new(text);
     let walked = c.object(|c, key| {
-        if c.skip()? != "null" {
-            request |= scan::key_is(key, "method");
-            answer |= scan::key_is(key, "result") || scan::key_is(key, "error");
+        let value = c.skip()?;
+        if let Some(i) = ["method", "result", "error"]
+            .iter()
+            .position(|name| scan::key_is(key, name))
+        {
+            seen[i].0 = seen[i].0.saturating_add(1);
+            seen[i].1 |= value != "null";
         }
         Ok(())
     });
-    walked.and_then(|()| c.end()).is_ok() && !request && answer
+    let [method, result, error] = seen;
+    walked.and_then(|()| c.end()).is_ok()
+        && seen.iter().all(|(n, _)| *n <= 1)
+        && !method.1
+        && (result.1 || error.1)
 }
 
 fn raw_id(id: &Value) -> Option<Box<serde_json::value::RawValue>> {
@@ -2222,6 +2232,12 @@ mod tests {
         ));
         assert!(!is_response(br#"{"id":1,"result":null}"#));
         assert!(!is_response(br#"{"id":1,"result":{},"method":"x"}"#));
+        // Which of two results (or errors) would a reader take? Not an answer.
+        assert!(!is_response(br#"{"id":1,"result":{},"result":{"x":1}}"#));
+        assert!(!is_response(br#"{"id":1,"error":{},"\u0065rror":{}}"#));
+        assert!(!is_response(
+            br#"{"id":1,"result":{},"method":null,"method":null}"#
+        ));
         assert!(!is_response(b"{oops"));
         assert!(!is_response(b"\xff{}"));
         assert!(!is_response(br#"[{"id":1,"result":{}}]"#));
