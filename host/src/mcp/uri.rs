@@ -8,7 +8,9 @@
 //! percent-encoded characters that need no encoding decoded. What cannot be brought to one form
 //! safely is refused, never guessed: relative references, an encoded `/`, `\` or NUL in the path
 //! (a server that decodes them would see other segments than the policy did), double encoding
-//! (`%252e`), control characters, and dot segments in opaque URIs (`mcp:a/../b`).
+//! (`%252e`), control characters, dot segments in opaque URIs (`mcp:a/../b`), and a path
+//! that begins with `//` without an authority (`d:/.//x`, which the URL standard must write with
+//! a dot segment).
 
 /// The octet a `%XX` escape's two hex digits spell: exactly two ASCII hex digits (Rust's
 /// `from_str_radix` alone also takes a sign, so `%+f` would read as `%0f`, and a second pass
@@ -41,6 +43,13 @@ pub fn normalize(uri: &str) -> Result<String, String> {
     let url = url::Url::parse(uri).map_err(|e| format!("it is not an absolute URI ({e})"))?;
     if url.cannot_be_a_base() && url.path().split('/').any(is_dot_segment) {
         return Err("it has dot segments in an opaque path".into());
+    }
+    // A path that begins with `//` where there is no authority (`d:/.//x`, `d:/a/..//x`) is
+    // written `d:/.//x` by the URL standard, so it does not read as the authority `x`: a `.`
+    // segment kept in the normal form, and one that reads as something else once its dot is
+    // gone. Refused rather than judged in a form with a dot segment in it.
+    if !url.cannot_be_a_base() && url.host().is_none() && url.path().starts_with("//") {
+        return Err("its path begins with `//` and it has no authority".into());
     }
     let text = url.as_str();
     let mut out = String::with_capacity(text.len());
@@ -175,6 +184,11 @@ mod tests {
             "file:///docs/a\n.md",
             "mcp:docs/../secret",
             "mcp:docs/%2E%2E/secret",
+            // A path that begins with `//` without an authority (found by fuzzing: the normal
+            // form `d:/.//x` kept a `.` segment).
+            "D:/.//x",
+            "d:/a/..//x",
+            "D:/./////'/9//e/%4e",
         ] {
             assert!(normalize(bad).is_err(), "{bad:?} -> {:?}", normalize(bad));
         }
